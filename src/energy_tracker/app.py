@@ -1,0 +1,222 @@
+"""The composition root: settings in, adapters wired, one FastAPI app per process out.
+
+`up` builds every service into one app on the embedded defaults; `serve NAME` builds one
+service (or the gateway, which then forwards to the others over HTTP). Nothing connects to a
+backend at import time; everything starts in the app's lifespan and stops with it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass, field
+
+from fastapi import APIRouter, FastAPI
+
+from energy_tracker import __version__
+from energy_tracker.config import SERVICE_NAMES, Settings
+from energy_tracker.core.bus.base import EventBus
+from energy_tracker.core.bus.factory import bus_from_url
+from energy_tracker.core.bus.runner import ConsumeLoop
+from energy_tracker.core.events import TOPICS
+from energy_tracker.core.http import (
+    Authenticator,
+    RequestIdMiddleware,
+    install_error_handlers,
+    install_health,
+)
+from energy_tracker.core.stores.metadata import Database
+from energy_tracker.core.stores.timeseries.base import SeriesStore
+from energy_tracker.core.stores.timeseries.factory import series_store_from_url
+from energy_tracker.services.devices import api as devices_api
+from energy_tracker.services.devices.store import DeviceStore
+from energy_tracker.services.gateway.proxy import install_proxy
+from energy_tracker.services.gateway.routes import API_PREFIX
+from energy_tracker.services.ingestion import api as ingestion_api
+from energy_tracker.services.ingestion.recorder import ReadingRecorder
+from energy_tracker.services.usage import api as usage_api
+from energy_tracker.services.usage.consumer import UsageConsumer
+from energy_tracker.services.users import api as users_api
+from energy_tracker.services.users.store import UserStore
+
+log = logging.getLogger(__name__)
+
+ROUTERS: dict[str, APIRouter] = {
+    "users": users_api.router,
+    "devices": devices_api.router,
+    "ingestion": ingestion_api.router,
+    "usage": usage_api.router,
+}
+NEEDS_BUS = {"ingestion", "usage"}
+NEEDS_SERIES = {"usage"}
+
+
+class Directory:
+    """Identity look-ups for authentication, backed by the user and device stores."""
+
+    def __init__(self, users: UserStore, devices: DeviceStore) -> None:
+        self.users = users
+        self.devices = devices
+
+    async def user_is_active(self, user_id: str) -> bool:
+        user = await self.users.get(user_id)
+        return user is not None and not user.disabled
+
+    async def device_for_key_digest(self, digest: str) -> tuple[str, str] | None:
+        device = await self.devices.by_key_hash(digest)
+        if device is None:
+            return None
+        ctx = (await self.devices.contexts([device.id])).get(device.id)
+        return (device.id, device.owner_id) if ctx and ctx.enabled else None
+
+
+@dataclass
+class Runtime:
+    """The started backends of one process."""
+
+    settings: Settings
+    db: Database
+    bus: EventBus | None = None
+    series: SeriesStore | None = None
+    loops: list[ConsumeLoop] = field(default_factory=list)
+    tasks: list[asyncio.Task[None]] = field(default_factory=list)
+
+
+async def migrate(settings: Settings) -> None:
+    """Create or upgrade the metadata and time-series schemas, and the topics."""
+    db = Database(settings.effective_db_url)
+    await db.start()
+    try:
+        await db.migrate()
+    finally:
+        await db.stop()
+    series = series_store_from_url(settings.effective_tsdb_url)
+    await series.start()
+    try:
+        await series.migrate()
+    finally:
+        await series.stop()
+
+
+async def start_runtime(settings: Settings, services: Iterable[str]) -> Runtime:
+    """Start what `services` need; a backend that cannot be reached raises BackendUnavailable."""
+    wanted = set(services)
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    rt = Runtime(settings, Database(settings.effective_db_url))
+    try:
+        await rt.db.start()
+        if wanted & NEEDS_SERIES:
+            rt.series = series_store_from_url(settings.effective_tsdb_url)
+            await rt.series.start()
+        if wanted & NEEDS_BUS:
+            rt.bus = bus_from_url(settings.effective_bus_url, settings.bus_partitions)
+            await rt.bus.start()
+            await rt.bus.ensure_topics([*TOPICS, *(f"{t}.dlq" for t in TOPICS)])
+    except BaseException:
+        await stop_runtime(rt)
+        raise
+    return rt
+
+
+async def stop_runtime(rt: Runtime) -> None:
+    for loop in rt.loops:
+        loop.stop()
+    if rt.tasks:
+        await asyncio.gather(*rt.tasks, return_exceptions=True)
+    for closer in (rt.bus, rt.series, rt.db):
+        if closer is not None:
+            with contextlib.suppress(Exception):
+                await closer.stop()
+
+
+def _run_loop(rt: Runtime, loop: ConsumeLoop) -> None:
+    async def guarded() -> None:
+        try:
+            await loop.run()
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("consumer %s/%s stopped", loop.topic, loop.group)
+
+    rt.loops.append(loop)
+    rt.tasks.append(asyncio.create_task(guarded(), name=f"{loop.group}:{loop.topic}"))
+
+
+def create_app(
+    settings: Settings, services: Iterable[str], *, gateway: bool, runtime: Runtime | None = None
+) -> FastAPI:
+    """An app serving `services` in-process; with `gateway`, also the public entry point, which
+    forwards to ET_<SERVICE>_URL every service not served here. A `runtime` already started
+    (so that start-up failures surface before the server runs) is used and then stopped."""
+    local = [s for s in services if s in SERVICE_NAMES and s != "gateway"]
+    remote = (
+        {
+            s: url
+            for s in SERVICE_NAMES
+            if s not in local and s != "gateway" and (url := settings.service_url(s))
+        }
+        if gateway
+        else {}
+    )
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        rt = runtime or await start_runtime(settings, local)
+        users, devices = UserStore(rt.db), DeviceStore(rt.db)
+        app.state.settings = settings
+        app.state.secret = settings.secret()
+        app.state.users, app.state.devices, app.state.series = users, devices, rt.series
+        app.state.authenticator = Authenticator(
+            Directory(users, devices), app.state.secret, settings.jwt_issuer
+        )
+        if rt.bus is not None and "ingestion" in local:
+            app.state.recorder = ReadingRecorder(rt.bus, devices, settings.retention_days)
+        if "usage" in local and rt.bus is not None and rt.series is not None:
+            _run_loop(
+                rt, UsageConsumer(rt.bus, rt.series, devices, settings.max_gap_s * 1000).loop()
+            )
+        try:
+            yield
+        finally:
+            if proxy_client is not None:
+                await proxy_client.aclose()
+            await stop_runtime(rt)
+
+    name = "gateway" if gateway else "+".join(local)
+    app = FastAPI(
+        title="Home Energy Tracker",
+        version=__version__,
+        lifespan=lifespan,
+        docs_url="/docs",
+        openapi_url="/openapi.json",
+    )
+    app.add_middleware(RequestIdMiddleware, service=name)
+    install_error_handlers(app)
+
+    async def ready() -> bool:
+        return True
+
+    install_health(app, ready)
+    for service in local:
+        if service in ROUTERS:
+            app.include_router(ROUTERS[service], prefix=API_PREFIX)
+    proxy_client = install_proxy(app, remote) if remote else None
+    if remote:
+        app.openapi = lambda: _whole_api_schema(app)  # type: ignore[method-assign]
+    return app
+
+
+def _whole_api_schema(app: FastAPI) -> dict:
+    """The gateway's /docs describes every service's routes, wherever they run."""
+    if app.openapi_schema is None:
+        from fastapi.openapi.utils import get_openapi
+
+        everything = APIRouter()
+        for router in ROUTERS.values():
+            everything.include_router(router, prefix=API_PREFIX)
+        app.openapi_schema = get_openapi(
+            title=app.title, version=app.version, routes=everything.routes
+        )
+    return app.openapi_schema

@@ -1,0 +1,69 @@
+"""One typed settings object, read once from the ET_* environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+SERVICE_NAMES = ("gateway", "users", "devices", "ingestion", "usage", "alerts", "insights")
+
+
+class Settings(BaseSettings):
+    """Every knob of a deployment; each backend is chosen by the scheme of its URL."""
+
+    model_config = SettingsConfigDict(env_prefix="ET_", extra="ignore")
+
+    data_dir: Path = Path(".energy-tracker")
+    bus_url: str | None = None
+    db_url: str | None = None
+    tsdb_url: str | None = None
+    redis_url: str | None = None
+    mqtt_url: str | None = None
+    http_host: str = "127.0.0.1"
+    http_port: int = 8080
+
+    # Where the gateway finds each service when they run as separate processes.
+    users_url: str | None = None
+    devices_url: str | None = None
+    ingestion_url: str | None = None
+    usage_url: str | None = None
+    alerts_url: str | None = None
+    insights_url: str | None = None
+
+    # Secret that signs user access tokens; every service verifies tokens with it.
+    jwt_secret: str | None = None
+    jwt_issuer: str = "energy-tracker"
+    access_token_ttl_s: int = 900
+    bus_partitions: int = Field(default=8, ge=1)
+    max_gap_s: int = Field(default=900, ge=1)
+    retention_days: int = Field(default=400, ge=1)
+
+    @property
+    def effective_bus_url(self) -> str:
+        return self.bus_url or f"embedded:///{self.data_dir.resolve()}/bus.db"
+
+    @property
+    def effective_db_url(self) -> str:
+        return self.db_url or f"sqlite:///{self.data_dir.resolve()}/meta.db"
+
+    @property
+    def effective_tsdb_url(self) -> str:
+        return self.tsdb_url or f"sqlite:///{self.data_dir.resolve()}/series.db"
+
+    def service_url(self, name: str) -> str | None:
+        return getattr(self, f"{name}_url", None)
+
+    def secret(self) -> str:
+        """The token signing secret: configured, or generated once and kept in the data dir."""
+        if self.jwt_secret:
+            return self.jwt_secret
+        path = self.data_dir / "jwt-secret"
+        if not path.exists():
+            import secrets
+
+            self.data_dir.mkdir(parents=True, exist_ok=True)
+            path.write_text(secrets.token_urlsafe(48))
+            path.chmod(0o600)
+        return path.read_text().strip()

@@ -1,0 +1,112 @@
+"""Identities: password hashing, user access tokens (JWT), refresh tokens and device keys.
+
+Every service verifies the caller itself with the shared signing secret (ET_JWT_SECRET), so a
+service reached directly, around the gateway, is as closed as it is behind it.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Literal
+
+import jwt
+from argon2 import PasswordHasher
+from argon2.exceptions import InvalidHashError, VerificationError
+
+_hasher = PasswordHasher()
+ALGORITHM = "HS256"
+DEVICE_KEY_PREFIX = "etk_"
+
+
+@dataclass(frozen=True, slots=True)
+class Identity:
+    """Who is calling: a user (with a role) or a device authenticated by its ingest key."""
+
+    kind: Literal["user", "device"]
+    user_id: str
+    role: str = "user"
+    device_id: str | None = None
+
+    @property
+    def is_admin(self) -> bool:
+        return self.kind == "user" and self.role == "admin"
+
+    def can_see(self, owner_id: str) -> bool:
+        return self.is_admin or self.user_id == owner_id
+
+
+# -- passwords ---------------------------------------------------------------------------------
+
+
+def hash_password(password: str) -> str:
+    return _hasher.hash(password)
+
+
+def verify_password(password_hash: str, password: str) -> bool:
+    try:
+        return _hasher.verify(password_hash, password)
+    except (VerificationError, InvalidHashError):
+        return False
+
+
+# A hash to verify against when the account does not exist, so timing does not reveal accounts.
+DUMMY_PASSWORD_HASH = _hasher.hash("not-a-real-password-" + secrets.token_hex(8))
+
+
+# -- access tokens -----------------------------------------------------------------------------
+
+
+class InvalidToken(Exception):
+    """The token is missing, malformed, tampered with, expired or not ours."""
+
+
+def issue_access_token(
+    user_id: str, role: str, *, secret: str, issuer: str, ttl_s: int, now: float | None = None
+) -> str:
+    iat = int(now if now is not None else time.time())
+    claims = {
+        "sub": user_id,
+        "role": role,
+        "iss": issuer,
+        "iat": iat,
+        "exp": iat + ttl_s,
+        "jti": uuid.uuid4().hex,
+        "typ": "access",
+    }
+    return jwt.encode(claims, secret, algorithm=ALGORITHM)
+
+
+def verify_access_token(token: str, *, secret: str, issuer: str) -> Identity:
+    try:
+        claims = jwt.decode(
+            token,
+            secret,
+            algorithms=[ALGORITHM],
+            issuer=issuer,
+            options={"require": ["sub", "exp", "iat", "iss"]},
+        )
+    except jwt.PyJWTError as exc:
+        raise InvalidToken(str(exc)) from None
+    if claims.get("typ") != "access" or not isinstance(claims.get("sub"), str):
+        raise InvalidToken("not an access token")
+    return Identity("user", claims["sub"], str(claims.get("role", "user")))
+
+
+# -- opaque secrets (refresh tokens, device keys) ----------------------------------------------
+
+
+def new_refresh_token() -> str:
+    return secrets.token_urlsafe(32)
+
+
+def new_device_key() -> str:
+    return DEVICE_KEY_PREFIX + secrets.token_urlsafe(32)
+
+
+def secret_digest(value: str) -> str:
+    """SHA-256 of a high-entropy secret: enough for random keys, and fast on the ingest path."""
+    return hashlib.sha256(value.encode()).hexdigest()

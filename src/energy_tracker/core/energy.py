@@ -1,0 +1,187 @@
+"""The energy math: readings to energy, energy to buckets, buckets to cost. Pure; no I/O.
+
+Rules (shared/DESIGN.md):
+- Two consecutive counter values give the energy between them; a counter that went down was reset
+  and its new value counts from zero.
+- Power alone is integrated with the trapezoid rule, never across a gap longer than `max_gap`.
+- Energy of a segment spanning bucket edges is split in proportion to time.
+- 15-minute and hour buckets are UTC; day and month buckets follow the device's time zone.
+  Every real time zone's offset is a multiple of 15 minutes, so a local day or month is always a
+  whole number of UTC quarters: quarters are the unit, and every coarser bucket is a sum of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from datetime import date, datetime, timedelta
+from itertools import pairwise
+from typing import Any
+from zoneinfo import ZoneInfo
+
+from energy_tracker.core.events import Reading
+from energy_tracker.core.stores.timeseries.base import Bucket, Granularity
+
+QUARTER_MS = 15 * 60 * 1000
+HOUR_MS = 60 * 60 * 1000
+MS_PER_HOUR = 3_600_000.0
+UTC = ZoneInfo("UTC")
+
+
+# -- periods -----------------------------------------------------------------------------------
+
+
+def _local_midnight(day: date, tz: ZoneInfo) -> int:
+    # fold=0 on a nonexistent local midnight yields the instant the clocks jumped: the day's start.
+    return int(datetime(day.year, day.month, day.day, tzinfo=tz).timestamp() * 1000)
+
+
+def period_start(ts: int, granularity: Granularity, tz: ZoneInfo = UTC) -> int:
+    """Epoch ms at which the bucket holding `ts` begins."""
+    if granularity is Granularity.QUARTER:
+        return ts - ts % QUARTER_MS
+    if granularity is Granularity.HOUR:
+        return ts - ts % HOUR_MS
+    local = datetime.fromtimestamp(ts / 1000, tz)
+    if granularity is Granularity.DAY:
+        return _local_midnight(local.date(), tz)
+    return _local_midnight(local.date().replace(day=1), tz)
+
+
+def period_end(start: int, granularity: Granularity, tz: ZoneInfo = UTC) -> int:
+    """Epoch ms at which the bucket beginning at `start` ends (23 or 25 hours on DST days)."""
+    if granularity is Granularity.QUARTER:
+        return start + QUARTER_MS
+    if granularity is Granularity.HOUR:
+        return start + HOUR_MS
+    local = datetime.fromtimestamp(start / 1000, tz).date()
+    if granularity is Granularity.DAY:
+        return _local_midnight(local + timedelta(days=1), tz)
+    nxt = date(local.year + (local.month == 12), local.month % 12 + 1, 1)
+    return _local_midnight(nxt, tz)
+
+
+def period_starts(start: int, end: int, granularity: Granularity, tz: ZoneInfo = UTC) -> list[int]:
+    """Starts of every bucket overlapping [start, end)."""
+    out = []
+    cursor = period_start(start, granularity, tz)
+    while cursor < end:
+        out.append(cursor)
+        cursor = period_end(cursor, granularity, tz)
+    return out
+
+
+# -- tariffs -----------------------------------------------------------------------------------
+
+
+def prices_at(tariff: dict[str, Any] | None, local_hour: int) -> tuple[float, float]:
+    """(import, export) price per kWh at this local hour; (0, 0) without a tariff."""
+    if not tariff:
+        return 0.0, 0.0
+    export = float(tariff.get("export_price_per_kwh") or 0.0)
+    if tariff.get("type") == "tou":
+        for band in tariff.get("bands", ()):
+            lo, hi = band["from_hour"], band["to_hour"]
+            inside = lo <= local_hour < hi if lo < hi else (local_hour >= lo or local_hour < hi)
+            if inside:
+                return float(band["price_per_kwh"]), export
+        return 0.0, export
+    return float(tariff.get("price_per_kwh") or 0.0), export
+
+
+def quarter_cost(
+    energy_wh: float, quarter: int, tz: ZoneInfo, tariff: dict[str, Any] | None
+) -> float:
+    """Cost of a quarter's net energy: imports at the import price, exports at the export price.
+
+    A quarter lies inside one local hour (offsets are multiples of 15 minutes), so one price holds.
+    """
+    if not tariff or energy_wh == 0:
+        return 0.0
+    buy, sell = prices_at(tariff, datetime.fromtimestamp(quarter / 1000, tz).hour)
+    return energy_wh / 1000.0 * (buy if energy_wh > 0 else sell)
+
+
+# -- integration -------------------------------------------------------------------------------
+
+
+def segment_energy_wh(a: Reading, b: Reading, max_gap_ms: int) -> float | None:
+    """Energy between two consecutive readings of one device, or None when it is unknown."""
+    if a.energy_wh is not None and b.energy_wh is not None:
+        delta = b.energy_wh - a.energy_wh
+        return b.energy_wh if delta < 0 else delta
+    if a.power_w is not None and b.power_w is not None and b.ts - a.ts <= max_gap_ms:
+        return (a.power_w + b.power_w) / 2.0 * (b.ts - a.ts) / MS_PER_HOUR
+    return None
+
+
+def quarter_buckets(
+    device_id: str,
+    readings: Sequence[Reading],
+    start: int,
+    end: int,
+    *,
+    max_gap_ms: int,
+    tz: ZoneInfo = UTC,
+    tariff: dict[str, Any] | None = None,
+) -> list[Bucket]:
+    """Every quarter bucket in [start, end) (both quarter-aligned), computed from `readings`.
+
+    `readings` are the device's readings in time order, covering [start, end) plus the last one
+    before `start` and the first one after: exactly what `SeriesStore.readings_around` returns.
+    Quarters with nothing in them come back empty, so a recomputation can clear them.
+    """
+    buckets = {q: Bucket(device_id, Granularity.QUARTER, q) for q in range(start, end, QUARTER_MS)}
+    for r in readings:
+        if start <= r.ts < end:
+            b = buckets[r.ts - r.ts % QUARTER_MS]
+            b.samples += 1
+            if r.power_w is not None:
+                b.power_samples += 1
+                b.power_sum_w += r.power_w
+                b.min_power_w = (
+                    r.power_w if b.min_power_w is None else min(b.min_power_w, r.power_w)
+                )
+                b.max_power_w = (
+                    r.power_w if b.max_power_w is None else max(b.max_power_w, r.power_w)
+                )
+    for a, b in pairwise(readings):
+        lo, hi = max(a.ts, start), min(b.ts, end)
+        if hi <= lo or b.ts <= a.ts:
+            continue
+        energy = segment_energy_wh(a, b, max_gap_ms)
+        if energy is None:
+            continue
+        per_ms = energy / (b.ts - a.ts)
+        q = lo - lo % QUARTER_MS
+        while q < hi:
+            overlap = min(hi, q + QUARTER_MS) - max(lo, q)
+            buckets[q].energy_wh += per_ms * overlap
+            q += QUARTER_MS
+    out = list(buckets.values())
+    for b in out:
+        b.cost = quarter_cost(b.energy_wh, b.start, tz, tariff)
+    return out
+
+
+def rollup(device_id: str, granularity: Granularity, start: int, parts: Iterable[Bucket]) -> Bucket:
+    """A coarser bucket as the sum of the finer buckets inside it."""
+    total = Bucket(device_id, granularity, start)
+    for p in parts:
+        total.energy_wh += p.energy_wh
+        total.cost += p.cost
+        total.samples += p.samples
+        total.power_samples += p.power_samples
+        total.power_sum_w += p.power_sum_w
+        if p.min_power_w is not None:
+            total.min_power_w = (
+                p.min_power_w
+                if total.min_power_w is None
+                else min(total.min_power_w, p.min_power_w)
+            )
+        if p.max_power_w is not None:
+            total.max_power_w = (
+                p.max_power_w
+                if total.max_power_w is None
+                else max(total.max_power_w, p.max_power_w)
+            )
+    return total

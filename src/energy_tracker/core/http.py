@@ -1,0 +1,236 @@
+"""What every service's HTTP app shares: JSON errors, request ids, health, metrics, the caller.
+
+Errors are `{"error": {"code", "message", "details"}}`; nothing a client sees carries a traceback.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol
+
+import orjson
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from energy_tracker.core.auth import Identity, InvalidToken, secret_digest, verify_access_token
+from energy_tracker.core.errors import ApiError
+
+log = logging.getLogger(__name__)
+
+REQUEST_ID_HEADER = "x-request-id"
+request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
+
+HTTP_REQUESTS = Counter("et_http_requests_total", "HTTP requests", ["service", "status"])
+
+
+class RequestIdFilter(logging.Filter):
+    """Puts the current request id on every log record."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.request_id = request_id_var.get()
+        return True
+
+
+class RequestIdMiddleware:
+    """Takes the caller's X-Request-Id (or makes one) and returns it on the response."""
+
+    def __init__(self, app: ASGIApp, service: str) -> None:
+        self.app = app
+        self.service = service
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        rid = (
+            next(
+                (v.decode("latin-1")[:128] for k, v in scope["headers"] if k == b"x-request-id"),
+                None,
+            )
+            or uuid.uuid4().hex
+        )
+        token = request_id_var.set(rid)
+
+        async def send_with_id(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                headers = [(k, v) for k, v in message.get("headers", []) if k != b"x-request-id"]
+                headers.append((b"x-request-id", rid.encode("latin-1")))
+                message["headers"] = headers
+                HTTP_REQUESTS.labels(self.service, str(message["status"])).inc()
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            request_id_var.reset(token)
+
+
+def error_response(
+    status: int,
+    code: str,
+    message: str,
+    details: Any = None,
+    headers: dict[str, str] | None = None,
+) -> JSONResponse:
+    return JSONResponse(
+        {"error": {"code": code, "message": message, "details": details}},
+        status_code=status,
+        headers=headers,
+    )
+
+
+_STATUS_CODES = {
+    400: "bad_request",
+    401: "unauthorized",
+    403: "forbidden",
+    404: "not_found",
+    405: "method_not_allowed",
+    409: "conflict",
+    413: "payload_too_large",
+    415: "unsupported_media_type",
+    422: "invalid",
+    429: "rate_limited",
+    503: "unavailable",
+}
+
+
+def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
+    out = []
+    for err in exc.errors():
+        loc = [str(p) for p in err.get("loc", ()) if p != "body"]
+        out.append({"field": ".".join(loc) or "body", "message": err.get("msg", "invalid")})
+    return out
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    @app.exception_handler(ApiError)
+    async def api_error(_: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, exc.code, exc.message, exc.details, exc.headers)
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        details = _validation_details(exc)
+        fields = ", ".join(d["field"] for d in details[:5])
+        return error_response(422, "invalid", f"invalid request: {fields}", details)
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        code = _STATUS_CODES.get(exc.status_code, "error")
+        return error_response(
+            exc.status_code, code, str(exc.detail), None, getattr(exc, "headers", None)
+        )
+
+    @app.exception_handler(Exception)
+    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error")
+        return error_response(
+            500, "internal", "internal error", {"request_id": request_id_var.get()}
+        )
+
+
+def install_health(app: FastAPI, ready: Callable[[], Awaitable[bool]]) -> None:
+    """Unauthenticated /healthz (alive), /readyz (backends reachable) and /metrics."""
+
+    @app.get("/healthz", include_in_schema=False)
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz", include_in_schema=False)
+    async def readyz() -> Response:
+        ok = await ready()
+        return JSONResponse(
+            {"status": "ready" if ok else "not ready"}, status_code=200 if ok else 503
+        )
+
+    @app.get("/metrics", include_in_schema=False)
+    async def metrics() -> Response:
+        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+
+
+# -- the caller --------------------------------------------------------------------------------
+
+
+class IdentityDirectory(Protocol):
+    """What authentication needs from the metadata store, without importing any service."""
+
+    async def user_is_active(self, user_id: str) -> bool: ...
+
+    async def device_for_key_digest(self, digest: str) -> tuple[str, str] | None:
+        """(device id, owner id) of an enabled device of an active owner holding this key."""
+
+
+class Authenticator:
+    """Turns request headers into an Identity, or refuses with 401."""
+
+    def __init__(self, directory: IdentityDirectory, secret: str, issuer: str) -> None:
+        self.directory = directory
+        self.secret = secret
+        self.issuer = issuer
+
+    async def identify(self, request: Request, *, allow_device: bool = False) -> Identity:
+        auth = request.headers.get("authorization")
+        if auth:
+            scheme, _, token = auth.partition(" ")
+            if scheme.lower() != "bearer" or not token:
+                raise unauthorized("expected 'Authorization: Bearer <token>'")
+            try:
+                identity = verify_access_token(
+                    token.strip(), secret=self.secret, issuer=self.issuer
+                )
+            except InvalidToken:
+                raise unauthorized("invalid or expired token") from None
+            if not await self.directory.user_is_active(identity.user_id):
+                raise unauthorized("account disabled or gone")
+            return identity
+        key = request.headers.get("x-device-key")
+        if key and allow_device:
+            found = await self.directory.device_for_key_digest(secret_digest(key))
+            if found is None:
+                raise unauthorized("invalid device key")
+            device_id, owner_id = found
+            return Identity("device", owner_id, "device", device_id)
+        if key:
+            raise ApiError(403, "forbidden", "a device key can only send readings")
+        raise unauthorized("authentication required")
+
+
+def unauthorized(message: str) -> ApiError:
+    return ApiError(401, "unauthorized", message, headers={"WWW-Authenticate": "Bearer"})
+
+
+def forbidden(message: str = "not allowed") -> ApiError:
+    return ApiError(403, "forbidden", message)
+
+
+def not_found(what: str) -> ApiError:
+    return ApiError(404, "not_found", f"{what} not found")
+
+
+async def user_identity(request: Request) -> Identity:
+    """FastAPI dependency: a signed-in user (bearer token)."""
+    auth: Authenticator = request.app.state.authenticator
+    return await auth.identify(request)
+
+
+async def user_or_device_identity(request: Request) -> Identity:
+    """FastAPI dependency: a signed-in user, or a device by its X-Device-Key."""
+    auth: Authenticator = request.app.state.authenticator
+    return await auth.identify(request, allow_device=True)
+
+
+async def admin_identity(request: Request) -> Identity:
+    identity = await user_identity(request)
+    if not identity.is_admin:
+        raise forbidden("admins only")
+    return identity
+
+
+def json_bytes(value: Any) -> bytes:
+    return orjson.dumps(value)

@@ -1,0 +1,122 @@
+"""Routes of the devices service: the registry and each device's ingest key."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Path, Request
+
+from energy_tracker.core.auth import Identity, new_device_key, secret_digest
+from energy_tracker.core.http import not_found, user_identity
+from energy_tracker.services.devices.models import Device
+from energy_tracker.services.devices.schemas import DeviceIn, DeviceOut, DevicePatch, DeviceWithKey
+from energy_tracker.services.devices.store import DeviceStore
+
+router = APIRouter(tags=["devices"])
+
+DeviceId = Annotated[str, Path(max_length=64)]
+
+
+def devices(request: Request) -> DeviceStore:
+    return request.app.state.devices
+
+
+def device_out(device: Device) -> dict:
+    return {
+        "id": device.id,
+        "owner_id": device.owner_id,
+        "name": device.name,
+        "type": device.type,
+        "timezone": device.timezone,
+        "location": device.location,
+        "metadata": device.meta,
+        "disabled": device.disabled,
+        "created_at": device.created_at.isoformat(),
+    }
+
+
+async def visible_device(store: DeviceStore, device_id: str, identity: Identity) -> Device:
+    """The device if the caller may see it; 404 otherwise, so ids of others are not confirmed."""
+    device = await store.get(device_id)
+    if device is None or not identity.can_see(device.owner_id):
+        raise not_found("device")
+    return device
+
+
+@router.post("/devices", status_code=201, response_model=DeviceWithKey)
+async def create_device(
+    body: DeviceIn,
+    identity: Identity = Depends(user_identity),
+    store: DeviceStore = Depends(devices),
+) -> dict:
+    key = new_device_key()
+    device = await store.create(
+        identity.user_id,
+        body.name,
+        body.type,
+        secret_digest(key),
+        timezone=body.timezone,
+        location=body.location,
+        meta=body.metadata,
+    )
+    return {**device_out(device), "api_key": key}
+
+
+@router.get("/devices", response_model=list[DeviceOut])
+async def list_devices(
+    limit: int = 100,
+    offset: int = 0,
+    identity: Identity = Depends(user_identity),
+    store: DeviceStore = Depends(devices),
+) -> list[dict]:
+    owner = None if identity.is_admin else identity.user_id
+    found = await store.list(owner, limit=max(1, min(limit, 1000)), offset=max(0, offset))
+    return [device_out(d) for d in found]
+
+
+@router.get("/devices/{device_id}", response_model=DeviceOut)
+async def get_device(
+    device_id: DeviceId,
+    identity: Identity = Depends(user_identity),
+    store: DeviceStore = Depends(devices),
+) -> dict:
+    return device_out(await visible_device(store, device_id, identity))
+
+
+@router.patch("/devices/{device_id}", response_model=DeviceOut)
+async def update_device(
+    device_id: DeviceId,
+    body: DevicePatch,
+    identity: Identity = Depends(user_identity),
+    store: DeviceStore = Depends(devices),
+) -> dict:
+    await visible_device(store, device_id, identity)
+    fields = body.model_dump(exclude_unset=True)
+    if "metadata" in fields:
+        fields["meta"] = fields.pop("metadata")
+    device = await store.update(device_id, **fields)
+    if device is None:
+        raise not_found("device")
+    return device_out(device)
+
+
+@router.delete("/devices/{device_id}", status_code=204)
+async def delete_device(
+    device_id: DeviceId,
+    identity: Identity = Depends(user_identity),
+    store: DeviceStore = Depends(devices),
+) -> None:
+    await visible_device(store, device_id, identity)
+    await store.delete(device_id)
+
+
+@router.post("/devices/{device_id}/rotate-key", response_model=DeviceWithKey)
+async def rotate_key(
+    device_id: DeviceId,
+    identity: Identity = Depends(user_identity),
+    store: DeviceStore = Depends(devices),
+) -> dict:
+    device = await visible_device(store, device_id, identity)
+    key = new_device_key()
+    await store.set_key_hash(device_id, secret_digest(key))
+    return {**device_out(device), "api_key": key}

@@ -1,0 +1,36 @@
+"""Devices as plain values, and the per-device context the ingestion and usage paths need."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+DEVICE_TYPES = ("meter", "plug", "solar", "battery", "ev_charger", "heat_pump", "other")
+
+
+@dataclass(frozen=True)
+class Device:
+    """A registered device; its ingest key is stored only as a hash and never appears here."""
+
+    id: str
+    owner_id: str
+    name: str
+    type: str  # one of DEVICE_TYPES
+    timezone: str | None  # None: the owner's time zone applies
+    location: str | None
+    meta: dict[str, Any] | None
+    disabled: bool
+    created_at: datetime  # aware, UTC
+
+
+@dataclass(frozen=True)
+class DeviceContext:
+    """What bucketing and pricing a device's readings needs, resolved against its owner."""
+
+    device_id: str
+    owner_id: str
+    timezone: str  # the device's own zone, else its owner's
+    currency: str  # the owner's
+    tariff: dict[str, Any] | None  # the owner's
+    enabled: bool  # neither the device nor its owner is disabled

@@ -1,0 +1,160 @@
+"""The device registry in the metadata database, and the batch lookup the hot paths rely on."""
+
+from __future__ import annotations
+
+import builtins
+import uuid
+from collections.abc import Sequence
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Row, Select, delete, select, update
+from sqlalchemy.exc import IntegrityError
+
+from energy_tracker.core.stores.metadata import Conflict, Database
+from energy_tracker.core.stores.schema import devices, users
+from energy_tracker.services.devices.models import Device, DeviceContext
+
+UPDATABLE = frozenset({"name", "type", "timezone", "location", "meta", "disabled"})
+
+# Every column but the key hash, which stays inside the store; labelled by key, so that the
+# `metadata` column comes back as `meta`.
+_DEVICE_COLUMNS = [column.label(column.key) for column in devices.c if column.key != "api_key_hash"]
+
+
+class DeviceStore:
+    """Devices, their ingest-key hashes and their owners' context; one transaction per call."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def create(
+        self,
+        owner_id: str,
+        name: str,
+        type: str,
+        api_key_hash: str,
+        timezone: str | None = None,
+        location: str | None = None,
+        meta: dict[str, Any] | None = None,
+    ) -> Device:
+        """Register a device; Conflict if the key hash is taken or the owner does not exist."""
+        device = Device(
+            id=str(uuid.uuid4()),
+            owner_id=owner_id,
+            name=name,
+            type=type,
+            timezone=timezone,
+            location=location,
+            meta=meta,
+            disabled=False,
+            created_at=datetime.now(UTC),
+        )
+        try:
+            async with self._db.begin() as conn:
+                await conn.execute(
+                    devices.insert().values(**vars(device), api_key_hash=api_key_hash)
+                )
+        except IntegrityError as exc:
+            raise Conflict("device key hash already in use, or the owner does not exist") from exc
+        return device
+
+    async def get(self, device_id: str) -> Device | None:
+        """The device with this id, if any."""
+        async with self._db.begin() as conn:
+            row = (await conn.execute(_select().where(devices.c.id == device_id))).first()
+        return _device(row) if row else None
+
+    async def list(
+        self, owner_id: str | None, limit: int = 100, offset: int = 0
+    ) -> builtins.list[Device]:
+        """A page of one owner's devices, or everyone's (owner_id None: admins), oldest first."""
+        query = _select().order_by(devices.c.created_at, devices.c.id).limit(limit).offset(offset)
+        if owner_id is not None:
+            query = query.where(devices.c.owner_id == owner_id)
+        async with self._db.begin() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_device(row) for row in rows]
+
+    async def update(self, device_id: str, **fields: Any) -> Device | None:
+        """Change fields (see UPDATABLE) and return the result; None if no such device."""
+        unknown = fields.keys() - UPDATABLE
+        if unknown:
+            raise ValueError(f"cannot update device fields {sorted(unknown)}")
+        async with self._db.begin() as conn:
+            if fields:
+                await conn.execute(
+                    update(devices).where(devices.c.id == device_id).values(**fields)
+                )
+            row = (await conn.execute(_select().where(devices.c.id == device_id))).first()
+        return _device(row) if row else None
+
+    async def delete(self, device_id: str) -> bool:
+        """Remove a device; False if there was none."""
+        async with self._db.begin() as conn:
+            result = await conn.execute(delete(devices).where(devices.c.id == device_id))
+        return result.rowcount == 1
+
+    async def set_key_hash(self, device_id: str, api_key_hash: str) -> bool:
+        """Replace a device's ingest key (rotation): the old key stops working at once."""
+        try:
+            async with self._db.begin() as conn:
+                result = await conn.execute(
+                    update(devices)
+                    .where(devices.c.id == device_id)
+                    .values(api_key_hash=api_key_hash)
+                )
+        except IntegrityError as exc:
+            raise Conflict("device key hash already in use") from exc
+        return result.rowcount == 1
+
+    async def by_key_hash(self, api_key_hash: str) -> Device | None:
+        """The device an ingest key belongs to (looked up by the key's sha256 hex)."""
+        query = _select().where(devices.c.api_key_hash == api_key_hash)
+        async with self._db.begin() as conn:
+            row = (await conn.execute(query)).first()
+        return _device(row) if row else None
+
+    async def contexts(self, device_ids: Sequence[str]) -> dict[str, DeviceContext]:
+        """Owner, zone, currency, tariff and enabled state of each known device, in one query.
+
+        Unknown ids are simply absent from the result, so the caller can reject them.
+        """
+        wanted = set(device_ids)
+        if not wanted:
+            return {}
+        query = (
+            select(
+                devices.c.id,
+                devices.c.owner_id,
+                devices.c.timezone,
+                devices.c.disabled,
+                users.c.timezone.label("owner_timezone"),
+                users.c.currency,
+                users.c.tariff,
+                users.c.disabled.label("owner_disabled"),
+            )
+            .join(users, users.c.id == devices.c.owner_id)
+            .where(devices.c.id.in_(wanted))
+        )
+        async with self._db.begin() as conn:
+            rows = (await conn.execute(query)).all()
+        return {
+            row.id: DeviceContext(
+                device_id=row.id,
+                owner_id=row.owner_id,
+                timezone=row.timezone or row.owner_timezone,
+                currency=row.currency,
+                tariff=row.tariff,
+                enabled=not (row.disabled or row.owner_disabled),
+            )
+            for row in rows
+        }
+
+
+def _select() -> Select[Any]:
+    return select(*_DEVICE_COLUMNS)
+
+
+def _device(row: Row[Any]) -> Device:
+    return Device(**row._mapping)

@@ -1,0 +1,81 @@
+"""Routes of the ingestion service: readings in over HTTP, onto `energy-readings`."""
+
+from __future__ import annotations
+
+import orjson
+from fastapi import APIRouter, Depends, Request
+from pydantic import ValidationError
+
+from energy_tracker.core.auth import Identity
+from energy_tracker.core.errors import ApiError
+from energy_tracker.core.http import user_or_device_identity
+from energy_tracker.services.ingestion.recorder import ReadingRecorder
+from energy_tracker.services.ingestion.schemas import AcceptedOut, ReadingBatchIn, ReadingIn
+
+MAX_BODY_BYTES = 16 * 1024 * 1024
+
+router = APIRouter(tags=["ingestion"])
+
+
+def recorder(request: Request) -> ReadingRecorder:
+    return request.app.state.recorder
+
+
+async def _body(request: Request) -> bytes:
+    declared = request.headers.get("content-length")
+    if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
+        raise ApiError(413, "payload_too_large", f"body over {MAX_BODY_BYTES} bytes")
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > MAX_BODY_BYTES:
+            raise ApiError(413, "payload_too_large", f"body over {MAX_BODY_BYTES} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+@router.post(
+    "/readings",
+    status_code=202,
+    response_model=AcceptedOut,
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {
+                "application/json": {
+                    "schema": {
+                        "anyOf": [
+                            {"$ref": "#/components/schemas/ReadingIn"},
+                            {"$ref": "#/components/schemas/ReadingBatchIn"},
+                        ]
+                    }
+                }
+            },
+        }
+    },
+)
+async def post_readings(
+    request: Request,
+    identity: Identity = Depends(user_or_device_identity),
+    rec: ReadingRecorder = Depends(recorder),
+) -> AcceptedOut:
+    """One reading or {"readings": [...]}: all accepted durably (202), or none (4xx/503)."""
+    try:
+        raw = orjson.loads(await _body(request))
+    except orjson.JSONDecodeError as exc:
+        raise ApiError(400, "bad_request", f"body is not JSON: {exc}") from None
+    is_batch = isinstance(raw, dict) and "readings" in raw
+    try:
+        items = (
+            ReadingBatchIn.model_validate(raw).readings
+            if is_batch
+            else [ReadingIn.model_validate(raw)]
+        )
+    except ValidationError as exc:
+        details = [
+            {"field": ".".join(str(p) for p in e["loc"]) or "body", "message": e["msg"]}
+            for e in exc.errors(include_url=False)[:100]
+        ]
+        raise ApiError(422, "invalid", "invalid readings", details) from None
+    accepted = await rec.record(items, identity)
+    return AcceptedOut(accepted=accepted)

@@ -1,0 +1,215 @@
+"""Routes of the usage service: buckets per device or per user, and the raw readings."""
+
+from __future__ import annotations
+
+import time
+from collections import defaultdict
+from datetime import date, datetime
+from typing import Annotated, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from fastapi import APIRouter, Depends, Path, Query, Request
+
+from energy_tracker.core.auth import Identity
+from energy_tracker.core.energy import period_end, period_start, period_starts, rollup
+from energy_tracker.core.errors import ApiError
+from energy_tracker.core.http import not_found, user_identity
+from energy_tracker.core.stores.timeseries.base import Bucket, Granularity, SeriesStore
+from energy_tracker.services.devices.models import DeviceContext
+from energy_tracker.services.devices.store import DeviceStore
+
+router = APIRouter(tags=["usage"])
+
+DeviceId = Annotated[str, Path(max_length=64)]
+DEFAULT_SPAN_MS = {
+    Granularity.QUARTER: 86_400_000,
+    Granularity.HOUR: 86_400_000,
+    Granularity.DAY: 31 * 86_400_000,
+    Granularity.MONTH: 366 * 86_400_000,
+}
+MAX_PERIODS = 50_000
+
+
+def series(request: Request) -> SeriesStore:
+    return request.app.state.series
+
+
+def devices(request: Request) -> DeviceStore:
+    return request.app.state.devices
+
+
+def _zone(name: str, field: str = "tz") -> ZoneInfo:
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ApiError(
+            422,
+            "invalid",
+            f"unknown time zone {name!r}",
+            [{"field": field, "message": "not an IANA time zone"}],
+        ) from None
+
+
+def _instant(value: str | None, field: str, tz: ZoneInfo) -> int | None:
+    """Epoch ms from RFC 3339 (with offset), a date (local midnight in `tz`) or epoch ms."""
+    if value is None:
+        return None
+    try:
+        if value.isdigit():
+            return int(value)
+        if len(value) == 10:
+            d = date.fromisoformat(value)
+            return int(datetime(d.year, d.month, d.day, tzinfo=tz).timestamp() * 1000)
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        raise ApiError(
+            422,
+            "invalid",
+            f"{field} must be RFC 3339 with an offset, a date or epoch milliseconds",
+            [{"field": field, "message": "bad timestamp"}],
+        )
+    return int(parsed.timestamp() * 1000)
+
+
+def _range(
+    granularity: Granularity, start: str | None, end: str | None, tz: ZoneInfo
+) -> tuple[int, int]:
+    hi = _instant(end, "to", tz) or int(time.time() * 1000)
+    lo = _instant(start, "from", tz)
+    lo = hi - DEFAULT_SPAN_MS[granularity] if lo is None else lo
+    if lo >= hi:
+        raise ApiError(
+            422,
+            "invalid",
+            "from must be before to",
+            [{"field": "from", "message": "not before to"}],
+        )
+    lo, hi = period_start(lo, granularity, tz), hi
+    if granularity in (Granularity.QUARTER, Granularity.HOUR):
+        step = 900_000 if granularity is Granularity.QUARTER else 3_600_000
+        if (hi - lo) // step > MAX_PERIODS:
+            raise ApiError(
+                422,
+                "invalid",
+                f"range too long: at most {MAX_PERIODS} periods",
+                [{"field": "from", "message": "range too long"}],
+            )
+    return lo, hi
+
+
+async def _device_buckets(
+    store: SeriesStore, ctx: DeviceContext, granularity: Granularity, lo: int, hi: int, tz: ZoneInfo
+) -> list[Bucket]:
+    """Stored buckets, or for days/months in another zone than the device's, sums of quarters."""
+    if granularity in (Granularity.QUARTER, Granularity.HOUR) or ZoneInfo(ctx.timezone) == tz:
+        return await store.buckets([ctx.device_id], granularity, lo, hi)
+    starts = period_starts(lo, hi, granularity, tz)
+    if not starts:
+        return []
+    quarters = await store.buckets(
+        [ctx.device_id], Granularity.QUARTER, starts[0], period_end(starts[-1], granularity, tz)
+    )
+    out = []
+    for s in starts:
+        e = period_end(s, granularity, tz)
+        parts = [q for q in quarters if s <= q.start < e]
+        if parts:
+            out.append(rollup(ctx.device_id, granularity, s, parts))
+    return out
+
+
+def _item(bucket: Bucket, tz: ZoneInfo) -> dict[str, Any]:
+    return {
+        "period_start": datetime.fromtimestamp(bucket.start / 1000, tz).isoformat(),
+        "energy_kwh": round(bucket.energy_wh / 1000.0, 6),
+        "cost": round(bucket.cost, 6),
+        "avg_power_w": None if bucket.avg_power_w is None else round(bucket.avg_power_w, 3),
+        "min_power_w": bucket.min_power_w,
+        "max_power_w": bucket.max_power_w,
+        "samples": bucket.samples,
+    }
+
+
+@router.get("/devices/{device_id}/usage")
+async def device_usage(
+    device_id: DeviceId,
+    granularity: Granularity = Granularity.HOUR,
+    start: Annotated[str | None, Query(alias="from", max_length=40)] = None,
+    end: Annotated[str | None, Query(alias="to", max_length=40)] = None,
+    tz: Annotated[str | None, Query(max_length=64)] = None,
+    identity: Identity = Depends(user_identity),
+    store: SeriesStore = Depends(series),
+    registry: DeviceStore = Depends(devices),
+) -> dict[str, Any]:
+    ctx = (await registry.contexts([device_id])).get(device_id)
+    if ctx is None or not identity.can_see(ctx.owner_id):
+        raise not_found("device")
+    zone = _zone(tz or ctx.timezone)
+    lo, hi = _range(granularity, start, end, zone)
+    buckets = await _device_buckets(store, ctx, granularity, lo, hi, zone)
+    return {
+        "device_id": device_id,
+        "granularity": granularity,
+        "timezone": zone.key,
+        "items": [_item(b, zone) for b in buckets],
+    }
+
+
+@router.get("/usage")
+async def user_usage(
+    request: Request,
+    granularity: Granularity = Granularity.HOUR,
+    start: Annotated[str | None, Query(alias="from", max_length=40)] = None,
+    end: Annotated[str | None, Query(alias="to", max_length=40)] = None,
+    tz: Annotated[str | None, Query(max_length=64)] = None,
+    identity: Identity = Depends(user_identity),
+    store: SeriesStore = Depends(series),
+    registry: DeviceStore = Depends(devices),
+) -> dict[str, Any]:
+    """The sum over all of the caller's devices, period by period."""
+    own = await registry.list(identity.user_id, limit=10_000)
+    contexts = await registry.contexts([d.id for d in own])
+    user = await request.app.state.users.get(identity.user_id)
+    zone = _zone(tz or (user.timezone if user else "UTC"))
+    lo, hi = _range(granularity, start, end, zone)
+    totals: dict[int, list[Bucket]] = defaultdict(list)
+    for ctx in contexts.values():
+        for b in await _device_buckets(store, ctx, granularity, lo, hi, zone):
+            totals[b.start].append(b)
+    items = [_item(rollup("*", granularity, s, parts), zone) for s, parts in sorted(totals.items())]
+    return {"granularity": granularity, "timezone": zone.key, "items": items}
+
+
+@router.get("/devices/{device_id}/readings")
+async def device_readings(
+    device_id: DeviceId,
+    start: Annotated[str | None, Query(alias="from", max_length=40)] = None,
+    end: Annotated[str | None, Query(alias="to", max_length=40)] = None,
+    cursor: Annotated[int | None, Query(ge=0)] = None,
+    limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
+    identity: Identity = Depends(user_identity),
+    store: SeriesStore = Depends(series),
+    registry: DeviceStore = Depends(devices),
+) -> dict[str, Any]:
+    """Raw readings in time order; pass `next_cursor` back as `cursor` for the next page."""
+    ctx = (await registry.contexts([device_id])).get(device_id)
+    if ctx is None or not identity.can_see(ctx.owner_id):
+        raise not_found("device")
+    utc = ZoneInfo("UTC")
+    hi = _instant(end, "to", utc) or int(time.time() * 1000) + 300_000
+    lo = _instant(start, "from", utc) or 0
+    rows = await store.readings_page(device_id, lo, hi, cursor, limit)
+    items = [
+        {
+            "ts": datetime.fromtimestamp(r.ts / 1000, utc).isoformat(),
+            "ts_ms": r.ts,
+            "power_w": r.power_w,
+            "energy_wh": r.energy_wh,
+            "voltage_v": r.voltage_v,
+            "current_a": r.current_a,
+        }
+        for r in rows
+    ]
+    return {"items": items, "next_cursor": rows[-1].ts if len(rows) == limit else None}

@@ -1,0 +1,154 @@
+"""Routes of the users service: register, log in, refresh, log out, profile, admin."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from fastapi import APIRouter, Depends, Request
+
+from energy_tracker.core.auth import (
+    DUMMY_PASSWORD_HASH,
+    Identity,
+    hash_password,
+    issue_access_token,
+    new_refresh_token,
+    secret_digest,
+    verify_password,
+)
+from energy_tracker.core.errors import ApiError
+from energy_tracker.core.http import admin_identity, not_found, unauthorized, user_identity
+from energy_tracker.core.stores.metadata import Conflict
+from energy_tracker.services.users.models import User
+from energy_tracker.services.users.schemas import (
+    AdminUserPatch,
+    LoginIn,
+    ProfilePatch,
+    RefreshIn,
+    RegisterIn,
+    TokenOut,
+    UserOut,
+)
+from energy_tracker.services.users.store import UserStore
+
+REFRESH_TTL = timedelta(days=30)
+
+router = APIRouter(tags=["users"])
+
+
+def users(request: Request) -> UserStore:
+    return request.app.state.users
+
+
+def user_out(user: User) -> UserOut:
+    return UserOut(
+        id=user.id,
+        email=user.email,
+        name=user.name,
+        role=user.role,
+        disabled=user.disabled,
+        timezone=user.timezone,
+        currency=user.currency,
+        tariff=user.tariff,
+        created_at=user.created_at.isoformat(),
+    )
+
+
+async def _tokens(request: Request, store: UserStore, user: User) -> TokenOut:
+    settings = request.app.state.settings
+    refresh = new_refresh_token()
+    await store.add_refresh_token(user.id, secret_digest(refresh), datetime.now(UTC) + REFRESH_TTL)
+    access = issue_access_token(
+        user.id,
+        user.role,
+        secret=request.app.state.secret,
+        issuer=settings.jwt_issuer,
+        ttl_s=settings.access_token_ttl_s,
+    )
+    return TokenOut(
+        access_token=access, expires_in=settings.access_token_ttl_s, refresh_token=refresh
+    )
+
+
+@router.post("/auth/register", status_code=201, response_model=UserOut)
+async def register(body: RegisterIn, store: UserStore = Depends(users)) -> UserOut:
+    try:
+        user = await store.create(str(body.email).lower(), hash_password(body.password), body.name)
+    except Conflict:
+        raise ApiError(409, "conflict", "an account with this email exists") from None
+    return user_out(user)
+
+
+@router.post("/auth/login", response_model=TokenOut)
+async def login(body: LoginIn, request: Request, store: UserStore = Depends(users)) -> TokenOut:
+    user = await store.by_email(body.email.strip().lower())
+    valid = verify_password(user.password_hash if user else DUMMY_PASSWORD_HASH, body.password)
+    if user is None or not valid or user.disabled:
+        raise unauthorized("wrong email or password")
+    return await _tokens(request, store, user)
+
+
+@router.post("/auth/refresh", response_model=TokenOut)
+async def refresh(body: RefreshIn, request: Request, store: UserStore = Depends(users)) -> TokenOut:
+    user_id = await store.use_refresh_token(secret_digest(body.refresh_token), datetime.now(UTC))
+    user = await store.get(user_id) if user_id else None
+    if user is None or user.disabled:
+        raise unauthorized("invalid refresh token")
+    return await _tokens(request, store, user)
+
+
+@router.post("/auth/logout", status_code=204)
+async def logout(
+    body: RefreshIn, _: Identity = Depends(user_identity), store: UserStore = Depends(users)
+) -> None:
+    await store.revoke_refresh_token(secret_digest(body.refresh_token))
+
+
+@router.get("/users/me", response_model=UserOut)
+async def me(
+    identity: Identity = Depends(user_identity), store: UserStore = Depends(users)
+) -> UserOut:
+    user = await store.get(identity.user_id)
+    if user is None:
+        raise not_found("user")
+    return user_out(user)
+
+
+@router.patch("/users/me", response_model=UserOut)
+async def update_me(
+    body: ProfilePatch,
+    identity: Identity = Depends(user_identity),
+    store: UserStore = Depends(users),
+) -> UserOut:
+    fields = body.model_dump(exclude_unset=True)
+    if "tariff" in fields and body.tariff is not None:
+        fields["tariff"] = body.tariff.model_dump(exclude_none=True)
+    user = await store.update(identity.user_id, **fields)
+    if user is None:
+        raise not_found("user")
+    return user_out(user)
+
+
+@router.get("/users", response_model=list[UserOut])
+async def list_users(
+    limit: int = 100,
+    offset: int = 0,
+    _: Identity = Depends(admin_identity),
+    store: UserStore = Depends(users),
+) -> list[UserOut]:
+    limit = max(1, min(limit, 1000))
+    return [user_out(u) for u in await store.list(limit=limit, offset=max(0, offset))]
+
+
+@router.patch("/users/{user_id}", response_model=UserOut)
+async def admin_update(
+    user_id: str,
+    body: AdminUserPatch,
+    _: Identity = Depends(admin_identity),
+    store: UserStore = Depends(users),
+) -> UserOut:
+    user = await store.update(user_id, **body.model_dump(exclude_none=True))
+    if user is None:
+        raise not_found("user")
+    if body.disabled:
+        await store.revoke_user_tokens(user_id)
+    return user_out(user)

@@ -1,0 +1,112 @@
+"""Request and response bodies of the users service."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator, model_validator
+
+Price = Annotated[float, Field(ge=0, le=1000, allow_inf_nan=False)]
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class Band(Strict):
+    from_hour: int = Field(ge=0, le=23)
+    to_hour: int = Field(ge=1, le=24)
+    price_per_kwh: Price
+
+
+class FlatTariff(Strict):
+    type: Literal["flat"]
+    price_per_kwh: Price
+    standing_charge_per_day: Price | None = None
+    export_price_per_kwh: Price | None = None
+
+
+class TouTariff(Strict):
+    type: Literal["tou"]
+    bands: list[Band] = Field(min_length=1, max_length=24)
+    standing_charge_per_day: Price | None = None
+    export_price_per_kwh: Price | None = None
+
+    @model_validator(mode="after")
+    def bands_cover_the_day_once(self) -> TouTariff:
+        hours = [0] * 24
+        for band in self.bands:
+            span = (
+                range(band.from_hour, band.to_hour)
+                if band.from_hour < band.to_hour
+                else [*range(band.from_hour, 24), *range(band.to_hour % 24)]
+            )
+            for h in span:
+                hours[h] += 1
+        if any(count != 1 for count in hours):
+            raise ValueError("bands must cover each of the 24 local hours exactly once")
+        return self
+
+
+Tariff = Annotated[FlatTariff | TouTariff, Field(discriminator="type")]
+
+
+def check_timezone(value: str | None) -> str | None:
+    if value is None:
+        return None
+    try:
+        ZoneInfo(value)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ValueError(
+            f"unknown time zone {value!r} (use an IANA name like Europe/Berlin)"
+        ) from None
+    return value
+
+
+class RegisterIn(Strict):
+    email: EmailStr = Field(max_length=254)
+    password: str = Field(min_length=10, max_length=256)
+    name: str | None = Field(default=None, max_length=200)
+
+
+class LoginIn(Strict):
+    email: str = Field(max_length=254)
+    password: str = Field(max_length=256)
+
+
+class RefreshIn(Strict):
+    refresh_token: str = Field(max_length=256)
+
+
+class TokenOut(BaseModel):
+    access_token: str
+    token_type: Literal["bearer"] = "bearer"
+    expires_in: int
+    refresh_token: str
+
+
+class ProfilePatch(Strict):
+    name: str | None = Field(default=None, max_length=200)
+    timezone: str | None = Field(default=None, max_length=64)
+    currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
+    tariff: Tariff | None = None
+
+    _tz = field_validator("timezone")(check_timezone)
+
+
+class AdminUserPatch(Strict):
+    disabled: bool | None = None
+    role: Literal["user", "admin"] | None = None
+
+
+class UserOut(BaseModel):
+    id: str
+    email: str
+    name: str | None
+    role: str
+    disabled: bool
+    timezone: str
+    currency: str
+    tariff: dict | None
+    created_at: str

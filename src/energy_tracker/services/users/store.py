@@ -1,0 +1,147 @@
+"""Accounts and refresh tokens in the metadata database."""
+
+from __future__ import annotations
+
+import builtins
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import Row, false, select, update
+from sqlalchemy.exc import IntegrityError
+
+from energy_tracker.core.stores.metadata import Conflict, Database
+from energy_tracker.core.stores.schema import refresh_tokens, users
+from energy_tracker.services.users.models import User
+
+UPDATABLE = frozenset(
+    {"name", "timezone", "currency", "tariff", "role", "disabled", "password_hash"}
+)
+
+
+def normalize_email(email: str) -> str:
+    """The stored form of an email: what makes Alice@Example.com and alice@example.com one user."""
+    return email.strip().lower()
+
+
+class UserStore:
+    """Users and their refresh tokens; every method is one short transaction."""
+
+    def __init__(self, db: Database) -> None:
+        self._db = db
+
+    async def create(
+        self, email: str, password_hash: str, name: str | None = None, role: str = "user"
+    ) -> User:
+        """Add an account; Conflict when the email (in any case) is already registered."""
+        user = User(
+            id=str(uuid.uuid4()),
+            email=normalize_email(email),
+            password_hash=password_hash,
+            name=name,
+            role=role,
+            disabled=False,
+            timezone="UTC",
+            currency="EUR",
+            tariff=None,
+            created_at=datetime.now(UTC),
+        )
+        try:
+            async with self._db.begin() as conn:
+                await conn.execute(users.insert().values(**vars(user)))
+        except IntegrityError as exc:
+            raise Conflict(f"email {user.email} is already registered") from exc
+        return user
+
+    async def get(self, user_id: str) -> User | None:
+        """The user with this id, if any."""
+        async with self._db.begin() as conn:
+            row = (await conn.execute(select(users).where(users.c.id == user_id))).first()
+        return _user(row) if row else None
+
+    async def by_email(self, email: str) -> User | None:
+        """The user with this email, compared case-insensitively."""
+        query = select(users).where(users.c.email == normalize_email(email))
+        async with self._db.begin() as conn:
+            row = (await conn.execute(query)).first()
+        return _user(row) if row else None
+
+    async def update(self, user_id: str, **fields: Any) -> User | None:
+        """Change profile fields (see UPDATABLE) and return the result; None if no such user."""
+        unknown = fields.keys() - UPDATABLE
+        if unknown:
+            raise ValueError(f"cannot update user fields {sorted(unknown)}")
+        async with self._db.begin() as conn:
+            if fields:
+                await conn.execute(update(users).where(users.c.id == user_id).values(**fields))
+            row = (await conn.execute(select(users).where(users.c.id == user_id))).first()
+        return _user(row) if row else None
+
+    async def list(self, limit: int = 100, offset: int = 0) -> builtins.list[User]:
+        """A page of users, oldest first (a stable order, so pages neither skip nor repeat)."""
+        query = select(users).order_by(users.c.created_at, users.c.id).limit(limit).offset(offset)
+        async with self._db.begin() as conn:
+            rows = (await conn.execute(query)).all()
+        return [_user(row) for row in rows]
+
+    async def add_refresh_token(self, user_id: str, token_hash: str, expires_at: datetime) -> None:
+        """Remember a refresh token by its hash; Conflict if the hash exists or the user doesn't."""
+        try:
+            async with self._db.begin() as conn:
+                await conn.execute(
+                    refresh_tokens.insert().values(
+                        id=str(uuid.uuid4()),
+                        user_id=user_id,
+                        token_hash=token_hash,
+                        expires_at=expires_at,
+                        revoked=False,
+                        created_at=datetime.now(UTC),
+                    )
+                )
+        except IntegrityError as exc:
+            raise Conflict("refresh token already stored, or its user does not exist") from exc
+
+    async def use_refresh_token(self, token_hash: str, now: datetime) -> str | None:
+        """Spend a refresh token: its user id if it was live, else None; it never works twice.
+
+        The conditional UPDATE is the check: of two concurrent uses, the database lets only one
+        flip `revoked`, and only that one sees a row count of 1.
+        """
+        spend = (
+            update(refresh_tokens)
+            .where(
+                refresh_tokens.c.token_hash == token_hash,
+                refresh_tokens.c.revoked == false(),
+                refresh_tokens.c.expires_at > now,
+            )
+            .values(revoked=True)
+        )
+        async with self._db.begin() as conn:
+            if (await conn.execute(spend)).rowcount != 1:
+                return None
+            owner = select(refresh_tokens.c.user_id).where(
+                refresh_tokens.c.token_hash == token_hash
+            )
+            return await conn.scalar(owner)
+
+    async def revoke_refresh_token(self, token_hash: str) -> None:
+        """Make one refresh token unusable (logout); unknown hashes are ignored."""
+        async with self._db.begin() as conn:
+            await conn.execute(
+                update(refresh_tokens)
+                .where(refresh_tokens.c.token_hash == token_hash)
+                .values(revoked=True)
+            )
+
+    async def revoke_user_tokens(self, user_id: str) -> None:
+        """Make every refresh token of a user unusable (password change, account disabled)."""
+        async with self._db.begin() as conn:
+            await conn.execute(
+                update(refresh_tokens)
+                .where(refresh_tokens.c.user_id == user_id, refresh_tokens.c.revoked == false())
+                .values(revoked=True)
+            )
+
+
+def _user(row: Row[Any]) -> User:
+    return User(**row._mapping)

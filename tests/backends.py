@@ -1,0 +1,97 @@
+"""Real backends for the tests: reach them, or skip (laptop) / fail (CI=true) saying which leg.
+
+Each fixture hands out a fresh, empty database so tests never see each other's rows.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+MARIADB = ("127.0.0.1", 3306)
+POSTGRES = ("127.0.0.1", 5432)
+REDIS = ("127.0.0.1", 6379)
+MOSQUITTO = ("127.0.0.1", 1883)
+
+SKIPPED_LEGS: set[str] = set()
+
+
+def reachable(host: str, port: int, timeout: float = 0.5) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def require(leg: str, host: str, port: int) -> None:
+    """Skip the test when the leg's server is absent, unless this is CI, where that is a failure."""
+    if reachable(host, port):
+        return
+    if IN_CI:
+        pytest.fail(f"{leg} leg: no server on {host}:{port}, and CI=true requires it")
+    SKIPPED_LEGS.add(f"{leg} (no server on {host}:{port})")
+    pytest.skip(f"{leg} leg skipped: no server on {host}:{port}")
+
+
+def _pg_admin(sql: str) -> None:
+    import asyncio
+
+    import asyncpg
+
+    async def run() -> None:
+        conn = await asyncpg.connect(
+            host=POSTGRES[0], port=POSTGRES[1], user="postgres", database="postgres"
+        )
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    asyncio.run(run())
+
+
+def _mysql_admin(sql: str) -> None:
+    import pymysql
+
+    conn = pymysql.connect(host=MARIADB[0], port=MARIADB[1], user="root", password="")
+    try:
+        with conn.cursor() as cur:
+            cur.execute(sql)
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def fresh_database_name() -> str:
+    return f"et_test_{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture
+def postgres_url() -> Iterator[str]:
+    """A fresh PostgreSQL database (postgresql://…), dropped afterwards."""
+    require("postgresql", *POSTGRES)
+    name = fresh_database_name()
+    _pg_admin(f'CREATE DATABASE "{name}"')
+    try:
+        yield f"postgresql://postgres@{POSTGRES[0]}:{POSTGRES[1]}/{name}"
+    finally:
+        _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def mysql_url() -> Iterator[str]:
+    """A fresh MariaDB/MySQL database (mysql://…), dropped afterwards."""
+    require("mariadb", *MARIADB)
+    name = fresh_database_name()
+    _mysql_admin(f"CREATE DATABASE `{name}`")
+    try:
+        yield f"mysql://root@{MARIADB[0]}:{MARIADB[1]}/{name}"
+    finally:
+        _mysql_admin(f"DROP DATABASE IF EXISTS `{name}`")

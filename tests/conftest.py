@@ -1,0 +1,15 @@
+"""Shared fixtures: real backends (see tests/backends.py) and a report of skipped legs."""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.backends import SKIPPED_LEGS, mysql_url, postgres_url  # noqa: F401 - fixtures
+from tests.kafka_broker import kafka_url  # noqa: F401
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    if SKIPPED_LEGS:
+        terminalreporter.section("legs skipped (their servers are not running here)")
+        for leg in sorted(SKIPPED_LEGS):
+            terminalreporter.write_line(f"  {leg}")

@@ -1,0 +1,631 @@
+"""Contract suite of the metadata database (users, devices, refresh tokens).
+
+Every test runs against each backend ET_DB_URL can name: SQLite (embedded), MariaDB and PostgreSQL.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from sqlalchemy import Connection, delete, inspect, text
+from sqlalchemy.exc import StatementError
+
+from energy_tracker.core.errors import BackendUnavailable, UnsupportedUrl
+from energy_tracker.core.stores.metadata import Conflict, Database, alembic_config
+from energy_tracker.core.stores.schema import metadata, users
+from energy_tracker.services.devices.models import Device, DeviceContext
+from energy_tracker.services.devices.store import DeviceStore
+from energy_tracker.services.users.store import UserStore
+
+LEGS = [
+    pytest.param("sqlite", id="sqlite"),
+    pytest.param("mariadb", id="mariadb", marks=pytest.mark.mysql),
+    pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres),
+]
+
+HASH_A = "a" * 64
+HASH_B = "b" * 64
+HASH_C = "c" * 64
+LATER = datetime(2030, 1, 1, tzinfo=UTC)
+NOW = datetime(2029, 6, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest.fixture(params=LEGS)
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database of each backend, as an ET_DB_URL."""
+    if request.param == "sqlite":
+        # A directory that does not exist yet: start() must create it.
+        return f"sqlite:///{tmp_path}/data/meta.db"
+    url: str = request.getfixturevalue(
+        "mysql_url" if request.param == "mariadb" else "postgres_url"
+    )
+    return url
+
+
+@pytest.fixture
+async def db(db_url: str) -> AsyncIterator[Database]:
+    database = Database(db_url)
+    await database.start()
+    await database.migrate()
+    yield database
+    await database.stop()
+
+
+@pytest.fixture
+def user_store(db: Database) -> UserStore:
+    return UserStore(db)
+
+
+@pytest.fixture
+def device_store(db: Database) -> DeviceStore:
+    return DeviceStore(db)
+
+
+async def schema_revision(db: Database) -> list[str]:
+    async with db.begin() as conn:
+        return list((await conn.execute(text("SELECT version_num FROM alembic_version"))).scalars())
+
+
+# --- lifecycle and migrations ---------------------------------------------------------------
+
+
+async def test_migrate_twice_is_harmless(db: Database, user_store: UserStore) -> None:
+    await user_store.create("kept@example.com", "h")
+    await db.migrate()
+    assert await schema_revision(db) == ["0001"]
+    kept = await user_store.by_email("kept@example.com")
+    assert kept is not None and kept.email == "kept@example.com"
+
+
+def _schema_drift(connection: Connection) -> list[object]:
+    drift: list[object] = compare_metadata(MigrationContext.configure(connection), metadata)
+    return drift
+
+
+async def test_migrations_create_exactly_the_schema_module(db: Database) -> None:
+    async with db.begin() as conn:
+        assert await conn.run_sync(_schema_drift) == []
+
+
+def _downgrade_to_base(connection: Connection) -> None:
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    command.downgrade(config, "base")
+
+
+def _table_names(connection: Connection) -> list[str]:
+    return sorted(inspect(connection).get_table_names())
+
+
+async def test_downgrade_to_base_then_upgrade_again(db: Database) -> None:
+    async with db.begin() as conn:
+        await conn.run_sync(_downgrade_to_base)
+    async with db.begin() as conn:
+        assert await conn.run_sync(_table_names) == ["alembic_version"]
+    await db.migrate()
+    async with db.begin() as conn:
+        assert await conn.run_sync(_table_names) == [
+            "alembic_version",
+            "devices",
+            "refresh_tokens",
+            "users",
+        ]
+    assert await schema_revision(db) == ["0001"]
+
+
+async def test_concurrent_migrations_of_a_fresh_database_both_succeed(db_url: str) -> None:
+    first, second = Database(db_url), Database(db_url)
+    await first.start()
+    await second.start()
+    try:
+        await asyncio.gather(first.migrate(), second.migrate(), first.migrate())
+        assert await schema_revision(first) == ["0001"]
+    finally:
+        await first.stop()
+        await second.stop()
+
+
+MIGRATE_SCRIPT = """
+import asyncio, sys
+from energy_tracker.core.stores.metadata import Database
+
+async def main() -> None:
+    db = Database(sys.argv[1])
+    await db.start()
+    try:
+        await db.migrate()
+    finally:
+        await db.stop()
+
+asyncio.run(main())
+"""
+
+
+async def test_processes_migrating_a_fresh_database_at_once_all_succeed(db_url: str) -> None:
+    processes = [
+        await asyncio.create_subprocess_exec(
+            sys.executable, "-c", MIGRATE_SCRIPT, db_url, stderr=asyncio.subprocess.PIPE
+        )
+        for _ in range(3)
+    ]
+    outcomes = [await process.communicate() for process in processes]
+    assert [process.returncode for process in processes] == [0, 0, 0], outcomes
+    database = Database(db_url)
+    await database.start()
+    try:
+        assert await schema_revision(database) == ["0001"]
+    finally:
+        await database.stop()
+
+
+async def test_alias_spellings_of_the_url_reach_the_same_database(db: Database) -> None:
+    scheme, rest = db.url.split("://", 1)
+    aliases = {
+        "sqlite": ["sqlite+aiosqlite"],
+        "mysql": ["mysql+aiomysql", "mariadb"],
+        "postgresql": ["postgres", "postgresql+asyncpg"],
+    }[scheme]
+    await UserStore(db).create("alias@example.com", "h")
+    for alias in aliases:
+        other = Database(f"{alias}://{rest}")
+        await other.start()
+        try:
+            found = await UserStore(other).by_email("alias@example.com")
+            assert found is not None and found.email == "alias@example.com"
+        finally:
+            await other.stop()
+
+
+async def test_stop_twice_is_harmless(db: Database) -> None:
+    await db.stop()
+    await db.stop()
+    with pytest.raises(RuntimeError, match="start"):
+        _ = db.engine
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "oracle://scott@db/orcl",
+        "postgresql+psycopg2://postgres@127.0.0.1/x",
+        "sqlite://",
+        "sqlite:///:memory:",
+        "not a url",
+    ],
+)
+def test_unsupported_urls_are_refused_naming_the_variable(url: str) -> None:
+    with pytest.raises(UnsupportedUrl, match="ET_DB_URL"):
+        Database(url)
+
+
+@pytest.fixture
+def file_in_the_way(tmp_path: Path) -> Path:
+    blocker = tmp_path / "blocker"
+    blocker.write_text("a file where a directory should be")
+    return blocker
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["mysql://root@127.0.0.1:1/x", "postgresql://postgres@127.0.0.1:1/x"],
+    ids=["mariadb", "postgresql"],
+)
+async def test_unreachable_server_is_backend_unavailable_within_seconds(url: str) -> None:
+    started = time.monotonic()
+    with pytest.raises(BackendUnavailable, match=r"^ET_DB_URL=.*127\.0\.0\.1:1/x is unreachable"):
+        await Database(url).start()
+    assert time.monotonic() - started < 5.5
+
+
+async def test_sqlite_path_that_cannot_be_created_is_backend_unavailable(
+    file_in_the_way: Path,
+) -> None:
+    with pytest.raises(BackendUnavailable, match="ET_DB_URL=sqlite:///"):
+        await Database(f"sqlite:///{file_in_the_way}/meta.db").start()
+
+
+@pytest.fixture
+def silent_server() -> Iterator[int]:
+    """A port whose TCP handshake succeeds but which never says a word (a hung server)."""
+    with socket.socket() as listener:
+        listener.bind(("127.0.0.1", 0))
+        listener.listen(8)
+        yield listener.getsockname()[1]
+
+
+@pytest.mark.parametrize("scheme", ["mysql://root", "postgresql://postgres"])
+async def test_silent_server_times_out_instead_of_hanging(silent_server: int, scheme: str) -> None:
+    started = time.monotonic()
+    database = Database(f"{scheme}@127.0.0.1:{silent_server}/x", connect_timeout=1.0)
+    with pytest.raises(BackendUnavailable, match="ET_DB_URL"):
+        await database.start()
+    assert time.monotonic() - started < 3.0
+
+
+# --- users ----------------------------------------------------------------------------------
+
+
+async def test_create_user_lowercases_email_and_applies_defaults(user_store: UserStore) -> None:
+    user = await user_store.create("Alice@Example.COM", "argon2-hash", name="Alice")
+    assert user.email == "alice@example.com"
+    assert (user.name, user.role, user.disabled) == ("Alice", "user", False)
+    assert (user.timezone, user.currency, user.tariff) == ("UTC", "EUR", None)
+    assert user.created_at.tzinfo == UTC
+    assert len(user.id) == 36
+    assert await user_store.get(user.id) == user
+
+
+async def test_get_and_by_email_of_unknown_user_are_none(user_store: UserStore) -> None:
+    assert await user_store.get("00000000-0000-0000-0000-000000000000") is None
+    assert await user_store.by_email("nobody@example.com") is None
+
+
+async def test_by_email_ignores_case(user_store: UserStore) -> None:
+    user = await user_store.create("bob@example.com", "h", role="admin")
+    found = await user_store.by_email("BOB@Example.com")
+    assert found == user
+    assert found.role == "admin"
+
+
+async def test_duplicate_email_in_other_case_is_conflict(user_store: UserStore) -> None:
+    await user_store.create("carol@example.com", "h1")
+    with pytest.raises(Conflict):
+        await user_store.create("Carol@EXAMPLE.com", "h2")
+    only = await user_store.list()
+    assert [u.password_hash for u in only] == ["h1"]
+
+
+async def test_update_user_profile(user_store: UserStore) -> None:
+    user = await user_store.create("dave@example.com", "h")
+    tariff = {
+        "type": "tou",
+        "bands": [
+            {"from_hour": 0, "to_hour": 7, "price_per_kwh": 0.18},
+            {"from_hour": 7, "to_hour": 24, "price_per_kwh": 0.32},
+        ],
+        "standing_charge_per_day": 0.45,
+    }
+    updated = await user_store.update(
+        user.id, timezone="Europe/Berlin", currency="GBP", tariff=tariff, name="Dave"
+    )
+    assert updated is not None
+    assert (updated.timezone, updated.currency, updated.name) == ("Europe/Berlin", "GBP", "Dave")
+    assert updated.tariff == {
+        "type": "tou",
+        "bands": [
+            {"from_hour": 0, "to_hour": 7, "price_per_kwh": 0.18},
+            {"from_hour": 7, "to_hour": 24, "price_per_kwh": 0.32},
+        ],
+        "standing_charge_per_day": 0.45,
+    }
+    assert await user_store.get(user.id) == updated
+
+    again = await user_store.update(
+        user.id, tariff=None, role="admin", disabled=True, password_hash="new"
+    )
+    assert again is not None
+    assert (again.tariff, again.role, again.disabled, again.password_hash) == (
+        None,
+        "admin",
+        True,
+        "new",
+    )
+    assert await user_store.update(user.id) == again
+
+
+async def test_update_of_unknown_user_is_none(user_store: UserStore) -> None:
+    assert await user_store.update("00000000-0000-0000-0000-000000000000", name="x") is None
+
+
+async def test_update_refuses_fields_outside_the_profile(user_store: UserStore) -> None:
+    user = await user_store.create("erin@example.com", "h")
+    with pytest.raises(ValueError, match="email"):
+        await user_store.update(user.id, email="other@example.com")
+
+
+async def test_list_users_pages_oldest_first(user_store: UserStore) -> None:
+    for n in range(5):
+        await user_store.create(f"user{n}@example.com", "h")
+    assert [u.email for u in await user_store.list()] == [
+        "user0@example.com",
+        "user1@example.com",
+        "user2@example.com",
+        "user3@example.com",
+        "user4@example.com",
+    ]
+    assert [u.email for u in await user_store.list(limit=2, offset=2)] == [
+        "user2@example.com",
+        "user3@example.com",
+    ]
+    assert await user_store.list(limit=10, offset=5) == []
+
+
+# --- refresh tokens -------------------------------------------------------------------------
+
+
+async def test_refresh_token_works_once(user_store: UserStore) -> None:
+    user = await user_store.create("frank@example.com", "h")
+    await user_store.add_refresh_token(user.id, HASH_A, LATER)
+    assert await user_store.use_refresh_token(HASH_A, NOW) == user.id
+    assert await user_store.use_refresh_token(HASH_A, NOW) is None
+
+
+async def test_expired_refresh_token_is_none(user_store: UserStore) -> None:
+    user = await user_store.create("grace@example.com", "h")
+    await user_store.add_refresh_token(user.id, HASH_A, datetime(2029, 6, 1, 12, 0, tzinfo=UTC))
+    assert (
+        await user_store.use_refresh_token(HASH_A, datetime(2029, 6, 1, 12, 0, tzinfo=UTC)) is None
+    )
+    assert await user_store.use_refresh_token(HASH_A, datetime(2029, 7, 1, tzinfo=UTC)) is None
+
+
+async def test_refresh_token_expiry_compares_instants_not_wall_clocks(
+    user_store: UserStore,
+) -> None:
+    user = await user_store.create("heidi@example.com", "h")
+    await user_store.add_refresh_token(user.id, HASH_A, datetime(2029, 6, 1, 12, 0, tzinfo=UTC))
+    await user_store.add_refresh_token(user.id, HASH_B, datetime(2029, 6, 1, 12, 0, tzinfo=UTC))
+    # 13:30 at +02:00 is 11:30 UTC: before expiry, though the wall clock reads later.
+    berlin_summer = timezone(timedelta(hours=2))
+    assert (
+        await user_store.use_refresh_token(
+            HASH_A, datetime(2029, 6, 1, 13, 30, tzinfo=berlin_summer)
+        )
+        == user.id
+    )
+    # 11:30 at -01:00 is 12:30 UTC: expired, though the wall clock reads earlier.
+    azores = timezone(timedelta(hours=-1))
+    assert (
+        await user_store.use_refresh_token(HASH_B, datetime(2029, 6, 1, 11, 30, tzinfo=azores))
+        is None
+    )
+
+
+async def test_unknown_refresh_token_is_none(user_store: UserStore) -> None:
+    assert await user_store.use_refresh_token(HASH_C, NOW) is None
+
+
+async def test_revoked_refresh_token_is_none(user_store: UserStore) -> None:
+    user = await user_store.create("ivan@example.com", "h")
+    await user_store.add_refresh_token(user.id, HASH_A, LATER)
+    await user_store.revoke_refresh_token(HASH_A)
+    assert await user_store.use_refresh_token(HASH_A, NOW) is None
+    await user_store.revoke_refresh_token(HASH_C)  # unknown: ignored
+
+
+async def test_revoke_user_tokens_revokes_only_that_users(user_store: UserStore) -> None:
+    judy = await user_store.create("judy@example.com", "h")
+    kim = await user_store.create("kim@example.com", "h")
+    await user_store.add_refresh_token(judy.id, HASH_A, LATER)
+    await user_store.add_refresh_token(judy.id, HASH_B, LATER)
+    await user_store.add_refresh_token(kim.id, HASH_C, LATER)
+    await user_store.revoke_user_tokens(judy.id)
+    assert await user_store.use_refresh_token(HASH_A, NOW) is None
+    assert await user_store.use_refresh_token(HASH_B, NOW) is None
+    assert await user_store.use_refresh_token(HASH_C, NOW) == kim.id
+
+
+async def test_concurrent_uses_of_one_refresh_token_succeed_once(user_store: UserStore) -> None:
+    user = await user_store.create("leo@example.com", "h")
+    await user_store.add_refresh_token(user.id, HASH_A, LATER)
+    results = await asyncio.gather(*(user_store.use_refresh_token(HASH_A, NOW) for _ in range(5)))
+    assert sorted(results, key=lambda r: r is not None) == [None, None, None, None, user.id]
+
+
+async def test_duplicate_refresh_token_or_unknown_user_is_conflict(user_store: UserStore) -> None:
+    user = await user_store.create("mia@example.com", "h")
+    await user_store.add_refresh_token(user.id, HASH_A, LATER)
+    with pytest.raises(Conflict):
+        await user_store.add_refresh_token(user.id, HASH_A, LATER)
+    with pytest.raises(Conflict):
+        await user_store.add_refresh_token("00000000-0000-0000-0000-000000000000", HASH_B, LATER)
+
+
+async def test_naive_datetimes_are_refused(user_store: UserStore) -> None:
+    user = await user_store.create("nina@example.com", "h")
+    with pytest.raises(StatementError, match="naive datetime"):
+        await user_store.add_refresh_token(user.id, HASH_A, datetime(2030, 1, 1))
+
+
+# --- devices --------------------------------------------------------------------------------
+
+
+async def test_create_and_get_device(user_store: UserStore, device_store: DeviceStore) -> None:
+    owner = await user_store.create("olga@example.com", "h")
+    device = await device_store.create(
+        owner.id,
+        "Main meter",
+        "meter",
+        HASH_A,
+        timezone="Europe/Paris",
+        location="Cellar",
+        meta={"vendor": "Acme", "phases": 3},
+    )
+    assert (device.owner_id, device.name, device.type) == (owner.id, "Main meter", "meter")
+    assert (device.timezone, device.location) == ("Europe/Paris", "Cellar")
+    assert device.meta == {"vendor": "Acme", "phases": 3}
+    assert device.disabled is False
+    assert device.created_at.tzinfo == UTC
+    assert await device_store.get(device.id) == device
+    assert await device_store.get("00000000-0000-0000-0000-000000000000") is None
+
+
+async def test_device_defaults_are_null(user_store: UserStore, device_store: DeviceStore) -> None:
+    owner = await user_store.create("paul@example.com", "h")
+    device = await device_store.create(owner.id, "Plug", "plug", HASH_A)
+    stored = await device_store.get(device.id)
+    assert stored is not None
+    assert (stored.timezone, stored.location, stored.meta, stored.disabled) == (
+        None,
+        None,
+        None,
+        False,
+    )
+
+
+async def test_device_of_unknown_owner_is_conflict(device_store: DeviceStore) -> None:
+    with pytest.raises(Conflict):
+        await device_store.create("00000000-0000-0000-0000-000000000000", "x", "plug", HASH_A)
+
+
+async def test_duplicate_key_hash_is_conflict(
+    user_store: UserStore, device_store: DeviceStore
+) -> None:
+    owner = await user_store.create("quinn@example.com", "h")
+    first = await device_store.create(owner.id, "One", "plug", HASH_A)
+    second = await device_store.create(owner.id, "Two", "plug", HASH_B)
+    with pytest.raises(Conflict):
+        await device_store.create(owner.id, "Three", "plug", HASH_A)
+    with pytest.raises(Conflict):
+        await device_store.set_key_hash(second.id, HASH_A)
+    found = await device_store.by_key_hash(HASH_A)
+    assert found is not None and found.id == first.id
+
+
+async def test_list_devices_of_one_owner_or_all(
+    user_store: UserStore, device_store: DeviceStore
+) -> None:
+    rita = await user_store.create("rita@example.com", "h")
+    sam = await user_store.create("sam@example.com", "h")
+    await device_store.create(rita.id, "r1", "meter", "1" * 64)
+    await device_store.create(sam.id, "s1", "solar", "2" * 64)
+    await device_store.create(rita.id, "r2", "battery", "3" * 64)
+    assert [d.name for d in await device_store.list(rita.id)] == ["r1", "r2"]
+    assert [d.name for d in await device_store.list(sam.id)] == ["s1"]
+    assert [d.name for d in await device_store.list(None)] == ["r1", "s1", "r2"]
+    assert [d.name for d in await device_store.list(None, limit=1, offset=1)] == ["s1"]
+    assert await device_store.list("00000000-0000-0000-0000-000000000000") == []
+
+
+async def test_update_device(user_store: UserStore, device_store: DeviceStore) -> None:
+    owner = await user_store.create("tina@example.com", "h")
+    device = await device_store.create(owner.id, "Old", "plug", HASH_A, meta={"a": 1})
+    updated = await device_store.update(
+        device.id,
+        name="New",
+        type="heat_pump",
+        timezone="America/New_York",
+        location="Garage",
+        meta=None,
+        disabled=True,
+    )
+    assert updated == Device(
+        id=device.id,
+        owner_id=owner.id,
+        name="New",
+        type="heat_pump",
+        timezone="America/New_York",
+        location="Garage",
+        meta=None,
+        disabled=True,
+        created_at=device.created_at,
+    )
+    assert await device_store.get(device.id) == updated
+    assert await device_store.update("00000000-0000-0000-0000-000000000000", name="x") is None
+    with pytest.raises(ValueError, match="owner_id"):
+        await device_store.update(device.id, owner_id=owner.id)
+
+
+async def test_delete_device(user_store: UserStore, device_store: DeviceStore) -> None:
+    owner = await user_store.create("uma@example.com", "h")
+    device = await device_store.create(owner.id, "Gone", "other", HASH_A)
+    assert await device_store.delete(device.id) is True
+    assert await device_store.get(device.id) is None
+    assert await device_store.by_key_hash(HASH_A) is None
+    assert await device_store.delete(device.id) is False
+
+
+async def test_rotated_key_replaces_the_old_one(
+    user_store: UserStore, device_store: DeviceStore
+) -> None:
+    owner = await user_store.create("victor@example.com", "h")
+    device = await device_store.create(owner.id, "EV", "ev_charger", HASH_A)
+    found = await device_store.by_key_hash(HASH_A)
+    assert found is not None and found.id == device.id
+    assert await device_store.set_key_hash(device.id, HASH_B) is True
+    assert await device_store.by_key_hash(HASH_A) is None
+    rotated = await device_store.by_key_hash(HASH_B)
+    assert rotated is not None and rotated.id == device.id
+    assert await device_store.set_key_hash("00000000-0000-0000-0000-000000000000", HASH_C) is False
+
+
+async def test_contexts_resolve_zone_tariff_and_enabled_in_one_batch(
+    user_store: UserStore, device_store: DeviceStore
+) -> None:
+    wendy = await user_store.create("wendy@example.com", "h")
+    await user_store.update(
+        wendy.id,
+        timezone="Europe/Berlin",
+        currency="EUR",
+        tariff={"type": "flat", "price_per_kwh": 0.3},
+    )
+    xavier = await user_store.create("xavier@example.com", "h")
+    await user_store.update(xavier.id, timezone="Asia/Tokyo", currency="JPY", disabled=True)
+    inherits = await device_store.create(wendy.id, "meter", "meter", "1" * 64)
+    own_zone = await device_store.create(
+        wendy.id, "cabin", "meter", "2" * 64, timezone="Europe/Lisbon"
+    )
+    switched_off = await device_store.create(wendy.id, "plug", "plug", "3" * 64)
+    await device_store.update(switched_off.id, disabled=True)
+    owner_off = await device_store.create(xavier.id, "solar", "solar", "4" * 64)
+
+    contexts = await device_store.contexts(
+        [inherits.id, own_zone.id, switched_off.id, owner_off.id, inherits.id, "unknown-id"]
+    )
+    assert contexts == {
+        inherits.id: DeviceContext(
+            inherits.id,
+            wendy.id,
+            "Europe/Berlin",
+            "EUR",
+            {"type": "flat", "price_per_kwh": 0.3},
+            True,
+        ),
+        own_zone.id: DeviceContext(
+            own_zone.id,
+            wendy.id,
+            "Europe/Lisbon",
+            "EUR",
+            {"type": "flat", "price_per_kwh": 0.3},
+            True,
+        ),
+        switched_off.id: DeviceContext(
+            switched_off.id,
+            wendy.id,
+            "Europe/Berlin",
+            "EUR",
+            {"type": "flat", "price_per_kwh": 0.3},
+            False,
+        ),
+        owner_off.id: DeviceContext(owner_off.id, xavier.id, "Asia/Tokyo", "JPY", None, False),
+    }
+    assert await device_store.contexts([]) == {}
+
+
+async def test_deleting_a_user_deletes_their_devices_and_tokens(
+    db: Database, user_store: UserStore, device_store: DeviceStore
+) -> None:
+    yara = await user_store.create("yara@example.com", "h")
+    zoe = await user_store.create("zoe@example.com", "h")
+    gone = await device_store.create(yara.id, "gone", "meter", HASH_A)
+    kept = await device_store.create(zoe.id, "kept", "meter", HASH_B)
+    await user_store.add_refresh_token(yara.id, HASH_C, LATER)
+
+    async with db.begin() as conn:
+        await conn.execute(delete(users).where(users.c.id == yara.id))
+
+    assert await user_store.get(yara.id) is None
+    assert await device_store.get(gone.id) is None
+    assert await device_store.by_key_hash(HASH_A) is None
+    assert await device_store.get(kept.id) == kept
+    assert await user_store.use_refresh_token(HASH_C, NOW) is None
