@@ -7,6 +7,8 @@ import asyncio
 import logging
 import sys
 
+from pydantic import ValidationError
+
 from energy_tracker.config import SERVICE_NAMES, Settings
 from energy_tracker.core.errors import BackendUnavailable, UnsupportedUrl, redact_url
 from energy_tracker.core.http import RequestIdFilter
@@ -23,6 +25,8 @@ def _configure_logging(level: str) -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # Schema upgrades are reported by `migrate` itself; Alembic's step-by-step lines are noise.
+    logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
 async def _serve(settings: Settings, services: list[str], *, gateway: bool, banner: str) -> None:
@@ -30,7 +34,14 @@ async def _serve(settings: Settings, services: list[str], *, gateway: bool, bann
 
     from energy_tracker.app import create_app, start_runtime
 
-    runtime = await start_runtime(settings, services)
+    # A broker that cannot be reached is reported once, by us, in one line; the client's own
+    # connection errors would only repeat it with less context.
+    kafka_log = logging.getLogger("aiokafka")
+    kafka_log.disabled = True
+    try:
+        runtime = await start_runtime(settings, services)
+    finally:
+        kafka_log.disabled = False
     app = create_app(settings, services, gateway=gateway, runtime=runtime)
     config = uvicorn.Config(
         app,
@@ -61,6 +72,10 @@ def cmd_up(settings: Settings) -> None:
 
 
 def cmd_serve(settings: Settings, name: str) -> None:
+    from energy_tracker.app import ROUTERS
+
+    if name != "gateway" and name not in ROUTERS:
+        raise SystemExit(f"energy-tracker: the {name} service is not built yet")
     url = f"http://{settings.http_host}:{settings.http_port}"
     services = [] if name == "gateway" else [name]
     asyncio.run(
@@ -103,6 +118,12 @@ def main(argv: list[str] | None = None) -> None:
             cmd_migrate(settings)
     except (BackendUnavailable, UnsupportedUrl) as exc:
         print(f"energy-tracker: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    except ValidationError as exc:
+        problems = "; ".join(
+            f"ET_{'_'.join(str(p) for p in e['loc']).upper()}: {e['msg']}" for e in exc.errors()
+        )
+        print(f"energy-tracker: bad configuration: {problems}", file=sys.stderr)
         raise SystemExit(2) from None
     except KeyboardInterrupt:
         pass
