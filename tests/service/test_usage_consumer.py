@@ -71,8 +71,7 @@ async def _harness(tmp_path: Path, timezone: str) -> AsyncIterator[Harness]:
     await UserStore(db).update(user.id, timezone=timezone)
     device = await DeviceStore(db).create(user.id, "meter", "meter", "0" * 64)
     try:
-        yield Harness(UsageConsumer(bus, series, DeviceStore(db), 15 * MIN), series, bus,
-                      device.id)
+        yield Harness(UsageConsumer(bus, series, DeviceStore(db), 15 * MIN), series, bus, device.id)
     finally:
         await bus.stop()
         await series.stop()
@@ -100,15 +99,19 @@ async def test_late_reading_corrects_a_published_hour(utc: Harness) -> None:
     # gap longer than 15 min, so the hour holds 40 min x 1 kW = 666.667 Wh. When 10:30 arrives
     # late, the hour becomes 1 kW x 1 h = 1,000 Wh, in a new version of the bucket.
     h = ms("2026-03-02T10:00:00+00:00")
-    first = [r for r in steady(utc.device_id, h, h + HOUR, 10 * MIN, 1000.0) if r.ts != h + 30 * MIN]
+    first = [
+        r for r in steady(utc.device_id, h, h + HOUR, 10 * MIN, 1000.0) if r.ts != h + 30 * MIN
+    ]
     await utc.deliver(first)
     assert await utc.energy_wh(Granularity.HOUR, h, h + 1) == [666.666667]
     await utc.deliver([Reading(utc.device_id, h + 30 * MIN, power_w=1000.0)])
     assert await utc.energy_wh(Granularity.HOUR, h, h + 1) == [1000.0]
-    hours = [e for e in await utc.usage_events()
-             if e["granularity"] == "hour" and e["period_start_ms"] == h]
-    assert [(round(e["energy_kwh"], 6), e["version"]) for e in hours] == [
-        (0.666667, 1), (1.0, 2)]
+    hours = [
+        e
+        for e in await utc.usage_events()
+        if e["granularity"] == "hour" and e["period_start_ms"] == h
+    ]
+    assert [(round(e["energy_kwh"], 6), e["version"]) for e in hours] == [(0.666667, 1), (1.0, 2)]
 
 
 async def test_duplicates_and_replays_change_nothing(utc: Harness) -> None:
@@ -146,8 +149,9 @@ async def test_a_shuffled_day_gives_the_in_order_day(utc: Harness) -> None:
         ("2026-10-25T00:00:00+02:00", "2026-10-26T00:00:00+01:00", 2500.0),
     ],
 )
-async def test_berlin_dst_days(berlin: Harness, local_day: str, next_day: str,
-                               expected_wh: float) -> None:
+async def test_berlin_dst_days(
+    berlin: Harness, local_day: str, next_day: str, expected_wh: float
+) -> None:
     start, end = ms(local_day), ms(next_day)
     await berlin.deliver(steady(berlin.device_id, start - HOUR, end + HOUR, 10 * MIN, 100.0))
     days = await berlin.energy_wh(Granularity.DAY, start - 25 * HOUR, end + 1)
