@@ -1,0 +1,77 @@
+"""Raw limit of one event backbone: produce, then consume, N realistic readings records.
+
+Each record is what ingestion publishes for one reading (`readings_recorded`, keyed by one of
+`--devices` device ids), so the figures are comparable with LIMITS.md. Every run uses a fresh
+topic and group, so runs never read each other's records.
+
+    python benchmarks/bus_limit.py embedded:///tmp/bench/bus.db
+    python benchmarks/bus_limit.py kafka://127.0.0.1:9092 -n 500000
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import time
+import uuid
+
+from energy_tracker.core.bus.factory import bus_from_url
+from energy_tracker.core.events import Reading, readings_recorded
+
+
+def make_records(n: int, devices: int) -> list[tuple[bytes, bytes]]:
+    start_ms = 1_767_225_600_000
+    out = []
+    for i in range(n):
+        device = f"meter-{i % devices:05d}"
+        reading = Reading(device, start_ms + i * 1000, power_w=round(100 + i % 900 * 1.7, 1))
+        out.append(readings_recorded(device, [reading]))
+    return out
+
+
+async def run(args: argparse.Namespace) -> None:
+    records = make_records(args.n, args.devices)
+    size = sum(len(k) + len(v) for k, v in records) / len(records)
+    topic = f"bench-{uuid.uuid4().hex[:8]}"
+    bus = bus_from_url(args.url, args.partitions)
+    await bus.start()
+    try:
+        await bus.ensure_topics([topic])
+        began = time.perf_counter()
+        for i in range(0, len(records), args.batch):
+            await bus.publish(topic, records[i : i + args.batch])
+        produce_s = time.perf_counter() - began
+
+        began = time.perf_counter()
+        consumer = await bus.subscribe(topic, f"{topic}-group")
+        join_s = time.perf_counter() - began
+        began = time.perf_counter()
+        got = 0
+        while got < len(records):
+            batch = await consumer.poll(args.max_records, timeout_s=1.0)
+            got += len(batch)
+            await consumer.commit(batch)
+        consume_s = time.perf_counter() - began
+        await consumer.close()
+    finally:
+        await bus.stop()
+
+    print(f"{args.url}: {args.n} records of ~{size:.0f} bytes, {args.partitions} partitions")
+    print(f"  produce  {args.n / produce_s:>10,.0f} msgs/s  ({args.batch} records a publish)")
+    print(f"  consume  {args.n / consume_s:>10,.0f} msgs/s  (poll {args.max_records}, commit each)")
+    print(f"  join     {join_s:>10.2f} s  (group join before the first poll)")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("url", help="ET_BUS_URL: embedded:///path/bus.db or kafka://host:port")
+    parser.add_argument("-n", type=int, default=200_000, help="records to produce and consume")
+    parser.add_argument("--batch", type=int, default=10_000, help="records a publish call")
+    parser.add_argument("--devices", type=int, default=10_000, help="distinct keys")
+    parser.add_argument("--partitions", type=int, default=8)
+    parser.add_argument("--max-records", type=int, default=5_000, help="records a poll")
+    asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()

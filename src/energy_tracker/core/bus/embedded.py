@@ -1,0 +1,456 @@
+"""The embedded event backbone: a durable partitioned log in one SQLite file.
+
+It keeps the Kafka contract without a broker, so a household box runs the same services as a
+provider's cluster: keyed records land in `crc32(key) % partitions` and keep their order there,
+offsets are committed per consumer group, and several processes on one host share a group.
+
+Why it is shaped this way:
+
+- WAL with `synchronous=NORMAL`: a committed transaction is in the WAL file before `publish`
+  returns, so a killed process (kill -9) loses nothing it acknowledged; only a power cut can
+  drop the last transactions, which is the trade Kafka makes with page-cache writes as well.
+- Messages are keyed `(topic_id, partition, seq)` in a WITHOUT ROWID table: integer keys and
+  appends at the end of each partition's range keep inserts near 400k rows/s (LIMITS.md), and a
+  consumer reads its partition as one range scan. `seq` is the message's offset.
+- Group membership lives in the file (member id, heartbeat) so processes need no other channel.
+  Partition `p` belongs to the live member `sorted(ids)[p % n]`. Ownership is claimed in the
+  `owners` table and only ever taken over when the previous owner released it (on its next poll)
+  or died (no heartbeat for the session timeout), so two live members never read one partition.
+  A newly owned partition starts at the group's committed offset.
+- SQLite calls block, so each bus runs them on one dedicated thread with its own connection;
+  that thread also serialises all access to the connection and to the consumers' positions.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import time
+import uuid
+import zlib
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from itertools import count, repeat
+from pathlib import Path
+from typing import TypeVar
+
+from energy_tracker.core.bus.base import Consumer, EventBus, Message
+from energy_tracker.core.errors import BackendUnavailable
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS topics (
+    id INTEGER PRIMARY KEY,
+    name TEXT NOT NULL UNIQUE,
+    partitions INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS messages (
+    topic_id INTEGER NOT NULL,
+    part INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    key BLOB NOT NULL,
+    value BLOB NOT NULL,
+    PRIMARY KEY (topic_id, part, seq)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS committed (
+    grp TEXT NOT NULL,
+    topic_id INTEGER NOT NULL,
+    part INTEGER NOT NULL,
+    next_seq INTEGER NOT NULL,
+    PRIMARY KEY (grp, topic_id, part)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS members (
+    grp TEXT NOT NULL,
+    topic_id INTEGER NOT NULL,
+    member TEXT NOT NULL,
+    heartbeat REAL NOT NULL,
+    PRIMARY KEY (grp, topic_id, member)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS owners (
+    grp TEXT NOT NULL,
+    topic_id INTEGER NOT NULL,
+    part INTEGER NOT NULL,
+    member TEXT NOT NULL,
+    PRIMARY KEY (grp, topic_id, part)
+) WITHOUT ROWID;
+"""
+
+_BUSY_TIMEOUT_S = 30.0
+"""How long a writer waits for another process's write transaction before giving up."""
+
+_WAIT_MIN_S = 0.005
+_WAIT_MAX_S = 0.05
+"""Poll backoff bounds: short enough for low latency across processes, long enough to stay idle."""
+
+
+class EmbeddedBus(EventBus):
+    """A durable local log in the SQLite file at `path`, shared by the processes of one host.
+
+    Every member judges the others' heartbeats by its own `session_timeout_s`, so all processes
+    of a group should use the same value. `rebalance_check_s` bounds how stale a member's view of
+    the group may be while it keeps reading: it is how fast partitions move when members come
+    and go.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        partitions: int = 8,
+        *,
+        session_timeout_s: float = 10.0,
+        rebalance_check_s: float = 0.2,
+    ) -> None:
+        self.path = path
+        self.url = f"embedded://{path}"
+        self.partitions = partitions
+        self.session_timeout_s = session_timeout_s
+        self.rebalance_check_s = rebalance_check_s
+        self._executor: ThreadPoolExecutor | None = None
+        self._conn: sqlite3.Connection | None = None
+        self._topics: dict[str, tuple[int, int]] = {}
+        self._consumers: set[EmbeddedConsumer] = set()
+        # Set and replaced after every publish: pollers in this process wake at once.
+        self.new_records = asyncio.Event()
+
+    # -- thread plumbing --------------------------------------------------------------------
+
+    async def in_thread(self, fn: Callable[..., T], *args: object) -> T:
+        """Run a blocking SQLite call on the bus thread without blocking the event loop."""
+        if self._executor is None:
+            raise RuntimeError("EmbeddedBus is not started")
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        if self._conn is None:
+            raise RuntimeError("EmbeddedBus is not started")
+        return self._conn
+
+    def transaction(self, fn: Callable[[sqlite3.Connection], T]) -> T:
+        """Run `fn` in one write transaction; BEGIN IMMEDIATE takes the lock before any read,
+        so offsets read inside are not raced by another process."""
+        conn = self.conn
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            result = fn(conn)
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
+        return result
+
+    # -- EventBus ---------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedded-bus")
+        try:
+            await self.in_thread(self._open)
+        except (OSError, sqlite3.Error) as exc:
+            self._executor.shutdown(wait=False)
+            self._executor = None
+            raise BackendUnavailable("ET_BUS_URL", self.url, str(exc)) from None
+
+    def _open(self) -> None:
+        Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        conn = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
+        try:
+            (mode,) = conn.execute("PRAGMA journal_mode=WAL").fetchone()
+            if mode.lower() != "wal":
+                raise sqlite3.OperationalError(f"cannot switch to WAL (journal_mode={mode})")
+            conn.execute("PRAGMA synchronous=NORMAL")
+            conn.executescript(_SCHEMA)
+        except BaseException:
+            conn.close()
+            raise
+        self._conn = conn
+
+    async def stop(self) -> None:
+        for consumer in list(self._consumers):
+            await consumer.close()
+        if self._executor is None:
+            return
+        await self.in_thread(self._close)
+        self._executor.shutdown(wait=False)
+        self._executor = None
+
+    def _close(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
+            self._conn = None
+
+    async def ensure_topics(self, topics: Sequence[str]) -> None:
+        for topic in topics:
+            await self.in_thread(self.topic_info, topic)
+
+    def topic_info(self, topic: str) -> tuple[int, int]:
+        """(topic id, partition count), creating the topic on first use like Kafka's auto-create.
+
+        Creation commits on its own so a failed publish never leaves a cached id behind.
+        """
+        info = self._topics.get(topic)
+        if info is None:
+
+            def create(conn: sqlite3.Connection) -> tuple[int, int]:
+                conn.execute(
+                    "INSERT OR IGNORE INTO topics (name, partitions) VALUES (?, ?)",
+                    (topic, self.partitions),
+                )
+                return conn.execute(
+                    "SELECT id, partitions FROM topics WHERE name = ?", (topic,)
+                ).fetchone()
+
+            info = self._topics[topic] = self.transaction(create)
+        return info
+
+    async def publish(self, topic: str, records: Sequence[tuple[bytes, bytes]]) -> None:
+        if not records:
+            return
+        await self.in_thread(self._append, topic, records)
+        self.new_records.set()
+        self.new_records = asyncio.Event()
+
+    def _append(self, topic: str, records: Sequence[tuple[bytes, bytes]]) -> None:
+        topic_id, partitions = self.topic_info(topic)
+        keys: list[list[bytes]] = [[] for _ in range(partitions)]
+        values: list[list[bytes]] = [[] for _ in range(partitions)]
+        for key, value in records:
+            # crc32: stable across processes and Python runs, unlike hash(); fast in C.
+            p = zlib.crc32(key) % partitions
+            keys[p].append(key)
+            values[p].append(value)
+
+        def append(conn: sqlite3.Connection) -> None:
+            for p in range(partitions):
+                if not keys[p]:
+                    continue
+                (last,) = conn.execute(
+                    "SELECT max(seq) FROM messages WHERE topic_id = ? AND part = ?",
+                    (topic_id, p),
+                ).fetchone()
+                conn.executemany(
+                    "INSERT INTO messages (topic_id, part, seq, key, value) VALUES (?, ?, ?, ?, ?)",
+                    zip(
+                        repeat(topic_id),
+                        repeat(p),
+                        count(0 if last is None else last + 1),
+                        keys[p],
+                        values[p],
+                        strict=False,
+                    ),
+                )
+
+        self.transaction(append)
+
+    async def subscribe(self, topic: str, group: str) -> Consumer:
+        topic_id, partitions = await self.in_thread(self.topic_info, topic)
+        consumer = EmbeddedConsumer(self, topic, topic_id, partitions, group)
+        await self.in_thread(consumer.sync_membership)
+        consumer.start_heartbeat()
+        self._consumers.add(consumer)
+        return consumer
+
+
+class EmbeddedConsumer(Consumer):
+    """One member of a group on one topic; its state is only touched on the bus thread."""
+
+    def __init__(
+        self, bus: EmbeddedBus, topic: str, topic_id: int, partitions: int, group: str
+    ) -> None:
+        self.bus = bus
+        self.topic = topic
+        self.topic_id = topic_id
+        self.partitions = partitions
+        self.group = group
+        self.member = uuid.uuid4().hex
+        self._positions: dict[int, int] = {}
+        self._last_sync = float("-inf")
+        self._rotation = 0
+        self._heartbeat: asyncio.Task[None] | None = None
+        self._closed = False
+
+    def start_heartbeat(self) -> None:
+        """Stay alive while a batch is being processed, like Kafka's background heartbeat."""
+        self._heartbeat = asyncio.create_task(self._beat(), name=f"heartbeat-{self.member}")
+
+    async def _beat(self) -> None:
+        while True:
+            await asyncio.sleep(self.bus.session_timeout_s / 4)
+            try:
+                await self.bus.in_thread(self._touch)
+            except sqlite3.Error as exc:
+                log.warning("group %s on %s: heartbeat failed: %s", self.group, self.topic, exc)
+
+    def _touch(self) -> None:
+        self.bus.conn.execute(
+            "UPDATE members SET heartbeat = ? WHERE grp = ? AND topic_id = ? AND member = ?",
+            (time.time(), self.group, self.topic_id, self.member),
+        )
+
+    def sync_membership(self) -> None:
+        """Heartbeat, drop dead members, release what is no longer ours, claim what is free."""
+        key = (self.group, self.topic_id)
+
+        def sync(conn: sqlite3.Connection) -> tuple[bool, set[int], dict[int, int]]:
+            now = time.time()
+            dead = conn.execute(
+                "SELECT member FROM members WHERE grp = ? AND topic_id = ? AND heartbeat < ?",
+                (*key, now - self.bus.session_timeout_s),
+            ).fetchall()
+            for (member,) in dead:
+                log.info("member %s of group %s on %s expired", member, self.group, self.topic)
+                conn.execute(
+                    "DELETE FROM members WHERE grp = ? AND topic_id = ? AND member = ?",
+                    (*key, member),
+                )
+                conn.execute(
+                    "DELETE FROM owners WHERE grp = ? AND topic_id = ? AND member = ?",
+                    (*key, member),
+                )
+            rejoined = not conn.execute(
+                "UPDATE members SET heartbeat = ? WHERE grp = ? AND topic_id = ? AND member = ?",
+                (now, *key, self.member),
+            ).rowcount
+            if rejoined:
+                conn.execute(
+                    "INSERT INTO members (grp, topic_id, member, heartbeat) VALUES (?, ?, ?, ?)",
+                    (*key, self.member, now),
+                )
+            live = sorted(
+                m
+                for (m,) in conn.execute(
+                    "SELECT member FROM members WHERE grp = ? AND topic_id = ?", key
+                )
+            )
+            mine = live.index(self.member)
+            target = {p for p in range(self.partitions) if p % len(live) == mine}
+            owners = dict(
+                conn.execute("SELECT part, member FROM owners WHERE grp = ? AND topic_id = ?", key)
+            )
+            for p, member in owners.items():
+                if member == self.member and p not in target:
+                    conn.execute(
+                        "DELETE FROM owners WHERE grp = ? AND topic_id = ? AND part = ?", (*key, p)
+                    )
+            for p in target - owners.keys():
+                conn.execute(
+                    "INSERT INTO owners (grp, topic_id, part, member) VALUES (?, ?, ?, ?)",
+                    (*key, p, self.member),
+                )
+            owned = {p for p in target if owners.get(p, self.member) == self.member}
+            committed = dict(
+                conn.execute(
+                    "SELECT part, next_seq FROM committed WHERE grp = ? AND topic_id = ?", key
+                )
+            )
+            return rejoined, owned, committed
+
+        rejoined, owned, committed = self.bus.transaction(sync)
+        if rejoined:
+            # Expired or new: whatever we read before may have been re-read and committed by others.
+            self._positions.clear()
+        self._positions = {p: self._positions.get(p, committed.get(p, 0)) for p in owned}
+        self._last_sync = time.monotonic()
+
+    def _fetch(self, max_records: int) -> list[Message]:
+        """Up to `max_records` from the owned partitions, starting at a rotating partition so a
+        busy partition cannot starve the others."""
+        if time.monotonic() - self._last_sync >= self.bus.rebalance_check_s:
+            self.sync_membership()
+        owned = sorted(self._positions)
+        if not owned:
+            return []
+        start = self._rotation % len(owned)
+        self._rotation += 1
+        out: list[Message] = []
+        for p in owned[start:] + owned[:start]:
+            budget = max_records - len(out)
+            if budget <= 0:
+                break
+            rows = self.bus.conn.execute(
+                "SELECT seq, key, value FROM messages"
+                " WHERE topic_id = ? AND part = ? AND seq >= ? ORDER BY seq LIMIT ?",
+                (self.topic_id, p, self._positions[p], budget),
+            ).fetchall()
+            if rows:
+                out.extend(Message(self.topic, p, seq, key, value) for seq, key, value in rows)
+                self._positions[p] = rows[-1][0] + 1
+        return out
+
+    async def poll(self, max_records: int = 1000, timeout_s: float = 1.0) -> list[Message]:
+        if self._closed:
+            raise RuntimeError("poll on a closed consumer")
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout_s
+        wait = _WAIT_MIN_S
+        while True:
+            # Taken before fetching, so a publish in between wakes the wait below.
+            new_records = self.bus.new_records
+            batch = await self.bus.in_thread(self._fetch, max_records)
+            remaining = deadline - loop.time()
+            if batch or remaining <= 0:
+                return batch
+            # Another process's publish is not signalled: back off between checks instead.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(min(wait, remaining)):
+                    await new_records.wait()
+            wait = min(wait * 2, _WAIT_MAX_S)
+
+    async def commit(self, messages: Sequence[Message]) -> None:
+        offsets: dict[int, int] = {}
+        for m in messages:
+            offsets[m.partition] = max(offsets.get(m.partition, 0), m.offset + 1)
+        if offsets:
+            await self.bus.in_thread(self._commit, offsets)
+
+    def _commit(self, offsets: dict[int, int]) -> None:
+        """Commit only partitions this member still owns: after a takeover the new owner has
+        already started from the older commit, so these records are delivered again anyway."""
+        key = (self.group, self.topic_id)
+
+        def commit(conn: sqlite3.Connection) -> list[int]:
+            owners = dict(
+                conn.execute("SELECT part, member FROM owners WHERE grp = ? AND topic_id = ?", key)
+            )
+            lost = [p for p in offsets if owners.get(p) != self.member]
+            conn.executemany(
+                "INSERT INTO committed (grp, topic_id, part, next_seq) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT DO UPDATE SET next_seq = excluded.next_seq",
+                [(*key, p, n) for p, n in offsets.items() if p not in lost],
+            )
+            return lost
+
+        lost = self.bus.transaction(commit)
+        if lost:
+            log.warning(
+                "group %s on %s: commit skipped for partitions %s now owned by another member;"
+                " they will be delivered again",
+                self.group,
+                self.topic,
+                lost,
+            )
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self.bus._consumers.discard(self)
+        if self._heartbeat is not None:
+            self._heartbeat.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._heartbeat
+        await self.bus.in_thread(self._leave)
+
+    def _leave(self) -> None:
+        key = (self.group, self.topic_id, self.member)
+
+        def leave(conn: sqlite3.Connection) -> None:
+            conn.execute("DELETE FROM members WHERE grp = ? AND topic_id = ? AND member = ?", key)
+            conn.execute("DELETE FROM owners WHERE grp = ? AND topic_id = ? AND member = ?", key)
+
+        self.bus.transaction(leave)
+        self._positions.clear()
