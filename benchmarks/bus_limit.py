@@ -14,6 +14,7 @@ import argparse
 import asyncio
 import time
 import uuid
+from dataclasses import dataclass
 
 from energy_tracker.core.bus.factory import bus_from_url
 from energy_tracker.core.events import Reading, readings_recorded
@@ -29,17 +30,50 @@ def make_records(n: int, devices: int) -> list[tuple[bytes, bytes]]:
     return out
 
 
-async def run(args: argparse.Namespace) -> None:
-    records = make_records(args.n, args.devices)
+@dataclass(frozen=True)
+class BusLimit:
+    """One produce-then-consume run: N records, what each took."""
+
+    records: int
+    record_bytes: float
+    produce_s: float
+    join_s: float
+    consume_s: float
+
+    @property
+    def produce_per_s(self) -> float:
+        return self.records / self.produce_s
+
+    @property
+    def consume_per_s(self) -> float:
+        return self.records / self.consume_s
+
+    @property
+    def through_per_s(self) -> float:
+        """Records produced and consumed a second, one after the other (the join aside)."""
+        return self.records / (self.produce_s + self.consume_s)
+
+
+async def measure(
+    url: str,
+    n: int,
+    *,
+    batch: int = 10_000,
+    devices: int = 10_000,
+    partitions: int = 8,
+    max_records: int = 5_000,
+) -> BusLimit:
+    """Produce `n` one-reading records in publishes of `batch`, then consume them all."""
+    records = make_records(n, devices)
     size = sum(len(k) + len(v) for k, v in records) / len(records)
     topic = f"bench-{uuid.uuid4().hex[:8]}"
-    bus = bus_from_url(args.url, args.partitions)
+    bus = bus_from_url(url, partitions)
     await bus.start()
     try:
         await bus.ensure_topics([topic])
         began = time.perf_counter()
-        for i in range(0, len(records), args.batch):
-            await bus.publish(topic, records[i : i + args.batch])
+        for i in range(0, len(records), batch):
+            await bus.publish(topic, records[i : i + batch])
         produce_s = time.perf_counter() - began
 
         began = time.perf_counter()
@@ -48,18 +82,32 @@ async def run(args: argparse.Namespace) -> None:
         began = time.perf_counter()
         got = 0
         while got < len(records):
-            batch = await consumer.poll(args.max_records, timeout_s=1.0)
-            got += len(batch)
-            await consumer.commit(batch)
+            polled = await consumer.poll(max_records, timeout_s=1.0)
+            got += len(polled)
+            await consumer.commit(polled)
         consume_s = time.perf_counter() - began
         await consumer.close()
     finally:
         await bus.stop()
+    return BusLimit(n, size, produce_s, join_s, consume_s)
 
-    print(f"{args.url}: {args.n} records of ~{size:.0f} bytes, {args.partitions} partitions")
-    print(f"  produce  {args.n / produce_s:>10,.0f} msgs/s  ({args.batch} records a publish)")
-    print(f"  consume  {args.n / consume_s:>10,.0f} msgs/s  (poll {args.max_records}, commit each)")
-    print(f"  join     {join_s:>10.2f} s  (group join before the first poll)")
+
+async def run(args: argparse.Namespace) -> None:
+    result = await measure(
+        args.url,
+        args.n,
+        batch=args.batch,
+        devices=args.devices,
+        partitions=args.partitions,
+        max_records=args.max_records,
+    )
+    size = f"{result.record_bytes:.0f}"
+    print(f"{args.url}: {args.n} records of ~{size} bytes, {args.partitions} partitions")
+    print(f"  produce  {result.produce_per_s:>10,.0f} msgs/s  ({args.batch} records a publish)")
+    print(
+        f"  consume  {result.consume_per_s:>10,.0f} msgs/s  (poll {args.max_records}, commit each)"
+    )
+    print(f"  join     {result.join_s:>10.2f} s  (group join before the first poll)")
 
 
 def main() -> None:

@@ -86,6 +86,31 @@ def postgres_url() -> Iterator[str]:
 
 
 @pytest.fixture
+def redis_url() -> str:
+    """The local Redis server (redis://…); tests keep their keys apart with `redis_prefix`."""
+    require("redis", *REDIS)
+    return f"redis://{REDIS[0]}:{REDIS[1]}/0"
+
+
+@pytest.fixture
+def redis_prefix(redis_url: str) -> Iterator[str]:
+    """A key prefix of this test's own; its keys are deleted afterwards."""
+    import redis
+
+    prefix = f"et_test_{uuid.uuid4().hex[:12]}:"
+    try:
+        yield prefix
+    finally:
+        client = redis.Redis.from_url(redis_url)
+        try:
+            keys = list(client.scan_iter(match=prefix + "*", count=1000))
+            if keys:
+                client.delete(*keys)
+        finally:
+            client.close()
+
+
+@pytest.fixture
 def mysql_url() -> Iterator[str]:
     """A fresh MariaDB/MySQL database (mysql://…), dropped afterwards."""
     require("mariadb", *MARIADB)

@@ -4,7 +4,13 @@ from __future__ import annotations
 
 import pytest
 
-from tests.backends import SKIPPED_LEGS, mysql_url, postgres_url  # noqa: F401 - fixtures
+from tests.backends import (  # noqa: F401 - fixtures
+    SKIPPED_LEGS,
+    mysql_url,
+    postgres_url,
+    redis_prefix,
+    redis_url,
+)
 from tests.kafka_broker import kafka_url  # noqa: F401
 
 

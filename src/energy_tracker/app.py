@@ -10,8 +10,9 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
+from typing import Protocol
 
 from fastapi import APIRouter, FastAPI
 
@@ -30,15 +31,25 @@ from energy_tracker.core.http import (
 from energy_tracker.core.stores.metadata import Database
 from energy_tracker.core.stores.timeseries.base import SeriesStore
 from energy_tracker.core.stores.timeseries.factory import series_store_from_url
+from energy_tracker.services.alerts import api as alerts_api
+from energy_tracker.services.alerts.consumer import AlertService
+from energy_tracker.services.alerts.notify import SmtpServer
+from energy_tracker.services.alerts.store import AlertStore
 from energy_tracker.services.devices import api as devices_api
 from energy_tracker.services.devices.store import DeviceStore
+from energy_tracker.services.gateway.middleware import install_gateway_middleware
 from energy_tracker.services.gateway.proxy import install_proxy
+from energy_tracker.services.gateway.ratelimit import RateLimiter, rate_limiter_for
 from energy_tracker.services.gateway.routes import API_PREFIX
 from energy_tracker.services.ingestion import api as ingestion_api
+from energy_tracker.services.ingestion import mqtt
 from energy_tracker.services.ingestion.recorder import ReadingRecorder
 from energy_tracker.services.usage import api as usage_api
 from energy_tracker.services.usage.consumer import UsageConsumer
+from energy_tracker.services.usage.live import StoredReadings
+from energy_tracker.services.usage.retention import RetentionTask
 from energy_tracker.services.users import api as users_api
+from energy_tracker.services.users.admins import ensure_admin
 from energy_tracker.services.users.store import UserStore
 
 log = logging.getLogger(__name__)
@@ -48,8 +59,9 @@ ROUTERS: dict[str, APIRouter] = {
     "devices": devices_api.router,
     "ingestion": ingestion_api.router,
     "usage": usage_api.router,
+    "alerts": alerts_api.router,
 }
-NEEDS_BUS = {"ingestion", "usage"}
+NEEDS_BUS = {"ingestion", "usage", "alerts"}
 NEEDS_SERIES = {"usage"}
 
 
@@ -60,9 +72,9 @@ class Directory:
         self.users = users
         self.devices = devices
 
-    async def user_is_active(self, user_id: str) -> bool:
+    async def user_role(self, user_id: str) -> str | None:
         user = await self.users.get(user_id)
-        return user is not None and not user.disabled
+        return user.role if user is not None and not user.disabled else None
 
     async def device_for_key_digest(self, digest: str) -> tuple[str, str] | None:
         device = await self.devices.by_key_hash(digest)
@@ -70,6 +82,14 @@ class Directory:
             return None
         ctx = (await self.devices.contexts([device.id])).get(device.id)
         return (device.id, device.owner_id) if ctx and ctx.enabled else None
+
+
+class Worker(Protocol):
+    """A background loop of a service: consumers, the MQTT subscriber, retention."""
+
+    async def run(self) -> None: ...
+
+    def stop(self) -> None: ...
 
 
 @dataclass
@@ -80,7 +100,8 @@ class Runtime:
     db: Database
     bus: EventBus | None = None
     series: SeriesStore | None = None
-    loops: list[ConsumeLoop] = field(default_factory=list)
+    limiter: RateLimiter | None = None
+    loops: list[Worker] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
@@ -100,13 +121,30 @@ async def migrate(settings: Settings) -> None:
         await series.stop()
 
 
-async def start_runtime(settings: Settings, services: Iterable[str]) -> Runtime:
-    """Start what `services` need; a backend that cannot be reached raises BackendUnavailable."""
+async def create_admin(settings: Settings, email: str, password: Callable[[], str]) -> str:
+    """`energy-tracker create-admin`: make EMAIL an admin in the (migrated) metadata database."""
+    db = Database(settings.effective_db_url)
+    await db.start()
+    try:
+        await db.migrate()
+        return await ensure_admin(UserStore(db), email, password)
+    finally:
+        await db.stop()
+
+
+async def start_runtime(
+    settings: Settings, services: Iterable[str], *, gateway: bool = False
+) -> Runtime:
+    """Start what `services` (and the gateway, if `gateway`) need; a backend that cannot be
+    reached raises BackendUnavailable."""
     wanted = set(services)
     settings.data_dir.mkdir(parents=True, exist_ok=True)
     rt = Runtime(settings, Database(settings.effective_db_url))
     try:
         await rt.db.start()
+        if gateway and settings.rate_limits is not None:
+            rt.limiter = rate_limiter_for(settings.redis_url, settings.redis_prefix)
+            await rt.limiter.start()
         if wanted & NEEDS_SERIES:
             rt.series = series_store_from_url(settings.effective_tsdb_url)
             await rt.series.start()
@@ -114,6 +152,8 @@ async def start_runtime(settings: Settings, services: Iterable[str]) -> Runtime:
             rt.bus = bus_from_url(settings.effective_bus_url, settings.bus_partitions)
             await rt.bus.start()
             await rt.bus.ensure_topics([*TOPICS, *(f"{t}.dlq" for t in TOPICS)])
+        if "ingestion" in wanted and settings.mqtt_url:
+            await mqtt.probe(settings.mqtt_url)
     except BaseException:
         await stop_runtime(rt)
         raise
@@ -125,23 +165,29 @@ async def stop_runtime(rt: Runtime) -> None:
         loop.stop()
     if rt.tasks:
         await asyncio.gather(*rt.tasks, return_exceptions=True)
-    for closer in (rt.bus, rt.series, rt.db):
+    for closer in (rt.bus, rt.series, rt.limiter, rt.db):
         if closer is not None:
             with contextlib.suppress(Exception):
                 await closer.stop()
 
 
 def _run_loop(rt: Runtime, loop: ConsumeLoop) -> None:
+    _run_worker(rt, f"{loop.group}:{loop.topic}", loop)
+
+
+def _run_worker(rt: Runtime, name: str, worker: Worker) -> None:
+    """Run a background worker until the runtime stops it; a crash is logged, not raised."""
+
     async def guarded() -> None:
         try:
-            await loop.run()
+            await worker.run()
         except asyncio.CancelledError:
             raise
         except Exception:
-            log.exception("consumer %s/%s stopped", loop.topic, loop.group)
+            log.exception("%s stopped", name)
 
-    rt.loops.append(loop)
-    rt.tasks.append(asyncio.create_task(guarded(), name=f"{loop.group}:{loop.topic}"))
+    rt.loops.append(worker)
+    rt.tasks.append(asyncio.create_task(guarded(), name=name))
 
 
 def create_app(
@@ -163,20 +209,40 @@ def create_app(
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        rt = runtime or await start_runtime(settings, local)
+        rt = runtime or await start_runtime(settings, local, gateway=gateway)
         users, devices = UserStore(rt.db), DeviceStore(rt.db)
         app.state.settings = settings
         app.state.secret = settings.secret()
         app.state.users, app.state.devices, app.state.series = users, devices, rt.series
+        app.state.limiter = rt.limiter
         app.state.authenticator = Authenticator(
             Directory(users, devices), app.state.secret, settings.jwt_issuer
         )
         if rt.bus is not None and "ingestion" in local:
             app.state.recorder = ReadingRecorder(rt.bus, devices, settings.retention_days)
+            if settings.mqtt_url:
+                ingester = mqtt.MqttIngester(settings.mqtt_url, app.state.recorder, devices)
+                _run_worker(rt, "ingestion:mqtt", ingester)
         if "usage" in local and rt.bus is not None and rt.series is not None:
-            _run_loop(
-                rt, UsageConsumer(rt.bus, rt.series, devices, settings.max_gap_s * 1000).loop()
+            app.state.stored_readings = StoredReadings()
+            consumer = UsageConsumer(
+                rt.bus, rt.series, devices, settings.max_gap_s * 1000, app.state.stored_readings
             )
+            _run_loop(rt, consumer.loop())
+            _run_worker(rt, "usage:retention", RetentionTask(rt.series, settings.retention_days))
+        if "alerts" in local and rt.bus is not None:
+            app.state.alerts = AlertService(
+                rt.bus,
+                AlertStore(rt.db),
+                devices,
+                max_gap_ms=settings.max_gap_s * 1000,
+                smtp=SmtpServer.from_url(settings.smtp_url) if settings.smtp_url else None,
+                deny_private=settings.webhook_deny_private,
+            )
+            for loop in app.state.alerts.loops():
+                _run_loop(rt, loop)
+            for worker_name, worker in app.state.alerts.workers().items():
+                _run_worker(rt, worker_name, worker)
         try:
             yield
         finally:
@@ -192,6 +258,8 @@ def create_app(
         docs_url="/docs",
         openapi_url="/openapi.json",
     )
+    if gateway:
+        install_gateway_middleware(app, settings)
     app.add_middleware(RequestIdMiddleware, service=name)
     install_error_handlers(app)
 

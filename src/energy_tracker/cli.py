@@ -1,4 +1,5 @@
-"""The `energy-tracker` command: up, serve NAME, migrate."""
+"""The `energy-tracker` command: up, serve NAME, migrate, import FILE.csv --device ID,
+create-admin EMAIL, simulate."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import argparse
 import asyncio
 import logging
 import sys
+from collections.abc import Callable
+from pathlib import Path
 
 from pydantic import ValidationError
 
@@ -39,7 +42,7 @@ async def _serve(settings: Settings, services: list[str], *, gateway: bool, bann
     kafka_log = logging.getLogger("aiokafka")
     kafka_log.disabled = True
     try:
-        runtime = await start_runtime(settings, services)
+        runtime = await start_runtime(settings, services, gateway=gateway)
     finally:
         kafka_log.disabled = False
     app = create_app(settings, services, gateway=gateway, runtime=runtime)
@@ -50,6 +53,8 @@ async def _serve(settings: Settings, services: list[str], *, gateway: bool, bann
         log_config=None,
         access_log=False,
         lifespan="on",
+        # Live streams (SSE) never end by themselves: give open ones 5 s, then close them.
+        timeout_graceful_shutdown=5,
     )
     server = uvicorn.Server(config)
     print(banner, flush=True)
@@ -98,6 +103,157 @@ def cmd_migrate(settings: Settings) -> None:
     )
 
 
+def cmd_create_admin(settings: Settings, email: str, password_stdin: bool) -> None:
+    """Make EMAIL an admin; the account is created if missing, with a password from standard
+    input (--password-stdin), ET_ADMIN_PASSWORD or, on a terminal, a prompt."""
+    from energy_tracker.app import create_admin
+
+    def password() -> str:
+        if password_stdin:
+            return sys.stdin.readline().rstrip("\r\n")
+        if settings.admin_password is not None:
+            return settings.admin_password.get_secret_value()
+        if sys.stdin.isatty():
+            import getpass
+
+            first = getpass.getpass(f"password for {email}: ")
+            if getpass.getpass("the same again: ") != first:
+                raise ValueError("the two passwords differ")
+            return first
+        raise ValueError(
+            "the account must be created and has no password: pass --password-stdin, "
+            "set ET_ADMIN_PASSWORD or run the command on a terminal"
+        )
+
+    try:
+        print(asyncio.run(create_admin(settings, email, password)))
+    except ValueError as exc:
+        raise SystemExit(f"energy-tracker: create-admin: {exc}") from None
+
+
+def cmd_import(settings: Settings, path: Path, device_id: str, batch: int, skip_bad: bool) -> None:
+    """Backfill a device from a CSV file straight onto the bus (services/ingestion/csv_import)."""
+    from rich.console import Console
+    from rich.progress import (
+        BarColumn,
+        Progress,
+        TaskID,
+        TaskProgressColumn,
+        TextColumn,
+        TimeElapsedColumn,
+        TimeRemainingColumn,
+    )
+
+    from energy_tracker.app import migrate, start_runtime, stop_runtime
+    from energy_tracker.services.devices.store import DeviceStore
+    from energy_tracker.services.ingestion.csv_import import CsvError, CsvImport, ImportReport
+    from energy_tracker.services.ingestion.recorder import PublishFailed, ReadingRecorder
+
+    if not path.is_file():
+        raise SystemExit(f"energy-tracker: {path} is not a file")
+    console = Console(stderr=True)
+    size = path.stat().st_size
+
+    async def run() -> ImportReport:
+        await migrate(settings)
+        # The import publishes to the bus; it does not subscribe to MQTT.
+        rt = await start_runtime(settings.model_copy(update={"mqtt_url": None}), ["ingestion"])
+        try:
+            assert rt.bus is not None
+            recorder = ReadingRecorder(rt.bus, DeviceStore(rt.db), settings.retention_days)
+            job = CsvImport(recorder, path, device_id, batch)
+            with Progress(
+                TextColumn("{task.description:>9}"),
+                BarColumn(),
+                TaskProgressColumn(),
+                TextColumn("{task.fields[rows]:>12,} rows"),
+                TimeElapsedColumn(),
+                TimeRemainingColumn(),
+                console=console,
+            ) as bar:
+                tasks: dict[str, TaskID] = {}
+
+                def progress(phase: str, read: int, rows: int) -> None:
+                    if phase not in tasks:
+                        tasks[phase] = bar.add_task(phase, total=size, rows=0)
+                    bar.update(tasks[phase], completed=read, rows=rows)
+
+                return await job.run(skip_bad=skip_bad, progress=progress)
+        finally:
+            await stop_runtime(rt)
+
+    try:
+        report = asyncio.run(run())
+    except CsvError as exc:
+        raise SystemExit(f"energy-tracker: {exc}") from None
+    except PublishFailed as exc:
+        raise SystemExit(f"energy-tracker: the event bus refused the readings: {exc}") from None
+    if report.ignored_columns:
+        console.print(f"ignored columns: {', '.join(report.ignored_columns)}")
+    for line, reason in report.bad:
+        console.print(f"{path}:{line}: {reason}", markup=False, highlight=False)
+    if report.bad_count > len(report.bad):
+        console.print(f"... and {report.bad_count - len(report.bad)} more bad line(s)")
+    rate = report.rows / report.seconds if report.seconds else 0.0
+    if report.bad_count and not skip_bad:
+        raise SystemExit(
+            f"energy-tracker: {report.bad_count} bad line(s) in {report.rows} rows; nothing "
+            f"imported (fix them, or pass --skip-bad to import the good rows)"
+        )
+    print(
+        f"imported {report.imported} reading(s) of {report.rows} rows into device {device_id} "
+        f"in {report.seconds:.1f} s ({rate:,.0f} rows/s); {report.bad_count} bad line(s) skipped"
+    )
+
+
+def cmd_simulate(settings: Settings, args: argparse.Namespace) -> None:
+    """Simulated homes against a running gateway (energy_tracker.simulator)."""
+    import aiomqtt
+    import httpx
+
+    from energy_tracker.simulator.console import parse_duration_s, run
+    from energy_tracker.simulator.driver import Plan, SimulatorError
+
+    try:
+        interval_s = parse_duration_s(args.interval)
+        duration_s = None if args.duration is None else parse_duration_s(args.duration)
+        if interval_s < 0.001:
+            raise ValueError("the interval must be at least 1ms")
+    except ValueError as exc:
+        raise SystemExit(f"energy-tracker: simulate: {exc}") from None
+    plan = Plan(
+        homes=args.homes,
+        seed=args.seed,
+        interval_ms=round(interval_s * 1000),
+        backfill_days=args.days if args.backfill else None,
+        duration_s=duration_s,
+        rate=args.rate,
+        batch=args.batch,
+        concurrency=args.concurrency,
+    )
+    url = args.url or f"http://{settings.http_host}:{settings.http_port}"
+    mqtt_url = (settings.mqtt_url or "mqtt://127.0.0.1:1883") if args.mqtt else None
+    logging.getLogger("httpx").setLevel(logging.WARNING)  # a line per request hides the bars
+    try:
+        run(plan, url, mqtt_url)
+    except SimulatorError as exc:
+        raise SystemExit(f"energy-tracker: simulate: {exc}") from None
+    except httpx.HTTPError as exc:
+        raise SystemExit(f"energy-tracker: simulate: gateway {url}: {exc}") from None
+    except aiomqtt.MqttError as exc:
+        raise SystemExit(f"energy-tracker: simulate: MQTT broker {mqtt_url}: {exc}") from None
+
+
+def _positive(kind: type[int] | type[float]) -> Callable[[str], float]:
+    def parse(text: str) -> float:
+        value = kind(text)
+        if value <= 0:
+            raise argparse.ArgumentTypeError(f"{text} is not above zero")
+        return value
+
+    return parse
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="energy-tracker", description=__doc__)
     parser.add_argument("--log-level", default="INFO")
@@ -106,6 +262,34 @@ def main(argv: list[str] | None = None) -> None:
     serve = sub.add_parser("serve", help="run one service, wired by the ET_* URLs")
     serve.add_argument("name", choices=SERVICE_NAMES)
     sub.add_parser("migrate", help="create or upgrade the database schemas")
+    admin = sub.add_parser("create-admin", help="make EMAIL an admin, creating the account")
+    admin.add_argument("email")
+    admin.add_argument(
+        "--password-stdin", action="store_true", help="read a new account's password from stdin"
+    )
+    imp = sub.add_parser("import", help="backfill a device's readings from a CSV file")
+    imp.add_argument("file", type=Path, help="CSV with a header: ts,power_w[,energy_wh,...]")
+    imp.add_argument("--device", required=True, help="the device id the readings belong to")
+    imp.add_argument("--batch", type=int, default=10_000, help="readings per bus message")
+    imp.add_argument(
+        "--skip-bad", action="store_true", help="import the good rows even if some are bad"
+    )
+    sim = sub.add_parser("simulate", help="simulated homes sending readings to a running gateway")
+    sim.add_argument("--homes", type=_positive(int), default=10, help="how many homes")
+    sim.add_argument("--interval", default="10s", help="between two readings of a device")
+    sim.add_argument("--backfill", action="store_true", help="first send the last --days days")
+    sim.add_argument("--days", type=_positive(float), default=7.0, help="history to backfill")
+    sim.add_argument(
+        "--duration",
+        help="how long to run live (e.g. 10m; 0: stop after the backfill); "
+        "default: until interrupted",
+    )
+    sim.add_argument("--rate", type=_positive(float), help="readings a second at most")
+    sim.add_argument("--seed", type=int, default=1, help="the same seed, the same homes")
+    sim.add_argument("--mqtt", action="store_true", help="publish to ET_MQTT_URL, not HTTP")
+    sim.add_argument("--url", help="the gateway (default: http://ET_HTTP_HOST:ET_HTTP_PORT)")
+    sim.add_argument("--batch", type=_positive(int), default=5000, help="readings a POST")
+    sim.add_argument("--concurrency", type=_positive(int), default=4, help="requests at once")
     args = parser.parse_args(argv)
     _configure_logging(args.log_level.upper())
     try:
@@ -114,6 +298,12 @@ def main(argv: list[str] | None = None) -> None:
             cmd_up(settings)
         elif args.command == "serve":
             cmd_serve(settings, args.name)
+        elif args.command == "import":
+            cmd_import(settings, args.file, args.device, args.batch, args.skip_bad)
+        elif args.command == "create-admin":
+            cmd_create_admin(settings, args.email, args.password_stdin)
+        elif args.command == "simulate":
+            cmd_simulate(settings, args)
         else:
             cmd_migrate(settings)
     except (BackendUnavailable, UnsupportedUrl) as exc:

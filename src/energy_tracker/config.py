@@ -3,9 +3,16 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, Any
 
-from pydantic import Field
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from energy_tracker.services.gateway.ratelimit import (
+    DEFAULT_RATE_LIMITS,
+    RateLimits,
+    parse_rate_limits,
+)
 
 SERVICE_NAMES = ("gateway", "users", "devices", "ingestion", "usage", "alerts", "insights")
 
@@ -39,6 +46,40 @@ class Settings(BaseSettings):
     bus_partitions: int = Field(default=8, ge=1)
     max_gap_s: int = Field(default=900, ge=1)
     retention_days: int = Field(default=400, ge=1)
+
+    # The gateway's limits per principal (see services/gateway/ratelimit.py); None: off.
+    rate_limits: Annotated[RateLimits | None, NoDecode] = DEFAULT_RATE_LIMITS
+    # Prefix of every key the gateway keeps in ET_REDIS_URL, so deployments can share a server.
+    redis_prefix: str = Field(default="et:", max_length=64)
+    # Browser origins allowed to call the API (comma-separated; `*` for any); none by default.
+    cors_origins: Annotated[tuple[str, ...], NoDecode] = ()
+    # Password for `energy-tracker create-admin` when it must create the account.
+    admin_password: SecretStr | None = None
+    # Where alert e-mail goes: smtp://[user:password@]host[:port][?from=address]; unset: none.
+    smtp_url: str | None = None
+    # Refuse alert webhooks to loopback and private addresses too (link-local: always).
+    webhook_deny_private: bool = False
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _check_smtp_url(cls, value: str | None) -> str | None:
+        if value:
+            from energy_tracker.services.alerts.notify import SmtpServer
+
+            SmtpServer.from_url(value)  # UnsupportedUrl, naming the variable, when it is not
+        return value
+
+    @field_validator("rate_limits", mode="before")
+    @classmethod
+    def _parse_rate_limits(cls, value: Any) -> Any:
+        return parse_rate_limits(value) if isinstance(value, str) else value
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(o.strip().rstrip("/") for o in value.split(",") if o.strip())
+        return value
 
     @property
     def effective_bus_url(self) -> str:

@@ -38,6 +38,7 @@ HASH_B = "b" * 64
 HASH_C = "c" * 64
 LATER = datetime(2030, 1, 1, tzinfo=UTC)
 NOW = datetime(2029, 6, 1, 12, 0, tzinfo=UTC)
+HEAD = "0002"  # the newest revision under migrations/versions
 
 
 @pytest.fixture(params=LEGS)
@@ -82,7 +83,7 @@ async def schema_revision(db: Database) -> list[str]:
 async def test_migrate_twice_is_harmless(db: Database, user_store: UserStore) -> None:
     await user_store.create("kept@example.com", "h")
     await db.migrate()
-    assert await schema_revision(db) == ["0001"]
+    assert await schema_revision(db) == [HEAD]
     kept = await user_store.by_email("kept@example.com")
     assert kept is not None and kept.email == "kept@example.com"
 
@@ -116,11 +117,19 @@ async def test_downgrade_to_base_then_upgrade_again(db: Database) -> None:
     async with db.begin() as conn:
         assert await conn.run_sync(_table_names) == [
             "alembic_version",
+            "alert_deliveries",
+            "alert_delivery_attempts",
+            "alert_device_seen",
+            "alert_rules",
+            "alert_states",
+            "alert_transitions",
+            "alert_usage",
+            "alerts",
             "devices",
             "refresh_tokens",
             "users",
         ]
-    assert await schema_revision(db) == ["0001"]
+    assert await schema_revision(db) == [HEAD]
 
 
 async def test_concurrent_migrations_of_a_fresh_database_both_succeed(db_url: str) -> None:
@@ -129,7 +138,7 @@ async def test_concurrent_migrations_of_a_fresh_database_both_succeed(db_url: st
     await second.start()
     try:
         await asyncio.gather(first.migrate(), second.migrate(), first.migrate())
-        assert await schema_revision(first) == ["0001"]
+        assert await schema_revision(first) == [HEAD]
     finally:
         await first.stop()
         await second.stop()
@@ -163,7 +172,7 @@ async def test_processes_migrating_a_fresh_database_at_once_all_succeed(db_url: 
     database = Database(db_url)
     await database.start()
     try:
-        assert await schema_revision(database) == ["0001"]
+        assert await schema_revision(database) == [HEAD]
     finally:
         await database.stop()
 

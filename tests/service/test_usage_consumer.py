@@ -20,6 +20,7 @@ from energy_tracker.core.stores.timeseries.base import Granularity
 from energy_tracker.core.stores.timeseries.sqlite import SqliteSeriesStore
 from energy_tracker.services.devices.store import DeviceStore
 from energy_tracker.services.usage.consumer import UsageConsumer
+from energy_tracker.services.usage.retention import RetentionTask
 from energy_tracker.services.users.store import UserStore
 
 MIN = 60_000
@@ -57,7 +58,9 @@ class Harness:
             await consumer.close()
 
 
-async def _harness(tmp_path: Path, timezone: str) -> AsyncIterator[Harness]:
+async def _harness(
+    tmp_path: Path, timezone: str, tariff: dict | None = None
+) -> AsyncIterator[Harness]:
     db = Database(f"sqlite:///{tmp_path}/meta.db")
     series = SqliteSeriesStore(str(tmp_path / "series.db"))
     bus = EmbeddedBus(str(tmp_path / "bus.db"))
@@ -68,7 +71,7 @@ async def _harness(tmp_path: Path, timezone: str) -> AsyncIterator[Harness]:
     await bus.start()
     await bus.ensure_topics(["energy-readings", USAGE_EVENTS])
     user = await UserStore(db).create("owner@example.com", "x", None)
-    await UserStore(db).update(user.id, timezone=timezone)
+    await UserStore(db).update(user.id, timezone=timezone, tariff=tariff)
     device = await DeviceStore(db).create(user.id, "meter", "meter", "0" * 64)
     try:
         yield Harness(UsageConsumer(bus, series, DeviceStore(db), 15 * MIN), series, bus, device.id)
@@ -157,3 +160,125 @@ async def test_berlin_dst_days(
     days = await berlin.energy_wh(Granularity.DAY, start - 25 * HOUR, end + 1)
     # The day before and after are partly covered (1 h each: 100 Wh); the DST day in full.
     assert days == [100.0, expected_wh, 100.0]
+
+
+@pytest.fixture
+async def kolkata(tmp_path: Path) -> AsyncIterator[Harness]:
+    async for h in _harness(tmp_path, "Asia/Kolkata"):
+        yield h
+
+
+# Berlin time of use: 0.18 a kWh from 22:00 to 07:00, 0.40 from 07:00 to 22:00.
+TOU = {
+    "type": "tou",
+    "bands": [
+        {"from_hour": 22, "to_hour": 7, "price_per_kwh": 0.18},
+        {"from_hour": 7, "to_hour": 22, "price_per_kwh": 0.40},
+    ],
+}
+
+
+@pytest.fixture
+async def berlin_tou(tmp_path: Path) -> AsyncIterator[Harness]:
+    async for h in _harness(tmp_path, "Europe/Berlin", TOU):
+        yield h
+
+
+async def test_counter_reset_in_mid_hour(utc: Harness) -> None:
+    # A counter every 10 min: 1000, 1100, 1200 Wh, then reset to 50 at 10:30, then 150, 250, 350.
+    # Deltas 100 + 100, the reset counts its new value from zero: 50, then 100 + 100 + 100.
+    # The hour: 550 Wh. Quarters (a segment split in proportion to time):
+    #   10:00-10:15  100 (10:00-10:10) + 5/10 x 100 (10:10-10:15)            = 150
+    #   10:15-10:30  5/10 x 100 (10:15-10:20) + 50 (10:20-10:30, the reset)  = 100
+    #   10:30-10:45  100 (10:30-10:40) + 5/10 x 100                           = 150
+    #   10:45-11:00  5/10 x 100 + 100 (10:50-11:00)                           = 150
+    h = ms("2026-03-02T10:00:00+00:00")
+    counter = [1000.0, 1100.0, 1200.0, 50.0, 150.0, 250.0, 350.0]
+    await utc.deliver(
+        [Reading(utc.device_id, h + i * 10 * MIN, energy_wh=e) for i, e in enumerate(counter)]
+    )
+    assert await utc.energy_wh(Granularity.HOUR, h, h + 1) == [550.0]
+    assert await utc.energy_wh(Granularity.QUARTER, h, h + HOUR) == [150.0, 100.0, 150.0, 150.0]
+
+
+async def test_a_two_hour_gap(utc: Harness) -> None:
+    # 500 W every 5 min from 09:00 to 10:00 and from 12:00 to 13:00, nothing in between: the
+    # 2-hour hole is longer than max_gap (15 min), so it holds no energy. 0.5 kW x 1 h = 500 Wh
+    # in hour 9 and in hour 12, none in 10 and 11; the day: 1,000 Wh.
+    day = ms("2026-03-02T00:00:00+00:00")
+    power = steady(utc.device_id, day + 9 * HOUR, day + 10 * HOUR, 5 * MIN, 500.0)
+    power += steady(utc.device_id, day + 12 * HOUR, day + 13 * HOUR, 5 * MIN, 500.0)
+    await utc.deliver(power)
+    hours = await utc.series.buckets([utc.device_id], Granularity.HOUR, day, day + 24 * HOUR)
+    assert {(b.start - day) // HOUR: round(b.energy_wh, 6) for b in hours if b.energy_wh} == {
+        9: 500.0,
+        12: 500.0,
+    }
+    assert await utc.energy_wh(Granularity.DAY, day, day + 1) == [1000.0]
+
+
+async def test_a_counter_across_a_two_hour_gap_spreads_its_energy(utc: Harness) -> None:
+    # A counter knows what was used in a gap: 0 Wh at 14:00 and 2,000 Wh at 16:00 is 2,000 Wh
+    # spread in proportion to time: 1,000 Wh in hour 14 and 1,000 Wh in hour 15.
+    h = ms("2026-03-03T14:00:00+00:00")
+    await utc.deliver(
+        [
+            Reading(utc.device_id, h, energy_wh=0.0),
+            Reading(utc.device_id, h + 2 * HOUR, energy_wh=2000.0),
+        ]
+    )
+    assert await utc.energy_wh(Granularity.HOUR, h, h + 2 * HOUR) == [1000.0, 1000.0]
+
+
+async def test_time_of_use_across_its_band_edge(berlin_tou: Harness) -> None:
+    # 2 kW every minute from 06:30 to 07:30 Berlin time on a winter day (UTC+1): 05:30-06:30 UTC.
+    # Before 07:00 local: 0.5 h x 2 kW = 1 kWh at 0.18 = 0.18; after: 1 kWh at 0.40 = 0.40.
+    # UTC hour 05:00 holds the first kWh (cost 0.18), UTC hour 06:00 the second (0.40); the
+    # local day 2 kWh for 0.58.
+    h = berlin_tou
+    start = ms("2026-01-15T06:30:00+01:00")
+    await h.deliver(steady(h.device_id, start, start + HOUR, MIN, 2000.0))
+    hours = await h.series.buckets(
+        [h.device_id], Granularity.HOUR, ms("2026-01-15T05:00:00+00:00"), start + 2 * HOUR
+    )
+    assert [(round(b.energy_wh, 6), round(b.cost, 6)) for b in hours] == [
+        (1000.0, 0.18),
+        (1000.0, 0.40),
+    ]
+    day = ms("2026-01-15T00:00:00+01:00")
+    (local_day,) = await h.series.buckets([h.device_id], Granularity.DAY, day, day + 1)
+    assert (round(local_day.energy_wh, 6), round(local_day.cost, 6)) == (2000.0, 0.58)
+
+
+async def test_an_hour_split_by_a_half_hour_zone_midnight(kolkata: Harness) -> None:
+    # India is UTC+5:30: its midnight is 18:30 UTC, in the middle of the UTC hour 18:00. 1 kW
+    # every minute from 18:00 to 18:30 in one message, 18:31 to 19:00 in the next: the hour is
+    # 1 kW x 1 h = 1,000 Wh, the local day ending at 18:30 UTC gets 500 Wh and the next 500 Wh.
+    # (The second message must not re-sum the hour from the new local day's quarters only.)
+    h = ms("2026-03-02T18:00:00+00:00")
+    await kolkata.deliver(steady(kolkata.device_id, h, h + 30 * MIN, MIN, 1000.0))
+    await kolkata.deliver(steady(kolkata.device_id, h + 31 * MIN, h + HOUR, MIN, 1000.0))
+    assert await kolkata.energy_wh(Granularity.HOUR, h, h + 1) == [1000.0]
+    midnight = ms("2026-03-03T00:00:00+05:30")
+    assert await kolkata.energy_wh(Granularity.DAY, midnight - 24 * HOUR, midnight + 1) == [
+        500.0,
+        500.0,
+    ]
+
+
+async def test_retention_deletes_old_raw_readings_and_keeps_buckets(utc: Harness) -> None:
+    # Retention 400 days, pruned one day behind the window: with "now" fixed, a reading 402 days
+    # old goes, one 400.5 days old (inside the margin) and one 10 days old stay, and the buckets
+    # they made stay as they were.
+    now = ms("2026-11-28T12:00:00+00:00")
+    day = 86_400_000
+    old = [now - 402 * day, now - 402 * day + 10 * MIN]  # 10 min of 600 W: 100 Wh
+    kept = [now - 400 * day - 12 * HOUR, now - 10 * day]
+    await utc.deliver([Reading(utc.device_id, t, power_w=600.0) for t in old + kept])
+    hour = old[0] - old[0] % HOUR
+    assert await utc.energy_wh(Granularity.HOUR, hour, hour + 1) == [100.0]
+
+    assert await RetentionTask(utc.series, retention_days=400).prune(now_ms=now) == 2
+    left = await utc.series.readings_page(utc.device_id, 0, now, None, 100)
+    assert [r.ts for r in left] == kept
+    assert await utc.energy_wh(Granularity.HOUR, hour, hour + 1) == [100.0]

@@ -39,6 +39,12 @@ class Identity:
         return self.is_admin or self.user_id == owner_id
 
 
+def normalize_email(email: str) -> str:
+    """The stored form of an email: what makes Alice@Example.com and alice@example.com one user
+    (and one account for the gateway's login limits)."""
+    return email.strip().lower()
+
+
 # -- passwords ---------------------------------------------------------------------------------
 
 

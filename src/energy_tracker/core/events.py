@@ -112,3 +112,41 @@ def usage_updated(bucket: Bucket) -> tuple[bytes, bytes]:
             "version": bucket.version,
         },
     )
+
+
+@dataclass(frozen=True, slots=True)
+class UsageUpdate:
+    """The part of a usage-updated message that identifies and values its bucket."""
+
+    device_id: str
+    granularity: str
+    period_start_ms: int
+    energy_kwh: float
+    cost: float
+    version: int
+
+
+def parse_usage_updated(value: bytes) -> UsageUpdate:
+    data = decode(value, USAGE_UPDATED)
+    try:
+        update = UsageUpdate(
+            device_id=data["device_id"],
+            granularity=data["granularity"],
+            period_start_ms=data["period_start_ms"],
+            energy_kwh=float(data["energy_kwh"]),
+            cost=float(data["cost"]),
+            version=data["version"],
+        )
+        if not isinstance(update.device_id, str) or not isinstance(update.granularity, str):
+            raise TypeError("device_id and granularity must be strings")
+        if not isinstance(update.period_start_ms, int) or not isinstance(update.version, int):
+            raise TypeError("period_start_ms and version must be integers")
+        return update
+    except (KeyError, TypeError, ValueError) as exc:
+        raise MalformedEvent(f"bad usage payload: {exc}") from None
+
+
+def alert_transitioned(user_id: str, data: dict[str, Any]) -> tuple[bytes, bytes]:
+    """An alert transition as a (key, value) record keyed by the alert's owner; `data["id"]`
+    is the transition's stable id, which consumers deduplicate on."""
+    return user_id.encode(), encode(ALERT_TRANSITIONED, data)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+import time
 import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
@@ -23,6 +24,9 @@ from energy_tracker.core.auth import Identity, InvalidToken, secret_digest, veri
 from energy_tracker.core.errors import ApiError
 
 log = logging.getLogger(__name__)
+# One line per request (method, path without the query, status, time), to follow a request id
+# through the gateway and the services; silence it with the level of `energy_tracker.access`.
+access_log = logging.getLogger("energy_tracker.access")
 
 REQUEST_ID_HEADER = "x-request-id"
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
@@ -39,7 +43,8 @@ class RequestIdFilter(logging.Filter):
 
 
 class RequestIdMiddleware:
-    """Takes the caller's X-Request-Id (or makes one) and returns it on the response."""
+    """Takes the caller's X-Request-Id (or makes one) and returns it on the response; logs each
+    request, and answers an unhandled error with a 500 that carries the id as well."""
 
     def __init__(self, app: ASGIApp, service: str) -> None:
         self.app = app
@@ -57,18 +62,37 @@ class RequestIdMiddleware:
             or uuid.uuid4().hex
         )
         token = request_id_var.set(rid)
+        started, status = time.perf_counter(), None
 
         async def send_with_id(message: Message) -> None:
+            nonlocal status
             if message["type"] == "http.response.start":
+                status = message["status"]
                 headers = [(k, v) for k, v in message.get("headers", []) if k != b"x-request-id"]
                 headers.append((b"x-request-id", rid.encode("latin-1")))
                 message["headers"] = headers
-                HTTP_REQUESTS.labels(self.service, str(message["status"])).inc()
+                HTTP_REQUESTS.labels(self.service, str(status)).inc()
             await send(message)
 
         try:
             await self.app(scope, receive, send_with_id)
+        except Exception:
+            # Starlette's last-resort handler sits outside every middleware, where the request
+            # id is gone from both the log record and the response: answer here instead.
+            log.exception("unhandled error")
+            if status is not None:
+                raise
+            await error_response(500, "internal", "internal error", {"request_id": rid})(
+                scope, receive, send_with_id
+            )
         finally:
+            access_log.info(
+                "%s %s %s %.1f ms",
+                scope["method"],
+                scope["path"],
+                status,
+                (time.perf_counter() - started) * 1000,
+            )
             request_id_var.reset(token)
 
 
@@ -104,6 +128,10 @@ _STATUS_CODES = {
 def _validation_details(exc: RequestValidationError) -> list[dict[str, Any]]:
     out = []
     for err in exc.errors():
+        if err.get("type") == "json_invalid":  # its loc is a character offset, not a field
+            where, why = err["loc"][-1], err.get("ctx", {}).get("error", "")
+            out.append({"field": "body", "message": f"not valid JSON at character {where}: {why}"})
+            continue
         loc = [str(p) for p in err.get("loc", ()) if p != "body"]
         out.append({"field": ".".join(loc) or "body", "message": err.get("msg", "invalid")})
     return out
@@ -125,13 +153,6 @@ def install_error_handlers(app: FastAPI) -> None:
         code = _STATUS_CODES.get(exc.status_code, "error")
         return error_response(
             exc.status_code, code, str(exc.detail), None, getattr(exc, "headers", None)
-        )
-
-    @app.exception_handler(Exception)
-    async def unexpected(_: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error")
-        return error_response(
-            500, "internal", "internal error", {"request_id": request_id_var.get()}
         )
 
 
@@ -160,7 +181,8 @@ def install_health(app: FastAPI, ready: Callable[[], Awaitable[bool]]) -> None:
 class IdentityDirectory(Protocol):
     """What authentication needs from the metadata store, without importing any service."""
 
-    async def user_is_active(self, user_id: str) -> bool: ...
+    async def user_role(self, user_id: str) -> str | None:
+        """The current role of an active user; None when the account is disabled or gone."""
 
     async def device_for_key_digest(self, digest: str) -> tuple[str, str] | None:
         """(device id, owner id) of an enabled device of an active owner holding this key."""
@@ -186,9 +208,12 @@ class Authenticator:
                 )
             except InvalidToken:
                 raise unauthorized("invalid or expired token") from None
-            if not await self.directory.user_is_active(identity.user_id):
+            # The role comes from the account, not the token, so disabling or demoting a user
+            # takes effect on their next request rather than when the token expires.
+            role = await self.directory.user_role(identity.user_id)
+            if role is None:
                 raise unauthorized("account disabled or gone")
-            return identity
+            return Identity("user", identity.user_id, role)
         key = request.headers.get("x-device-key")
         if key and allow_device:
             found = await self.directory.device_for_key_digest(secret_digest(key))

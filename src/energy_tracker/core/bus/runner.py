@@ -12,13 +12,15 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import orjson
 
-from energy_tracker.core.bus.base import Consumer, EventBus, Message
+from energy_tracker.core.bus.base import EventBus, Message
 
 log = logging.getLogger(__name__)
 
@@ -46,20 +48,25 @@ def dlq_topic(topic: str) -> str:
 
 def dead_letter(message: Message, reason: str) -> tuple[bytes, bytes]:
     """The DLQ record: the original bytes, the error and where the message came from."""
+    source = {"topic": message.topic, "partition": message.partition, "offset": message.offset}
+    return dead_letter_record(message.key, message.value, reason, source)
+
+
+def dead_letter_record(
+    key: bytes, value: bytes, reason: str, source: dict[str, Any]
+) -> tuple[bytes, bytes]:
+    """A DLQ record for bytes that came from anywhere (a bus message, an MQTT publish): the
+    original bytes, the error, and `source` saying where they came from."""
     body = {
         "v": 1,
         "type": "dead-letter",
         "data": {
             "error": reason,
-            "source": {
-                "topic": message.topic,
-                "partition": message.partition,
-                "offset": message.offset,
-            },
-            "value_b64": base64.b64encode(message.value).decode(),
+            "source": source,
+            "value_b64": base64.b64encode(value).decode(),
         },
     }
-    return message.key, orjson.dumps(body)
+    return key, orjson.dumps(body)
 
 
 class ConsumeLoop:
@@ -82,22 +89,42 @@ class ConsumeLoop:
         self.max_records = max_records
         self.retry_pause_s = retry_pause_s
         self._stopping = asyncio.Event()
-        self._consumer: Consumer | None = None
 
     async def run(self) -> None:
-        self._consumer = await self.bus.subscribe(self.topic, self.group)
+        """Consume until stopped. When the bus itself fails (a broker restart), the member
+        leaves, waits and joins again: what it had not committed is delivered again."""
+        pause = self.retry_pause_s
+        while not self._stopping.is_set():
+            try:
+                await self._consume()
+                return
+            except Exception as exc:  # any bus failure means: rejoin later
+                log.warning(
+                    "consumer %s/%s lost the bus (%s); rejoining in %.0f s",
+                    self.group,
+                    self.topic,
+                    exc,
+                    pause,
+                )
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._stopping.wait(), pause)
+                pause = min(pause * 2, 30.0)
+
+    async def _consume(self) -> None:
+        consumer = await self.bus.subscribe(self.topic, self.group)
         try:
             while not self._stopping.is_set():
-                batch = await self._consumer.poll(self.max_records, timeout_s=0.5)
+                batch = await consumer.poll(self.max_records, timeout_s=0.5)
                 if not batch:
                     continue
                 while not self._stopping.is_set():
                     if await self._process(batch):
-                        await self._consumer.commit(batch)
+                        await consumer.commit(batch)
                         break
                     await asyncio.sleep(self.retry_pause_s)
         finally:
-            await self._consumer.close()
+            with contextlib.suppress(Exception):
+                await consumer.close()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -121,7 +148,7 @@ class ConsumeLoop:
                         "transient failure on %s (%s): retrying the batch later", self.topic, exc
                     )
                     return False
-                except Exception as exc:
+                except Exception as exc:  # any bus failure means: rejoin later
                     rejected.append(Rejected(message, f"{type(exc).__name__}: {exc}"))
         if rejected:
             await self.bus.publish(

@@ -1,4 +1,4 @@
-"""The metadata schema (users, devices, refresh tokens) as SQLAlchemy Core tables.
+"""The metadata schema (users, devices, refresh tokens, alerts) as SQLAlchemy Core tables.
 
 The tables are the query vocabulary of the stores; the DDL itself lives in the Alembic revisions
 under `migrations/versions`, which must be kept in step with this module by hand.
@@ -10,14 +10,19 @@ from datetime import UTC, datetime
 
 from sqlalchemy import (
     JSON,
+    BigInteger,
     Boolean,
     Column,
     DateTime,
     Dialect,
+    Double,
     ForeignKey,
+    Index,
+    Integer,
     MetaData,
     String,
     Table,
+    Text,
     TypeDecorator,
     false,
     text,
@@ -126,6 +131,213 @@ refresh_tokens = Table(
     Column("expires_at", UtcDateTime, nullable=False),
     Column("revoked", Boolean, nullable=False, server_default=false()),
     Column("created_at", UtcDateTime, nullable=False),
+    mysql_engine="InnoDB",
+    mysql_charset="utf8mb4",
+)
+
+
+# -- alerts ------------------------------------------------------------------------------------
+# Instants the evaluation reasons about (reading time, pending since, cooldown end) are epoch ms,
+# as on the bus; instants shown to people (started, resolved, delivered) are UtcDateTime.
+
+alert_rules = Table(
+    "alert_rules",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column(
+        "owner_id",
+        String(36),
+        ForeignKey("users.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    # NULL: all of the owner's devices (summed for power, energy and cost; each for silence).
+    Column(
+        "device_id",
+        String(36),
+        ForeignKey("devices.id", ondelete="CASCADE"),
+        nullable=True,
+        index=True,
+    ),
+    Column("name", String(200), nullable=False),
+    Column("metric", String(16), nullable=False),
+    Column("period", String(8), nullable=False),
+    Column("op", String(2), nullable=False),
+    Column("threshold", Double, nullable=False),
+    Column("clear_threshold", Double, nullable=True),
+    Column("for_s", Integer, nullable=False, server_default=text("0")),
+    Column("cooldown_s", Integer, nullable=False, server_default=text("0")),
+    Column("severity", String(16), nullable=False),
+    # [{"type": "webhook", "url", "secret"} | {"type": "email", "to"}]
+    Column("channels", JSON, nullable=False),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("updated_at", UtcDateTime, nullable=False),
+    mysql_engine="InnoDB",
+    mysql_charset="utf8mb4",
+)
+
+# The evaluation state of one rule over one scope (a device id, or "*" for the owner's sum);
+# `version` makes every write conditional, so two replicas never both act on one state.
+alert_states = Table(
+    "alert_states",
+    metadata,
+    Column(
+        "rule_id",
+        String(36),
+        ForeignKey("alert_rules.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("scope", String(36), primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("last_at", BigInteger, nullable=True),
+    Column("pending_since", BigInteger, nullable=True),
+    Column("firing_since", BigInteger, nullable=True),
+    Column("peak", Double, nullable=True),
+    Column("cooldown_until", BigInteger, nullable=True),
+    Column("period_end", BigInteger, nullable=True),
+    mysql_engine="InnoDB",
+    mysql_charset="utf8mb4",
+)
+
+alerts = Table(
+    "alerts",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column(
+        "rule_id",
+        String(36),
+        ForeignKey("alert_rules.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column(
+        "owner_id",
+        String(36),
+        ForeignKey("users.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("device_id", String(36), nullable=True),
+    Column("state", String(16), nullable=False),
+    Column("acknowledged", Boolean, nullable=False, server_default=false()),
+    Column("acknowledged_at", UtcDateTime, nullable=True),
+    Column("severity", String(16), nullable=False),
+    Column("value", Double, nullable=False),
+    Column("peak_value", Double, nullable=False),
+    Column("threshold", Double, nullable=False),
+    Column("started_at", UtcDateTime, nullable=False),
+    Column("resolved_at", UtcDateTime, nullable=True),
+    Column("last_seen_at", UtcDateTime, nullable=False),
+    mysql_engine="InnoDB",
+    mysql_charset="utf8mb4",
+)
+
+# One row per alert transition, written with it: the outbox of `alert-events` (published right
+# after the commit, swept up again if the process died first) and the source of the SSE stream.
+alert_transitions = Table(
+    "alert_transitions",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column(
+        "alert_id",
+        String(36),
+        ForeignKey("alerts.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("owner_id", String(36), nullable=False),
+    Column("state", String(16), nullable=False),
+    Column("payload", JSON, nullable=False),
+    Column("recorded_at", UtcDateTime, nullable=False),
+    Column("published", Boolean, nullable=False, server_default=false()),
+    Index("ix_alert_transitions_owner_recorded", "owner_id", "recorded_at"),
+    Index("ix_alert_transitions_unpublished", "published", "recorded_at"),
+    mysql_engine="InnoDB",
+    mysql_charset="utf8mb4",
+)
+
+# The notification outbox: one row per transition and channel, sent by the dispatcher.
+alert_deliveries = Table(
+    "alert_deliveries",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column(
+        "alert_id",
+        String(36),
+        ForeignKey("alerts.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("channel", String(16), nullable=False),
+    Column("target", String(2048), nullable=False),
+    Column("secret", String(256), nullable=True),
+    Column("event", String(16), nullable=False),
+    # The exact bytes sent (and signed), fixed when the transition happened.
+    Column("payload", Text, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("attempts", Integer, nullable=False, server_default=text("0")),
+    Column("next_attempt_at", UtcDateTime, nullable=False),
+    Column("last_error", String(500), nullable=True),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("delivered_at", UtcDateTime, nullable=True),
+    Index("ix_alert_deliveries_due", "status", "next_attempt_at"),
+    mysql_engine="InnoDB",
+    mysql_charset="utf8mb4",
+)
+
+alert_delivery_attempts = Table(
+    "alert_delivery_attempts",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column(
+        "delivery_id",
+        String(36),
+        ForeignKey("alert_deliveries.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("attempt", Integer, nullable=False),
+    Column("at", UtcDateTime, nullable=False),
+    Column("ok", Boolean, nullable=False),
+    Column("status_code", Integer, nullable=True),
+    Column("error", String(500), nullable=True),
+    mysql_engine="InnoDB",
+    mysql_charset="utf8mb4",
+)
+
+# What the alerts consumer last heard from a device: for silence and for summed power.
+alert_device_seen = Table(
+    "alert_device_seen",
+    metadata,
+    Column(
+        "device_id",
+        String(36),
+        ForeignKey("devices.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("last_ts", BigInteger, nullable=False),
+    Column("power_w", Double, nullable=True),
+    Column("power_ts", BigInteger, nullable=True),
+    mysql_engine="InnoDB",
+    mysql_charset="utf8mb4",
+)
+
+# The newest version of each usage bucket the alert rules watch: a redelivered or older version
+# changes nothing, and an owner's devices are summed from here.
+alert_usage = Table(
+    "alert_usage",
+    metadata,
+    Column(
+        "device_id",
+        String(36),
+        ForeignKey("devices.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column("granularity", String(8), primary_key=True),
+    Column("period_start", BigInteger, primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("energy_kwh", Double, nullable=False),
+    Column("cost", Double, nullable=False),
     mysql_engine="InnoDB",
     mysql_charset="utf8mb4",
 )

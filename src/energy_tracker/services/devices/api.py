@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 
 from energy_tracker.core.auth import Identity, new_device_key, secret_digest
 from energy_tracker.core.http import not_found, user_identity
@@ -15,19 +15,34 @@ from energy_tracker.services.devices.store import DeviceStore
 router = APIRouter(tags=["devices"])
 
 DeviceId = Annotated[str, Path(max_length=64)]
+Limit = Annotated[int, Query(ge=1, le=1000)]
+Offset = Annotated[int, Query(ge=0, le=1_000_000_000)]
 
 
 def devices(request: Request) -> DeviceStore:
     return request.app.state.devices
 
 
-def device_out(device: Device) -> dict:
+async def devices_out(store: DeviceStore, found: list[Device]) -> list[dict]:
+    """Response bodies, each with the zone that applies: the device's own, else its owner's."""
+    contexts = await store.contexts([d.id for d in found])
+    return [
+        device_out(d, contexts[d.id].timezone if d.id in contexts else d.timezone or "UTC")
+        for d in found
+    ]
+
+
+async def one_device_out(store: DeviceStore, device: Device) -> dict:
+    return (await devices_out(store, [device]))[0]
+
+
+def device_out(device: Device, timezone: str) -> dict:
     return {
         "id": device.id,
         "owner_id": device.owner_id,
         "name": device.name,
         "type": device.type,
-        "timezone": device.timezone,
+        "timezone": timezone,
         "location": device.location,
         "metadata": device.meta,
         "disabled": device.disabled,
@@ -59,19 +74,18 @@ async def create_device(
         location=body.location,
         meta=body.metadata,
     )
-    return {**device_out(device), "api_key": key}
+    return {**await one_device_out(store, device), "api_key": key}
 
 
 @router.get("/devices", response_model=list[DeviceOut])
 async def list_devices(
-    limit: int = 100,
-    offset: int = 0,
+    limit: Limit = 100,
+    offset: Offset = 0,
     identity: Identity = Depends(user_identity),
     store: DeviceStore = Depends(devices),
 ) -> list[dict]:
     owner = None if identity.is_admin else identity.user_id
-    found = await store.list(owner, limit=max(1, min(limit, 1000)), offset=max(0, offset))
-    return [device_out(d) for d in found]
+    return await devices_out(store, await store.list(owner, limit=limit, offset=offset))
 
 
 @router.get("/devices/{device_id}", response_model=DeviceOut)
@@ -80,7 +94,7 @@ async def get_device(
     identity: Identity = Depends(user_identity),
     store: DeviceStore = Depends(devices),
 ) -> dict:
-    return device_out(await visible_device(store, device_id, identity))
+    return await one_device_out(store, await visible_device(store, device_id, identity))
 
 
 @router.patch("/devices/{device_id}", response_model=DeviceOut)
@@ -97,7 +111,7 @@ async def update_device(
     device = await store.update(device_id, **fields)
     if device is None:
         raise not_found("device")
-    return device_out(device)
+    return await one_device_out(store, device)
 
 
 @router.delete("/devices/{device_id}", status_code=204)
@@ -119,4 +133,4 @@ async def rotate_key(
     device = await visible_device(store, device_id, identity)
     key = new_device_key()
     await store.set_key_hash(device_id, secret_digest(key))
-    return {**device_out(device), "api_key": key}
+    return {**await one_device_out(store, device), "api_key": key}

@@ -2,17 +2,30 @@
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from energy_tracker.services.users.schemas import check_timezone
+from energy_tracker.services.users.schemas import Name, check_timezone, not_null
+
+MAX_METADATA_DEPTH = 8
 
 
 def check_metadata(value: dict[str, Any] | None) -> dict[str, Any] | None:
     if value is not None and len(repr(value)) > 4096:
         raise ValueError("metadata is limited to 4 KiB")
+    if value is not None and _depth(value) > MAX_METADATA_DEPTH:
+        raise ValueError(f"metadata nests at most {MAX_METADATA_DEPTH} levels deep")
     return value
+
+
+def _depth(value: Any) -> int:
+    """Levels of objects and arrays; the 4 KiB bound above keeps this recursion short."""
+    if isinstance(value, dict):
+        return 1 + max(map(_depth, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(_depth, value), default=0)
+    return 0
 
 
 DeviceType = Literal["meter", "plug", "solar", "battery", "ev_charger", "heat_pump", "other"]
@@ -21,10 +34,12 @@ DeviceType = Literal["meter", "plug", "solar", "battery", "ev_charger", "heat_pu
 class DeviceIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str = Field(min_length=1, max_length=200)
+    name: Annotated[Name, Field(min_length=1)]
     type: DeviceType
-    timezone: str | None = Field(default=None, max_length=64)
-    location: str | None = Field(default=None, max_length=200)
+    timezone: str | None = Field(
+        default=None, max_length=64, description="IANA name; left out, the owner's applies"
+    )
+    location: Name | None = None
     metadata: dict[str, Any] | None = None
 
     _tz = field_validator("timezone")(check_timezone)
@@ -34,15 +49,18 @@ class DeviceIn(BaseModel):
 class DevicePatch(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    name: Annotated[Name, Field(min_length=1)] | None = None
     type: DeviceType | None = None
-    timezone: str | None = Field(default=None, max_length=64)
-    location: str | None = Field(default=None, max_length=200)
+    timezone: str | None = Field(
+        default=None, max_length=64, description="IANA name; null: follow the owner's"
+    )
+    location: Name | None = None
     metadata: dict[str, Any] | None = None
     disabled: bool | None = None
 
     _tz = field_validator("timezone")(check_timezone)
     _meta = field_validator("metadata")(check_metadata)
+    _set = field_validator("name", "type", "disabled", mode="before")(not_null)
 
 
 class DeviceOut(BaseModel):
@@ -50,7 +68,7 @@ class DeviceOut(BaseModel):
     owner_id: str
     name: str
     type: str
-    timezone: str | None
+    timezone: str = Field(description="the device's own time zone, else its owner's")
     location: str | None
     metadata: dict[str, Any] | None
     disabled: bool

@@ -115,6 +115,21 @@ class DeviceStore:
             row = (await conn.execute(query)).first()
         return _device(row) if row else None
 
+    async def ids_by_meta(self, key: str, value: str) -> builtins.list[str]:
+        """Ids of the devices whose metadata maps `key` to the string `value` (for instance the
+        Tasmota topic a device publishes under), in creation order.
+
+        The JSON path is compared by each dialect's own operator (json_extract, JSON_EXTRACT,
+        ->>); there is no index on it, so callers cache the answer for a short while.
+        """
+        query = (
+            select(devices.c.id)
+            .where(devices.c.meta[key].as_string() == value)
+            .order_by(devices.c.created_at, devices.c.id)
+        )
+        async with self._db.begin() as conn:
+            return list((await conn.scalars(query)).all())
+
     async def contexts(self, device_ids: Sequence[str]) -> dict[str, DeviceContext]:
         """Owner, zone, currency, tariff and enabled state of each known device, in one query.
 

@@ -48,7 +48,12 @@ def install_proxy(app: FastAPI, upstreams: dict[str, str]) -> httpx.AsyncClient:
         base = upstreams.get(service or "")
         if base is None:
             return error_response(404, "not_found", f"no service serves {request.url.path}")
-        headers = [(k, v) for k, v in request.headers.items() if k.lower() not in _HOP_BY_HOP]
+        # The request id travels as the gateway settled it, so both processes log the same one.
+        headers = [
+            (k, v)
+            for k, v in request.headers.items()
+            if k.lower() not in _HOP_BY_HOP and k.lower() != "x-request-id"
+        ]
         headers.append(("x-request-id", request_id_var.get()))
         forwarded = client.build_request(
             request.method,

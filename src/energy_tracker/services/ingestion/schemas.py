@@ -6,6 +6,8 @@ from typing import Annotated
 
 from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, model_validator
 
+from energy_tracker.core.events import Reading
+
 Number = Annotated[float, Field(strict=True, allow_inf_nan=False, ge=-1e9, le=1e12)]
 MAX_BATCH = 10_000
 
@@ -39,6 +41,12 @@ class ReadingIn(BaseModel):
         if isinstance(self.ts, int):
             return self.ts
         return int(self.ts.timestamp() * 1000)
+
+    def to_reading(self, device_id: str) -> Reading:
+        """The reading as it travels on the bus, for the device it was resolved to."""
+        return Reading(
+            device_id, self.ts_ms, self.power_w, self.energy_wh, self.voltage_v, self.current_a
+        )
 
 
 class ReadingBatchIn(BaseModel):

@@ -4,19 +4,22 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
+from fastapi.responses import StreamingResponse
 
 from energy_tracker.core.auth import Identity
 from energy_tracker.core.energy import period_end, period_start, period_starts, rollup
 from energy_tracker.core.errors import ApiError
+from energy_tracker.core.events import Reading
 from energy_tracker.core.http import not_found, user_identity
 from energy_tracker.core.stores.timeseries.base import Bucket, Granularity, SeriesStore
 from energy_tracker.services.devices.models import DeviceContext
 from energy_tracker.services.devices.store import DeviceStore
+from energy_tracker.services.usage.live import reading_events
 
 router = APIRouter(tags=["usage"])
 
@@ -201,15 +204,45 @@ async def device_readings(
     hi = _instant(end, "to", utc) or int(time.time() * 1000) + 300_000
     lo = _instant(start, "from", utc) or 0
     rows = await store.readings_page(device_id, lo, hi, cursor, limit)
-    items = [
-        {
-            "ts": datetime.fromtimestamp(r.ts / 1000, utc).isoformat(),
-            "ts_ms": r.ts,
-            "power_w": r.power_w,
-            "energy_wh": r.energy_wh,
-            "voltage_v": r.voltage_v,
-            "current_a": r.current_a,
-        }
-        for r in rows
-    ]
+    items = [_reading_item(r) for r in rows]
     return {"items": items, "next_cursor": rows[-1].ts if len(rows) == limit else None}
+
+
+@router.get(
+    "/devices/{device_id}/live",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def device_live(
+    request: Request,
+    device_id: DeviceId,
+    last_event_id: Annotated[str | None, Header(max_length=20)] = None,
+    identity: Identity = Depends(user_identity),
+    store: SeriesStore = Depends(series),
+    registry: DeviceStore = Depends(devices),
+) -> StreamingResponse:
+    """Server-Sent Events: the device's latest reading, then each new one as it is stored
+    (`event: reading`, `id`: its ts in epoch ms; send it back as Last-Event-ID to resume)."""
+    ctx = (await registry.contexts([device_id])).get(device_id)
+    if ctx is None or not identity.can_see(ctx.owner_id):
+        raise not_found("device")
+    after = int(last_event_id) if last_event_id and last_event_id.isdigit() else None
+    events = reading_events(
+        store, request.app.state.stored_readings, device_id, after, _reading_item
+    )
+    return StreamingResponse(
+        events,
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+def _reading_item(r: Reading) -> dict[str, Any]:
+    return {
+        "ts": datetime.fromtimestamp(r.ts / 1000, UTC).isoformat(),
+        "ts_ms": r.ts,
+        "power_w": r.power_w,
+        "energy_wh": r.energy_wh,
+        "voltage_v": r.voltage_v,
+        "current_a": r.current_a,
+    }

@@ -20,6 +20,7 @@ from energy_tracker.core.events import (
 )
 from energy_tracker.core.stores.timeseries.base import SeriesStore
 from energy_tracker.services.devices.store import DeviceStore
+from energy_tracker.services.usage.live import StoredReadings
 from energy_tracker.services.usage.rollups import Rollups
 
 log = logging.getLogger(__name__)
@@ -28,12 +29,18 @@ GROUP = "usage"
 
 class UsageConsumer:
     def __init__(
-        self, bus: EventBus, series: SeriesStore, devices: DeviceStore, max_gap_ms: int
+        self,
+        bus: EventBus,
+        series: SeriesStore,
+        devices: DeviceStore,
+        max_gap_ms: int,
+        stored: StoredReadings | None = None,
     ) -> None:
         self.bus = bus
         self.series = series
         self.devices = devices
         self.rollups = Rollups(series, max_gap_ms)
+        self.stored = stored
 
     def loop(self) -> ConsumeLoop:
         return ConsumeLoop(self.bus, ENERGY_READINGS, GROUP, self.handle)
@@ -59,6 +66,8 @@ class UsageConsumer:
         if not by_device:
             return rejected
         await self.series.add_readings([r for rs in by_device.values() for r in rs])
+        if self.stored is not None:
+            self.stored.notify(by_device)
         changed = []
         for device_id, readings in by_device.items():
             ctx = contexts[device_id]

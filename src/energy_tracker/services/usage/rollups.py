@@ -62,9 +62,15 @@ class Rollups:
             device_id, rows, q_lo, q_hi, max_gap_ms=self.max_gap_ms, tz=tz, tariff=tariff
         )
 
-        # Quarters of every local day touched: enough to re-sum those hours and days.
+        # Quarters of every local day and every UTC hour touched: enough to re-sum those hours
+        # and days. Both are needed: where the offset is not a whole number of hours (India,
+        # Nepal, Newfoundland), an hour straddles two local days.
         d_lo, d_hi = period_start(q_lo, D, tz), period_end(period_start(q_hi - 1, D, tz), D, tz)
-        quarters = {b.start: b for b in await self.series.buckets([device_id], Q, d_lo, d_hi)}
+        h_lo, h_hi = period_start(q_lo, H), period_end(period_start(q_hi - 1, H), H)
+        quarters = {
+            b.start: b
+            for b in await self.series.buckets([device_id], Q, min(d_lo, h_lo), max(d_hi, h_hi))
+        }
         changed_quarters = _changes(fresh_quarters, quarters)
         if not changed_quarters:
             return []

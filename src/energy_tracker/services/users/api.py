@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Annotated
 
-from fastapi import APIRouter, Depends, Request
+from fastapi import APIRouter, Depends, Path, Query, Request
 
 from energy_tracker.core.auth import (
     DUMMY_PASSWORD_HASH,
@@ -33,6 +34,8 @@ from energy_tracker.services.users.store import UserStore
 REFRESH_TTL = timedelta(days=30)
 
 router = APIRouter(tags=["users"])
+
+UserId = Annotated[str, Path(max_length=64)]
 
 
 def users(request: Request) -> UserStore:
@@ -72,7 +75,7 @@ async def _tokens(request: Request, store: UserStore, user: User) -> TokenOut:
 @router.post("/auth/register", status_code=201, response_model=UserOut)
 async def register(body: RegisterIn, store: UserStore = Depends(users)) -> UserOut:
     try:
-        user = await store.create(str(body.email).lower(), hash_password(body.password), body.name)
+        user = await store.create(str(body.email), hash_password(body.password), body.name)
     except Conflict:
         raise ApiError(409, "conflict", "an account with this email exists") from None
     return user_out(user)
@@ -80,7 +83,7 @@ async def register(body: RegisterIn, store: UserStore = Depends(users)) -> UserO
 
 @router.post("/auth/login", response_model=TokenOut)
 async def login(body: LoginIn, request: Request, store: UserStore = Depends(users)) -> TokenOut:
-    user = await store.by_email(body.email.strip().lower())
+    user = await store.by_email(body.email)
     valid = verify_password(user.password_hash if user else DUMMY_PASSWORD_HASH, body.password)
     if user is None or not valid or user.disabled:
         raise unauthorized("wrong email or password")
@@ -130,18 +133,17 @@ async def update_me(
 
 @router.get("/users", response_model=list[UserOut])
 async def list_users(
-    limit: int = 100,
-    offset: int = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
     _: Identity = Depends(admin_identity),
     store: UserStore = Depends(users),
 ) -> list[UserOut]:
-    limit = max(1, min(limit, 1000))
-    return [user_out(u) for u in await store.list(limit=limit, offset=max(0, offset))]
+    return [user_out(u) for u in await store.list(limit=limit, offset=offset)]
 
 
 @router.patch("/users/{user_id}", response_model=UserOut)
 async def admin_update(
-    user_id: str,
+    user_id: UserId,
     body: AdminUserPatch,
     _: Identity = Depends(admin_identity),
     store: UserStore = Depends(users),

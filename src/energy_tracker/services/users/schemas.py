@@ -2,12 +2,38 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    EmailStr,
+    Field,
+    field_validator,
+    model_validator,
+)
 
 Price = Annotated[float, Field(ge=0, le=1000, allow_inf_nan=False)]
+Email = Annotated[EmailStr, Field(max_length=254)]
+
+
+def no_nul(value: str) -> str:
+    """PostgreSQL text cannot hold NUL, and no name needs one: refuse it as input, not as a 500."""
+    if "\x00" in value:
+        raise ValueError("must not contain NUL characters")
+    return value
+
+
+Name = Annotated[str, Field(max_length=200), AfterValidator(no_nul)]
+
+
+def not_null(value: Any) -> Any:
+    """For PATCH fields that may be left out but not cleared: an explicit null is an error."""
+    if value is None:
+        raise ValueError("may be left out, but not null")
+    return value
 
 
 class Strict(BaseModel):
@@ -65,9 +91,9 @@ def check_timezone(value: str | None) -> str | None:
 
 
 class RegisterIn(Strict):
-    email: EmailStr = Field(max_length=254)
+    email: Email
     password: str = Field(min_length=10, max_length=256)
-    name: str | None = Field(default=None, max_length=200)
+    name: Name | None = None
 
 
 class LoginIn(Strict):
@@ -87,12 +113,13 @@ class TokenOut(BaseModel):
 
 
 class ProfilePatch(Strict):
-    name: str | None = Field(default=None, max_length=200)
+    name: Name | None = None
     timezone: str | None = Field(default=None, max_length=64)
     currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
     tariff: Tariff | None = None
 
     _tz = field_validator("timezone")(check_timezone)
+    _set = field_validator("timezone", "currency", mode="before")(not_null)
 
 
 class AdminUserPatch(Strict):

@@ -10,6 +10,7 @@ from typing import Any
 from sqlalchemy import Row, false, select, update
 from sqlalchemy.exc import IntegrityError
 
+from energy_tracker.core.auth import normalize_email
 from energy_tracker.core.stores.metadata import Conflict, Database
 from energy_tracker.core.stores.schema import refresh_tokens, users
 from energy_tracker.services.users.models import User
@@ -17,11 +18,6 @@ from energy_tracker.services.users.models import User
 UPDATABLE = frozenset(
     {"name", "timezone", "currency", "tariff", "role", "disabled", "password_hash"}
 )
-
-
-def normalize_email(email: str) -> str:
-    """The stored form of an email: what makes Alice@Example.com and alice@example.com one user."""
-    return email.strip().lower()
 
 
 class UserStore:

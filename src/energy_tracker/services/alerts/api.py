@@ -1,0 +1,365 @@
+"""Routes of the alerts service: rules, alerts, acknowledgement and the SSE stream of
+transitions. A user sees and changes only their own; an admin sees everyone's."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
+from typing import Annotated, Any, Literal
+
+import orjson
+from fastapi import APIRouter, Depends, Header, Path, Query, Request
+from fastapi.responses import StreamingResponse
+
+from energy_tracker.core.auth import Identity
+from energy_tracker.core.errors import ApiError
+from energy_tracker.core.http import not_found, user_identity
+from energy_tracker.core.stores.metadata import Conflict
+from energy_tracker.services.alerts.consumer import AlertService
+from energy_tracker.services.alerts.lifecycle import alert_view
+from energy_tracker.services.alerts.models import Alert, AlertRule, Attempt, Delivery
+from energy_tracker.services.alerts.schemas import (
+    IMMUTABLE,
+    AlertList,
+    AlertOut,
+    RuleIn,
+    RuleList,
+    RuleOut,
+    RulePatch,
+    rule_problems,
+)
+from energy_tracker.services.alerts.store import AlertStore
+from energy_tracker.services.alerts.targets import UnsafeTarget, resolve_webhook
+from energy_tracker.services.devices.store import DeviceStore
+
+router = APIRouter(tags=["alerts"])
+
+Id = Annotated[str, Path(max_length=64)]
+# Fields a PATCH may not set to null (clear_threshold may: that removes the hysteresis).
+REQUIRED = ("name", "threshold", "for_s", "cooldown_s", "severity", "channels")
+STREAM_POLL_S = 0.5
+STREAM_KEEPALIVE_S = 15.0
+# Transitions committed out of order by concurrent writers are caught within this window.
+STREAM_OVERLAP = timedelta(seconds=5)
+
+
+def service(request: Request) -> AlertService:
+    return request.app.state.alerts
+
+
+def devices(request: Request) -> DeviceStore:
+    return request.app.state.devices
+
+
+def _now() -> datetime:
+    return datetime.now(UTC)
+
+
+def _invalid(problems: list[dict[str, str]]) -> ApiError:
+    fields = ", ".join(p["field"] for p in problems[:5])
+    return ApiError(422, "invalid", f"invalid alert rule: {fields}", problems)
+
+
+# -- rules -------------------------------------------------------------------------------------
+
+
+def rule_out(rule: AlertRule) -> dict[str, Any]:
+    return {
+        "id": rule.id,
+        "user_id": rule.owner_id,
+        "name": rule.name,
+        "device_id": rule.device_id,
+        "metric": rule.metric,
+        "period": rule.period,
+        "op": rule.op,
+        "threshold": rule.threshold,
+        "clear_threshold": rule.clear_threshold,
+        "for_s": rule.for_s,
+        "cooldown_s": rule.cooldown_s,
+        "severity": rule.severity,
+        "channels": [{k: v for k, v in c.items() if k != "secret"} for c in rule.channels],
+        "created_at": rule.created_at.isoformat(),
+        "updated_at": rule.updated_at.isoformat(),
+    }
+
+
+async def _target_problems(
+    registry: DeviceStore, identity: Identity, rule: dict[str, Any], deny_private: bool
+) -> list[dict[str, str]]:
+    """The checks that need I/O: the device is the caller's, the webhooks resolve safely."""
+    problems = []
+    device_id = rule.get("device_id")
+    if device_id is not None:
+        ctx = (await registry.contexts([device_id])).get(device_id)
+        if ctx is None or ctx.owner_id != identity.user_id:
+            problems.append({"field": "device_id", "message": "not one of your devices"})
+    for index, channel in enumerate(rule.get("channels") or []):
+        if channel["type"] == "webhook":
+            try:
+                await resolve_webhook(channel["url"], deny_private)
+            except UnsafeTarget as exc:
+                problems.append({"field": f"channels.{index}.url", "message": str(exc)})
+    return problems
+
+
+async def visible_rule(store: AlertStore, rule_id: str, identity: Identity) -> AlertRule:
+    """The rule if the caller may see it; 404 otherwise, so ids of others are not confirmed."""
+    rule = await store.get_rule(rule_id)
+    if rule is None or not identity.can_see(rule.owner_id):
+        raise not_found("alert rule")
+    return rule
+
+
+@router.post("/alert-rules", status_code=201, response_model=RuleOut)
+async def create_rule(
+    body: RuleIn,
+    identity: Identity = Depends(user_identity),
+    alerting: AlertService = Depends(service),
+    registry: DeviceStore = Depends(devices),
+) -> dict[str, Any]:
+    fields = body.model_dump()
+    problems = rule_problems(fields)
+    problems += await _target_problems(registry, identity, fields, alerting.deny_private)
+    if problems:
+        raise _invalid(problems)
+    try:
+        rule = await alerting.store.create_rule(identity.user_id, _now(), **fields)
+    except Conflict:
+        raise ApiError(409, "conflict", "the device was deleted meanwhile") from None
+    return rule_out(rule)
+
+
+@router.get("/alert-rules", response_model=RuleList)
+async def list_rules(
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    identity: Identity = Depends(user_identity),
+    alerting: AlertService = Depends(service),
+) -> dict[str, Any]:
+    owner = None if identity.is_admin else identity.user_id
+    rules = await alerting.store.list_rules(owner, limit=limit, offset=offset)
+    return {"items": [rule_out(r) for r in rules]}
+
+
+@router.get("/alert-rules/{rule_id}", response_model=RuleOut)
+async def get_rule(
+    rule_id: Id,
+    identity: Identity = Depends(user_identity),
+    alerting: AlertService = Depends(service),
+) -> dict[str, Any]:
+    return rule_out(await visible_rule(alerting.store, rule_id, identity))
+
+
+@router.patch("/alert-rules/{rule_id}", response_model=RuleOut)
+async def update_rule(
+    rule_id: Id,
+    body: RulePatch,
+    identity: Identity = Depends(user_identity),
+    alerting: AlertService = Depends(service),
+    registry: DeviceStore = Depends(devices),
+) -> dict[str, Any]:
+    rule = await visible_rule(alerting.store, rule_id, identity)
+    patch = body.model_dump(exclude_unset=True)
+    problems = []
+    for k in IMMUTABLE:
+        # Repeating the current value is harmless; changing it would orphan the state.
+        if k in patch and patch.pop(k) != getattr(rule, k):
+            problems.append({"field": k, "message": "cannot be changed: create a new rule"})
+    for k in REQUIRED:
+        if k in patch and patch[k] is None:
+            problems.append({"field": k, "message": "may not be null"})
+    if problems:
+        raise _invalid(problems)
+    merged = {
+        k: getattr(rule, k) for k in ("metric", "period", "op", "threshold", "clear_threshold")
+    }
+    problems = rule_problems({**merged, **patch})
+    if "channels" in patch:
+        problems += await _target_problems(
+            registry, identity, {"channels": patch["channels"]}, alerting.deny_private
+        )
+    if problems:
+        raise _invalid(problems)
+    updated = await alerting.store.update_rule(rule_id, _now(), **patch)
+    if updated is None:
+        raise not_found("alert rule")
+    return rule_out(updated)
+
+
+@router.delete("/alert-rules/{rule_id}", status_code=204)
+async def delete_rule(
+    rule_id: Id,
+    identity: Identity = Depends(user_identity),
+    alerting: AlertService = Depends(service),
+) -> None:
+    """Delete a rule, with its alerts and their notifications."""
+    await visible_rule(alerting.store, rule_id, identity)
+    await alerting.store.delete_rule(rule_id)
+
+
+# -- alerts ------------------------------------------------------------------------------------
+
+
+def _delivery_out(delivery: Delivery, history: list[Attempt] | None) -> dict[str, Any]:
+    return {
+        "id": delivery.id,
+        "channel": delivery.channel,
+        "target": delivery.target,
+        "event": delivery.event,
+        "status": delivery.status,
+        "attempts": delivery.attempts,
+        "last_error": delivery.last_error,
+        "next_attempt_at": delivery.next_attempt_at.isoformat()
+        if delivery.status == "pending"
+        else None,
+        "delivered_at": delivery.delivered_at.isoformat() if delivery.delivered_at else None,
+        "history": None
+        if history is None
+        else [
+            {
+                "attempt": a.attempt,
+                "at": a.at.isoformat(),
+                "ok": a.ok,
+                "status_code": a.status_code,
+                "error": a.error,
+            }
+            for a in history
+        ],
+    }
+
+
+async def _alerts_out(
+    store: AlertStore, found: list[Alert], *, with_history: bool = False
+) -> list[dict[str, Any]]:
+    rules = await store.rules_by_ids({a.rule_id for a in found})
+    deliveries = await store.deliveries_of([a.id for a in found])
+    attempts = (
+        await store.attempts_of([d.id for ds in deliveries.values() for d in ds])
+        if with_history
+        else {}
+    )
+    return [
+        {
+            **alert_view(a, rules.get(a.rule_id)),
+            "deliveries": [
+                _delivery_out(d, attempts.get(d.id, []) if with_history else None)
+                for d in deliveries.get(a.id, [])
+            ],
+        }
+        for a in found
+    ]
+
+
+async def visible_alert(store: AlertStore, alert_id: str, identity: Identity) -> Alert:
+    alert = await store.get_alert(alert_id)
+    if alert is None or not identity.can_see(alert.owner_id):
+        raise not_found("alert")
+    return alert
+
+
+@router.get("/alerts", response_model=AlertList)
+async def list_alerts(
+    state: Literal["firing", "resolved", "acknowledged"] | None = None,
+    acknowledged: bool | None = None,
+    device_id: Annotated[str | None, Query(max_length=64)] = None,
+    rule_id: Annotated[str | None, Query(max_length=64)] = None,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+    offset: Annotated[int, Query(ge=0)] = 0,
+    identity: Identity = Depends(user_identity),
+    alerting: AlertService = Depends(service),
+) -> dict[str, Any]:
+    """Alerts, newest first; `state=acknowledged` is short for `acknowledged=true`."""
+    if state == "acknowledged":
+        state, acknowledged = None, True
+    found = await alerting.store.list_alerts(
+        None if identity.is_admin else identity.user_id,
+        state=state,
+        acknowledged=acknowledged,
+        device_id=device_id,
+        rule_id=rule_id,
+        limit=limit,
+        offset=offset,
+    )
+    return {"items": await _alerts_out(alerting.store, found)}
+
+
+@router.get(
+    "/alerts/stream",
+    response_class=StreamingResponse,
+    responses={200: {"content": {"text/event-stream": {}}}},
+)
+async def alert_stream(
+    request: Request,
+    last_event_id: Annotated[str | None, Header(max_length=64)] = None,
+    identity: Identity = Depends(user_identity),
+    alerting: AlertService = Depends(service),
+) -> StreamingResponse:
+    """Server-sent events: one per alert transition of yours (`event:` firing, resolved or
+    acknowledged; `id:` the transition id; `data:` the alert-events message). Reconnect with
+    `Last-Event-ID` to get what happened since."""
+    owner = None if identity.is_admin else identity.user_id
+    since = _now()
+    if last_event_id:
+        since = await alerting.store.transition_recorded_at(last_event_id, owner) or since
+    return StreamingResponse(
+        _transitions(request, alerting.store, owner, since, last_event_id),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )
+
+
+async def _transitions(
+    request: Request, store: AlertStore, owner: str | None, since: datetime, seen_id: str | None
+) -> AsyncIterator[bytes]:
+    """Polls the transitions table; ids already sent within the overlap window are skipped."""
+    sent: dict[str, datetime] = {seen_id: since} if seen_id else {}
+    yield b"retry: 3000\n\n"
+    quiet_since = time.monotonic()
+    while not await request.is_disconnected():
+        for tid, recorded, payload in await store.transitions_since(
+            owner, since - STREAM_OVERLAP, 500
+        ):
+            if tid in sent:
+                continue
+            sent[tid] = recorded
+            since = max(since, recorded)
+            data = orjson.dumps(payload).decode()
+            yield f"id: {tid}\nevent: {payload['state']}\ndata: {data}\n\n".encode()
+            quiet_since = time.monotonic()
+        sent = {t: at for t, at in sent.items() if at >= since - STREAM_OVERLAP}
+        if time.monotonic() - quiet_since >= STREAM_KEEPALIVE_S:
+            yield b": keep-alive\n\n"
+            quiet_since = time.monotonic()
+        await asyncio.sleep(STREAM_POLL_S)
+
+
+@router.get("/alerts/{alert_id}", response_model=AlertOut)
+async def get_alert(
+    alert_id: Id,
+    identity: Identity = Depends(user_identity),
+    alerting: AlertService = Depends(service),
+) -> dict[str, Any]:
+    """One alert, with every attempt of each of its notifications."""
+    alert = await visible_alert(alerting.store, alert_id, identity)
+    (out,) = await _alerts_out(alerting.store, [alert], with_history=True)
+    return out
+
+
+@router.post("/alerts/{alert_id}/ack", response_model=AlertOut)
+async def acknowledge_alert(
+    alert_id: Id,
+    identity: Identity = Depends(user_identity),
+    alerting: AlertService = Depends(service),
+) -> dict[str, Any]:
+    """Acknowledge an alert (firing or resolved); acknowledging it again changes nothing."""
+    alert = await visible_alert(alerting.store, alert_id, identity)
+    rule = await alerting.store.get_rule(alert.rule_id)
+    if rule is None:
+        raise not_found("alert")
+    acked, event = await alerting.store.acknowledge(alert, rule, _now())
+    if event is not None:
+        await alerting.evaluator.publish([event])
+    (out,) = await _alerts_out(alerting.store, [acked])
+    return out

@@ -1,0 +1,136 @@
+"""The MQTT subscriber against a broker of its own (a private Mosquitto on a free port, so the
+shared one on 1883 is never disturbed): a broker that is down at start stops `up` with one line
+naming ET_MQTT_URL; a broker lost while running is reconnected, and readings flow again."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import orjson
+import paho.mqtt.publish
+import pytest
+
+from tests.backends import IN_CI, reachable
+from tests.e2e.accounts import new_device, signed_up, usage_when
+from tests.processes import ServiceProcess, free_port, run_command
+
+MIN = 60_000
+HOUR = 60 * MIN
+
+
+class Mosquitto:
+    """A private broker process; `restart` keeps its port."""
+
+    def __init__(self, tmp_path: Path) -> None:
+        binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
+        if not Path(binary).exists():
+            if IN_CI:
+                pytest.fail("mosquitto is not installed, and CI=true requires it")
+            pytest.skip("mosquitto is not installed")
+        self.port = free_port()
+        self.conf = tmp_path / "mosquitto.conf"
+        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n")
+        self.binary = binary
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.start()
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            [self.binary, "-c", str(self.conf)],
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 15
+        while not reachable("127.0.0.1", self.port):
+            assert time.monotonic() < deadline, "private mosquitto did not start"
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(timeout=10)
+
+
+@pytest.fixture
+def broker(tmp_path: Path) -> Iterator[Mosquitto]:
+    b = Mosquitto(tmp_path)
+    try:
+        yield b
+    finally:
+        b.stop()
+
+
+def env_for(tmp_path: Path, mqtt_url: str) -> dict[str, str]:
+    return {
+        "ET_DATA_DIR": str(tmp_path / "data"),
+        "ET_HTTP_PORT": str(free_port()),
+        "ET_BUS_URL": "",
+        "ET_DB_URL": "",
+        "ET_TSDB_URL": "",
+        "ET_RATE_LIMITS": "off",
+        "ET_MQTT_URL": mqtt_url,
+    }
+
+
+def test_an_unreachable_broker_stops_the_start_in_one_line(tmp_path: Path) -> None:
+    url = f"mqtt://127.0.0.1:{free_port()}"
+    result = run_command(["up"], env_for(tmp_path, url), timeout_s=60)
+    assert result.returncode == 2
+    assert f"ET_MQTT_URL={url} is unreachable" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+def test_a_lost_broker_is_reconnected(tmp_path: Path, broker: Mosquitto) -> None:
+    proc = ServiceProcess(
+        ["up"], env_for(tmp_path, f"mqtt://127.0.0.1:{broker.port}"), tmp_path / "up.log"
+    )
+    try:
+        proc.wait_healthy()
+        wait_for_log(proc, "MQTT: subscribed", 1)
+        api = proc.url + "/api/v1"
+        with httpx.Client(timeout=30.0) as http:
+            auth = signed_up(http, api)
+            device, _ = new_device(http, api, auth)
+            t = (int(time.time() * 1000) // HOUR - 2) * HOUR
+            send(broker.port, device, t, 100.0)
+
+            broker.stop()
+            wait_for_log(proc, "MQTT broker lost", 1)
+            broker.start()
+            wait_for_log(proc, "MQTT: subscribed", 2)
+            send(broker.port, device, t + 30 * MIN, 100.0)
+
+            # One reading sent before the broker was lost and one after it came back: both
+            # are in the hour's samples.
+            items = usage_when(
+                http,
+                f"{api}/devices/{device}/usage",
+                auth,
+                {"granularity": "hour", "from": str(t), "to": str(t + HOUR)},
+                lambda i: bool(i) and i[0]["samples"] == 2,
+            )
+            assert [i["samples"] for i in items] == [2]
+    finally:
+        proc.stop()
+
+
+def send(port: int, device: str, ts: int, watts: float) -> None:
+    paho.mqtt.publish.single(
+        f"et/{device}/readings",
+        orjson.dumps({"ts": ts, "power_w": watts}),
+        qos=1,
+        hostname="127.0.0.1",
+        port=port,
+    )
+
+
+def wait_for_log(proc: ServiceProcess, text: str, times: int, timeout_s: float = 60) -> None:
+    deadline = time.monotonic() + timeout_s
+    while proc.log_path.read_text(errors="replace").count(text) < times:
+        assert time.monotonic() < deadline, proc.log()
+        time.sleep(0.2)

@@ -1,0 +1,132 @@
+"""The MQTT ingester's decisions over the real embedded stores and bus (the broker itself is
+exercised in tests/e2e): good messages published as readings, every bad one dead-lettered
+whole with its reason, one bad message never holding back the good ones of its batch."""
+
+from __future__ import annotations
+
+import base64
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import orjson
+import pytest
+
+from energy_tracker.core.bus.embedded import EmbeddedBus
+from energy_tracker.core.events import ENERGY_READINGS, Reading, parse_readings_recorded
+from energy_tracker.core.stores.metadata import Database
+from energy_tracker.services.devices.store import DeviceStore
+from energy_tracker.services.ingestion.mqtt import MqttIngester, Received
+from energy_tracker.services.ingestion.recorder import ReadingRecorder
+from energy_tracker.services.users.store import UserStore
+
+NOW = 1_790_000_000_000  # the receive time given to every message
+MIN = 60_000
+
+
+@dataclass
+class Setup:
+    ingester: MqttIngester
+    bus: EmbeddedBus
+    devices: DeviceStore
+    plug: str
+    disabled: str
+
+    async def drain(self, topic: str) -> list[bytes]:
+        consumer = await self.bus.subscribe(topic, "test-reader")
+        try:
+            return [m.value for m in await consumer.poll(10_000, 0.3)]
+        finally:
+            await consumer.close()
+
+
+@pytest.fixture
+async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
+    db = Database(f"sqlite:///{tmp_path}/meta.db")
+    bus = EmbeddedBus(str(tmp_path / "bus.db"))
+    await db.start()
+    await db.migrate()
+    await bus.start()
+    await bus.ensure_topics([ENERGY_READINGS, f"{ENERGY_READINGS}.dlq"])
+    user = await UserStore(db).create("owner@example.com", "x")
+    devices = DeviceStore(db)
+    plug = await devices.create(user.id, "plug", "plug", "a" * 64, meta={"tasmota_topic": "p1"})
+    off = await devices.create(user.id, "off", "plug", "b" * 64)
+    await devices.update(off.id, disabled=True)
+    for key, name in (("c", "twin"), ("d", "twin")):
+        await devices.create(user.id, name, "plug", key * 64, meta={"tasmota_topic": "twin"})
+    # A retention window of 400 days around the real clock: NOW (in 2026) is inside it.
+    recorder = ReadingRecorder(bus, devices, retention_days=400)
+    try:
+        yield Setup(
+            MqttIngester("mqtt://127.0.0.1:1", recorder, devices), bus, devices, plug.id, off.id
+        )
+    finally:
+        await bus.stop()
+        await db.stop()
+
+
+def message(topic: str, body: object) -> Received:
+    payload = body if isinstance(body, bytes) else orjson.dumps(body)
+    return Received(topic, payload, NOW)
+
+
+async def test_good_and_bad_messages_of_one_batch(setup: Setup) -> None:
+    plug, off = setup.plug, setup.disabled
+    batch = [
+        message(f"et/{plug}/readings", {"ts": NOW - MIN, "power_w": 10.0}),
+        message(f"et/{plug}/readings", b"{oops"),
+        message("et/no-such-device/readings", {"ts": NOW, "power_w": 1.0}),
+        message(f"et/{off}/readings", {"ts": NOW, "power_w": 1.0}),
+        message(f"et/{plug}/readings", [{"ts": NOW, "power_w": 1.0}, {"ts": 0, "power_w": 2.0}]),
+        message("tele/p1/SENSOR", {"ENERGY": {"Total": 1.5, "Power": 20}}),
+        message("tele/twin/SENSOR", {"ENERGY": {"Total": 1.5, "Power": 20}}),
+        message("tele/p1/SENSOR", {"DS18B20": {"Temperature": 21.5}}),
+        message(f"et/{plug}/readings", {"apower": 30.0, "aenergy": {"total": 99.0}}),
+    ]
+    await setup.ingester.handle(batch)
+
+    published = [r for v in await setup.drain(ENERGY_READINGS) for r in parse_readings_recorded(v)]
+    assert published == [
+        Reading(plug, NOW - MIN, power_w=10.0),
+        Reading(plug, NOW, power_w=20.0, energy_wh=1500.0),
+        Reading(plug, NOW, power_w=30.0, energy_wh=99.0),
+    ]
+    letters = [orjson.loads(v)["data"] for v in await setup.drain(f"{ENERGY_READINGS}.dlq")]
+    # Dead letters are keyed by device (or Tasmota name), so they come back partition by
+    # partition: compared in any order. A JSON error's position in the text is cut off.
+    got = sorted(
+        (
+            x["source"]["mqtt_topic"],
+            x["error"][:8] if x["error"].startswith("not JSON") else x["error"],
+            base64.b64decode(x["value_b64"]),
+        )
+        for x in letters
+    )
+    assert got == sorted(
+        [
+            (f"et/{plug}/readings", "not JSON", b"{oops"),
+            ("et/no-such-device/readings", "device_id: unknown device", batch[2].payload),
+            (f"et/{off}/readings", "device_id: device is disabled", batch[3].payload),
+            (f"et/{plug}/readings", "ts: older than the retention window", batch[4].payload),
+            (
+                "tele/twin/SENSOR",
+                "unknown device: 2 devices have metadata tasmota_topic='twin'",
+                batch[6].payload,
+            ),
+            ("tele/p1/SENSOR", "no ENERGY block in the Tasmota SENSOR message", batch[7].payload),
+        ]
+    )
+
+
+async def test_a_remapped_tasmota_name_is_found_after_the_cache_expires(setup: Setup) -> None:
+    await setup.ingester.handle([message("tele/newname/SENSOR", {"ENERGY": {"Power": 5}})])
+    await setup.devices.update(setup.plug, meta={"tasmota_topic": "newname"})
+    setup.ingester._names.clear()  # what NAME_TTL_S seconds would do
+    await setup.ingester.handle([message("tele/newname/SENSOR", {"ENERGY": {"Power": 5}})])
+    published = [r for v in await setup.drain(ENERGY_READINGS) for r in parse_readings_recorded(v)]
+    assert published == [Reading(setup.plug, NOW, power_w=5.0)]
+    letters = [orjson.loads(v)["data"] for v in await setup.drain(f"{ENERGY_READINGS}.dlq")]
+    assert [x["error"] for x in letters] == [
+        "unknown device: no device has metadata tasmota_topic='newname'"
+    ]
