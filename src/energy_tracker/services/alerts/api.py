@@ -21,13 +21,13 @@ from energy_tracker.services.alerts.consumer import AlertService
 from energy_tracker.services.alerts.lifecycle import alert_view
 from energy_tracker.services.alerts.models import Alert, AlertRule, Attempt, Delivery
 from energy_tracker.services.alerts.schemas import (
-    IMMUTABLE,
     AlertList,
     AlertOut,
     RuleIn,
     RuleList,
     RuleOut,
     RulePatch,
+    patch_problems,
     rule_problems,
 )
 from energy_tracker.services.alerts.store import AlertStore
@@ -37,8 +37,6 @@ from energy_tracker.services.devices.store import DeviceStore
 router = APIRouter(tags=["alerts"])
 
 Id = Annotated[str, Path(max_length=64)]
-# Fields a PATCH may not set to null (clear_threshold may: that removes the hysteresis).
-REQUIRED = ("name", "threshold", "for_s", "cooldown_s", "severity", "channels")
 STREAM_POLL_S = 0.5
 STREAM_KEEPALIVE_S = 15.0
 # Transitions committed out of order by concurrent writers are caught within this window.
@@ -162,22 +160,9 @@ async def update_rule(
 ) -> dict[str, Any]:
     rule = await visible_rule(alerting.store, rule_id, identity)
     patch = body.model_dump(exclude_unset=True)
-    problems = []
-    for k in IMMUTABLE:
-        # Repeating the current value is harmless; changing it would orphan the state.
-        if k in patch and patch.pop(k) != getattr(rule, k):
-            problems.append({"field": k, "message": "cannot be changed: create a new rule"})
-    for k in REQUIRED:
-        if k in patch and patch[k] is None:
-            problems.append({"field": k, "message": "may not be null"})
-    if problems:
-        raise _invalid(problems)
-    merged = {
-        k: getattr(rule, k) for k in ("metric", "period", "op", "threshold", "clear_threshold")
-    }
-    problems = rule_problems({**merged, **patch})
-    if "channels" in patch:
-        problems += await _target_problems(
+    problems = patch_problems(vars(rule), patch)
+    if "channels" in patch and not problems:
+        problems = await _target_problems(
             registry, identity, {"channels": patch["channels"]}, alerting.deny_private
         )
     if problems:

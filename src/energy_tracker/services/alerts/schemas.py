@@ -85,6 +85,8 @@ class RulePatch(Strict):
 
 # What a rule measures; a PATCH may not change it (the state and alerts would mean nothing).
 IMMUTABLE = ("device_id", "metric", "period", "op")
+# Fields a PATCH may not set to null (clear_threshold may: that removes the hysteresis).
+REQUIRED = ("name", "threshold", "for_s", "cooldown_s", "severity", "channels")
 
 
 def rule_problems(rule: dict[str, Any]) -> list[dict[str, str]]:
@@ -115,6 +117,19 @@ def rule_problems(rule: dict[str, Any]) -> list[dict[str, str]]:
         side = "at or below" if op == "gt" else "at or above"
         problems.append(_problem("clear_threshold", f"must be {side} the threshold"))
     return problems
+
+
+def patch_problems(current: dict[str, Any], patch: dict[str, Any]) -> list[dict[str, str]]:
+    """What is wrong with applying `patch` to a rule whose fields are `current`; takes out of
+    `patch` the unchangeable fields it merely repeats."""
+    problems = []
+    for field in IMMUTABLE:
+        if field in patch and patch.pop(field) != current[field]:
+            problems.append(_problem(field, "cannot be changed: create a new rule"))
+    problems += [
+        _problem(f, "may not be null") for f in REQUIRED if f in patch and patch[f] is None
+    ]
+    return problems or rule_problems({**current, **patch})
 
 
 def _problem(field: str, message: str) -> dict[str, str]:
