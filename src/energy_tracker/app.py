@@ -258,6 +258,7 @@ def create_app(
         docs_url="/docs",
         openapi_url="/openapi.json",
     )
+    app.state.shutting_down = asyncio.Event()
     if gateway:
         install_gateway_middleware(app, settings)
     app.add_middleware(RequestIdMiddleware, service=name)

@@ -9,6 +9,7 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
 
 from pydantic import ValidationError
 
@@ -56,7 +57,13 @@ async def _serve(settings: Settings, services: list[str], *, gateway: bool, bann
         # Live streams (SSE) never end by themselves: give open ones 5 s, then close them.
         timeout_graceful_shutdown=5,
     )
-    server = uvicorn.Server(config)
+
+    class Server(uvicorn.Server):
+        def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+            app.state.shutting_down.set()  # streams end now, not after the graceful timeout
+            super().handle_exit(sig, frame)
+
+    server = Server(config)
     print(banner, flush=True)
     await server.serve()
 

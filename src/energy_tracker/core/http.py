@@ -5,6 +5,7 @@ Errors are `{"error": {"code", "message", "details"}}`; nothing a client sees ca
 
 from __future__ import annotations
 
+import asyncio
 import contextvars
 import logging
 import time
@@ -255,6 +256,12 @@ async def admin_identity(request: Request) -> Identity:
     if not identity.is_admin:
         raise forbidden("admins only")
     return identity
+
+
+def shutting_down(request: Request) -> asyncio.Event:
+    """Set when the server begins to stop: long-lived streams end on it, so a stop never waits
+    for a client to hang up."""
+    return request.app.state.shutting_down
 
 
 def json_bytes(value: Any) -> bytes:

@@ -15,7 +15,7 @@ from fastapi.responses import StreamingResponse
 
 from energy_tracker.core.auth import Identity
 from energy_tracker.core.errors import ApiError
-from energy_tracker.core.http import not_found, user_identity
+from energy_tracker.core.http import not_found, shutting_down, user_identity
 from energy_tracker.core.stores.metadata import Conflict
 from energy_tracker.services.alerts.consumer import AlertService
 from energy_tracker.services.alerts.lifecycle import alert_view
@@ -302,7 +302,8 @@ async def _transitions(
     sent: dict[str, datetime] = {seen_id: since} if seen_id else {}
     yield b"retry: 3000\n\n"
     quiet_since = time.monotonic()
-    while not await request.is_disconnected():
+    stopping = shutting_down(request)
+    while not stopping.is_set() and not await request.is_disconnected():
         for tid, recorded, payload in await store.transitions_since(
             owner, since - STREAM_OVERLAP, 500
         ):

@@ -15,7 +15,7 @@ from energy_tracker.core.auth import Identity
 from energy_tracker.core.energy import period_end, period_start, period_starts, rollup
 from energy_tracker.core.errors import ApiError
 from energy_tracker.core.events import Reading
-from energy_tracker.core.http import not_found, user_identity
+from energy_tracker.core.http import not_found, shutting_down, user_identity
 from energy_tracker.core.stores.timeseries.base import Bucket, Granularity, SeriesStore
 from energy_tracker.services.devices.models import DeviceContext
 from energy_tracker.services.devices.store import DeviceStore
@@ -228,7 +228,12 @@ async def device_live(
         raise not_found("device")
     after = int(last_event_id) if last_event_id and last_event_id.isdigit() else None
     events = reading_events(
-        store, request.app.state.stored_readings, device_id, after, _reading_item
+        store,
+        request.app.state.stored_readings,
+        device_id,
+        after,
+        _reading_item,
+        shutting_down(request),
     )
     return StreamingResponse(
         events,

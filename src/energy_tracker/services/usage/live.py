@@ -61,6 +61,7 @@ async def reading_events(
     device_id: str,
     after_ts: int | None,
     item: Callable[[Reading], dict[str, Any]],
+    stopping: asyncio.Event,
     *,
     poll_s: float = POLL_S,
     heartbeat_s: float = HEARTBEAT_S,
@@ -74,7 +75,7 @@ async def reading_events(
             after_ts = latest[-1].ts - 1 if latest else -1
         last_write = time.monotonic()
         yield b": connected\n\n"
-        while True:
+        while not stopping.is_set():
             stored.clear()  # before the query, so a store during the query still wakes us
             rows = await store.readings_page(device_id, 0, _END_OF_TIME, after_ts, PAGE)
             for r in rows:
