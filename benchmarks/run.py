@@ -98,8 +98,8 @@ QUICK = Sizes(
     homes=6,
     pipeline_readings=50_000,
     latency_s=3,
-    query_target=100_000,
-    query_days=7,
+    query_target=0,  # quick runs query what the pipeline stored
+    query_days=0,
     query_reps=15,
     budget_s=60,
 )
@@ -236,45 +236,46 @@ async def pipeline(
     args: argparse.Namespace,
     clock: Clock,
     profile_tag: str,
-) -> dict[str, Any]:
-    """Throughput, then latency at half of it."""
+) -> tuple[dict[str, Any], query_store.Manifest]:
+    """Throughput, then latency at half of it; also what was stored, for quick runs to query."""
     homes = make_homes(SEED, sizes.homes)
+    full_quarter = QUARTER_MS // INTERVAL_MS
+    instants = args.quarters_per_post * full_quarter
+    per_round = sum(len(h.devices) for h in homes) * instants
+    rounds = math.ceil(sizes.pipeline_readings / per_round)
+    # Latency needs at most (1M readings/s / 2) x latency_s more rounds; all of it must lie in
+    # the past (ingestion refuses readings more than 5 minutes ahead).
+    spare = math.ceil(500_000 * sizes.latency_s / per_round)
+    post_ms = args.quarters_per_post * QUARTER_MS
+    start_ms = int(time.time() * 1000) // QUARTER_MS * QUARTER_MS - (rounds + spare) * post_ms
+    # Joining a consumer group takes seconds on Tansu: let it happen while homes register.
+    joining = asyncio.create_task(UsageWatcher.start(deployment.bus_url, full_quarter))
+    fleet: load.Fleet | None = None
     limits = httpx.Limits(max_connections=8)
-    async with httpx.AsyncClient(timeout=60.0, limits=limits) as client:
-        gateway = Gateway(client, deployment.gateway_url)
-        clock.say(f"  registering {len(homes)} homes")
-        accounts = await asyncio.wait_for(register_homes(gateway, homes), clock.left())
-        full_quarter = QUARTER_MS // INTERVAL_MS
-        watcher = await asyncio.wait_for(
-            UsageWatcher.start(deployment.bus_url, full_quarter), clock.left(60)
-        )
-        instants = args.quarters_per_post * full_quarter
-        per_round = sum(len(h.devices) for h in homes) * instants
-        rounds = math.ceil(sizes.pipeline_readings / per_round)
-        # Latency needs at most (1M readings/s / 2) x latency_s more rounds; all of it must lie
-        # in the past (ingestion refuses readings more than 5 minutes ahead).
-        spare = math.ceil(500_000 * sizes.latency_s / per_round)
-        post_ms = args.quarters_per_post * QUARTER_MS
-        now_q = int(time.time() * 1000) // QUARTER_MS * QUARTER_MS
-        start_ms = now_q - (rounds + spare) * post_ms
-        specs = [
-            load.WorkerSpec(
-                base_url=deployment.gateway_url,
-                seed=SEED,
-                homes=[
-                    load.HomeLoad(a.home.index, a.token, a.device_ids)
-                    for a in accounts[w :: args.workers]
-                ],
-                start_ms=start_ms,
-                interval_ms=INTERVAL_MS,
-                quarters_per_post=args.quarters_per_post,
-                concurrency=args.concurrency,
+    try:
+        async with httpx.AsyncClient(timeout=60.0, limits=limits) as client:
+            gateway = Gateway(client, deployment.gateway_url)
+            clock.say(f"  registering {len(homes)} homes")
+            accounts = await asyncio.wait_for(register_homes(gateway, homes), clock.left())
+            fleet = load.Fleet(
+                [
+                    load.WorkerSpec(
+                        base_url=deployment.gateway_url,
+                        seed=SEED,
+                        homes=[
+                            load.HomeLoad(a.home.index, a.token, a.device_ids)
+                            for a in accounts[w :: args.workers]
+                        ],
+                        start_ms=start_ms,
+                        interval_ms=INTERVAL_MS,
+                        quarters_per_post=args.quarters_per_post,
+                        concurrency=args.concurrency,
+                    )
+                    for w in range(args.workers)
+                ]
             )
-            for w in range(args.workers)
-        ]
-        fleet = load.Fleet(specs)
-        try:
             total = await asyncio.to_thread(fleet.build, rounds, clock.left(120))
+            watcher = await asyncio.wait_for(joining, clock.left(60))
             clock.say(f"  throughput: {total:,} readings in POSTs of ~{per_round // len(homes):,}")
             with profiling(deployment.procs, args.profile, profile_tag):
                 sent = await asyncio.to_thread(fleet.run, None, clock.left())
@@ -302,13 +303,26 @@ async def pipeline(
                 for k in s.quarters
                 if k in watcher.seen
             ]
-            missing = len(keys) - len(keys & watcher.seen.keys())
-        finally:
+    finally:
+        if fleet is not None:
             fleet.close()
-            await watcher.stop()
+        joining.cancel()  # nothing, once it has joined
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await (await joining).stop()
     if not delays:
         raise RuntimeError("no usage-events seen for the latency probe")
-    return {
+    stored = query_store.Manifest(
+        mode=profile_tag,
+        target=0,
+        readings=total + probe,
+        seed=SEED,
+        end_ms=start_ms + (rounds + latency_rounds) * post_ms,
+        days=1,
+        homes=[
+            {"index": a.home.index, "email": a.email, "device_ids": a.device_ids} for a in accounts
+        ],
+    )
+    measured = {
         "pipeline_readings_per_s": round(rate),
         "p50_ms_reading_to_usage": _percentile(delays, 50),
         "p99_ms_reading_to_usage": _percentile(delays, 99),
@@ -327,10 +341,11 @@ async def pipeline(
             "offered_readings_per_s": round(half),
             "readings": probe,
             "quarter_buckets": len(keys),
-            "not_seen": missing,
+            "not_seen": len(keys - watcher.seen.keys()),
             "max_ms": round(max(delays), 1),
         },
     }
+    return measured, stored
 
 
 # -- the modes ---------------------------------------------------------------------------------
@@ -365,7 +380,7 @@ async def query_phase(
         )
 
     if not await query_store.usable(manifest, pg):
-        if sizes.query_target > QUICK.query_target and not args.build_query_store:
+        if not args.build_query_store:
             raise RuntimeError(f"no {tag} query store of {sizes.query_target:,} readings")
         CACHE.mkdir(parents=True, exist_ok=True)
         manifest = await query_store.build(
@@ -420,14 +435,19 @@ async def run_mode(
         with cm as deployment:
             if tansu is not None:
                 deployment.procs.insert(0, tansu)
-            measured = await pipeline(deployment, sizes, args, clock, mode.split("+")[0])
+            measured, stored = await pipeline(deployment, sizes, args, clock, mode.split("+")[0])
+            if args.quick:
+                # A quick run queries the little the pipeline stored: no second deployment.
+                clock.say(f"  {sizes.query_reps} of each query on {stored.readings:,} readings")
+                queries = await query_store.time_queries(deployment, stored, sizes.query_reps, SEED)
             rss = deployment.peak_rss_mb()
     finally:
         if tansu is not None:
             tansu.stop()
             await deploy.drop_database(pg, f"et_bench_{pid}")
 
-    queries = await query_phase(mode, sizes, args, clock, workdir, secret)
+    if not args.quick:
+        queries = await query_phase(mode, sizes, args, clock, workdir, secret)
     names = ("device_year_by_day", "device_day_by_hour", "user_month_by_day")
     return {
         "mode": mode,

@@ -112,6 +112,23 @@ async def test_gateways_on_one_redis_share_one_limit(redis_url: str, redis_prefi
 
 
 @pytest.mark.redis
+async def test_a_burst_larger_than_the_pool_waits_for_connections(
+    redis_url: str, redis_prefix: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    limiter = RedisRateLimiter(redis_url, redis_prefix, connections=4)
+    await limiter.start()
+    try:
+        with caplog.at_level(logging.WARNING):
+            decisions = await asyncio.gather(
+                *(limiter.hit("user:burst", Rate(100, 3600)) for _ in range(300))
+            )
+        assert sum(d.allowed for d in decisions) == 100
+        assert not caplog.records, "the burst fell back to in-process buckets"
+    finally:
+        await limiter.stop()
+
+
+@pytest.mark.redis
 async def test_a_bucket_key_expires_once_it_would_be_full(
     redis_url: str, redis_prefix: str
 ) -> None:

@@ -212,12 +212,21 @@ class RedisRateLimiter(RateLimiter):
     """
 
     def __init__(
-        self, url: str, prefix: str = "et:", *, timeout_s: float = 0.5, retry_s: float = 5.0
+        self,
+        url: str,
+        prefix: str = "et:",
+        *,
+        timeout_s: float = 0.5,
+        retry_s: float = 5.0,
+        connections: int = 64,
+        queue_s: float = 2.0,
     ) -> None:
         self.url = url
         self._prefix = prefix + "rl:"
         self._timeout_s = timeout_s
         self._retry_s = retry_s
+        self._connections = connections
+        self._queue_s = queue_s
         self._fallback = InProcessRateLimiter()
         self._down_until: float | None = None  # monotonic time to try Redis again, while down
         self._redis: Any = None  # redis.asyncio.Redis, imported only when Redis is used
@@ -228,11 +237,16 @@ class RedisRateLimiter(RateLimiter):
         from redis.exceptions import RedisError
 
         try:
-            client = aioredis.from_url(
+            # A blocking pool: a burst of requests queues for a connection (for up to
+            # `queue_s`) instead of failing with "too many connections" and tripping the fallback.
+            pool = aioredis.BlockingConnectionPool.from_url(
                 self.url,
+                max_connections=self._connections,
+                timeout=self._queue_s,
                 socket_timeout=self._timeout_s,
                 socket_connect_timeout=self._timeout_s,
             )
+            client = aioredis.Redis(connection_pool=pool)
         except ValueError:
             raise UnsupportedUrl(
                 REDIS_VARIABLE, self.url, "redis://host:6379/0 or rediss://…"
