@@ -272,20 +272,26 @@ def create_app(
         if service in ROUTERS:
             app.include_router(ROUTERS[service], prefix=API_PREFIX)
     proxy_client = install_proxy(app, remote) if remote else None
-    if remote:
-        app.openapi = lambda: _whole_api_schema(app)  # type: ignore[method-assign]
+    documented = list(ROUTERS) if gateway else [s for s in local if s in ROUTERS]
+    app.openapi = lambda: _api_schema(app, documented)  # type: ignore[method-assign]
     return app
 
 
-def _whole_api_schema(app: FastAPI) -> dict:
-    """The gateway's /docs describes every service's routes, wherever they run."""
+def _api_schema(app: FastAPI, services: list[str]) -> dict:
+    """The OpenAPI document: a gateway describes every service's routes, wherever they run;
+    bodies parsed by hand (readings, for speed) are added from their models."""
     if app.openapi_schema is None:
         from fastapi.openapi.utils import get_openapi
+        from pydantic.json_schema import models_json_schema
 
-        everything = APIRouter()
-        for router in ROUTERS.values():
-            everything.include_router(router, prefix=API_PREFIX)
-        app.openapi_schema = get_openapi(
-            title=app.title, version=app.version, routes=everything.routes
+        documented = APIRouter()
+        for service in services:
+            documented.include_router(ROUTERS[service], prefix=API_PREFIX)
+        schema = get_openapi(title=app.title, version=app.version, routes=documented.routes)
+        _, defs = models_json_schema(
+            [(model, "validation") for model in ingestion_api.HAND_PARSED_BODIES],
+            ref_template="#/components/schemas/{model}",
         )
+        schema.setdefault("components", {}).setdefault("schemas", {}).update(defs["$defs"])
+        app.openapi_schema = schema
     return app.openapi_schema
