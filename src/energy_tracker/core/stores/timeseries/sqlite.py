@@ -32,7 +32,8 @@ _PRAGMAS = (
     "PRAGMA journal_mode=WAL",
     # NORMAL, as the embedded bus: a committed batch is in the WAL before add_readings returns,
     # so a killed process loses nothing; only a power cut can undo the last commits. FULL
-    # (an fsync per commit) halved the rate of 10k-device batches, which dirty ~40 MB each.
+    # (an fsync per commit) cost about a quarter of the rate of 10k-device batches, which
+    # dirty ~45 MB each.
     "PRAGMA synchronous=NORMAL",
     "PRAGMA busy_timeout=5000",
     "PRAGMA cache_size=-65536",
