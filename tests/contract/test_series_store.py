@@ -197,6 +197,82 @@ async def test_readings_around_across_months(store: SeriesStore) -> None:
     assert keys(around) == [(A, JAN + 1), (A, MAR + 1)]
 
 
+async def test_readings_around_many_serves_several_devices_and_windows_at_once(
+    store: SeriesStore,
+) -> None:
+    minute = 60_000
+    await store.add_readings(
+        [Reading(A, JAN + m * minute, power_w=float(m)) for m in (0, 10, 20, 30, 40, 50, 60, 70)]
+        + [Reading(B, JAN + m * minute, power_w=100.0 + m) for m in (5, 15, 25)]
+        + [Reading(C, JAN + 1, power_w=1.0), Reading(C, MAR + 1, power_w=3.0)]
+    )
+    got = await store.readings_around_many(
+        [
+            (A, JAN + 25 * minute, JAN + 50 * minute),
+            (B, JAN + 10 * minute, JAN + 20 * minute),
+            (A, JAN + 45 * minute, JAN + 62 * minute),  # overlaps A's first window
+            ("never-seen", JAN, JAN + HOUR),
+            (C, FEB, FEB + HOUR),  # neighbours in other months (partitions)
+            (B, JAN + 16 * minute, JAN + 16 * minute),  # empty, inside B's first window
+        ]
+    )
+    assert {device: keys(readings) for device, readings in got.items()} == {
+        A: [
+            (A, JAN + 20 * minute),
+            (A, JAN + 30 * minute),
+            (A, JAN + 40 * minute),
+            (A, JAN + 50 * minute),
+            (A, JAN + 60 * minute),
+            (A, JAN + 70 * minute),
+        ],
+        B: [(B, JAN + 5 * minute), (B, JAN + 15 * minute), (B, JAN + 25 * minute)],
+        "never-seen": [],
+        C: [(C, JAN + 1), (C, MAR + 1)],
+    }
+    assert got[B] == [
+        Reading(B, JAN + 5 * minute, power_w=105.0),
+        Reading(B, JAN + 15 * minute, power_w=115.0),
+        Reading(B, JAN + 25 * minute, power_w=125.0),
+    ]
+    assert await store.readings_around_many([]) == {}
+
+
+async def test_readings_around_many_merges_disjoint_windows_of_a_device(
+    store: SeriesStore,
+) -> None:
+    minute = 60_000
+    await store.add_readings(
+        [Reading(A, JAN + m * minute, power_w=float(m)) for m in (0, 10, 20, 30, 40, 50, 60, 70)]
+        + [Reading(B, JAN + m * minute, power_w=float(m)) for m in (0, 10, 20, 30)]
+    )
+    got = await store.readings_around_many(
+        [
+            (A, JAN + 61 * minute, JAN + 62 * minute),  # 60, 70
+            (A, JAN + 5 * minute, JAN + 15 * minute),  # 0, 10, 20: the next of [1, 2) is inside
+            (A, JAN + 21 * minute, JAN + 29 * minute),  # 20, 30
+            (A, JAN + 55 * minute, JAN + 58 * minute),  # 50, 60: shares 60 with [61, 62)
+            (A, JAN + 1 * minute, JAN + 2 * minute),  # 0, 10
+            (B, JAN + 20 * minute, JAN + 10 * minute),  # inverted: empty at 20 -> 10, 20
+        ]
+    )
+    # 40 lies in no window and next to none: the gaps between windows are not filled in
+    assert got == {
+        A: [
+            Reading(A, JAN, power_w=0.0),
+            Reading(A, JAN + 10 * minute, power_w=10.0),
+            Reading(A, JAN + 20 * minute, power_w=20.0),
+            Reading(A, JAN + 30 * minute, power_w=30.0),
+            Reading(A, JAN + 50 * minute, power_w=50.0),
+            Reading(A, JAN + 60 * minute, power_w=60.0),
+            Reading(A, JAN + 70 * minute, power_w=70.0),
+        ],
+        B: [
+            Reading(B, JAN + 10 * minute, power_w=10.0),
+            Reading(B, JAN + 20 * minute, power_w=20.0),
+        ],
+    }
+
+
 async def test_readings_page_paginates_with_after_ts(store: SeriesStore) -> None:
     await store.add_readings([Reading(A, JAN + i * 1000, power_w=float(i)) for i in range(7)])
     await store.add_readings([Reading(B, JAN + i * 1000, power_w=0.0) for i in range(7)])
@@ -307,6 +383,61 @@ async def test_buckets_by_devices_and_range_ordered_by_device_then_start(
     ]
     assert await store.buckets([], Granularity.HOUR, JAN, JAN + HOUR) == []
     assert await store.buckets(["never-seen"], Granularity.HOUR, JAN, JAN + HOUR) == []
+
+
+async def test_buckets_many_returns_each_bucket_once_in_device_granularity_start_order(
+    store: SeriesStore,
+) -> None:
+    quarter = HOUR // 4
+    await store.put_buckets(
+        [Bucket(B, Granularity.HOUR, JAN + h * HOUR, energy_wh=20.0 + h, version=1) for h in (0, 1)]
+        + [
+            Bucket(A, Granularity.HOUR, JAN + h * HOUR, energy_wh=10.0 + h, version=1)
+            for h in range(4)
+        ]
+        + [
+            Bucket(A, Granularity.QUARTER, JAN + q * quarter, energy_wh=q, version=1)
+            for q in range(6)
+        ]
+        + [
+            Bucket(A, Granularity.DAY, JAN, energy_wh=240.0, version=1),
+            Bucket(A, Granularity.MONTH, JAN, energy_wh=7440.0, version=2),
+            Bucket(C, Granularity.HOUR, JAN, energy_wh=30.0, version=1),
+        ]
+    )
+    got = await store.buckets_many(
+        [
+            (B, Granularity.HOUR, JAN, JAN + 2 * HOUR),
+            (A, Granularity.DAY, JAN, FEB),
+            (A, Granularity.HOUR, JAN + HOUR, JAN + 3 * HOUR),
+            (A, Granularity.HOUR, JAN, JAN + 2 * HOUR),  # overlaps the one above
+            (A, Granularity.HOUR, JAN + HOUR, JAN + 2 * HOUR),  # inside both
+            (A, Granularity.QUARTER, JAN + quarter, JAN + 3 * quarter),
+            (A, Granularity.QUARTER, JAN + 3 * quarter, JAN + 4 * quarter),  # touches the above
+            (A, Granularity.QUARTER, JAN + 5 * quarter, JAN + 6 * quarter),
+            ("never-seen", Granularity.HOUR, JAN, FEB),
+            (B, Granularity.HOUR, JAN + HOUR, JAN + HOUR),  # empty range
+            (A, Granularity.MONTH, FEB, MAR),  # nothing in range
+            (B, Granularity.HOUR, JAN, JAN + HOUR),  # repeated
+        ]
+    )
+    assert [(b.device_id, b.granularity, b.start, b.energy_wh) for b in got] == [
+        (A, Granularity.QUARTER, JAN + quarter, 1.0),
+        (A, Granularity.QUARTER, JAN + 2 * quarter, 2.0),
+        (A, Granularity.QUARTER, JAN + 3 * quarter, 3.0),
+        (A, Granularity.QUARTER, JAN + 5 * quarter, 5.0),
+        (A, Granularity.HOUR, JAN, 10.0),
+        (A, Granularity.HOUR, JAN + HOUR, 11.0),
+        (A, Granularity.HOUR, JAN + 2 * HOUR, 12.0),
+        (A, Granularity.DAY, JAN, 240.0),
+        (B, Granularity.HOUR, JAN, 20.0),
+        (B, Granularity.HOUR, JAN + HOUR, 21.0),
+    ]
+    assert await store.buckets_many([(A, Granularity.MONTH, JAN, FEB)]) == [
+        Bucket(A, Granularity.MONTH, JAN, energy_wh=7440.0, version=2)
+    ]
+    assert await store.buckets_many([]) == []
+    assert await store.buckets_many([("never-seen", Granularity.DAY, JAN, FEB)]) == []
 
 
 async def test_granularities_are_kept_apart(store: SeriesStore) -> None:

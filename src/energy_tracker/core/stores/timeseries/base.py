@@ -8,9 +8,11 @@ midnight), so a bucket needs no time zone to be found again.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections import Counter
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
+from operator import attrgetter
 
 from energy_tracker.core.events import Reading
 
@@ -20,6 +22,16 @@ class Granularity(StrEnum):
     HOUR = "hour"
     DAY = "day"
     MONTH = "month"
+
+
+# Finest first: the order of `buckets_many` within a device (the values' own order is arbitrary).
+_GRANULARITY_RANK = {g: rank for rank, g in enumerate(Granularity)}
+
+Window = tuple[str, int, int]
+"""(device_id, start, end) of `SeriesStore.readings_around_many`."""
+
+BucketQuery = tuple[str, Granularity, int, int]
+"""(device_id, granularity, start, end) of `SeriesStore.buckets_many`."""
 
 
 @dataclass(slots=True)
@@ -78,10 +90,21 @@ class SeriesStore(ABC):
         """
 
     @abstractmethod
+    async def readings_around_many(self, windows: Sequence[Window]) -> dict[str, list[Reading]]:
+        """For each (device_id, start, end): readings with start <= ts < end plus the last one
+        before start and the first one at or after end (when they exist), in time order, which
+        is what integration over [start, end) needs, in one round trip. A device may appear in
+        several windows: its lists are merged (deduplicated, time-ordered). Devices with nothing
+        come back with an empty list. An inverted window (end < start) counts as empty at start.
+
+        Adapters normalise `windows` with `merge_windows` and shape their rows with
+        `group_readings`, so the merging rules live in one place.
+        """
+
     async def readings_around(self, device_id: str, start: int, end: int) -> list[Reading]:
-        """Readings with start <= ts < end, plus the last one before start and the first one
-        at or after end (when they exist), in time order: what integration over [start, end)
-        needs."""
+        """`readings_around_many` for one window: kept for callers that read one device, so the
+        adapters hold a single implementation of the behaviour."""
+        return (await self.readings_around_many([(device_id, start, end)]))[device_id]
 
     @abstractmethod
     async def readings_page(
@@ -90,10 +113,22 @@ class SeriesStore(ABC):
         """Up to `limit` readings with start <= ts < end and ts > after_ts, in time order."""
 
     @abstractmethod
+    async def buckets_many(self, queries: Sequence[BucketQuery]) -> list[Bucket]:
+        """Buckets matching any (device_id, granularity, start, end) query (start <= period
+        start < end), each bucket once, ordered by device (code points), granularity (finest
+        first: 15min, hour, day, month), start, in one round trip. Unknown devices match
+        nothing; a granularity may be given as its plain value ("hour").
+
+        Adapters run the disjoint, ordered queries of `merge_bucket_queries` and keep their
+        order, so uniqueness and ordering need no work of their own.
+        """
+
     async def buckets(
         self, device_ids: Sequence[str], granularity: Granularity, start: int, end: int
     ) -> list[Bucket]:
-        """Buckets of these devices with start <= period start < end, ordered by device, start."""
+        """Buckets of these devices with start <= period start < end, ordered by device, start:
+        `buckets_many` with one query per device (one granularity, so the order is the same)."""
+        return await self.buckets_many([(d, granularity, start, end) for d in device_ids])
 
     @abstractmethod
     async def put_buckets(self, buckets: Sequence[Bucket]) -> None:
@@ -102,3 +137,63 @@ class SeriesStore(ABC):
     @abstractmethod
     async def delete_readings_before(self, ts: int) -> int:
         """Drop raw readings older than `ts` (retention); buckets stay. Returns how many."""
+
+
+def merge_windows(windows: Iterable[Window]) -> list[Window]:
+    """The windows sorted by device then start, with an inverted window made empty at its start
+    and a device's overlapping or touching windows merged into one, so no reading is fetched
+    twice by those.
+
+    Merging is exact: for start2 <= end1 <= end2, the last reading before start2 is either
+    inside [start1, end2) or the last one before start1, and the first at or after end1 is
+    either inside it or the first at or after end2, so around(start1, end2) is the union of the
+    two. Windows with a gap between them stay apart (the readings in the gap are not wanted).
+    """
+    merged: list[Window] = []
+    for device_id, start, end in sorted((d, s, max(e, s)) for d, s, e in windows):
+        if merged and merged[-1][0] == device_id and start <= merged[-1][2]:
+            merged[-1] = (device_id, merged[-1][1], max(merged[-1][2], end))
+        else:
+            merged.append((device_id, start, end))
+    return merged
+
+
+_BY_TS = attrgetter("ts")
+
+
+def group_readings(
+    windows: Sequence[Window], readings: Iterable[Reading]
+) -> dict[str, list[Reading]]:
+    """The result of `readings_around_many` from the readings an adapter fetched for the
+    `merge_windows` windows, each window's readings in time order: every device of `windows`
+    (empty when it has none), and for a device with several windows, the union deduplicated
+    and time-ordered: two disjoint windows can share a neighbour, and one window's neighbour
+    can lie inside the other window.
+    """
+    out: dict[str, list[Reading]] = {w[0]: [] for w in windows}
+    for reading in readings:
+        out[reading.device_id].append(reading)
+    for device_id, count in Counter(w[0] for w in windows).items():
+        if count > 1:  # a single window's readings are already in order and unique
+            unique = {r.ts: r for r in out[device_id]}
+            out[device_id] = sorted(unique.values(), key=_BY_TS)
+    return out
+
+
+def merge_bucket_queries(
+    queries: Iterable[tuple[str, Granularity | str, int, int]],
+) -> list[BucketQuery]:
+    """The queries of `buckets_many` made disjoint and put in its result order: sorted by
+    device, granularity rank, start; overlapping or touching ranges of one device and
+    granularity merged; empty ranges dropped. Running them in this order returns every bucket
+    once, already ordered."""
+    keyed = sorted((d, _GRANULARITY_RANK[Granularity(g)], s, e) for d, g, s, e in queries if s < e)
+    merged: list[tuple[str, int, int, int]] = []
+    for device_id, rank, start, end in keyed:
+        last = merged[-1] if merged else None
+        if last and last[0] == device_id and last[1] == rank and start <= last[3]:
+            merged[-1] = (device_id, rank, last[2], max(last[3], end))
+        else:
+            merged.append((device_id, rank, start, end))
+    granularities = list(Granularity)
+    return [(d, granularities[rank], s, e) for d, rank, s, e in merged]
