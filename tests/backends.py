@@ -8,9 +8,14 @@ from __future__ import annotations
 import os
 import socket
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pytest
+
+if TYPE_CHECKING:
+    from energy_tracker.core.stores.metadata import Database
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -120,3 +125,36 @@ def mysql_url() -> Iterator[str]:
         yield f"mysql://root@{MARIADB[0]}:{MARIADB[1]}/{name}"
     finally:
         _mysql_admin(f"DROP DATABASE IF EXISTS `{name}`")
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("sqlite", id="sqlite"),
+        pytest.param("mariadb", id="mariadb", marks=pytest.mark.mysql),
+        pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres),
+    ]
+)
+def metadata_db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    """An empty database of each backend ET_DB_URL can name, as an ET_DB_URL: SQLite (in a
+    directory that does not exist yet: start() must create it), MariaDB and PostgreSQL. A sync
+    fixture: the server ones make it blocking."""
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path}/data/meta.db"
+    url: str = request.getfixturevalue(
+        "mysql_url" if request.param == "mariadb" else "postgres_url"
+    )
+    return url
+
+
+@pytest.fixture
+async def metadata_db(metadata_db_url: str) -> AsyncIterator[Database]:
+    """The metadata database of `metadata_db_url`, started and migrated; stopped afterwards."""
+    from energy_tracker.core.stores.metadata import Database
+
+    database = Database(metadata_db_url)
+    await database.start()
+    try:
+        await database.migrate()
+        yield database
+    finally:
+        await database.stop()

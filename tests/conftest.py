@@ -6,6 +6,8 @@ import pytest
 
 from tests.backends import (  # noqa: F401 - fixtures
     SKIPPED_LEGS,
+    metadata_db,
+    metadata_db_url,
     mysql_url,
     postgres_url,
     redis_prefix,

@@ -1,4 +1,6 @@
-"""Runs `energy-tracker` commands as real processes for the end-to-end tests."""
+"""Runs `energy-tracker` commands as real processes for the end-to-end tests: one process
+(`running`, `running_up`), a split deployment (`split_deployment`), or one command
+(`run_command`)."""
 
 from __future__ import annotations
 
@@ -7,16 +9,39 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
+
+# Every server a process could reach; `embedded_env` clears them all, so that nothing comes in
+# from the environment pytest runs in.
+SERVER_URLS = (
+    "ET_BUS_URL",
+    "ET_DB_URL",
+    "ET_TSDB_URL",
+    "ET_REDIS_URL",
+    "ET_MQTT_URL",
+    "ET_SMTP_URL",
+)
 
 
 def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def embedded_env(tmp_path: Path, **overrides: str) -> dict[str, str]:
+    """The environment of a process with every backend embedded in `tmp_path`/data, listening
+    on a free ET_HTTP_PORT; `overrides` name a server, or set anything else."""
+    return {
+        "ET_DATA_DIR": str(tmp_path / "data"),
+        "ET_HTTP_PORT": str(free_port()),
+        **dict.fromkeys(SERVER_URLS, ""),
+        **overrides,
+    }
 
 
 class ServiceProcess:
@@ -49,6 +74,16 @@ class ServiceProcess:
             time.sleep(0.2)
         raise TimeoutError(f"{self.args} not healthy after {timeout_s}s:\n{self.log()}")
 
+    def has_logged(self, text: str, times: int = 1, timeout_s: float = 60.0) -> bool:
+        """Whether `text` is in the whole log `times` times, waiting up to `timeout_s` for it
+        (a request's line follows its response)."""
+        deadline = time.monotonic() + timeout_s
+        while self.log_path.read_text(errors="replace").count(text) < times:
+            if time.monotonic() > deadline:
+                return False
+            time.sleep(0.1)
+        return True
+
     def log(self) -> str:
         self._log.flush()
         return self.log_path.read_text(errors="replace")[-5000:]
@@ -75,3 +110,56 @@ def run_command(
         timeout=timeout_s,
         check=False,
     )
+
+
+@contextmanager
+def running(args: list[str], env: Mapping[str, str], log_path: Path) -> Iterator[ServiceProcess]:
+    """The process of `energy-tracker *args`, once healthy; stopped afterwards."""
+    proc = ServiceProcess(args, env, log_path)
+    try:
+        proc.wait_healthy()
+        yield proc
+    finally:
+        proc.stop()
+
+
+@contextmanager
+def running_up(tmp_path: Path, *options: str, **overrides: str) -> Iterator[ServiceProcess]:
+    """`energy-tracker *options up` on `embedded_env(tmp_path, **overrides)`, logging to
+    `tmp_path`/up.log, once healthy; stopped afterwards."""
+    with running([*options, "up"], embedded_env(tmp_path, **overrides), tmp_path / "up.log") as p:
+        yield p
+
+
+@contextmanager
+def split_deployment(
+    tmp_path: Path,
+    services: Sequence[str],
+    env: Mapping[str, str],
+    gateways: Sequence[str] = ("gateway",),
+) -> Iterator[dict[str, ServiceProcess]]:
+    """Each of `services` in its own `serve` process and, last, each of `gateways` (a name of
+    one's own, such as gateway_a, each serving the gateway) with ET_<SERVICE>_URL set for every
+    service, on `embedded_env(tmp_path, **env)` once `migrate` has run on it. Yields the
+    processes by name once all are healthy; stops them afterwards."""
+    ports = {name: free_port() for name in (*services, *gateways)}
+    common = {
+        **embedded_env(tmp_path, **env),
+        **{f"ET_{name.upper()}_URL": f"http://127.0.0.1:{ports[name]}" for name in services},
+    }
+    migrated = run_command(["migrate"], common)
+    assert migrated.returncode == 0, migrated.stderr
+    procs: dict[str, ServiceProcess] = {}
+    try:
+        for name, port in ports.items():
+            procs[name] = ServiceProcess(
+                ["serve", "gateway" if name in gateways else name],
+                {**common, "ET_HTTP_PORT": str(port)},
+                tmp_path / f"{name}.log",
+            )
+        for proc in procs.values():
+            proc.wait_healthy()
+        yield procs
+    finally:
+        for proc in procs.values():
+            proc.stop()

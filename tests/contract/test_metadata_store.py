@@ -9,7 +9,7 @@ import asyncio
 import socket
 import sys
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -27,12 +27,6 @@ from energy_tracker.services.devices.models import Device, DeviceContext
 from energy_tracker.services.devices.store import DeviceStore
 from energy_tracker.services.users.store import UserStore
 
-LEGS = [
-    pytest.param("sqlite", id="sqlite"),
-    pytest.param("mariadb", id="mariadb", marks=pytest.mark.mysql),
-    pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres),
-]
-
 HASH_A = "a" * 64
 HASH_B = "b" * 64
 HASH_C = "c" * 64
@@ -41,35 +35,14 @@ NOW = datetime(2029, 6, 1, 12, 0, tzinfo=UTC)
 HEAD = "0002"  # the newest revision under migrations/versions
 
 
-@pytest.fixture(params=LEGS)
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """An empty database of each backend, as an ET_DB_URL."""
-    if request.param == "sqlite":
-        # A directory that does not exist yet: start() must create it.
-        return f"sqlite:///{tmp_path}/data/meta.db"
-    url: str = request.getfixturevalue(
-        "mysql_url" if request.param == "mariadb" else "postgres_url"
-    )
-    return url
+@pytest.fixture
+def user_store(metadata_db: Database) -> UserStore:
+    return UserStore(metadata_db)
 
 
 @pytest.fixture
-async def db(db_url: str) -> AsyncIterator[Database]:
-    database = Database(db_url)
-    await database.start()
-    await database.migrate()
-    yield database
-    await database.stop()
-
-
-@pytest.fixture
-def user_store(db: Database) -> UserStore:
-    return UserStore(db)
-
-
-@pytest.fixture
-def device_store(db: Database) -> DeviceStore:
-    return DeviceStore(db)
+def device_store(metadata_db: Database) -> DeviceStore:
+    return DeviceStore(metadata_db)
 
 
 async def schema_revision(db: Database) -> list[str]:
@@ -80,10 +53,10 @@ async def schema_revision(db: Database) -> list[str]:
 # --- lifecycle and migrations ---------------------------------------------------------------
 
 
-async def test_migrate_twice_is_harmless(db: Database, user_store: UserStore) -> None:
+async def test_migrate_twice_is_harmless(metadata_db: Database, user_store: UserStore) -> None:
     await user_store.create("kept@example.com", "h")
-    await db.migrate()
-    assert await schema_revision(db) == [HEAD]
+    await metadata_db.migrate()
+    assert await schema_revision(metadata_db) == [HEAD]
     kept = await user_store.by_email("kept@example.com")
     assert kept is not None and kept.email == "kept@example.com"
 
@@ -93,8 +66,8 @@ def _schema_drift(connection: Connection) -> list[object]:
     return drift
 
 
-async def test_migrations_create_exactly_the_schema_module(db: Database) -> None:
-    async with db.begin() as conn:
+async def test_migrations_create_exactly_the_schema_module(metadata_db: Database) -> None:
+    async with metadata_db.begin() as conn:
         assert await conn.run_sync(_schema_drift) == []
 
 
@@ -108,13 +81,13 @@ def _table_names(connection: Connection) -> list[str]:
     return sorted(inspect(connection).get_table_names())
 
 
-async def test_downgrade_to_base_then_upgrade_again(db: Database) -> None:
-    async with db.begin() as conn:
+async def test_downgrade_to_base_then_upgrade_again(metadata_db: Database) -> None:
+    async with metadata_db.begin() as conn:
         await conn.run_sync(_downgrade_to_base)
-    async with db.begin() as conn:
+    async with metadata_db.begin() as conn:
         assert await conn.run_sync(_table_names) == ["alembic_version"]
-    await db.migrate()
-    async with db.begin() as conn:
+    await metadata_db.migrate()
+    async with metadata_db.begin() as conn:
         assert await conn.run_sync(_table_names) == [
             "alembic_version",
             "alert_deliveries",
@@ -129,11 +102,11 @@ async def test_downgrade_to_base_then_upgrade_again(db: Database) -> None:
             "refresh_tokens",
             "users",
         ]
-    assert await schema_revision(db) == [HEAD]
+    assert await schema_revision(metadata_db) == [HEAD]
 
 
-async def test_concurrent_migrations_of_a_fresh_database_both_succeed(db_url: str) -> None:
-    first, second = Database(db_url), Database(db_url)
+async def test_concurrent_migrations_of_a_fresh_database_both_succeed(metadata_db_url: str) -> None:
+    first, second = Database(metadata_db_url), Database(metadata_db_url)
     await first.start()
     await second.start()
     try:
@@ -160,16 +133,18 @@ asyncio.run(main())
 """
 
 
-async def test_processes_migrating_a_fresh_database_at_once_all_succeed(db_url: str) -> None:
+async def test_processes_migrating_a_fresh_database_at_once_all_succeed(
+    metadata_db_url: str,
+) -> None:
     processes = [
         await asyncio.create_subprocess_exec(
-            sys.executable, "-c", MIGRATE_SCRIPT, db_url, stderr=asyncio.subprocess.PIPE
+            sys.executable, "-c", MIGRATE_SCRIPT, metadata_db_url, stderr=asyncio.subprocess.PIPE
         )
         for _ in range(3)
     ]
     outcomes = [await process.communicate() for process in processes]
     assert [process.returncode for process in processes] == [0, 0, 0], outcomes
-    database = Database(db_url)
+    database = Database(metadata_db_url)
     await database.start()
     try:
         assert await schema_revision(database) == [HEAD]
@@ -177,14 +152,14 @@ async def test_processes_migrating_a_fresh_database_at_once_all_succeed(db_url: 
         await database.stop()
 
 
-async def test_alias_spellings_of_the_url_reach_the_same_database(db: Database) -> None:
-    scheme, rest = db.url.split("://", 1)
+async def test_alias_spellings_of_the_url_reach_the_same_database(metadata_db: Database) -> None:
+    scheme, rest = metadata_db.url.split("://", 1)
     aliases = {
         "sqlite": ["sqlite+aiosqlite"],
         "mysql": ["mysql+aiomysql", "mariadb"],
         "postgresql": ["postgres", "postgresql+asyncpg"],
     }[scheme]
-    await UserStore(db).create("alias@example.com", "h")
+    await UserStore(metadata_db).create("alias@example.com", "h")
     for alias in aliases:
         other = Database(f"{alias}://{rest}")
         await other.start()
@@ -195,11 +170,11 @@ async def test_alias_spellings_of_the_url_reach_the_same_database(db: Database) 
             await other.stop()
 
 
-async def test_stop_twice_is_harmless(db: Database) -> None:
-    await db.stop()
-    await db.stop()
+async def test_stop_twice_is_harmless(metadata_db: Database) -> None:
+    await metadata_db.stop()
+    await metadata_db.stop()
     with pytest.raises(RuntimeError, match="start"):
-        _ = db.engine
+        _ = metadata_db.engine
 
 
 @pytest.mark.parametrize(
@@ -622,7 +597,7 @@ async def test_contexts_resolve_zone_tariff_and_enabled_in_one_batch(
 
 
 async def test_deleting_a_user_deletes_their_devices_and_tokens(
-    db: Database, user_store: UserStore, device_store: DeviceStore
+    metadata_db: Database, user_store: UserStore, device_store: DeviceStore
 ) -> None:
     yara = await user_store.create("yara@example.com", "h")
     zoe = await user_store.create("zoe@example.com", "h")
@@ -630,7 +605,7 @@ async def test_deleting_a_user_deletes_their_devices_and_tokens(
     kept = await device_store.create(zoe.id, "kept", "meter", HASH_B)
     await user_store.add_refresh_token(yara.id, HASH_C, LATER)
 
-    async with db.begin() as conn:
+    async with metadata_db.begin() as conn:
         await conn.execute(delete(users).where(users.c.id == yara.id))
 
     assert await user_store.get(yara.id) is None

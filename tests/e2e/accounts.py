@@ -1,5 +1,5 @@
-"""Small steps the end-to-end tests repeat through the public API: an account, a device, a wait
-for the usage service to have caught up."""
+"""Small steps the end-to-end tests repeat through the public API: an account, a device, a
+reading, a wait for an asynchronous service (usage, alerts) to have caught up."""
 
 from __future__ import annotations
 
@@ -10,15 +10,26 @@ from typing import Any
 
 import httpx
 
+PASSWORD = "correct horse battery"
 
-def signed_up(http: httpx.Client, api: str, **profile: Any) -> dict[str, str]:
-    """A new account (with `profile` patched in); returns its Authorization header."""
-    creds = {"email": f"u{uuid.uuid4().hex[:10]}@example.com", "password": "correct horse battery"}
-    r = http.post(api + "/auth/register", json=creds)
-    assert r.status_code == 201, r.text
-    r = http.post(api + "/auth/login", json=creds)
+
+def logged_in(http: httpx.Client, api: str, email: str) -> dict[str, str]:
+    """The Authorization header of a login to the account `email` (password PASSWORD)."""
+    r = http.post(api + "/auth/login", json={"email": email, "password": PASSWORD})
     assert r.status_code == 200, r.text
-    auth = {"Authorization": f"Bearer {r.json()['access_token']}"}
+    assert r.json()["token_type"] == "bearer"
+    return {"Authorization": f"Bearer {r.json()['access_token']}"}
+
+
+def signed_up(
+    http: httpx.Client, api: str, email: str | None = None, **profile: Any
+) -> dict[str, str]:
+    """A new account (a fresh address unless `email` is given, `profile` patched in); returns
+    its Authorization header."""
+    email = email or f"u{uuid.uuid4().hex[:10]}@example.com"
+    r = http.post(api + "/auth/register", json={"email": email, "password": PASSWORD})
+    assert r.status_code == 201, r.text
+    auth = logged_in(http, api, email)
     if profile:
         r = http.patch(api + "/users/me", json=profile, headers=auth)
         assert r.status_code == 200, r.text
@@ -32,16 +43,29 @@ def new_device(http: httpx.Client, api: str, auth: dict[str, str], **body: Any) 
     return r.json()["id"], r.json()["api_key"]
 
 
-def usage_when(
+def post_reading(
+    http: httpx.Client, api: str, key: str, device_id: str | None = None, **fields: Any
+) -> httpx.Response:
+    """One reading of now (of `device_id` when given, `fields` added or changed) sent with the
+    device key `key`."""
+    reading = {"ts": int(time.time() * 1000), "power_w": 42.0, **fields}
+    if device_id is not None:
+        reading["device_id"] = device_id
+    return http.post(api + "/readings", json=reading, headers={"X-Device-Key": key})
+
+
+def items_when(
     http: httpx.Client,
     url: str,
     auth: dict[str, str],
     params: dict[str, str],
     done: Callable[[list[dict[str, Any]]], bool],
     timeout_s: float = 90.0,
+    interval_s: float = 0.3,
 ) -> list[dict[str, Any]]:
-    """The usage items once `done(items)` holds (the consumer works asynchronously), or the last
-    ones seen when `timeout_s` runs out, for the caller's assertion to show."""
+    """The items of the list at `url` (usage, readings, alerts) once `done(items)` holds (the
+    services behind it work asynchronously), or the last ones seen when `timeout_s` runs out,
+    for the caller's assertion to show."""
     deadline = time.monotonic() + timeout_s
     items: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
@@ -50,5 +74,5 @@ def usage_when(
         items = r.json()["items"]
         if done(items):
             break
-        time.sleep(0.3)
+        time.sleep(interval_s)
     return items

@@ -13,8 +13,8 @@ import httpx
 import pytest
 
 from tests.alert_receivers import WebhookReceiver
-from tests.e2e.accounts import new_device, signed_up
-from tests.processes import ServiceProcess, free_port, run_command
+from tests.e2e.accounts import items_when, new_device, signed_up
+from tests.processes import ServiceProcess, running_up, split_deployment
 
 SECRET = "e2e-webhook-secret"
 
@@ -23,16 +23,9 @@ def alerts_when(
     http: httpx.Client, api: str, auth: dict[str, str], state: str, timeout_s: float = 60.0
 ) -> list[dict]:
     """The alerts in `state` once there is one (alerting is asynchronous), or the last answer."""
-    deadline = time.monotonic() + timeout_s
-    items: list[dict] = []
-    while time.monotonic() < deadline:
-        r = http.get(api + "/alerts", params={"state": state}, headers=auth)
-        assert r.status_code == 200, r.text
-        items = r.json()["items"]
-        if items:
-            break
-        time.sleep(0.2)
-    return items
+    return items_when(
+        http, api + "/alerts", auth, {"state": state}, bool, timeout_s, interval_s=0.2
+    )
 
 
 def run_alerting(base: str) -> None:
@@ -98,15 +91,8 @@ def run_alerting(base: str) -> None:
 
 @pytest.fixture
 def up_process(tmp_path: Path) -> Iterator[ServiceProcess]:
-    env = {"ET_DATA_DIR": str(tmp_path / "data"), "ET_HTTP_PORT": str(free_port())}
-    for name in ("ET_BUS_URL", "ET_DB_URL", "ET_TSDB_URL", "ET_SMTP_URL"):
-        env[name] = ""
-    proc = ServiceProcess(["up"], env, tmp_path / "up.log")
-    try:
-        proc.wait_healthy()
+    with running_up(tmp_path) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 def test_alerts_in_one_process(up_process: ServiceProcess) -> None:
@@ -116,32 +102,10 @@ def test_alerts_in_one_process(up_process: ServiceProcess) -> None:
 @pytest.mark.kafka
 @pytest.mark.mysql
 def test_alerts_as_a_separate_service(tmp_path: Path, kafka_url: str, mysql_url: str) -> None:
-    ports = {name: free_port() for name in ("users", "devices", "ingestion", "alerts", "gateway")}
-    common = {
-        "ET_DATA_DIR": str(tmp_path / "data"),
+    env = {
         "ET_BUS_URL": kafka_url,
         "ET_DB_URL": mysql_url,
-        "ET_TSDB_URL": "",
         "ET_JWT_SECRET": "e2e-alerts-secret-that-is-long-enough-0123456789",
-        **{
-            f"ET_{n.upper()}_URL": f"http://127.0.0.1:{p}"
-            for n, p in ports.items()
-            if n != "gateway"
-        },
     }
-    migrated = run_command(["migrate"], common)
-    assert migrated.returncode == 0, migrated.stderr
-    procs = []
-    try:
-        for name, port in ports.items():
-            procs.append(
-                ServiceProcess(
-                    ["serve", name], {**common, "ET_HTTP_PORT": str(port)}, tmp_path / f"{name}.log"
-                )
-            )
-        for proc in procs:
-            proc.wait_healthy()
-        run_alerting(procs[-1].url)
-    finally:
-        for proc in procs:
-            proc.stop()
+    with split_deployment(tmp_path, ("users", "devices", "ingestion", "alerts"), env) as procs:
+        run_alerting(procs["gateway"].url)

@@ -21,11 +21,11 @@ import pytest
 from energy_tracker.app import create_app
 from energy_tracker.config import SERVICE_NAMES, Settings
 from energy_tracker.services.gateway.routes import API_PREFIX
+from tests.e2e.accounts import PASSWORD, items_when, logged_in, new_device, post_reading
 from tests.forged_tokens import forged_tokens
-from tests.processes import ServiceProcess, free_port, run_command
+from tests.processes import ServiceProcess, embedded_env, run_command, running
 
 SECRET = "e2e-authorization-secret-0123456789-0123456789"
-PASSWORD = "correct horse battery"
 PRINCIPALS = ("anonymous", "other_user", "owner", "admin", "other_device", "disabled_user")
 GENEROUS = "user=100000/60s,device=100000/60s,anonymous=100000/60s,login=100000/60s"
 
@@ -218,26 +218,14 @@ def test_every_operation_has_a_rule() -> None:
 @pytest.fixture(scope="module")
 def up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
     tmp = tmp_path_factory.mktemp("authz")
-    env = {
-        "ET_DATA_DIR": str(tmp / "data"),
-        "ET_HTTP_PORT": str(free_port()),
-        "ET_JWT_SECRET": SECRET,
-        "ET_RATE_LIMITS": GENEROUS,
-        "ET_BUS_URL": "",
-        "ET_DB_URL": "",
-        "ET_TSDB_URL": "",
-        "ET_REDIS_URL": "",
-        "ET_ADMIN_PASSWORD": PASSWORD,
-    }
+    env = embedded_env(
+        tmp, ET_JWT_SECRET=SECRET, ET_RATE_LIMITS=GENEROUS, ET_ADMIN_PASSWORD=PASSWORD
+    )
     made = run_command(["create-admin", "root@example.com"], env)
     assert made.returncode == 0, made.stderr
     assert "admin root@example.com created" in made.stdout
-    proc = ServiceProcess(["up"], env, tmp / "up.log")
-    try:
-        proc.wait_healthy()
+    with running(["up"], env, tmp / "up.log") as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 def sign_up(http: httpx.Client, api: str, email: str) -> Account:
@@ -247,22 +235,9 @@ def sign_up(http: httpx.Client, api: str, email: str) -> Account:
 
 
 def log_in(http: httpx.Client, api: str, email: str) -> Account:
-    r = http.post(api + "/auth/login", json={"email": email, "password": PASSWORD})
-    assert r.status_code == 200, r.text
-    headers = {"Authorization": f"Bearer {r.json()['access_token']}"}
+    headers = logged_in(http, api, email)
     me = http.get(api + "/users/me", headers=headers).json()
     return Account(email, me["id"], headers)
-
-
-def device_key(http: httpx.Client, api: str, account: Account) -> tuple[str, str]:
-    r = http.post(api + "/devices", json={"name": "own", "type": "plug"}, headers=account.headers)
-    assert r.status_code == 201, r.text
-    return r.json()["id"], r.json()["api_key"]
-
-
-def post_reading(http: httpx.Client, api: str, key: str, device_id: str) -> httpx.Response:
-    reading = {"device_id": device_id, "ts": int(time.time() * 1000), "power_w": 10.0}
-    return http.post(api + "/readings", json=reading, headers={"X-Device-Key": key})
 
 
 @pytest.fixture(scope="module")
@@ -273,9 +248,11 @@ def world(up: ServiceProcess) -> Iterator[World]:
         other = sign_up(http, api, "other@example.com")
         admin = log_in(http, api, "root@example.com")
         disabled = sign_up(http, api, "disabled@example.com")
-        other_device, other_key = device_key(http, api, other)
+        other_device, other_key = new_device(http, api, other.headers, name="own", type="plug")
         assert post_reading(http, api, other_key, other_device).status_code == 202
-        disabled_device, disabled_key = device_key(http, api, disabled)
+        disabled_device, disabled_key = new_device(
+            http, api, disabled.headers, name="own", type="plug"
+        )
         assert post_reading(http, api, disabled_key, disabled_device).status_code == 202
         r = http.patch(
             api + f"/users/{disabled.user_id}", json={"disabled": True}, headers=admin.headers
@@ -291,13 +268,9 @@ def fire_an_alert(w: World) -> tuple[str, str]:
     device = w.fresh_device()
     rule_id = w.fresh_rule(device["id"])
     assert post_reading(w.http, w.api, device["api_key"], device["id"]).status_code == 202
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        items = w.http.get(w.api + "/alerts", headers=w.owner.headers).json().get("items", [])
-        if items:
-            return items[0]["id"], rule_id
-        time.sleep(0.3)
-    raise AssertionError("no alert fired within 60 s")
+    items = items_when(w.http, w.api + "/alerts", w.owner.headers, {}, bool, timeout_s=60)
+    assert items, "no alert fired within 60 s"
+    return items[0]["id"], rule_id
 
 
 def path_params(w: World, template: str) -> dict[str, str]:

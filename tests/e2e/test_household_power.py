@@ -21,8 +21,8 @@ import httpx
 import pytest
 
 from tests.backends import IN_CI
-from tests.e2e.accounts import new_device, signed_up, usage_when
-from tests.processes import ServiceProcess, free_port
+from tests.e2e.accounts import items_when, new_device, signed_up
+from tests.processes import ServiceProcess, running_up
 
 DATA = Path(__file__).resolve().parents[2] / ".cache/data/minute_household_power.csv.xz"
 # April 2007 (the file's dates are d/m/yyyy): 43,200 minutes, 3,723 of them `?` (among them a
@@ -91,20 +91,8 @@ def expected_days(samples: list[tuple[int, float]]) -> dict[str, tuple[float, in
 
 @pytest.fixture
 def household(tmp_path: Path) -> Iterator[ServiceProcess]:
-    env = {
-        "ET_DATA_DIR": str(tmp_path / "data"),
-        "ET_HTTP_PORT": str(free_port()),
-        "ET_BUS_URL": "",
-        "ET_DB_URL": "",
-        "ET_TSDB_URL": "",
-        "ET_RATE_LIMITS": "off",
-    }
-    proc = ServiceProcess(["up"], env, tmp_path / "up.log")
-    try:
-        proc.wait_healthy()
+    with running_up(tmp_path, ET_RATE_LIMITS="off") as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 def test_a_month_of_a_real_home_day_by_day(household: ServiceProcess) -> None:
@@ -125,7 +113,7 @@ def test_a_month_of_a_real_home_day_by_day(household: ServiceProcess) -> None:
         first = datetime.fromisoformat(next(iter(expected))).date()
         last = datetime.fromisoformat(list(expected)[-1]).date() + timedelta(days=1)
         params = {"granularity": "day", "from": first.isoformat(), "to": last.isoformat()}
-        items = usage_when(
+        items = items_when(
             http,
             f"{api}/devices/{device}/usage",
             auth,

@@ -22,8 +22,8 @@ import pytest
 
 from energy_tracker.core.bus.embedded import EmbeddedBus
 from tests.backends import MOSQUITTO, require
-from tests.e2e.accounts import new_device, signed_up, usage_when
-from tests.processes import ServiceProcess, free_port, run_command
+from tests.e2e.accounts import items_when, new_device, post_reading, signed_up
+from tests.processes import ServiceProcess, embedded_env, run_command, running_up
 
 MIN = 60_000
 HOUR = 60 * MIN
@@ -34,38 +34,19 @@ def hour_ago(hours: int) -> int:
     return (int(time.time() * 1000) // HOUR - hours) * HOUR
 
 
-def up(tmp_path: Path, **env: str) -> Iterator[ServiceProcess]:
-    full = {
-        "ET_DATA_DIR": str(tmp_path / "data"),
-        "ET_HTTP_PORT": str(free_port()),
-        "ET_BUS_URL": "",
-        "ET_DB_URL": "",
-        "ET_TSDB_URL": "",
-        "ET_RATE_LIMITS": "off",
-        **env,
-    }
-    proc = ServiceProcess(["up"], full, tmp_path / "up.log")
-    try:
-        proc.wait_healthy()
-        yield proc
-    finally:
-        proc.stop()
-
-
 @pytest.fixture
 def with_mqtt(tmp_path: Path) -> Iterator[ServiceProcess]:
     require("mosquitto", *MOSQUITTO)
-    for proc in up(tmp_path, ET_MQTT_URL=f"mqtt://{MOSQUITTO[0]}:{MOSQUITTO[1]}"):
-        deadline = time.monotonic() + 30
-        while "MQTT: subscribed" not in proc.log():
-            assert time.monotonic() < deadline, proc.log()
-            time.sleep(0.2)
+    url = f"mqtt://{MOSQUITTO[0]}:{MOSQUITTO[1]}"
+    with running_up(tmp_path, ET_RATE_LIMITS="off", ET_MQTT_URL=url) as proc:
+        assert proc.has_logged("MQTT: subscribed", timeout_s=30), proc.log()
         yield proc
 
 
 @pytest.fixture
 def plain(tmp_path: Path) -> Iterator[ServiceProcess]:
-    yield from up(tmp_path)
+    with running_up(tmp_path, ET_RATE_LIMITS="off") as proc:
+        yield proc
 
 
 def publish(messages: list[tuple[str, bytes]]) -> None:
@@ -148,7 +129,7 @@ def test_shelly_and_tasmota_over_mqtt(with_mqtt: ServiceProcess, tmp_path: Path)
         after_bare = int(time.time() * 1000)
 
         params = {"granularity": "hour", "from": str(t), "to": str(t + HOUR)}
-        items = usage_when(
+        items = items_when(
             http,
             f"{api}/devices/{shelly}/usage",
             auth,
@@ -158,7 +139,7 @@ def test_shelly_and_tasmota_over_mqtt(with_mqtt: ServiceProcess, tmp_path: Path)
         assert [(i["energy_kwh"], i["samples"], i["max_power_w"]) for i in items] == [
             (1.0, 4, 1000.0)
         ]
-        items = usage_when(
+        items = items_when(
             http,
             f"{api}/devices/{tasmota}/usage",
             auth,
@@ -257,7 +238,7 @@ def test_bad_input_is_refused_and_good_readings_all_count(
         # 61 good readings of 600 W a minute apart from t: the hour t holds 60 samples and
         # 0.6 kW x 1 h = 0.6 kWh; nothing of the refused requests.
         params = {"granularity": "hour", "from": str(t), "to": str(t + HOUR)}
-        items = usage_when(
+        items = items_when(
             http,
             f"{api}/devices/{mine}/usage",
             auth,
@@ -298,14 +279,16 @@ def test_live_stream(plain: ServiceProcess) -> None:
         t = hour_ago(1)
 
         def send(ts: int, watts: float) -> None:
-            r = http.post(
-                api + "/readings", json={"ts": ts, "power_w": watts}, headers={"X-Device-Key": key}
-            )
+            r = post_reading(http, api, key, ts=ts, power_w=watts)
             assert r.status_code == 202, r.text
 
         send(t, 100.0)
         send(t + MIN, 200.0)
-        wait_stored(http, api, auth, device, 2)
+        readings = f"{api}/devices/{device}/readings"
+        stored = items_when(
+            http, readings, auth, {}, lambda i: len(i) >= 2, timeout_s=60, interval_s=0.2
+        )
+        assert len(stored) >= 2, "2 readings not stored in 60 s"
         # Without Last-Event-ID: the latest stored reading first, then each new one.
         with http.stream("GET", f"{api}/devices/{device}/live", headers=auth) as stream:
             assert stream.headers["content-type"].startswith("text/event-stream")
@@ -319,18 +302,6 @@ def test_live_stream(plain: ServiceProcess) -> None:
         ) as stream:
             events = sse_events(stream.iter_lines())
             assert [next(events), next(events)] == [(t + MIN, 200.0), (t + 2 * MIN, 300.0)]
-
-
-def wait_stored(
-    http: httpx.Client, api: str, auth: dict[str, str], device: str, count: int
-) -> None:
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline:
-        r = http.get(f"{api}/devices/{device}/readings", headers=auth)
-        if len(r.json()["items"]) >= count:
-            return
-        time.sleep(0.2)
-    raise AssertionError(f"{count} readings not stored in 60 s")
 
 
 def sse_events(lines: Iterator[str]) -> Iterator[tuple[int, float]]:
@@ -350,12 +321,7 @@ def sse_events(lines: Iterator[str]) -> Iterator[tuple[int, float]]:
 
 def test_csv_import(plain: ServiceProcess, tmp_path: Path) -> None:
     api = plain.url + "/api/v1"
-    env = {
-        "ET_DATA_DIR": str(tmp_path / "data"),
-        "ET_BUS_URL": "",
-        "ET_DB_URL": "",
-        "ET_TSDB_URL": "",
-    }
+    env = embedded_env(tmp_path)
     with httpx.Client(timeout=30.0) as http:
         auth = signed_up(http, api)
         device, _ = new_device(http, api, auth)
@@ -399,7 +365,7 @@ def test_csv_import(plain: ServiceProcess, tmp_path: Path) -> None:
 
         # 1.2 kW x 1 h = 1.2 kWh in each of the three hours, 60 samples each.
         params = {"granularity": "hour", "from": str(t), "to": str(t + 3 * HOUR)}
-        items = usage_when(
+        items = items_when(
             http,
             f"{api}/devices/{device}/usage",
             auth,

@@ -16,8 +16,8 @@ import paho.mqtt.publish
 import pytest
 
 from tests.backends import IN_CI, reachable
-from tests.e2e.accounts import new_device, signed_up, usage_when
-from tests.processes import ServiceProcess, free_port, run_command
+from tests.e2e.accounts import items_when, new_device, signed_up
+from tests.processes import embedded_env, free_port, run_command, running_up
 
 MIN = 60_000
 HOUR = 60 * MIN
@@ -65,33 +65,19 @@ def broker(tmp_path: Path) -> Iterator[Mosquitto]:
         b.stop()
 
 
-def env_for(tmp_path: Path, mqtt_url: str) -> dict[str, str]:
-    return {
-        "ET_DATA_DIR": str(tmp_path / "data"),
-        "ET_HTTP_PORT": str(free_port()),
-        "ET_BUS_URL": "",
-        "ET_DB_URL": "",
-        "ET_TSDB_URL": "",
-        "ET_RATE_LIMITS": "off",
-        "ET_MQTT_URL": mqtt_url,
-    }
-
-
 def test_an_unreachable_broker_stops_the_start_in_one_line(tmp_path: Path) -> None:
     url = f"mqtt://127.0.0.1:{free_port()}"
-    result = run_command(["up"], env_for(tmp_path, url), timeout_s=60)
+    env = embedded_env(tmp_path, ET_RATE_LIMITS="off", ET_MQTT_URL=url)
+    result = run_command(["up"], env, timeout_s=60)
     assert result.returncode == 2
     assert f"ET_MQTT_URL={url} is unreachable" in result.stderr
     assert "Traceback" not in result.stderr
 
 
 def test_a_lost_broker_is_reconnected(tmp_path: Path, broker: Mosquitto) -> None:
-    proc = ServiceProcess(
-        ["up"], env_for(tmp_path, f"mqtt://127.0.0.1:{broker.port}"), tmp_path / "up.log"
-    )
-    try:
-        proc.wait_healthy()
-        wait_for_log(proc, "MQTT: subscribed", 1)
+    url = f"mqtt://127.0.0.1:{broker.port}"
+    with running_up(tmp_path, ET_RATE_LIMITS="off", ET_MQTT_URL=url) as proc:
+        assert proc.has_logged("MQTT: subscribed"), proc.log()
         api = proc.url + "/api/v1"
         with httpx.Client(timeout=30.0) as http:
             auth = signed_up(http, api)
@@ -100,14 +86,14 @@ def test_a_lost_broker_is_reconnected(tmp_path: Path, broker: Mosquitto) -> None
             send(broker.port, device, t, 100.0)
 
             broker.stop()
-            wait_for_log(proc, "MQTT broker lost", 1)
+            assert proc.has_logged("MQTT broker lost"), proc.log()
             broker.start()
-            wait_for_log(proc, "MQTT: subscribed", 2)
+            assert proc.has_logged("MQTT: subscribed", 2), proc.log()
             send(broker.port, device, t + 30 * MIN, 100.0)
 
             # One reading sent before the broker was lost and one after it came back: both
             # are in the hour's samples.
-            items = usage_when(
+            items = items_when(
                 http,
                 f"{api}/devices/{device}/usage",
                 auth,
@@ -115,8 +101,6 @@ def test_a_lost_broker_is_reconnected(tmp_path: Path, broker: Mosquitto) -> None
                 lambda i: bool(i) and i[0]["samples"] == 2,
             )
             assert [i["samples"] for i in items] == [2]
-    finally:
-        proc.stop()
 
 
 def send(port: int, device: str, ts: int, watts: float) -> None:
@@ -127,10 +111,3 @@ def send(port: int, device: str, ts: int, watts: float) -> None:
         hostname="127.0.0.1",
         port=port,
     )
-
-
-def wait_for_log(proc: ServiceProcess, text: str, times: int, timeout_s: float = 60) -> None:
-    deadline = time.monotonic() + timeout_s
-    while proc.log_path.read_text(errors="replace").count(text) < times:
-        assert time.monotonic() < deadline, proc.log()
-        time.sleep(0.2)

@@ -10,7 +10,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.processes import ServiceProcess, free_port
+from tests.processes import ServiceProcess, running_up
 
 PASSWORD = "correct horse battery staple"
 WRONG_PASSWORD = "incorrect mule battery staple"
@@ -18,20 +18,8 @@ WRONG_PASSWORD = "incorrect mule battery staple"
 
 @pytest.fixture
 def up_debug(tmp_path: Path) -> Iterator[ServiceProcess]:
-    env = {
-        "ET_DATA_DIR": str(tmp_path / "data"),
-        "ET_HTTP_PORT": str(free_port()),
-        "ET_BUS_URL": "",
-        "ET_DB_URL": "",
-        "ET_TSDB_URL": "",
-        "ET_REDIS_URL": "",
-    }
-    proc = ServiceProcess(["--log-level", "DEBUG", "up"], env, tmp_path / "up.log")
-    try:
-        proc.wait_healthy()
+    with running_up(tmp_path, "--log-level", "DEBUG") as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 class Recorder:

@@ -11,7 +11,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.processes import ServiceProcess, free_port, run_command
+from tests.e2e.accounts import items_when, new_device, signed_up
+from tests.processes import ServiceProcess, running_up, split_deployment
 
 HOUR_MS = 3_600_000
 
@@ -19,22 +20,8 @@ HOUR_MS = 3_600_000
 def run_slice(base: str) -> None:
     api = base + "/api/v1"
     with httpx.Client(timeout=30.0) as http:
-        r = http.post(
-            api + "/auth/register",
-            json={"email": "ada@example.com", "password": "correct horse battery"},
-        )
-        assert r.status_code == 201, r.text
-        r = http.post(
-            api + "/auth/login",
-            json={"email": "ada@example.com", "password": "correct horse battery"},
-        )
-        assert r.status_code == 200, r.text
-        token = r.json()["access_token"]
-        assert r.json()["token_type"] == "bearer"
-        auth = {"Authorization": f"Bearer {token}"}
-        r = http.post(api + "/devices", json={"name": "kettle plug", "type": "plug"}, headers=auth)
-        assert r.status_code == 201, r.text
-        device_id, key = r.json()["id"], r.json()["api_key"]
+        auth = signed_up(http, api, "ada@example.com")
+        device_id, key = new_device(http, api, auth, name="kettle plug", type="plug")
         assert http.get(api + f"/devices/{device_id}", headers=auth).json().get("api_key") is None
 
         # 1,200 W every 10 s over one whole UTC hour two hours ago, the closing sample included:
@@ -59,15 +46,14 @@ def run_slice(base: str) -> None:
         assert bad.json()["error"]["details"][0]["field"] == "power_w"
 
         params = {"granularity": "hour", "from": str(hour), "to": str(hour + HOUR_MS)}
-        deadline = time.monotonic() + 60
-        items: list[dict] = []
-        while time.monotonic() < deadline:
-            r = http.get(api + f"/devices/{device_id}/usage", params=params, headers=auth)
-            assert r.status_code == 200, r.text
-            items = r.json()["items"]
-            if items and items[0]["samples"] == 360:
-                break
-            time.sleep(0.3)
+        items = items_when(
+            http,
+            api + f"/devices/{device_id}/usage",
+            auth,
+            params,
+            lambda i: bool(i) and i[0]["samples"] == 360,
+            timeout_s=60,
+        )
         assert len(items) == 1, items
         assert items[0]["energy_kwh"] == pytest.approx(1.200, rel=0.01)
         assert items[0]["samples"] == 360
@@ -76,15 +62,8 @@ def run_slice(base: str) -> None:
 
 @pytest.fixture
 def up_process(tmp_path: Path) -> Iterator[ServiceProcess]:
-    env = {"ET_DATA_DIR": str(tmp_path / "data"), "ET_HTTP_PORT": str(free_port())}
-    for name in ("ET_BUS_URL", "ET_DB_URL", "ET_TSDB_URL"):
-        env[name] = ""
-    proc = ServiceProcess(["up"], env, tmp_path / "up.log")
-    try:
-        proc.wait_healthy()
+    with running_up(tmp_path) as proc:
         yield proc
-    finally:
-        proc.stop()
 
 
 def test_slice_in_one_process(up_process: ServiceProcess) -> None:
@@ -97,32 +76,12 @@ def test_slice_in_one_process(up_process: ServiceProcess) -> None:
 def test_slice_as_separate_services(
     tmp_path: Path, kafka_url: str, mysql_url: str, postgres_url: str
 ) -> None:
-    ports = {name: free_port() for name in ("users", "devices", "ingestion", "usage", "gateway")}
-    common = {
-        "ET_DATA_DIR": str(tmp_path / "data"),
+    env = {
         "ET_BUS_URL": kafka_url,
         "ET_DB_URL": mysql_url,
         "ET_TSDB_URL": postgres_url,
         "ET_JWT_SECRET": "e2e-split-secret-that-is-long-enough-0123456789",
-        **{
-            f"ET_{n.upper()}_URL": f"http://127.0.0.1:{p}"
-            for n, p in ports.items()
-            if n != "gateway"
-        },
     }
-    migrated = run_command(["migrate"], common)
-    assert migrated.returncode == 0, migrated.stderr
-    procs = []
-    try:
-        for name, port in ports.items():
-            procs.append(
-                ServiceProcess(
-                    ["serve", name], {**common, "ET_HTTP_PORT": str(port)}, tmp_path / f"{name}.log"
-                )
-            )
-        for proc in procs:
-            proc.wait_healthy()
-        run_slice(procs[-1].url)
-    finally:
-        for proc in procs:
-            proc.stop()
+    services = ("users", "devices", "ingestion", "usage")
+    with split_deployment(tmp_path, services, env) as procs:
+        run_slice(procs["gateway"].url)

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.processes import free_port, run_command
+from tests.processes import embedded_env, run_command
 
 
 @pytest.mark.parametrize(
@@ -20,8 +20,7 @@ from tests.processes import free_port, run_command
     ],
 )
 def test_bad_url_fails_with_one_line(tmp_path: Path, variable: str, url: str, says: str) -> None:
-    env = {"ET_DATA_DIR": str(tmp_path), "ET_HTTP_PORT": str(free_port()), variable: url}
-    done = run_command(["up"], env, timeout_s=60)
+    done = run_command(["up"], embedded_env(tmp_path, **{variable: url}), timeout_s=60)
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1, done.stderr

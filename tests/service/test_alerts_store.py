@@ -3,10 +3,8 @@ writes that keep replicas from acting twice, and the merges that keep only what 
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 
@@ -18,11 +16,6 @@ from energy_tracker.services.alerts.store import AlertStore, Seen, UsageValue
 from energy_tracker.services.devices.store import DeviceStore
 from energy_tracker.services.users.store import UserStore
 
-LEGS = [
-    pytest.param("sqlite", id="sqlite"),
-    pytest.param("mariadb", id="mariadb", marks=pytest.mark.mysql),
-    pytest.param("postgresql", id="postgresql", marks=pytest.mark.postgres),
-]
 NOW = datetime(2026, 11, 28, 12, 0, tzinfo=UTC)
 NOW_MS = round(NOW.timestamp() * 1000)
 
@@ -36,26 +29,12 @@ class World:
     rule: AlertRule
 
 
-@pytest.fixture(params=LEGS)
-def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """An empty database of each backend (a sync fixture: the server ones make it blocking)."""
-    if request.param == "sqlite":
-        return f"sqlite:///{tmp_path}/meta.db"
-    url: str = request.getfixturevalue(
-        "mysql_url" if request.param == "mariadb" else "postgres_url"
-    )
-    return url
-
-
 @pytest.fixture
-async def world(db_url: str) -> AsyncIterator[World]:
-    db = Database(db_url)
-    await db.start()
-    await db.migrate()
-    user = await UserStore(db).create("owner@example.com", "x")
-    device = await DeviceStore(db).create(user.id, "plug", "plug", "1" * 64)
-    other = await DeviceStore(db).create(user.id, "meter", "meter", "2" * 64)
-    store = AlertStore(db)
+async def world(metadata_db: Database) -> World:
+    user = await UserStore(metadata_db).create("owner@example.com", "x")
+    device = await DeviceStore(metadata_db).create(user.id, "plug", "plug", "1" * 64)
+    other = await DeviceStore(metadata_db).create(user.id, "meter", "meter", "2" * 64)
+    store = AlertStore(metadata_db)
     rule = await store.create_rule(
         user.id,
         NOW,
@@ -71,10 +50,7 @@ async def world(db_url: str) -> AsyncIterator[World]:
         severity="warning",
         channels=[{"type": "webhook", "url": "http://127.0.0.1:9/", "secret": "0123456789"}],
     )
-    try:
-        yield World(store, user.id, device.id, other.id, rule)
-    finally:
-        await db.stop()
+    return World(store, user.id, device.id, other.id, rule)
 
 
 def fired(rule: AlertRule, at_ms: int = NOW_MS) -> Outcome:

@@ -21,7 +21,7 @@ from energy_tracker.core.events import (
 from energy_tracker.core.stores.timeseries.base import SeriesStore
 from energy_tracker.services.devices.store import DeviceStore
 from energy_tracker.services.usage.live import StoredReadings
-from energy_tracker.services.usage.rollups import Rollups
+from energy_tracker.services.usage.rollups import DeviceReadings, Rollups
 
 log = logging.getLogger(__name__)
 GROUP = "usage"
@@ -68,12 +68,14 @@ class UsageConsumer:
         await self.series.add_readings([r for rs in by_device.values() for r in rs])
         if self.stored is not None:
             self.stored.notify(by_device)
-        changed = []
-        for device_id, readings in by_device.items():
-            ctx = contexts[device_id]
-            changed += await self.rollups.recompute(
-                device_id, readings, ZoneInfo(ctx.timezone), ctx.tariff
-            )
+        changed = await self.rollups.recompute(
+            {
+                device_id: DeviceReadings(
+                    readings, ZoneInfo(contexts[device_id].timezone), contexts[device_id].tariff
+                )
+                for device_id, readings in by_device.items()
+            }
+        )
         if changed:
             # Publish before storing: if we die in between, the redelivery sees the difference
             # again and publishes again (same version), so no update is ever lost.

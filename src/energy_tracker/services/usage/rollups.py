@@ -1,15 +1,21 @@
-"""Keeps a device's buckets equal to what its stored readings say, however late they arrive.
+"""Keeps devices' buckets equal to what their stored readings say, however late they arrive.
 
 For the readings just stored, the quarters their segments touch are recomputed from the raw
 series; the hours, local days and local months holding a changed quarter are re-summed from
 their parts. A bucket is written (with version + 1) only when its values change, so a replay or a
 redelivery changes nothing and publishes nothing.
+
+A whole consumer batch is recomputed together in three store round trips (the neighbours of the
+new readings, the readings of the touched quarters, the stored buckets around them), however
+many devices it holds: per-device queries would make the store's latency the pipeline's limit.
 """
 
 from __future__ import annotations
 
+from bisect import bisect_left
+from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import replace
+from dataclasses import dataclass, replace
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -17,7 +23,6 @@ from energy_tracker.core.energy import (
     QUARTER_MS,
     period_end,
     period_start,
-    period_starts,
     quarter_buckets,
     rollup,
 )
@@ -25,6 +30,27 @@ from energy_tracker.core.events import Reading
 from energy_tracker.core.stores.timeseries.base import Bucket, Granularity, SeriesStore
 
 Q, H, D, M = Granularity.QUARTER, Granularity.HOUR, Granularity.DAY, Granularity.MONTH
+
+
+@dataclass(frozen=True, slots=True)
+class DeviceReadings:
+    """New readings of one device, with what its buckets need: its zone and its tariff."""
+
+    readings: Sequence[Reading]
+    tz: ZoneInfo
+    tariff: dict[str, Any] | None
+
+
+@dataclass(frozen=True, slots=True)
+class _Window:
+    """The quarters [q_lo, q_hi) a device's new readings touch, and the wider spans of stored
+    buckets needed to re-sum the hours, days and months holding them."""
+
+    q_lo: int
+    q_hi: int
+    quarters: tuple[int, int]  # every quarter of the touched UTC hours and local days
+    hours: tuple[int, int]
+    months: tuple[int, int]  # the touched local months (for their days and themselves)
 
 
 def _changes(new: Iterable[Bucket], old: dict[int, Bucket]) -> list[Bucket]:
@@ -39,74 +65,112 @@ def _changes(new: Iterable[Bucket], old: dict[int, Bucket]) -> list[Bucket]:
     return out
 
 
+def _sums(
+    device_id: str,
+    granularity: Granularity,
+    starts: Iterable[int],
+    parts: dict[int, Bucket],
+    tz: ZoneInfo,
+) -> list[Bucket]:
+    """The buckets of `granularity` beginning at `starts`, each the sum of the `parts` (finer
+    buckets by start) inside it."""
+    keys = sorted(parts)
+    out = []
+    for start in sorted(set(starts)):
+        lo = bisect_left(keys, start)
+        hi = bisect_left(keys, period_end(start, granularity, tz), lo)
+        out.append(rollup(device_id, granularity, start, (parts[k] for k in keys[lo:hi])))
+    return out
+
+
+def _window(q_lo: int, q_hi: int, tz: ZoneInfo) -> _Window:
+    # Where the offset is not a whole number of hours (India, Nepal, Newfoundland) an hour
+    # straddles two local days, so the quarters of the touched hours AND days are both needed.
+    d_lo, d_hi = period_start(q_lo, D, tz), period_end(period_start(q_hi - 1, D, tz), D, tz)
+    h_lo, h_hi = period_start(q_lo, H), period_end(period_start(q_hi - 1, H), H)
+    m_lo = period_start(d_lo, M, tz)
+    m_hi = period_end(period_start(d_hi - 1, M, tz), M, tz)
+    return _Window(q_lo, q_hi, (min(d_lo, h_lo), max(d_hi, h_hi)), (h_lo, h_hi), (m_lo, m_hi))
+
+
 class Rollups:
     def __init__(self, series: SeriesStore, max_gap_ms: int) -> None:
         self.series = series
         self.max_gap_ms = max_gap_ms
 
-    async def recompute(
+    async def recompute(self, batch: dict[str, DeviceReadings]) -> list[Bucket]:
+        """Every bucket that these (already stored) readings changed, newly versioned."""
+        if not batch:
+            return []
+        spans = {
+            d: (min(r.ts for r in b.readings), max(r.ts for r in b.readings))
+            for d, b in batch.items()
+        }
+        neighbours = await self.series.readings_around_many(
+            [(d, lo, hi + 1) for d, (lo, hi) in spans.items()]
+        )
+        windows: dict[str, _Window] = {}
+        for device_id, (lo, hi) in spans.items():
+            near = neighbours.get(device_id) or []
+            q_lo = period_start(min(lo, near[0].ts if near else lo), Q)
+            q_hi = period_start(max(hi, near[-1].ts if near else hi), Q) + QUARTER_MS
+            windows[device_id] = _window(q_lo, q_hi, batch[device_id].tz)
+        rows = await self.series.readings_around_many(
+            [(d, w.q_lo, w.q_hi) for d, w in windows.items()]
+        )
+        stored = await self.series.buckets_many(
+            [
+                query
+                for d, w in windows.items()
+                for query in (
+                    (d, Q, *w.quarters),
+                    (d, H, *w.hours),
+                    (d, D, *w.months),
+                    (d, M, *w.months),
+                )
+            ]
+        )
+        by_key: dict[tuple[str, Granularity], dict[int, Bucket]] = defaultdict(dict)
+        for bucket in stored:
+            by_key[(bucket.device_id, bucket.granularity)][bucket.start] = bucket
+        changed: list[Bucket] = []
+        for device_id, window in windows.items():
+            changed += self._device_changes(
+                device_id,
+                batch[device_id],
+                window,
+                rows.get(device_id) or [],
+                {g: by_key[(device_id, g)] for g in (Q, H, D, M)},
+            )
+        return changed
+
+    def _device_changes(
         self,
         device_id: str,
-        readings: Sequence[Reading],
-        tz: ZoneInfo,
-        tariff: dict[str, Any] | None,
+        new: DeviceReadings,
+        window: _Window,
+        rows: list[Reading],
+        stored: dict[Granularity, dict[int, Bucket]],
     ) -> list[Bucket]:
-        """Every bucket of the device that these (stored) readings changed, newly versioned."""
-        lo = min(r.ts for r in readings)
-        hi = max(r.ts for r in readings)
-        neighbours = await self.series.readings_around(device_id, lo, hi + 1)
-        q_lo = period_start(min(lo, neighbours[0].ts if neighbours else lo), Q)
-        q_hi = period_start(max(hi, neighbours[-1].ts if neighbours else hi), Q) + QUARTER_MS
-        rows = await self.series.readings_around(device_id, q_lo, q_hi)
-        fresh_quarters = quarter_buckets(
-            device_id, rows, q_lo, q_hi, max_gap_ms=self.max_gap_ms, tz=tz, tariff=tariff
+        fresh = quarter_buckets(
+            device_id,
+            rows,
+            window.q_lo,
+            window.q_hi,
+            max_gap_ms=self.max_gap_ms,
+            tz=new.tz,
+            tariff=new.tariff,
         )
-
-        # Quarters of every local day and every UTC hour touched: enough to re-sum those hours
-        # and days. Both are needed: where the offset is not a whole number of hours (India,
-        # Nepal, Newfoundland), an hour straddles two local days.
-        d_lo, d_hi = period_start(q_lo, D, tz), period_end(period_start(q_hi - 1, D, tz), D, tz)
-        h_lo, h_hi = period_start(q_lo, H), period_end(period_start(q_hi - 1, H), H)
-        quarters = {
-            b.start: b
-            for b in await self.series.buckets([device_id], Q, min(d_lo, h_lo), max(d_hi, h_hi))
-        }
-        changed_quarters = _changes(fresh_quarters, quarters)
+        quarters = stored[Q]
+        changed_quarters = _changes(fresh, quarters)
         if not changed_quarters:
             return []
-        quarters.update((b.start, b) for b in changed_quarters)
-        first, last = changed_quarters[0].start, changed_quarters[-1].start
-
-        def sums(
-            granularity: Granularity, starts: list[int], parts: dict[int, Bucket], zone: ZoneInfo
-        ) -> list[Bucket]:
-            return [
-                rollup(
-                    device_id,
-                    granularity,
-                    s,
-                    (b for t, b in parts.items() if s <= t < period_end(s, granularity, zone)),
-                )
-                for s in starts
-            ]
-
-        hour_starts = sorted({period_start(b.start, H) for b in changed_quarters})
-        old_hours = {
-            b.start: b
-            for b in await self.series.buckets([device_id], H, hour_starts[0], hour_starts[-1] + 1)
-        }
-        changed_hours = _changes(sums(H, hour_starts, quarters, tz), old_hours)
-
-        day_starts = period_starts(first, last + QUARTER_MS, D, tz)
-        old_days = {b.start: b for b in await self.series.buckets([device_id], D, d_lo, d_hi)}
-        fresh_days = sums(D, day_starts, quarters, tz)
-        changed_days = _changes(fresh_days, old_days)
-
-        m_lo = period_start(day_starts[0], M, tz)
-        m_hi = period_end(period_start(day_starts[-1], M, tz), M, tz)
-        days = {b.start: b for b in await self.series.buckets([device_id], D, m_lo, m_hi)}
-        days.update((b.start, b) for b in changed_days)
-        month_starts = period_starts(m_lo, m_hi, M, tz)
-        old_months = {b.start: b for b in await self.series.buckets([device_id], M, m_lo, m_hi)}
-        changed_months = _changes(sums(M, month_starts, days, tz), old_months)
+        quarters = {**quarters, **{b.start: b for b in changed_quarters}}
+        hour_starts = {period_start(b.start, H) for b in changed_quarters}
+        changed_hours = _changes(_sums(device_id, H, hour_starts, quarters, new.tz), stored[H])
+        day_starts = {period_start(b.start, D, new.tz) for b in changed_quarters}
+        changed_days = _changes(_sums(device_id, D, day_starts, quarters, new.tz), stored[D])
+        days = {**stored[D], **{b.start: b for b in changed_days}}
+        month_starts = {period_start(s, M, new.tz) for s in day_starts}
+        changed_months = _changes(_sums(device_id, M, month_starts, days, new.tz), stored[M])
         return changed_quarters + changed_hours + changed_days + changed_months
