@@ -48,7 +48,7 @@ def names() -> Names:
 @pytest.fixture(params=["embedded", pytest.param("kafka", marks=pytest.mark.kafka)])
 def bus_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "embedded":
-        return f"embedded://{tmp_path}/data/bus.db"
+        return f"embedded:///{tmp_path}/data/bus.db"
     return request.getfixturevalue("kafka_url")
 
 
@@ -417,7 +417,7 @@ def test_unknown_bus_url_is_refused() -> None:
 async def test_unopenable_embedded_file_names_the_url(tmp_path: Path) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("not a directory")
-    url = f"embedded://{blocker}/bus.db"
+    url = f"embedded:///{blocker}/bus.db"
     with pytest.raises(BackendUnavailable, match="ET_BUS_URL=embedded://"):
         await bus_from_url(url, PARTITIONS).start()
 

@@ -106,7 +106,7 @@ class EmbeddedBus(EventBus):
         rebalance_check_s: float = 0.2,
     ) -> None:
         self.path = path
-        self.url = f"embedded://{path}"
+        self.url = f"embedded:///{path}"
         self.partitions = partitions
         self.session_timeout_s = session_timeout_s
         self.rebalance_check_s = rebalance_check_s

@@ -1,18 +1,21 @@
 """Pick the event backbone adapter from ET_BUS_URL, so only configuration differs between a
-Raspberry Pi (`embedded:///data/bus.db`) and a cluster (`kafka://k1:9092,k2:9092`)."""
+Raspberry Pi (`embedded:////var/lib/et/bus.db`) and a cluster (`kafka://k1:9092,k2:9092`).
+
+File URLs read as SQLAlchemy reads `sqlite:` ones, so all ET_* file URLs agree: three slashes
+and a path relative to the working directory, or four and an absolute path."""
 
 from __future__ import annotations
 
 from energy_tracker.core.bus.base import EventBus
 from energy_tracker.core.errors import UnsupportedUrl
 
-SUPPORTED = "embedded:///path/to/bus.db or kafka://host:port[,host2:port]"
+SUPPORTED = "embedded:////absolute/path/bus.db or kafka://host:port[,host2:port]"
 
 
 def bus_from_url(url: str, partitions: int) -> EventBus:
     """An unstarted bus for `url`; adapters are imported lazily so aiokafka loads only if used."""
     scheme, sep, rest = url.partition("://")
-    target = rest.rstrip("/") if scheme == "kafka" else rest
+    target = rest.rstrip("/") if scheme == "kafka" else rest.removeprefix("/")
     if not sep or not target:
         raise UnsupportedUrl("ET_BUS_URL", url, SUPPORTED)
     if scheme == "embedded":

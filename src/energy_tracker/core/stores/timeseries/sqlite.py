@@ -109,15 +109,13 @@ Row = tuple[int, int, float | None, float | None, float | None, float | None]
 
 
 def sqlite_path(url: str) -> Path:
-    """The absolute file path of `sqlite:///abs/path/series.db`.
-
-    Leading slashes are collapsed, so the SQLAlchemy spelling `sqlite:////abs/path` (which the
-    settings produce for the default data dir) names the same file.
-    """
+    """The file of a `sqlite:` URL, read as SQLAlchemy reads it (and so as ET_DB_URL is read):
+    `sqlite:///relative/path.db` (to the working directory), `sqlite:////absolute/path.db`."""
     parts = urlsplit(url)
-    if parts.scheme != "sqlite" or parts.netloc or not parts.path.strip("/"):
-        raise UnsupportedUrl(VARIABLE, url, "sqlite:///absolute/path/series.db")
-    return Path("/" + unquote(parts.path).lstrip("/"))
+    path = unquote(parts.path)[1:]
+    if parts.scheme != "sqlite" or parts.netloc or not path.strip("/"):
+        raise UnsupportedUrl(VARIABLE, url, "sqlite:////absolute/path/series.db")
+    return Path(path).absolute()
 
 
 class SqliteSeriesStore(SeriesStore):
