@@ -185,6 +185,10 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/alerts/stream"): Rule(SIGNED_IN_200),
     ("GET", "/alerts/{alert_id}"): Rule(OWNED_200),
     ("POST", "/alerts/{alert_id}/ack"): Rule(OWNED_200),
+    # Of the caller's own devices (a device_id of another's is a 404: test_insights_api.py).
+    ("GET", "/insights/summary"): Rule(SIGNED_IN_200),
+    ("GET", "/insights/forecast"): Rule(SIGNED_IN_200),
+    ("GET", "/insights/anomalies"): Rule(SIGNED_IN_200),
 }
 
 

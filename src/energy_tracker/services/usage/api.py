@@ -3,21 +3,20 @@
 from __future__ import annotations
 
 import time
-from collections import defaultdict
-from datetime import UTC, date, datetime
+from datetime import UTC, datetime
 from typing import Annotated, Any
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from zoneinfo import ZoneInfo
 
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
+from energy_tracker.core import bucket_queries as queries
 from energy_tracker.core.auth import Identity
-from energy_tracker.core.energy import period_end, period_start, period_starts, rollup
+from energy_tracker.core.energy import period_start
 from energy_tracker.core.errors import ApiError
 from energy_tracker.core.events import Reading
 from energy_tracker.core.http import not_found, shutting_down, user_identity
 from energy_tracker.core.stores.timeseries.base import Bucket, Granularity, SeriesStore
-from energy_tracker.services.devices.models import DeviceContext
 from energy_tracker.services.devices.store import DeviceStore
 from energy_tracker.services.usage.live import reading_events
 
@@ -41,46 +40,11 @@ def devices(request: Request) -> DeviceStore:
     return request.app.state.devices
 
 
-def _zone(name: str, field: str = "tz") -> ZoneInfo:
-    try:
-        return ZoneInfo(name)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ApiError(
-            422,
-            "invalid",
-            f"unknown time zone {name!r}",
-            [{"field": field, "message": "not an IANA time zone"}],
-        ) from None
-
-
-def _instant(value: str | None, field: str, tz: ZoneInfo) -> int | None:
-    """Epoch ms from RFC 3339 (with offset), a date (local midnight in `tz`) or epoch ms."""
-    if value is None:
-        return None
-    try:
-        if value.isdigit():
-            return int(value)
-        if len(value) == 10:
-            d = date.fromisoformat(value)
-            return int(datetime(d.year, d.month, d.day, tzinfo=tz).timestamp() * 1000)
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        parsed = None
-    if parsed is None or parsed.tzinfo is None:
-        raise ApiError(
-            422,
-            "invalid",
-            f"{field} must be RFC 3339 with an offset, a date or epoch milliseconds",
-            [{"field": field, "message": "bad timestamp"}],
-        )
-    return int(parsed.timestamp() * 1000)
-
-
 def _range(
     granularity: Granularity, start: str | None, end: str | None, tz: ZoneInfo
 ) -> tuple[int, int]:
-    hi = _instant(end, "to", tz) or int(time.time() * 1000)
-    lo = _instant(start, "from", tz)
+    hi = queries.instant(end, "to", tz) or int(time.time() * 1000)
+    lo = queries.instant(start, "from", tz)
     lo = hi - DEFAULT_SPAN_MS[granularity] if lo is None else lo
     if lo >= hi:
         raise ApiError(
@@ -100,27 +64,6 @@ def _range(
                 [{"field": "from", "message": "range too long"}],
             )
     return lo, hi
-
-
-async def _device_buckets(
-    store: SeriesStore, ctx: DeviceContext, granularity: Granularity, lo: int, hi: int, tz: ZoneInfo
-) -> list[Bucket]:
-    """Stored buckets, or for days/months in another zone than the device's, sums of quarters."""
-    if granularity in (Granularity.QUARTER, Granularity.HOUR) or ZoneInfo(ctx.timezone) == tz:
-        return await store.buckets([ctx.device_id], granularity, lo, hi)
-    starts = period_starts(lo, hi, granularity, tz)
-    if not starts:
-        return []
-    quarters = await store.buckets(
-        [ctx.device_id], Granularity.QUARTER, starts[0], period_end(starts[-1], granularity, tz)
-    )
-    out = []
-    for s in starts:
-        e = period_end(s, granularity, tz)
-        parts = [q for q in quarters if s <= q.start < e]
-        if parts:
-            out.append(rollup(ctx.device_id, granularity, s, parts))
-    return out
 
 
 def _item(bucket: Bucket, tz: ZoneInfo) -> dict[str, Any]:
@@ -149,9 +92,11 @@ async def device_usage(
     ctx = (await registry.contexts([device_id])).get(device_id)
     if ctx is None or not identity.can_see(ctx.owner_id):
         raise not_found("device")
-    zone = _zone(tz or ctx.timezone)
+    zone = queries.zone(tz or ctx.timezone)
     lo, hi = _range(granularity, start, end, zone)
-    buckets = await _device_buckets(store, ctx, granularity, lo, hi, zone)
+    buckets = await queries.device_buckets(
+        store, device_id, ctx.timezone, granularity, lo, hi, zone
+    )
     return {
         "device_id": device_id,
         "granularity": granularity,
@@ -175,13 +120,16 @@ async def user_usage(
     own = await registry.list(identity.user_id, limit=10_000)
     contexts = await registry.contexts([d.id for d in own])
     user = await request.app.state.users.get(identity.user_id)
-    zone = _zone(tz or (user.timezone if user else "UTC"))
+    zone = queries.zone(tz or (user.timezone if user else "UTC"))
     lo, hi = _range(granularity, start, end, zone)
-    totals: dict[int, list[Bucket]] = defaultdict(list)
-    for ctx in contexts.values():
-        for b in await _device_buckets(store, ctx, granularity, lo, hi, zone):
-            totals[b.start].append(b)
-    items = [_item(rollup("*", granularity, s, parts), zone) for s, parts in sorted(totals.items())]
+    per_device = [
+        b
+        for ctx in contexts.values()
+        for b in await queries.device_buckets(
+            store, ctx.device_id, ctx.timezone, granularity, lo, hi, zone
+        )
+    ]
+    items = [_item(b, zone) for b in queries.summed(granularity, per_device)]
     return {"granularity": granularity, "timezone": zone.key, "items": items}
 
 
@@ -201,8 +149,8 @@ async def device_readings(
     if ctx is None or not identity.can_see(ctx.owner_id):
         raise not_found("device")
     utc = ZoneInfo("UTC")
-    hi = _instant(end, "to", utc) or int(time.time() * 1000) + 300_000
-    lo = _instant(start, "from", utc) or 0
+    hi = queries.instant(end, "to", utc) or int(time.time() * 1000) + 300_000
+    lo = queries.instant(start, "from", utc) or 0
     rows = await store.readings_page(device_id, lo, hi, cursor, limit)
     items = [_reading_item(r) for r in rows]
     return {"items": items, "next_cursor": rows[-1].ts if len(rows) == limit else None}

@@ -1,0 +1,88 @@
+"""Reading buckets back for an API: query parameters checked, and a device's buckets in any time
+zone. The usage and insights services both serve buckets this way, so it lives here once.
+"""
+
+from __future__ import annotations
+
+from bisect import bisect_left
+from collections import defaultdict
+from collections.abc import Iterable
+from datetime import date, datetime
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from energy_tracker.core.energy import period_end, period_starts, rollup
+from energy_tracker.core.errors import ApiError
+from energy_tracker.core.stores.timeseries.base import Bucket, Granularity, SeriesStore
+
+
+def zone(name: str, field: str = "tz") -> ZoneInfo:
+    """The IANA zone `name`; a 422 naming `field` when there is no such zone."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError):
+        raise ApiError(
+            422,
+            "invalid",
+            f"unknown time zone {name!r}",
+            [{"field": field, "message": "not an IANA time zone"}],
+        ) from None
+
+
+def instant(value: str | None, field: str, tz: ZoneInfo) -> int | None:
+    """Epoch ms from RFC 3339 (with offset), a date (local midnight in `tz`) or epoch ms."""
+    if value is None:
+        return None
+    try:
+        if value.isdigit():
+            return int(value)
+        if len(value) == 10:
+            d = date.fromisoformat(value)
+            return int(datetime(d.year, d.month, d.day, tzinfo=tz).timestamp() * 1000)
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        parsed = None
+    if parsed is None or parsed.tzinfo is None:
+        raise ApiError(
+            422,
+            "invalid",
+            f"{field} must be RFC 3339 with an offset, a date or epoch milliseconds",
+            [{"field": field, "message": "bad timestamp"}],
+        )
+    return int(parsed.timestamp() * 1000)
+
+
+async def device_buckets(
+    store: SeriesStore,
+    device_id: str,
+    device_zone: str,
+    granularity: Granularity,
+    lo: int,
+    hi: int,
+    tz: ZoneInfo,
+) -> list[Bucket]:
+    """Stored buckets, or for days/months in another zone than the device's, sums of quarters."""
+    if granularity in (Granularity.QUARTER, Granularity.HOUR) or ZoneInfo(device_zone) == tz:
+        return await store.buckets([device_id], granularity, lo, hi)
+    starts = period_starts(lo, hi, granularity, tz)
+    if not starts:
+        return []
+    quarters = await store.buckets(
+        [device_id], Granularity.QUARTER, starts[0], period_end(starts[-1], granularity, tz)
+    )
+    # One device's quarters come back in time order: each period is a slice found by bisection.
+    quarter_starts = [q.start for q in quarters]
+    out = []
+    for s in starts:
+        first = bisect_left(quarter_starts, s)
+        last = bisect_left(quarter_starts, period_end(s, granularity, tz), first)
+        if last > first:
+            out.append(rollup(device_id, granularity, s, quarters[first:last]))
+    return out
+
+
+def summed(granularity: Granularity, buckets: Iterable[Bucket]) -> list[Bucket]:
+    """Buckets of several devices added period by period (device "*"), in time order."""
+    by_start: dict[int, list[Bucket]] = defaultdict(list)
+    for b in buckets:
+        by_start[b.start].append(b)
+    return [rollup("*", granularity, s, parts) for s, parts in sorted(by_start.items())]

@@ -1,0 +1,127 @@
+"""Routes of the insights service: a summary, forecasts and anomalies of the caller's usage (all
+their devices summed), or of one device with `device_id` (theirs; an admin's: any)."""
+
+from __future__ import annotations
+
+import time
+from datetime import datetime
+from typing import Annotated
+from zoneinfo import ZoneInfo
+
+from fastapi import APIRouter, Depends, Query, Request
+
+from energy_tracker.core import bucket_queries as queries
+from energy_tracker.core.auth import Identity
+from energy_tracker.core.errors import ApiError
+from energy_tracker.core.http import user_identity
+from energy_tracker.core.stores.timeseries.base import SeriesStore
+from energy_tracker.services.devices.store import DeviceStore
+from energy_tracker.services.insights import reports
+from energy_tracker.services.insights.reports import DeviceRef, Subject
+from energy_tracker.services.insights.schemas import AnomaliesOut, ForecastOut, SummaryOut
+
+router = APIRouter(prefix="/insights", tags=["insights"])
+
+# An `at` beyond these years is a typo, and past them date arithmetic would overflow.
+YEARS = range(1971, 9000)
+
+
+def series(request: Request) -> SeriesStore:
+    return request.app.state.series
+
+
+def _as_of(at: str | None, zone: ZoneInfo) -> datetime:
+    """The instant `at` names (default: now) in `zone`; a 422 naming `at` when out of range."""
+    at_ms = queries.instant(at, "at", zone)
+    try:
+        now = datetime.fromtimestamp((time.time() * 1000 if at_ms is None else at_ms) / 1000, zone)
+        if now.year in YEARS:
+            return now
+    except (OverflowError, OSError, ValueError):
+        pass
+    raise ApiError(
+        422,
+        "invalid",
+        f"at must lie in the years {YEARS.start} to {YEARS.stop - 1}",
+        [{"field": "at", "message": "out of range"}],
+    )
+
+
+async def subject(
+    request: Request,
+    device_id: Annotated[
+        str | None,
+        Query(max_length=64, description="One of your devices; default: all of them, summed."),
+    ] = None,
+    tz: Annotated[
+        str | None,
+        Query(
+            max_length=64,
+            description="IANA zone to count days in; default: the device's with device_id "
+            "(its own, else its owner's), else yours.",
+        ),
+    ] = None,
+    at: Annotated[
+        str | None,
+        Query(
+            max_length=40,
+            description="Make the report as of this instant (RFC 3339, a date or epoch ms); "
+            "default: now. Usage is read in whole days, so that day counts as recorded.",
+        ),
+    ] = None,
+    identity: Identity = Depends(user_identity),
+) -> Subject:
+    """FastAPI dependency: whose usage, in which zone, as of when, from the query."""
+    registry: DeviceStore = request.app.state.devices
+    if device_id is not None:
+        ctx = (await registry.contexts([device_id])).get(device_id)
+        device = await registry.get(device_id)
+        if ctx is None or device is None or not identity.can_see(ctx.owner_id):
+            # The same answer for another's device as for none, so ids are not confirmed.
+            raise ApiError(
+                404,
+                "not_found",
+                "device not found",
+                [{"field": "device_id", "message": "not one of your devices"}],
+            )
+        devices = [DeviceRef(device_id, device.name, ctx.timezone)]
+        home_zone, currency = ctx.timezone, ctx.currency
+    else:
+        own = await registry.list(identity.user_id, limit=10_000)
+        contexts = await registry.contexts([d.id for d in own])
+        devices = [
+            DeviceRef(d.id, d.name, contexts[d.id].timezone) for d in own if d.id in contexts
+        ]
+        user = await request.app.state.users.get(identity.user_id)
+        home_zone, currency = (user.timezone, user.currency) if user else ("UTC", "EUR")
+    zone = queries.zone(tz or home_zone)
+    now = _as_of(at, zone)
+    return Subject(device_id, devices, zone, currency, now)
+
+
+@router.get("/summary", response_model=SummaryOut)
+async def summary(
+    of: Subject = Depends(subject), store: SeriesStore = Depends(series)
+) -> SummaryOut:
+    """Baseload (always-on power, its yearly kWh and cost), this month so far against last
+    month, and the devices that used the most this month."""
+    return SummaryOut.model_validate(await reports.summary(store, of))
+
+
+@router.get("/forecast", response_model=ForecastOut)
+async def forecast(
+    of: Subject = Depends(subject), store: SeriesStore = Depends(series)
+) -> ForecastOut:
+    """This month's expected kWh and cost with a range, and each of the next seven days."""
+    return ForecastOut.model_validate(await reports.forecast(store, of))
+
+
+@router.get("/anomalies", response_model=AnomaliesOut)
+async def anomalies(
+    of: Subject = Depends(subject),
+    store: SeriesStore = Depends(series),
+    days: Annotated[int, Query(ge=1, le=90, description="How many full days back to look.")] = 14,
+) -> AnomaliesOut:
+    """Days far above or below the median of the 28 days before each, and hours far above the
+    median of the same hour of the day."""
+    return AnomaliesOut.model_validate(await reports.anomalies(store, of, days))

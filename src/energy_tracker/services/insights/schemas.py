@@ -1,0 +1,142 @@
+"""Response bodies of the insights service, so /docs shows every field and what it means.
+
+The models read the report dataclasses of `reports` and `analysis` attribute by attribute, and
+round on the way out: the analysis keeps full precision, a client needs no 15 decimals.
+"""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
+
+
+def _rounder(digits: int, *, nullable: bool = False) -> PlainSerializer:
+    """Rounds on the way out; `return_type` keeps the documented schema a number (or null)."""
+    return PlainSerializer(
+        lambda v: None if v is None else round(v, digits),
+        return_type=float | None if nullable else float,
+    )
+
+
+Kwh = Annotated[float, _rounder(6)]
+Money = Annotated[float, _rounder(6)]
+Watts = Annotated[float, _rounder(3)]
+Ratio = Annotated[float, _rounder(3)]
+# With its offset as `isoformat` writes it (+00:00, not Z), as the usage service's period starts.
+Instant = Annotated[
+    datetime,
+    PlainSerializer(datetime.isoformat, return_type=str),
+    WithJsonSchema({"type": "string", "format": "date-time"}),
+]
+
+
+class Out(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+
+
+class ReportOut(Out):
+    device_id: str | None = Field(description="The device asked for; null: all of yours, summed.")
+    timezone: str = Field(description="The zone days and hours of the day are counted in.")
+    currency: str = Field(description="Of every cost (the owner's profile).")
+    at: Instant = Field(description="The instant the report is made as of.")
+
+
+class BaseloadOut(Out):
+    power_w: Watts = Field(
+        description="Always-on power: the 10th percentile of the hourly average power over the "
+        "last 14 full days."
+    )
+    yearly_kwh: Kwh = Field(description="That power for a year (8,760 h).")
+    yearly_cost: Annotated[float | None, _rounder(6, nullable=True)] = Field(
+        description="At the mean price of those hours; null when none had a price."
+    )
+    share_pct: Annotated[float | None, _rounder(3, nullable=True)] = Field(
+        description="Of all the energy used over those hours."
+    )
+    hours: int = Field(description="Hours with data it was judged from.")
+
+
+class TotalOut(Out):
+    period_start: date
+    energy_kwh: Kwh
+    cost: Money
+    days: int = Field(description="Days of the period with data.")
+
+
+class DeviceShareOut(Out):
+    device_id: str
+    name: str
+    energy_kwh: Kwh
+    cost: Money
+    share_pct: Ratio = Field(description="Of the energy all your devices used this month.")
+
+
+class SummaryOut(ReportOut):
+    baseload: BaseloadOut | None = Field(description="Null without any hour of the last 14 days.")
+    month_to_date: TotalOut | None = Field(description="This month so far, today included.")
+    last_month: TotalOut | None = Field(description="The whole of last month.")
+    change_pct: Annotated[float | None, _rounder(3, nullable=True)] = Field(
+        description="This month's full days against the same days of last month (day numbers "
+        "both have data for); null when there are none."
+    )
+    top_devices: list[DeviceShareOut] = Field(description="Biggest users this month, at most 5.")
+
+
+class MonthForecastOut(Out):
+    period_start: date = Field(description="First day of the month forecast.")
+    energy_kwh: Kwh = Field(
+        description="Month to date + the mean of the last 14 full days × the days left."
+    )
+    energy_kwh_low: Kwh = Field(description="Less the days' standard deviation × √(days left).")
+    energy_kwh_high: Kwh = Field(description="Plus the days' standard deviation × √(days left).")
+    cost: Money
+    cost_low: Money
+    cost_high: Money
+    month_to_date_kwh: Kwh
+    month_to_date_cost: Money
+    remaining_days: Ratio = Field(description="Days left in the month, today's rest included.")
+    basis_days: int = Field(description="Full days of the last 14 with data.")
+
+
+class DayForecastOut(Out):
+    day: date
+    energy_kwh: Kwh
+    cost: Money
+    basis: Literal["weekday", "overall"] = Field(
+        description="weekday: the mean of that weekday over the last 4 weeks; overall: of all "
+        "those days, when that weekday had no data."
+    )
+
+
+class ForecastOut(ReportOut):
+    month: MonthForecastOut | None = Field(description="Null without any of the last 14 days.")
+    days: list[DayForecastOut] = Field(description="The next 7 days; empty without history.")
+
+
+class DayAnomalyOut(Out):
+    day: date
+    energy_kwh: Kwh
+    expected_kwh: Kwh = Field(description="Median of the 28 days before.")
+    score: Ratio = Field(
+        description="(energy - expected) / scaled MAD of those days (at least 5% of the median "
+        "and 0.1 kWh); an anomaly beyond ±3."
+    )
+    direction: Literal["high", "low"]
+
+
+class HourAnomalyOut(Out):
+    start: Instant
+    energy_kwh: Kwh
+    expected_kwh: Kwh = Field(description="Median of that hour of the day over the 28 days before.")
+    score: Ratio = Field(
+        description="(energy - expected) / scaled MAD of those hours (at least 5% of the median "
+        "and 0.05 kWh); an anomaly above 5."
+    )
+
+
+class AnomaliesOut(ReportOut):
+    since: date = Field(description="First day looked at.")
+    days: list[DayAnomalyOut] = Field(description="Odd full days, oldest first.")
+    hours: list[HourAnomalyOut] = Field(description="Hours far above their usual, oldest first.")

@@ -1,0 +1,340 @@
+"""The insights API over buckets the real usage consumer computed: five weeks of a Berlin meter
+(150 W always on, 2 kW more from 18:00 to 19:00, one day with 3 kW more from 10:00 to 14:00) and
+a week of a 50 W plug, written to the embedded stores of a data directory, then read by an
+`energy-tracker up` process on that directory. Expected values by hand.
+
+Readings are energy counters every 15 minutes on the quarter, so each quarter's energy is exact
+(a power step read as power would be smeared over the trapezoid of its neighbours).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from datetime import date, datetime
+from pathlib import Path
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+
+from energy_tracker.core.auth import hash_password
+from energy_tracker.core.bus.base import Message
+from energy_tracker.core.bus.embedded import EmbeddedBus
+from energy_tracker.core.events import TOPICS, Reading, readings_recorded
+from energy_tracker.core.stores.metadata import Database
+from energy_tracker.core.stores.timeseries.sqlite import SqliteSeriesStore
+from energy_tracker.services.devices.store import DeviceStore
+from energy_tracker.services.gateway.routes import API_PREFIX
+from energy_tracker.services.usage.consumer import UsageConsumer
+from energy_tracker.services.users.store import UserStore
+from tests.e2e.accounts import PASSWORD, logged_in
+from tests.processes import running_up
+
+BERLIN = ZoneInfo("Europe/Berlin")
+QUARTER_MS = 15 * 60_000
+ANOMALY_DAY = date(2026, 3, 4)  # a Wednesday
+# Noon of Sunday 8 March, Berlin; the readings stop at its midnight.
+AT = "2026-03-08T12:00:00+01:00"
+PRICE = 0.30
+
+
+def meter_w(local: datetime) -> float:
+    watts = 150.0
+    if local.hour == 18:
+        watts += 2000.0
+    if local.date() == ANOMALY_DAY and 10 <= local.hour < 14:
+        watts += 3000.0
+    return watts
+
+
+def counter(
+    device_id: str, first: date, last: date, watts: Callable[[datetime], float]
+) -> list[list[Reading]]:
+    """A counter read every quarter from local midnight of `first` to that of `last`, one
+    message a day (the readings of the day and the next midnight's, as a meter would send)."""
+    start = int(datetime(first.year, first.month, first.day, tzinfo=BERLIN).timestamp() * 1000)
+    end = int(datetime(last.year, last.month, last.day, tzinfo=BERLIN).timestamp() * 1000)
+    total = 0.0
+    readings = [Reading(device_id, start, energy_wh=0.0)]
+    for quarter in range(start, end, QUARTER_MS):
+        local = datetime.fromtimestamp(quarter / 1000, BERLIN)
+        total += watts(local) * 0.25  # W over a quarter of an hour, in Wh
+        readings.append(Reading(device_id, quarter + QUARTER_MS, energy_wh=total))
+    return [readings[i : i + 97] for i in range(0, len(readings) - 1, 96)]
+
+
+@dataclass
+class Home:
+    meter: str
+    plug: str
+    owner: str  # emails
+    other: str
+    admin: str
+
+
+async def _build(data: Path) -> Home:
+    """Accounts and devices in the metadata store, buckets by the usage consumer."""
+    db = Database(f"sqlite:///{data}/meta.db")
+    series = SqliteSeriesStore(str(data / "series.db"))
+    bus = EmbeddedBus(str(data / "bus.db"))
+    await db.start()
+    await db.migrate()
+    await series.start()
+    await series.migrate()
+    await bus.start()
+    await bus.ensure_topics(list(TOPICS))
+    try:
+        users, devices = UserStore(db), DeviceStore(db)
+        secret = hash_password(PASSWORD)
+        owner = await users.create("owner@example.com", secret)
+        tariff = {"type": "flat", "price_per_kwh": PRICE}
+        await users.update(owner.id, timezone="Europe/Berlin", tariff=tariff)
+        await users.create("other@example.com", secret)
+        await users.create("admin@example.com", secret, role="admin")
+        meter = await devices.create(owner.id, "meter", "meter", "1" * 64)
+        plug = await devices.create(owner.id, "fridge plug", "plug", "2" * 64)
+        consumer = UsageConsumer(bus, series, devices, 15 * 60_000)
+        batches = counter(meter.id, date(2026, 2, 1), date(2026, 3, 8), meter_w)
+        batches += counter(plug.id, date(2026, 3, 1), date(2026, 3, 8), lambda _: 50.0)
+        for offset, batch in enumerate(batches):
+            key, value = readings_recorded(batch[0].device_id, batch)
+            assert await consumer.handle([Message("energy-readings", 0, offset, key, value)]) == []
+        return Home(meter.id, plug.id, owner.email, "other@example.com", "admin@example.com")
+    finally:
+        await bus.stop()
+        await series.stop()
+        await db.stop()
+
+
+@dataclass
+class Api:
+    http: httpx.Client
+    url: str
+    home: Home
+    auth: dict[str, dict[str, str]]
+
+    def get(self, path: str, who: str = "owner", **params: Any) -> httpx.Response:
+        return self.http.get(self.url + path, params=params, headers=self.auth.get(who, {}))
+
+    def ok(self, path: str, who: str = "owner", **params: Any) -> dict[str, Any]:
+        r = self.get(path, who, **params)
+        assert r.status_code == 200, r.text
+        return r.json()
+
+
+@pytest.fixture(scope="module")
+def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
+    tmp = tmp_path_factory.mktemp("insights")
+    (tmp / "data").mkdir()
+    home = asyncio.run(_build(tmp / "data"))
+    with running_up(tmp) as up, httpx.Client(timeout=30.0) as http:
+        url = up.url + API_PREFIX
+        auth = {
+            who: logged_in(http, url, email)
+            for who, email in (("owner", home.owner), ("other", home.other), ("admin", home.admin))
+        }
+        yield Api(http, url, home, auth)
+
+
+# -- one device --------------------------------------------------------------------------------
+
+# A usual day: 23 h x 0.15 kWh + 2.15 kWh at 18:00 = 5.6 kWh. The anomalous day: 12 kWh more
+# (3 kW x 4 h), 17.6 kWh. Cost is 0.30 a kWh throughout.
+DAY_KWH, ODD_KWH = 5.6, 17.6
+
+
+def test_summary_of_a_device(api: Api) -> None:
+    body = api.ok("/insights/summary", device_id=api.home.meter, at=AT)
+    assert (body["device_id"], body["timezone"], body["currency"]) == (
+        api.home.meter,
+        "Europe/Berlin",
+        "EUR",
+    )
+    assert body["at"] == AT
+    # The last 14 full days (22 February to 7 March) are 336 hours: 318 at 150 W, 14 evening
+    # hours at 2,150 W, 4 at 3,150 W. The 10th percentile (rank 33.5) is 150 W; 150 W x 8,760 h
+    # = 1,314 kWh a year, x 0.30 = 394.20. Those hours used 13 x 5.6 + 17.6 = 90.4 kWh, of which
+    # 0.15 kWh x 336 = 50.4 was the baseload: 55.752%.
+    assert body["baseload"] == {
+        "power_w": 150.0,
+        "yearly_kwh": 1314.0,
+        "yearly_cost": 394.2,
+        "share_pct": pytest.approx(50.4 / 90.4 * 100, abs=1e-3),
+        "hours": 336,
+    }
+    # 1 to 7 March: 6 x 5.6 + 17.6 = 51.2 kWh (15.36); the 8th counts as a day with data (the
+    # counter read at its midnight) but no energy, so 8 days.
+    assert body["month_to_date"] == {
+        "period_start": "2026-03-01",
+        "energy_kwh": pytest.approx(51.2),
+        "cost": pytest.approx(15.36),
+        "days": 8,
+    }
+    # February: 28 x 5.6 = 156.8 kWh (47.04).
+    assert body["last_month"] == {
+        "period_start": "2026-02-01",
+        "energy_kwh": pytest.approx(156.8),
+        "cost": pytest.approx(47.04),
+        "days": 28,
+    }
+    # 1 to 7 March against 1 to 7 February: 51.2 against 7 x 5.6 = 39.2: +30.612%.
+    assert body["change_pct"] == pytest.approx((51.2 - 39.2) / 39.2 * 100, abs=1e-3)
+    assert body["top_devices"] == [
+        {
+            "device_id": api.home.meter,
+            "name": "meter",
+            "energy_kwh": pytest.approx(51.2),
+            "cost": pytest.approx(15.36),
+            "share_pct": 100.0,
+        }
+    ]
+
+
+def test_forecast_of_a_device(api: Api) -> None:
+    body = api.ok("/insights/forecast", device_id=api.home.meter, at=AT)
+    # Left in March at noon on the 8th: half a day + 23 days = 23.5. The last 14 full days are
+    # thirteen 5.6s and one 17.6: mean 90.4 / 14 = 6.457 kWh; deviations -6/7 (x 13) and 78/7,
+    # squares (13 x 36 + 6,084) / 49 = 6,552 / 49, over 13: sample variance 72/7.
+    mean, spread, left = 90.4 / 14, math.sqrt(72 / 7), 23.5
+    expected = 51.2 + mean * left  # 202.943
+    margin = spread * math.sqrt(left)  # 15.547
+    month = body["month"]
+    assert month["period_start"] == "2026-03-01"
+    assert (month["remaining_days"], month["basis_days"]) == (23.5, 14)
+    assert (month["month_to_date_kwh"], month["month_to_date_cost"]) == pytest.approx((51.2, 15.36))
+    assert (month["energy_kwh"], month["energy_kwh_low"], month["energy_kwh_high"]) == (
+        pytest.approx((expected, expected - margin, expected + margin), abs=1e-5)
+    )
+    # A flat price: every cost is 0.30 x its kWh.
+    assert (month["cost"], month["cost_low"], month["cost_high"]) == pytest.approx(
+        (PRICE * expected, PRICE * (expected - margin), PRICE * (expected + margin)), abs=1e-5
+    )
+    # Monday 9 to Sunday 15 March, each from its weekday over 8 February to 7 March: four usual
+    # days, but the Wednesdays are 5.6, 5.6, 5.6 and 17.6: 34.4 / 4 = 8.6.
+    assert [(d["day"], d["energy_kwh"], d["basis"]) for d in body["days"]] == [
+        ("2026-03-09", pytest.approx(DAY_KWH), "weekday"),
+        ("2026-03-10", pytest.approx(DAY_KWH), "weekday"),
+        ("2026-03-11", pytest.approx(8.6), "weekday"),
+        ("2026-03-12", pytest.approx(DAY_KWH), "weekday"),
+        ("2026-03-13", pytest.approx(DAY_KWH), "weekday"),
+        ("2026-03-14", pytest.approx(DAY_KWH), "weekday"),
+        ("2026-03-15", pytest.approx(DAY_KWH), "weekday"),
+    ]
+    assert body["days"][2]["cost"] == pytest.approx(8.6 * PRICE)
+
+
+def test_anomalies_of_a_device(api: Api) -> None:
+    body = api.ok("/insights/anomalies", device_id=api.home.meter, at=AT)
+    assert body["since"] == "2026-02-22"  # 14 days before the 8th
+    # The 28 days before 4 March are all 5.6: MAD 0, so the scale is 5% of 5.6 = 0.28 (above
+    # the 0.1 kWh floor): (17.6 - 5.6) / 0.28 = 42.857. Every other day is 5.6: score 0.
+    assert body["days"] == [
+        {
+            "day": "2026-03-04",
+            "energy_kwh": pytest.approx(ODD_KWH),
+            "expected_kwh": pytest.approx(DAY_KWH),
+            "score": pytest.approx(12 / 0.28, abs=1e-3),
+            "direction": "high",
+        }
+    ]
+    # Its hours 10:00 to 13:00 were 3.15 kWh against 0.15 every day before: 5% of 0.15 is
+    # below the 0.05 kWh floor, so (3.15 - 0.15) / 0.05 = 60. The 2.15 kWh evenings are usual.
+    assert body["hours"] == [
+        {
+            "start": f"2026-03-04T{h}:00:00+01:00",
+            "energy_kwh": pytest.approx(3.15),
+            "expected_kwh": pytest.approx(0.15),
+            "score": pytest.approx(60.0, abs=1e-3),
+        }
+        for h in (10, 11, 12, 13)
+    ]
+
+
+def test_another_zone_counts_its_own_days(api: Api) -> None:
+    # In UTC, days start at 01:00 Berlin time: they are summed from quarters, not read from the
+    # stored Berlin days. 4 March UTC still holds 09:00-13:00 UTC, the 3 kW hours: 17.6 kWh.
+    body = api.ok("/insights/anomalies", device_id=api.home.meter, at=AT, tz="UTC")
+    assert body["timezone"] == "UTC"
+    assert [(d["day"], d["energy_kwh"]) for d in body["days"]] == [
+        ("2026-03-04", pytest.approx(ODD_KWH))
+    ]
+    assert [h["start"] for h in body["hours"]] == [
+        f"2026-03-04T{h:02d}:00:00+00:00" for h in (9, 10, 11, 12)
+    ]
+
+
+# -- every device ------------------------------------------------------------------------------
+
+
+def test_summary_of_the_home(api: Api) -> None:
+    body = api.ok("/insights/summary", at=AT)
+    assert (body["device_id"], body["timezone"]) == (None, "Europe/Berlin")
+    # The plug ran at 50 W through 1 to 7 March: 1.2 kWh a day, 8.4 kWh. With the meter's 51.2:
+    # 59.6 kWh so far, of which the meter 85.906% and the plug 14.094%.
+    assert body["month_to_date"]["energy_kwh"] == pytest.approx(59.6)
+    assert [(d["name"], d["energy_kwh"], d["share_pct"]) for d in body["top_devices"]] == [
+        ("meter", pytest.approx(51.2), pytest.approx(51.2 / 59.6 * 100, abs=1e-3)),
+        ("fridge plug", pytest.approx(8.4), pytest.approx(8.4 / 59.6 * 100, abs=1e-3)),
+    ]
+    # Over 22 February to 7 March the home never went below 150 W (the plug only added 50 W to
+    # March): the 10th percentile stays 150 W, now of 90.4 + 8.4 = 98.8 kWh: 51.012%.
+    assert body["baseload"]["power_w"] == 150.0
+    assert body["baseload"]["share_pct"] == pytest.approx(50.4 / 98.8 * 100, abs=1e-3)
+
+
+def test_no_history_gives_empty_answers(api: Api) -> None:
+    summary = api.ok("/insights/summary", who="other")
+    assert (summary["device_id"], summary["timezone"], summary["currency"]) == (None, "UTC", "EUR")
+    assert [summary[k] for k in ("baseload", "month_to_date", "last_month", "change_pct")] == [
+        None
+    ] * 4
+    assert summary["top_devices"] == []
+    forecast = api.ok("/insights/forecast", who="other")
+    assert (forecast["month"], forecast["days"]) == (None, [])
+    anomalies = api.ok("/insights/anomalies", who="other")
+    assert (anomalies["days"], anomalies["hours"]) == ([], [])
+
+
+# -- who may see what, and bad input -----------------------------------------------------------
+
+
+@pytest.mark.parametrize("path", ["/insights/summary", "/insights/forecast", "/insights/anomalies"])
+def test_a_device_of_someone_else_is_not_found(api: Api, path: str) -> None:
+    r = api.get(path, who="other", device_id=api.home.meter)
+    assert r.status_code == 404, r.text
+    assert r.json()["error"]["details"] == [
+        {"field": "device_id", "message": "not one of your devices"}
+    ]
+    assert api.get(path, device_id="no-such-device").status_code == 404
+    assert api.get(path, who="anonymous").status_code == 401
+
+
+def test_an_admin_reads_any_device(api: Api) -> None:
+    body = api.ok("/insights/summary", who="admin", device_id=api.home.meter, at=AT)
+    # The device's zone and its owner's currency and prices, not the admin's.
+    assert (body["timezone"], body["currency"]) == ("Europe/Berlin", "EUR")
+    assert body["baseload"]["yearly_cost"] == 394.2
+
+
+@pytest.mark.parametrize(
+    ("params", "field"),
+    [
+        ({"tz": "Mars/Olympus"}, "tz"),
+        ({"at": "next tuesday"}, "at"),
+        ({"at": "2026-03-08T12:00:00"}, "at"),  # no offset
+        ({"at": "9" * 20}, "at"),  # epoch ms past any calendar
+        ({"at": "99990101"}, "at"),  # 1970, a typo
+        # FastAPI's own checks name the query parameter as "query.<name>".
+        ({"days": "0"}, "query.days"),
+        ({"days": "91"}, "query.days"),
+        ({"device_id": "d" * 65}, "query.device_id"),
+    ],
+)
+def test_bad_input_is_a_422_naming_the_field(api: Api, params: dict[str, str], field: str) -> None:
+    r = api.get("/insights/anomalies", **params)
+    assert r.status_code == 422, r.text
+    assert [d["field"] for d in r.json()["error"]["details"]] == [field]
