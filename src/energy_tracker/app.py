@@ -44,6 +44,7 @@ from energy_tracker.services.gateway.routes import API_PREFIX
 from energy_tracker.services.ingestion import api as ingestion_api
 from energy_tracker.services.ingestion import mqtt
 from energy_tracker.services.ingestion.recorder import ReadingRecorder
+from energy_tracker.services.insights import api as insights_api
 from energy_tracker.services.usage import api as usage_api
 from energy_tracker.services.usage.consumer import UsageConsumer
 from energy_tracker.services.usage.live import StoredReadings
@@ -60,9 +61,10 @@ ROUTERS: dict[str, APIRouter] = {
     "ingestion": ingestion_api.router,
     "usage": usage_api.router,
     "alerts": alerts_api.router,
+    "insights": insights_api.router,
 }
 NEEDS_BUS = {"ingestion", "usage", "alerts"}
-NEEDS_SERIES = {"usage"}
+NEEDS_SERIES = {"usage", "insights"}
 
 
 class Directory:
