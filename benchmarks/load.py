@@ -10,6 +10,7 @@ arrive in one request and the bucket's `samples` says when all of them are count
 from __future__ import annotations
 
 import asyncio
+import gc
 import multiprocessing
 import time
 import traceback
@@ -122,6 +123,7 @@ async def _post_all(
 
 def worker_main(conn: Connection, spec: WorkerSpec) -> None:
     """The worker process: answers ("build", rounds), ("go", rate, start_at) and ("exit",)."""
+    gc.set_threshold(50_000)  # building bodies makes millions of short-lived objects
     try:
         homes = {h.index: Home.create(spec.seed, h.index) for h in spec.homes}
         accounts = {

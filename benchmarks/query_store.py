@@ -25,11 +25,12 @@ from zoneinfo import ZoneInfo
 import httpx
 import orjson
 from deploy import Deployment, create_database, database_exists
+from store_limit import settle
 
 from energy_tracker.core.energy import QUARTER_MS
 from energy_tracker.core.events import Reading
 from energy_tracker.core.stores.timeseries.factory import series_store_from_url
-from energy_tracker.services.usage.rollups import Rollups
+from energy_tracker.services.usage.rollups import DeviceReadings, Rollups
 from energy_tracker.simulator.driver import PASSWORD, Gateway, email_of, register_homes
 from energy_tracker.simulator.homes import Home
 
@@ -100,9 +101,10 @@ async def fill(url: str, homes: list[Home], end_ms: int, days: int, ids: dict[in
                     )
                 batch = [r for rs in by_device.values() for r in rs]
                 written += len(await store.add_readings(batch))
-                for device, readings in by_device.items():
-                    changed = await rollups.recompute(device, readings, tz, home.place.tariff)
-                    await store.put_buckets(changed)
+                changed = await rollups.recompute(
+                    {d: DeviceReadings(rs, tz, home.place.tariff) for d, rs in by_device.items()}
+                )
+                await store.put_buckets(changed)
     finally:
         await store.stop()
     return written
@@ -135,6 +137,7 @@ async def build(
     ids = {a.home.index: a.device_ids for a in accounts}
     tsdb = db_url or f"sqlite:///{data_dir}/series.db"
     readings = await fill(tsdb, homes, end_ms, days, ids)
+    await settle(tsdb)  # queries are timed on a store in its steady state, not fresh from a load
     manifest = Manifest(
         mode=mode,
         target=target,

@@ -9,7 +9,8 @@ For each mode, `embedded` (`energy-tracker up`: the SQLite bus and stores, one p
    several load processes, until every reading is counted in the usage buckets (each home's
    month buckets polled through the API: the sum of `samples`); readings/s;
 4. latency at half that rate: from each POST's 202 to the `usage-events` message of every
-   quarter bucket it filled, watched through the bus adapter; p50/p99;
+   quarter bucket it filled, and from a live probe reading's 202 to the `alert-events`
+   transition it causes, both watched through the bus adapter; p50/p99;
 5. usage queries on a store of at least 10M readings (query_store.py); p50/p99;
 6. the peak RSS (VmHWM) of every process under load.
 
@@ -25,6 +26,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
+import gc
 import math
 import os
 import platform
@@ -53,7 +55,13 @@ import store_limit
 from energy_tracker.core.bus.base import Consumer, EventBus
 from energy_tracker.core.bus.factory import bus_from_url
 from energy_tracker.core.energy import QUARTER_MS
-from energy_tracker.core.events import USAGE_EVENTS, USAGE_UPDATED, decode
+from energy_tracker.core.events import (
+    ALERT_EVENTS,
+    ALERT_TRANSITIONED,
+    USAGE_EVENTS,
+    USAGE_UPDATED,
+    decode,
+)
 from energy_tracker.simulator.driver import Gateway, HomeAccount, register_homes
 from energy_tracker.simulator.homes import make_homes
 
@@ -66,6 +74,7 @@ README_MARKERS = ("<!-- bench:start -->", "<!-- bench:end -->")
 EMBEDDED, KAFKA = "embedded", "kafka+postgresql"
 INTERVAL_MS = 10_000  # a reading every 10 s per device
 SEED = 2026
+PROBE_EVERY_S = 0.1
 
 
 @dataclass(frozen=True)
@@ -128,52 +137,110 @@ class Clock:
 # -- the pipeline ------------------------------------------------------------------------------
 
 
-class UsageWatcher:
-    """Notes when each quarter bucket is first seen with all its readings on `usage-events`,
-    through its own consumer group."""
+class EventWatcher:
+    """Notes when things first show on the bus, through consumer groups of its own: each
+    quarter bucket on `usage-events` once it counts all its readings, and each transition on
+    `alert-events` by (device, the time of the reading that caused it)."""
 
-    def __init__(self, bus: EventBus, consumer: Consumer, full_quarter: int) -> None:
+    def __init__(self, bus: EventBus, full_quarter: int) -> None:
         self.bus = bus
-        self.consumer = consumer
         self.full_quarter = full_quarter
-        self.seen: dict[tuple[str, int], float] = {}
-        self._task: asyncio.Task[None] | None = None
+        self.usage: dict[tuple[str, int], float] = {}
+        self.alerts: dict[tuple[str, int], float] = {}
+        self._tasks: list[asyncio.Task[None]] = []
 
     @classmethod
-    async def start(cls, url: str, full_quarter: int) -> UsageWatcher:
+    async def start(cls, url: str, full_quarter: int) -> EventWatcher:
         bus = bus_from_url(url, 8)
         await bus.start()
+        watcher = cls(bus, full_quarter)
+        tag = uuid.uuid4().hex[:8]
         try:
-            consumer = await bus.subscribe(USAGE_EVENTS, f"bench-{uuid.uuid4().hex[:8]}")
+            usage, alerts = await asyncio.gather(
+                bus.subscribe(USAGE_EVENTS, f"bench-usage-{tag}"),
+                bus.subscribe(ALERT_EVENTS, f"bench-alerts-{tag}"),
+            )
         except BaseException:
             await bus.stop()
             raise
-        watcher = cls(bus, consumer, full_quarter)
-        watcher._task = asyncio.create_task(watcher._watch())
+        watcher._tasks = [
+            asyncio.create_task(watcher._watch(usage, watcher._on_usage)),
+            asyncio.create_task(watcher._watch(alerts, watcher._on_alert)),
+        ]
         return watcher
 
-    async def _watch(self) -> None:
+    def _on_usage(self, value: bytes, now: float) -> None:
+        data = decode(value, USAGE_UPDATED)
+        if data["granularity"] == "15min" and data["samples"] >= self.full_quarter:
+            self.usage.setdefault((data["device_id"], data["period_start_ms"]), now)
+
+    def _on_alert(self, value: bytes, now: float) -> None:
+        data = decode(value, ALERT_TRANSITIONED)
+        self.alerts.setdefault((data["device_id"], data["at_ms"]), now)
+
+    @staticmethod
+    async def _watch(consumer: Consumer, note: Callable[[bytes, float], None]) -> None:
         while True:
-            messages = await self.consumer.poll(5000, timeout_s=0.2)
+            messages = await consumer.poll(5000, timeout_s=0.2)
             now = time.time()
             for m in messages:
-                data = decode(m.value, USAGE_UPDATED)
-                if data["granularity"] == "15min" and data["samples"] >= self.full_quarter:
-                    self.seen.setdefault((data["device_id"], data["period_start_ms"]), now)
+                note(m.value, now)
 
-    async def wait_for(self, keys: set[tuple[str, int]], timeout_s: float) -> None:
+    async def wait_for(
+        self, seen: dict[tuple[str, int], float], keys: set[tuple[str, int]], timeout_s: float
+    ) -> None:
         deadline = time.monotonic() + timeout_s
-        while not keys <= self.seen.keys() and time.monotonic() < deadline:
-            if self._task is not None and self._task.done():
-                self._task.result()  # re-raise why the watcher stopped
+        while not keys <= seen.keys() and time.monotonic() < deadline:
+            for task in self._tasks:
+                if task.done():
+                    task.result()  # re-raise why the watcher stopped
             await asyncio.sleep(0.05)
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.bus.stop()
+
+
+class AlertProbe:
+    """A device of one home with a rule on its power (> 1 kW), fed a live reading every
+    PROBE_EVERY_S, above and below the threshold in turn: each reading is an alert transition,
+    whose way to `alert-events` is timed from the reading's 202."""
+
+    def __init__(self, gateway: Gateway, account: HomeAccount, device_id: str) -> None:
+        self.gateway = gateway
+        self.account = account
+        self.device_id = device_id
+        self.accepted: dict[tuple[str, int], float] = {}
+
+    @classmethod
+    async def create(cls, gateway: Gateway, account: HomeAccount) -> AlertProbe:
+        auth = account.auth
+        body = {"name": "Alert probe", "type": "plug"}
+        device_id = (await gateway.call("POST", "/devices", json=body, headers=auth)).json()["id"]
+        rule = {
+            "name": "benchmark probe",
+            "device_id": device_id,
+            "metric": "power_w",
+            "period": "instant",
+            "op": "gt",
+            "threshold": 1000.0,
+            "severity": "info",
+        }
+        await gateway.call("POST", "/alert-rules", json=rule, headers=auth)
+        return cls(gateway, account, device_id)
+
+    async def run(self, until: asyncio.Event) -> None:
+        high, last = True, 0
+        while not until.is_set():
+            ts = last = max(int(time.time() * 1000), last + 1)
+            reading = {"device_id": self.device_id, "ts": ts, "power_w": 2000.0 if high else 0.0}
+            await self.gateway.post_readings(self.account, orjson.dumps({"readings": [reading]}))
+            self.accepted[(self.device_id, ts)] = time.time()
+            high = not high
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(until.wait(), PROBE_EVERY_S)
 
 
 async def wait_counted(
@@ -207,7 +274,7 @@ def profiling(procs: list[deploy.Proc], out_dir: Path | None, tag: str) -> Itera
         return
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     out_dir.mkdir(parents=True, exist_ok=True)
-    record = [spy, "record", "--rate", "200", "--format", "raw"]
+    record = [spy, "record", "--nonblocking", "--rate", "200", "--format", "raw"]
     spies = [
         subprocess.Popen(
             [*record, "--pid", str(p.pid), "--output", str(out_dir / f"{tag}-{p.name}.txt")],
@@ -249,7 +316,7 @@ async def pipeline(
     post_ms = args.quarters_per_post * QUARTER_MS
     start_ms = int(time.time() * 1000) // QUARTER_MS * QUARTER_MS - (rounds + spare) * post_ms
     # Joining a consumer group takes seconds on Tansu: let it happen while homes register.
-    joining = asyncio.create_task(UsageWatcher.start(deployment.bus_url, full_quarter))
+    joining = asyncio.create_task(EventWatcher.start(deployment.bus_url, full_quarter))
     fleet: load.Fleet | None = None
     limits = httpx.Limits(max_connections=8)
     try:
@@ -257,6 +324,7 @@ async def pipeline(
             gateway = Gateway(client, deployment.gateway_url)
             clock.say(f"  registering {len(homes)} homes")
             accounts = await asyncio.wait_for(register_homes(gateway, homes), clock.left())
+            alert_probe = await AlertProbe.create(gateway, accounts[0])
             fleet = load.Fleet(
                 [
                     load.WorkerSpec(
@@ -292,16 +360,28 @@ async def pipeline(
 
             half = rate / 2
             latency_rounds = min(spare, max(1, math.ceil(half * sizes.latency_s / per_round)))
-            probe = await asyncio.to_thread(fleet.build, latency_rounds, clock.left(120))
-            clock.say(f"  latency: {probe:,} readings at {half:,.0f}/s")
-            probed = await asyncio.to_thread(fleet.run, half, clock.left())
+            offered = await asyncio.to_thread(fleet.build, latency_rounds, clock.left(120))
+            clock.say(f"  latency: {offered:,} readings at {half:,.0f}/s, and alert probes")
+            probing_done = asyncio.Event()
+            probing = asyncio.create_task(alert_probe.run(probing_done))
+            try:
+                probed = await asyncio.to_thread(fleet.run, half, clock.left())
+            finally:
+                probing_done.set()
+                await probing
             keys = {k for s in probed for k in s.quarters}
-            await watcher.wait_for(keys, clock.left(60))
+            await watcher.wait_for(watcher.usage, keys, clock.left(60))
+            await watcher.wait_for(watcher.alerts, set(alert_probe.accepted), clock.left(10))
             delays = [
-                (watcher.seen[k] - s.accepted_at) * 1000
+                (watcher.usage[k] - s.accepted_at) * 1000
                 for s in probed
                 for k in s.quarters
-                if k in watcher.seen
+                if k in watcher.usage
+            ]
+            alert_delays = [
+                (watcher.alerts[k] - at) * 1000
+                for k, at in alert_probe.accepted.items()
+                if k in watcher.alerts
             ]
     finally:
         if fleet is not None:
@@ -314,7 +394,7 @@ async def pipeline(
     stored = query_store.Manifest(
         mode=profile_tag,
         target=0,
-        readings=total + probe,
+        readings=total + offered,
         seed=SEED,
         end_ms=start_ms + (rounds + latency_rounds) * post_ms,
         days=1,
@@ -326,6 +406,7 @@ async def pipeline(
         "pipeline_readings_per_s": round(rate),
         "p50_ms_reading_to_usage": _percentile(delays, 50),
         "p99_ms_reading_to_usage": _percentile(delays, 99),
+        "p99_ms_reading_to_alert": _percentile(alert_delays, 99) if alert_delays else None,
         "pipeline": {
             "readings": total,
             "homes": len(homes),
@@ -339,10 +420,13 @@ async def pipeline(
         },
         "latency": {
             "offered_readings_per_s": round(half),
-            "readings": probe,
+            "readings": offered,
             "quarter_buckets": len(keys),
-            "not_seen": len(keys - watcher.seen.keys()),
+            "not_seen": len(keys - watcher.usage.keys()),
             "max_ms": round(max(delays), 1),
+            "alert_probes": len(alert_probe.accepted),
+            "alert_transitions_seen": len(alert_delays),
+            "p50_ms_reading_to_alert": _percentile(alert_delays, 50) if alert_delays else None,
         },
     }
     return measured, stored
@@ -456,9 +540,7 @@ async def run_mode(
         "store_limit_rows_per_s": round(store.add_per_s),
         "p50_ms_reading_to_usage": measured.pop("p50_ms_reading_to_usage"),
         "p99_ms_reading_to_usage": measured.pop("p99_ms_reading_to_usage"),
-        # The alerts service is not wired into the processes yet: nothing publishes
-        # alert-events to time.
-        "p99_ms_reading_to_alert": None,
+        "p99_ms_reading_to_alert": measured.pop("p99_ms_reading_to_alert"),
         "query_p99_ms": max(queries[n]["p99_ms"] for n in names),
         "peak_rss_mb": rss,
         "bus": {
@@ -468,7 +550,11 @@ async def run_mode(
             "consume_per_s": round(bus.consume_per_s),
             "group_join_s": round(bus.join_s, 2),
         },
-        "store": {"rows": store.readings, "seconds": round(store.total_s, 2)},
+        "store": {
+            "rows": store.readings,
+            "seconds": round(store.total_s, 2),
+            "second_half_rows_per_s": round(store.second_half / store.second_half_s),
+        },
         **measured,
         "queries": queries,
     }
@@ -617,6 +703,7 @@ def main() -> None:
     parser.add_argument("--pg-url", default="postgresql://postgres@127.0.0.1:5432")
     parser.add_argument("--homes", type=int, help="simulated homes in the pipeline")
     parser.add_argument("--readings", type=int, help="readings through the pipeline")
+    parser.add_argument("--query-readings", type=int, help="readings in the query store")
     parser.add_argument("--quarters-per-post", type=int, default=9, help="per home and POST")
     parser.add_argument("--workers", type=int, default=2, help="load processes")
     parser.add_argument("--concurrency", type=int, default=2, help="POSTs in flight a process")
@@ -630,11 +717,13 @@ def main() -> None:
     parser.add_argument("--budget", type=float, help="seconds the run may take")
     parser.add_argument("--keep", action="store_true", help="keep the logs and data")
     args = parser.parse_args()
+    gc.set_threshold(50_000)  # as the services do (cli.py): this builds millions of readings
     sizes = QUICK if args.quick else FULL
     sizes = replace(
         sizes,
         homes=args.homes or sizes.homes,
         pipeline_readings=args.readings or sizes.pipeline_readings,
+        query_target=args.query_readings or sizes.query_target,
         budget_s=args.budget or sizes.budget_s,
     )
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]

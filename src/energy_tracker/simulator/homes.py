@@ -27,6 +27,7 @@ stream they are exact; across separately started streams they are only close.
 
 from __future__ import annotations
 
+import functools
 import math
 import random
 from dataclasses import dataclass, field
@@ -253,24 +254,35 @@ class Solar:
     seed: str
 
     def power_w(self, utc_s: float) -> float:
-        utc_day, utc_second = divmod(utc_s, DAY_S)
+        utc_day, utc_second = divmod(int(utc_s), DAY_S)
         solar_hour = (utc_second / 3600 + self.longitude / 15) % 24
-        day_of_year = datetime.fromtimestamp(utc_day * DAY_S, UTC).timetuple().tm_yday
-        declination = math.radians(23.44) * math.sin(2 * math.pi * (284 + day_of_year) / 365)
-        lat = math.radians(self.latitude)
-        cos_h0 = max(-1.0, min(1.0, -math.tan(lat) * math.tan(declination)))
-        half_day_h = math.degrees(math.acos(cos_h0)) / 15
-        sunrise, sunset = 12 - half_day_h, 12 + half_day_h
+        sunrise, sunset, height = _sun(self.latitude, utc_day)
         if not sunrise < solar_hour < sunset:
             return 0.0
-        noon_elevation = math.pi / 2 - abs(lat - declination)
         shape = math.sin(math.pi * (solar_hour - sunrise) / (sunset - sunrise)) ** 1.5
-        return self.peak_w * math.sin(max(noon_elevation, 0.0)) * shape * self.clouds(utc_day)
+        return self.peak_w * height * shape * self.clouds(utc_day)
 
     def clouds(self, utc_day: float) -> float:
         """The share of clear-sky output that gets through on this day: 0.15 to 1."""
-        rng = random.Random(f"{self.seed}:{int(utc_day)}")
-        return 1.0 if rng.random() < 0.35 else rng.uniform(0.15, 0.95)
+        return _clouds(self.seed, int(utc_day))
+
+
+@functools.lru_cache(maxsize=4096)
+def _sun(latitude: float, utc_day: int) -> tuple[float, float, float]:
+    """(sunrise, sunset) in solar hours and sin(the sun's height at noon) on a UTC day."""
+    day_of_year = datetime.fromtimestamp(utc_day * DAY_S, UTC).timetuple().tm_yday
+    declination = math.radians(23.44) * math.sin(2 * math.pi * (284 + day_of_year) / 365)
+    lat = math.radians(latitude)
+    cos_h0 = max(-1.0, min(1.0, -math.tan(lat) * math.tan(declination)))
+    half_day_h = math.degrees(math.acos(cos_h0)) / 15
+    noon_height = math.sin(max(math.pi / 2 - abs(lat - declination), 0.0))
+    return 12 - half_day_h, 12 + half_day_h, noon_height
+
+
+@functools.lru_cache(maxsize=65_536)
+def _clouds(seed: str, utc_day: int) -> float:
+    rng = random.Random(f"{seed}:{utc_day}")
+    return 1.0 if rng.random() < 0.35 else rng.uniform(0.15, 0.95)
 
 
 def bump(hour: float, centre: float, width: float) -> float:
