@@ -278,7 +278,9 @@ async def test_messages_that_cannot_be_read_are_refused_with_the_reason(
     alerting: Alerting,
 ) -> None:
     await alerting.rule()
-    garbage = alerting.message(ENERGY_READINGS, (b"k", b"not json"))
+    # Readings are parsed only for devices that a rule watches (the usage consumer refuses
+    # everyone's): garbage keyed by a watched device is refused here too.
+    garbage = alerting.message(ENERGY_READINGS, (alerting.device_id.encode(), b"not json"))
     wrong = alerting.message(USAGE_EVENTS, (b"k", b'{"v":1,"type":"usage-updated","data":{}}'))
     (refused,) = await alerting.evaluator.handle_readings([garbage])
     assert refused.message == garbage and refused.reason.startswith("not JSON")

@@ -79,7 +79,9 @@ class ConsumeLoop:
         group: str,
         handler: Handler,
         *,
-        max_records: int = 5000,
+        # Messages, not readings: a message may carry thousands of readings, and a household box
+        # must not hold millions at once. 500 kept throughput while bounding memory.
+        max_records: int = 500,
         retry_pause_s: float = 1.0,
     ) -> None:
         self.bus = bus

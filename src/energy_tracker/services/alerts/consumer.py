@@ -133,20 +133,31 @@ class AlertEvaluator:
     # -- energy-readings: instant power and the end of a silence ---------------------------------
 
     async def handle_readings(self, messages: Sequence[Message]) -> list[Rejected]:
+        # Rules are looked up by the message keys (device ids) first, and only the messages of
+        # watched devices are parsed: most readings have no rule, and parsing is the cost.
+        # An unknown (deleted) device has no rules; the usage consumer dead-letters it.
+        contexts = await self.devices.contexts(
+            list({m.key.decode(errors="replace") for m in messages})
+        )
+        owner_of = {d: c.owner_id for d, c in contexts.items()}
+        rules = await self.store.rules_watching(owner_of, set(owner_of.values()), READING_METRICS)
+        if not rules:
+            return []
+        summed_owners = {r.owner_id for r in rules if r.device_id is None}
+        watched = {r.device_id for r in rules if r.device_id is not None}
+        watched.update(d for d, owner in owner_of.items() if owner in summed_owners)
         rejected: list[Rejected] = []
         by_device: dict[str, list[Reading]] = defaultdict(list)
         for message in messages:
+            if message.key.decode(errors="replace") not in watched:
+                continue
             try:
                 for reading in parse_readings_recorded(message.value):
                     by_device[reading.device_id].append(reading)
             except MalformedEvent as exc:
                 rejected.append(Rejected(message, str(exc)))
-        # An unknown (deleted) device has no rules; the usage consumer dead-letters it.
-        contexts = await self.devices.contexts(list(by_device))
-        batch = {d: sorted(rs, key=lambda r: r.ts) for d, rs in by_device.items() if d in contexts}
-        owner_of = {d: contexts[d].owner_id for d in batch}
-        rules = await self.store.rules_watching(batch, set(owner_of.values()), READING_METRICS)
-        if rules:
+        batch = {d: sorted(rs, key=lambda r: r.ts) for d, rs in by_device.items() if d in owner_of}
+        if batch:
             await self._evaluate(self._reading_tasks(rules, batch, owner_of, self._now_ms()))
         return rejected
 

@@ -106,8 +106,10 @@ class Rollups:
             d: (min(r.ts for r in b.readings), max(r.ts for r in b.readings))
             for d, b in batch.items()
         }
+        # Two empty windows at the span's ends return just the neighbours around it, without
+        # reading back the batch itself.
         neighbours = await self.series.readings_around_many(
-            [(d, lo, hi + 1) for d, (lo, hi) in spans.items()]
+            [w for d, (lo, hi) in spans.items() for w in ((d, lo, lo), (d, hi + 1, hi + 1))]
         )
         windows: dict[str, _Window] = {}
         for device_id, (lo, hi) in spans.items():
