@@ -11,7 +11,7 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import orjson
 from fastapi import FastAPI, Request
@@ -237,6 +237,22 @@ def forbidden(message: str = "not allowed") -> ApiError:
 
 def not_found(what: str) -> ApiError:
     return ApiError(404, "not_found", f"{what} not found")
+
+
+class Owned(Protocol):
+    @property
+    def owner_id(self) -> str: ...
+
+
+OwnedT = TypeVar("OwnedT", bound=Owned)
+
+
+def visible_to(identity: Identity, found: OwnedT | None, what: str) -> OwnedT:
+    """`found` if the caller may see it; 404 otherwise, the same answer as for an id that does
+    not exist, so the ids of others' things are never confirmed."""
+    if found is None or not identity.can_see(found.owner_id):
+        raise not_found(what)
+    return found
 
 
 async def user_identity(request: Request) -> Identity:

@@ -15,7 +15,7 @@ from fastapi.responses import StreamingResponse
 
 from energy_tracker.core.auth import Identity
 from energy_tracker.core.errors import ApiError
-from energy_tracker.core.http import not_found, shutting_down, user_identity
+from energy_tracker.core.http import not_found, shutting_down, user_identity, visible_to
 from energy_tracker.core.stores.metadata import Conflict
 from energy_tracker.services.alerts.consumer import AlertService
 from energy_tracker.services.alerts.lifecycle import alert_view
@@ -103,11 +103,7 @@ async def _target_problems(
 
 
 async def visible_rule(store: AlertStore, rule_id: str, identity: Identity) -> AlertRule:
-    """The rule if the caller may see it; 404 otherwise, so ids of others are not confirmed."""
-    rule = await store.get_rule(rule_id)
-    if rule is None or not identity.can_see(rule.owner_id):
-        raise not_found("alert rule")
-    return rule
+    return visible_to(identity, await store.get_rule(rule_id), "alert rule")
 
 
 @router.post("/alert-rules", status_code=201, response_model=RuleOut)
@@ -238,10 +234,7 @@ async def _alerts_out(
 
 
 async def visible_alert(store: AlertStore, alert_id: str, identity: Identity) -> Alert:
-    alert = await store.get_alert(alert_id)
-    if alert is None or not identity.can_see(alert.owner_id):
-        raise not_found("alert")
-    return alert
+    return visible_to(identity, await store.get_alert(alert_id), "alert")
 
 
 @router.get("/alerts", response_model=AlertList)

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Request
 
 from energy_tracker.core.auth import Identity, new_device_key, secret_digest
-from energy_tracker.core.http import not_found, user_identity
+from energy_tracker.core.http import not_found, user_identity, visible_to
 from energy_tracker.services.devices.models import Device
 from energy_tracker.services.devices.schemas import DeviceIn, DeviceOut, DevicePatch, DeviceWithKey
 from energy_tracker.services.devices.store import DeviceStore
@@ -51,11 +51,7 @@ def device_out(device: Device, timezone: str) -> dict:
 
 
 async def visible_device(store: DeviceStore, device_id: str, identity: Identity) -> Device:
-    """The device if the caller may see it; 404 otherwise, so ids of others are not confirmed."""
-    device = await store.get(device_id)
-    if device is None or not identity.can_see(device.owner_id):
-        raise not_found("device")
-    return device
+    return visible_to(identity, await store.get(device_id), "device")
 
 
 @router.post("/devices", status_code=201, response_model=DeviceWithKey)

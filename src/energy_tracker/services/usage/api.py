@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo
@@ -15,7 +16,7 @@ from energy_tracker.core.auth import Identity
 from energy_tracker.core.energy import period_start
 from energy_tracker.core.errors import ApiError
 from energy_tracker.core.events import Reading
-from energy_tracker.core.http import not_found, shutting_down, user_identity
+from energy_tracker.core.http import shutting_down, user_identity, visible_to
 from energy_tracker.core.stores.timeseries.base import Bucket, Granularity, SeriesStore
 from energy_tracker.services.devices.store import DeviceStore
 from energy_tracker.services.usage.live import reading_events
@@ -38,6 +39,29 @@ def series(request: Request) -> SeriesStore:
 
 def devices(request: Request) -> DeviceStore:
     return request.app.state.devices
+
+
+@dataclass(frozen=True, slots=True)
+class UsageQuery:
+    """The query both usage routes take: which buckets, over what span, in which zone."""
+
+    granularity: Granularity
+    start: str | None
+    end: str | None
+    tz: str | None
+
+    def span(self, zone: ZoneInfo) -> tuple[int, int]:
+        return _range(self.granularity, self.start, self.end, zone)
+
+
+def usage_query(
+    granularity: Granularity = Granularity.HOUR,
+    start: Annotated[str | None, Query(alias="from", max_length=40)] = None,
+    end: Annotated[str | None, Query(alias="to", max_length=40)] = None,
+    tz: Annotated[str | None, Query(max_length=64)] = None,
+) -> UsageQuery:
+    """FastAPI dependency: the query string of the usage routes (default zone: the owner's)."""
+    return UsageQuery(granularity, start, end, tz)
 
 
 def _range(
@@ -81,25 +105,20 @@ def _item(bucket: Bucket, tz: ZoneInfo) -> dict[str, Any]:
 @router.get("/devices/{device_id}/usage")
 async def device_usage(
     device_id: DeviceId,
-    granularity: Granularity = Granularity.HOUR,
-    start: Annotated[str | None, Query(alias="from", max_length=40)] = None,
-    end: Annotated[str | None, Query(alias="to", max_length=40)] = None,
-    tz: Annotated[str | None, Query(max_length=64)] = None,
+    query: UsageQuery = Depends(usage_query),
     identity: Identity = Depends(user_identity),
     store: SeriesStore = Depends(series),
     registry: DeviceStore = Depends(devices),
 ) -> dict[str, Any]:
-    ctx = (await registry.contexts([device_id])).get(device_id)
-    if ctx is None or not identity.can_see(ctx.owner_id):
-        raise not_found("device")
-    zone = queries.zone(tz or ctx.timezone)
-    lo, hi = _range(granularity, start, end, zone)
+    ctx = visible_to(identity, (await registry.contexts([device_id])).get(device_id), "device")
+    zone = queries.zone(query.tz or ctx.timezone)
+    lo, hi = query.span(zone)
     buckets = await queries.device_buckets(
-        store, device_id, ctx.timezone, granularity, lo, hi, zone
+        store, device_id, ctx.timezone, query.granularity, lo, hi, zone
     )
     return {
         "device_id": device_id,
-        "granularity": granularity,
+        "granularity": query.granularity,
         "timezone": zone.key,
         "items": [_item(b, zone) for b in buckets],
     }
@@ -108,10 +127,7 @@ async def device_usage(
 @router.get("/usage")
 async def user_usage(
     request: Request,
-    granularity: Granularity = Granularity.HOUR,
-    start: Annotated[str | None, Query(alias="from", max_length=40)] = None,
-    end: Annotated[str | None, Query(alias="to", max_length=40)] = None,
-    tz: Annotated[str | None, Query(max_length=64)] = None,
+    query: UsageQuery = Depends(usage_query),
     identity: Identity = Depends(user_identity),
     store: SeriesStore = Depends(series),
     registry: DeviceStore = Depends(devices),
@@ -120,17 +136,17 @@ async def user_usage(
     own = await registry.list(identity.user_id, limit=10_000)
     contexts = await registry.contexts([d.id for d in own])
     user = await request.app.state.users.get(identity.user_id)
-    zone = queries.zone(tz or (user.timezone if user else "UTC"))
-    lo, hi = _range(granularity, start, end, zone)
+    zone = queries.zone(query.tz or (user.timezone if user else "UTC"))
+    lo, hi = query.span(zone)
     per_device = [
         b
         for ctx in contexts.values()
         for b in await queries.device_buckets(
-            store, ctx.device_id, ctx.timezone, granularity, lo, hi, zone
+            store, ctx.device_id, ctx.timezone, query.granularity, lo, hi, zone
         )
     ]
-    items = [_item(b, zone) for b in queries.summed(granularity, per_device)]
-    return {"granularity": granularity, "timezone": zone.key, "items": items}
+    items = [_item(b, zone) for b in queries.summed(query.granularity, per_device)]
+    return {"granularity": query.granularity, "timezone": zone.key, "items": items}
 
 
 @router.get("/devices/{device_id}/readings")
@@ -145,9 +161,7 @@ async def device_readings(
     registry: DeviceStore = Depends(devices),
 ) -> dict[str, Any]:
     """Raw readings in time order; pass `next_cursor` back as `cursor` for the next page."""
-    ctx = (await registry.contexts([device_id])).get(device_id)
-    if ctx is None or not identity.can_see(ctx.owner_id):
-        raise not_found("device")
+    visible_to(identity, (await registry.contexts([device_id])).get(device_id), "device")
     utc = ZoneInfo("UTC")
     hi = queries.instant(end, "to", utc) or int(time.time() * 1000) + 300_000
     lo = queries.instant(start, "from", utc) or 0
@@ -171,9 +185,7 @@ async def device_live(
 ) -> StreamingResponse:
     """Server-Sent Events: the device's latest reading, then each new one as it is stored
     (`event: reading`, `id`: its ts in epoch ms; send it back as Last-Event-ID to resume)."""
-    ctx = (await registry.contexts([device_id])).get(device_id)
-    if ctx is None or not identity.can_see(ctx.owner_id):
-        raise not_found("device")
+    visible_to(identity, (await registry.contexts([device_id])).get(device_id), "device")
     after = int(last_event_id) if last_event_id and last_event_id.isdigit() else None
     events = reading_events(
         store,
