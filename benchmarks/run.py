@@ -274,7 +274,7 @@ def profiling(procs: list[deploy.Proc], out_dir: Path | None, tag: str) -> Itera
         return
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     out_dir.mkdir(parents=True, exist_ok=True)
-    record = [spy, "record", "--nonblocking", "--rate", "200", "--format", "raw"]
+    record = [spy, "record", "--nonblocking", "--gil", "--rate", "200", "--format", "raw"]
     spies = [
         subprocess.Popen(
             [*record, "--pid", str(p.pid), "--output", str(out_dir / f"{tag}-{p.name}.txt")],
@@ -496,10 +496,11 @@ async def run_mode(
     try:
         clock.say(f"  bus limit: {sizes.bus_records:,} records")
         bus = await asyncio.wait_for(bus_limit.measure(limit_bus, sizes.bus_records), clock.left())
-        clock.say(f"  store limit: {sizes.store_rows:,} rows")
+        clock.say(f"  {bus.through_per_s:,.0f} records/s; store limit: {sizes.store_rows:,} rows")
         store = await asyncio.wait_for(
             store_limit.measure(limit_store, sizes.store_rows), clock.left()
         )
+        clock.say(f"  {store.add_per_s:,.0f} rows/s")
     finally:
         if tansu is not None:
             tansu.stop()

@@ -284,14 +284,14 @@ def _api_schema(app: FastAPI, services: list[str]) -> dict:
     bodies parsed by hand (readings, for speed) are added from their models."""
     if app.openapi_schema is None:
         from fastapi.openapi.utils import get_openapi
-        from pydantic.json_schema import models_json_schema
+        from pydantic import TypeAdapter
 
         documented = APIRouter()
         for service in services:
             documented.include_router(ROUTERS[service], prefix=API_PREFIX)
         schema = get_openapi(title=app.title, version=app.version, routes=documented.routes)
-        _, defs = models_json_schema(
-            [(model, "validation") for model in ingestion_api.HAND_PARSED_BODIES],
+        _, defs = TypeAdapter.json_schemas(
+            [(name, "validation", body) for name, body in ingestion_api.HAND_PARSED_BODIES.items()],
             ref_template="#/components/schemas/{model}",
         )
         schema.setdefault("components", {}).setdefault("schemas", {}).update(defs["$defs"])

@@ -25,7 +25,12 @@ from pydantic import ValidationError
 
 from energy_tracker.core.events import Reading
 from energy_tracker.services.ingestion.recorder import ReadingRecorder
-from energy_tracker.services.ingestion.schemas import MAX_BATCH, ReadingIn
+from energy_tracker.services.ingestion.schemas import (
+    MAX_BATCH,
+    ONE_READING,
+    NoMeasurement,
+    to_reading,
+)
 
 NUMERIC_COLUMNS = ("power_w", "energy_wh", "voltage_v", "current_a")
 MAX_LISTED = 1000
@@ -155,7 +160,9 @@ class CsvImport:
                 except ValueError:
                     return f"{name}: {cell!r} is not a number"
         try:
-            return ReadingIn.model_validate(data).to_reading(self.device_id)
+            return to_reading(ONE_READING.validate_python(data), self.device_id)
+        except NoMeasurement as exc:
+            return str(exc)
         except ValidationError as exc:
             return "; ".join(
                 f"{'.'.join(str(p) for p in e['loc'][:1]) or 'row'}: {e['msg']}"

@@ -24,7 +24,12 @@ import orjson
 from pydantic import ValidationError
 
 from energy_tracker.core.events import Reading
-from energy_tracker.services.ingestion.schemas import MAX_BATCH, ReadingIn
+from energy_tracker.services.ingestion.schemas import (
+    MAX_BATCH,
+    ONE_READING,
+    NoMeasurement,
+    to_reading,
+)
 
 TASMOTA_META_KEY = "tasmota_topic"
 SHELLY_COMPONENTS = ("switch:0", "pm1:0")
@@ -64,10 +69,9 @@ def parse_et(device_id: str, payload: bytes, received_ms: int) -> list[Reading]:
     out = []
     for index, item in enumerate(items):
         where = "" if single else f"readings[{index}]"
-        reading = _validated(item, where)
-        if reading.device_id not in (None, device_id):
+        out.append(_reading(item, where, device_id))
+        if item.get("device_id") not in (None, device_id):  # a dict, once it is a reading
             raise PayloadError(f"{where or 'reading'}: device_id is not the topic's device")
-        out.append(reading.to_reading(device_id))
     return out
 
 
@@ -78,7 +82,7 @@ def parse_tasmota(device_id: str, payload: bytes, tz: ZoneInfo, received_ms: int
     if not isinstance(energy, dict):
         raise PayloadError("no ENERGY block in the Tasmota SENSOR message")
     total = _number(energy.get("Total"), "ENERGY.Total")
-    reading = _validated(
+    return _reading(
         {
             "ts": _tasmota_time(body.get("Time"), tz, received_ms),
             "power_w": _number(energy.get("Power"), "ENERGY.Power"),
@@ -87,8 +91,8 @@ def parse_tasmota(device_id: str, payload: bytes, tz: ZoneInfo, received_ms: int
             "current_a": _number(energy.get("Current"), "ENERGY.Current"),
         },
         "ENERGY",
+        device_id,
     )
-    return reading.to_reading(device_id)
 
 
 # -- Shelly ------------------------------------------------------------------------------------
@@ -120,7 +124,7 @@ def _shelly_status(device_id: str, status: dict[str, Any], ts_ms: int, where: st
     aenergy = status.get("aenergy")
     if aenergy is not None and not isinstance(aenergy, dict):
         raise PayloadError(f"{where}.aenergy: expected an object")
-    reading = _validated(
+    return _reading(
         {
             "ts": ts_ms,
             "power_w": _number(status.get("apower"), f"{where}.apower"),
@@ -129,8 +133,8 @@ def _shelly_status(device_id: str, status: dict[str, Any], ts_ms: int, where: st
             "current_a": _number(status.get("current"), f"{where}.current"),
         },
         where,
+        device_id,
     )
-    return reading.to_reading(device_id)
 
 
 # -- Tasmota -----------------------------------------------------------------------------------
@@ -181,9 +185,12 @@ def _number(value: Any, field: str) -> float | None:
     return float(value)
 
 
-def _validated(item: Any, where: str) -> ReadingIn:
+def _reading(item: Any, where: str, device_id: str) -> Reading:
+    """The reading `item` describes for `device_id`, by the same rules as an HTTP reading."""
     try:
-        return ReadingIn.model_validate(item)
+        return to_reading(ONE_READING.validate_python(item), device_id)
+    except NoMeasurement as exc:
+        raise PayloadError(f"{where or 'reading'}: {exc}") from None
     except ValidationError as exc:
         problems = "; ".join(
             f"{'.'.join(str(p) for p in (where, *e['loc']) if p != '') or 'reading'}: {e['msg']}"

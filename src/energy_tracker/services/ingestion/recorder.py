@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
 from energy_tracker.core.auth import Identity
@@ -20,11 +20,13 @@ from energy_tracker.core.bus.base import EventBus
 from energy_tracker.core.errors import ApiError
 from energy_tracker.core.events import ENERGY_READINGS, Reading, readings_recorded
 from energy_tracker.services.devices.store import DeviceStore
-from energy_tracker.services.ingestion.schemas import ReadingIn
+from energy_tracker.services.ingestion.schemas import NoMeasurement, ReadingIn, to_reading
 
 log = logging.getLogger(__name__)
 
 FUTURE_TOLERANCE_MS = 5 * 60 * 1000
+FUTURE = "more than 5 minutes in the future"
+TOO_OLD = "older than the retention window"
 
 Problem = dict[str, Any]
 """A broken rule: {"index", "field", "message"}; `index` is whatever the caller numbered by."""
@@ -42,25 +44,51 @@ class ReadingRecorder:
 
     async def record(self, items: Sequence[ReadingIn], identity: Identity) -> int:
         """HTTP: publish every reading, or none; ApiError 422 naming each bad item, 503 when the
-        bus is down."""
+        bus is down.
+
+        Every reading the platform receives over HTTP passes through this loop, so it makes one
+        pass that resolves, checks the clock and groups by device at once; the registry rules
+        are per device, not per reading (`refusals`).
+        """
         problems: list[Problem] = []
-        candidates: list[tuple[int, Reading]] = []
+        by_device: dict[str, list[Reading]] = defaultdict(list)
+        mistimed: set[str] = set()  # devices of readings refused for their time only
+        own = identity.device_id
+        is_device = identity.kind == "device"
+        oldest, newest = self.window()
         for index, item in enumerate(items):
-            device_id = item.device_id or identity.device_id
+            device_id = item.get("device_id") or own
+            ts = item["ts"]
             if device_id is None:
                 problems.append(problem(index, "device_id", "required"))
-            elif identity.kind == "device" and device_id != identity.device_id:
+            elif is_device and device_id != own:
                 problems.append(problem(index, "device_id", "not the device of this key"))
+            elif ts > newest:
+                problems.append(problem(index, "ts", FUTURE))
+                mistimed.add(device_id)
+            elif ts < oldest:
+                problems.append(problem(index, "ts", TOO_OLD))
+                mistimed.add(device_id)
             else:
-                candidates.append((index, item.to_reading(device_id)))
-        problems += await self.check(candidates, identity)
+                try:
+                    by_device[device_id].append(to_reading(item, device_id))
+                except NoMeasurement as exc:
+                    problems.append(problem(index, "power_w", str(exc)))
+        if not is_device and (
+            refused := await self.refusals(by_device.keys() | mistimed, identity)
+        ):
+            problems += [
+                problem(index, "device_id", refused[device_id])
+                for index, item in enumerate(items)
+                if (device_id := item.get("device_id") or own) in refused
+            ]
         if problems:
             problems.sort(key=lambda p: p["index"])
             raise ApiError(
                 422, "invalid", f"{len(problems)} bad reading(s); none accepted", problems[:1000]
             )
         try:
-            return await self.publish(r for _, r in candidates)
+            return await self.publish_grouped(by_device)
         except PublishFailed:
             raise ApiError(
                 503,
@@ -69,28 +97,48 @@ class ReadingRecorder:
                 headers={"Retry-After": "5"},
             ) from None
 
+    def window(self) -> tuple[int, int]:
+        """The oldest and newest timestamps (epoch ms) accepted now."""
+        now = int(time.time() * 1000)
+        return now - self.retention_ms, now + FUTURE_TOLERANCE_MS
+
     async def check(
         self, candidates: Sequence[tuple[int, Reading]], caller: Identity | None = None
     ) -> list[Problem]:
-        """The rules each (index, reading) breaks, in one registry query.
-
-        `caller` None (MQTT, imports: the transport has no caller): the device must exist and be
-        enabled. A user: it must also be theirs (or they an admin). A device key: the key itself
-        already proved its device enabled, and `record` that every reading is that device's.
-        """
-        now = int(time.time() * 1000)
-        oldest, newest = now - self.retention_ms, now + FUTURE_TOLERANCE_MS
+        """The rules each (index, reading) breaks, in one registry query (`refusals`)."""
+        oldest, newest = self.window()
         problems: list[Problem] = []
         for index, reading in candidates:
             if reading.ts > newest:
-                problems.append(problem(index, "ts", "more than 5 minutes in the future"))
+                problems.append(problem(index, "ts", FUTURE))
             elif reading.ts < oldest:
-                problems.append(problem(index, "ts", "older than the retention window"))
+                problems.append(problem(index, "ts", TOO_OLD))
         if caller is not None and caller.kind == "device":
             return problems
-        contexts = await self.devices.contexts(list({r.device_id for _, r in candidates}))
+        refused = await self.refusals({r.device_id for _, r in candidates}, caller)
+        if refused:
+            problems += [
+                problem(index, "device_id", refused[r.device_id])
+                for index, r in candidates
+                if r.device_id in refused
+            ]
+        return problems
+
+    async def refusals(
+        self, device_ids: Collection[str], caller: Identity | None
+    ) -> dict[str, str]:
+        """Why each refused device may not record readings now, in one registry query.
+
+        `caller` None (MQTT, imports: the transport has no caller): the device must exist and be
+        enabled. A user: it must also be theirs (or they an admin). A device key needs no
+        lookup: the key itself proved its device enabled, and `record` that every reading is
+        that device's.
+        """
+        if not device_ids:
+            return {}
+        contexts = await self.devices.contexts(list(device_ids))
         refused: dict[str, str] = {}
-        for device_id in {r.device_id for _, r in candidates}:
+        for device_id in device_ids:
             ctx = contexts.get(device_id)
             if ctx is None:
                 refused[device_id] = "unknown device"
@@ -98,12 +146,7 @@ class ReadingRecorder:
                 refused[device_id] = "device is disabled"
             elif caller is not None and not caller.can_see(ctx.owner_id):
                 refused[device_id] = "not your device"
-        problems += [
-            problem(index, "device_id", refused[r.device_id])
-            for index, r in candidates
-            if r.device_id in refused
-        ]
-        return problems
+        return refused
 
     async def publish(self, readings: Iterable[Reading]) -> int:
         """Put checked readings on the bus, one message per device (in their order); returns
@@ -111,6 +154,10 @@ class ReadingRecorder:
         by_device: dict[str, list[Reading]] = defaultdict(list)
         for r in readings:
             by_device[r.device_id].append(r)
+        return await self.publish_grouped(by_device)
+
+    async def publish_grouped(self, by_device: Mapping[str, Sequence[Reading]]) -> int:
+        """`publish` for readings already grouped by device."""
         if not by_device:
             return 0
         try:

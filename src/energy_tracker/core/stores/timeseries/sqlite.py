@@ -16,6 +16,8 @@ import sqlite3
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
+from functools import partial
+from itertools import starmap
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import unquote, urlsplit
@@ -253,31 +255,28 @@ class SqliteSeriesStore(SeriesStore):
         return self._series
 
     def _add_readings(self, readings: Sequence[Reading]) -> list[Reading]:
-        unique: dict[tuple[str, int], Reading] = {}
-        for r in readings:
-            unique.setdefault((r.device_id, r.ts), r)  # the first of a repeated key wins
-        ids = self._series_ids((r.device_id for r in unique.values()), create=True)
-        batch = list(unique.values())
+        ids = self._series_ids({r.device_id for r in readings}, create=True)
         rows: list[Row] = [
             (ids[r.device_id], r.ts, r.power_w, r.energy_wh, r.voltage_v, r.current_a)
-            for r in batch
+            for r in readings
         ]
         db = self._db
         with _write(db):
             # Fast path: live traffic is all new and a redelivery is all old, and the change
             # count tells those two apart at executemany speed. Only a batch that is partly
-            # stored pays for a second pass that learns which rows were new, row by row.
+            # stored, or repeats a reading, pays for a second pass that learns which rows were
+            # new, row by row (INSERT OR IGNORE keeps the first of a repeated key).
             db.execute("SAVEPOINT batch")
             before = db.total_changes
             db.executemany(_INSERT_READING, rows)
             inserted = db.total_changes - before
             if inserted in (0, len(rows)):
                 db.execute("RELEASE batch")
-                return batch if inserted else []
+                return list(readings) if inserted else []
             db.execute("ROLLBACK TO batch")
             db.execute("RELEASE batch")
             fresh = []
-            for reading, row in zip(batch, rows, strict=True):
+            for reading, row in zip(readings, rows, strict=True):
                 before = db.total_changes
                 db.execute(_INSERT_READING, row)
                 if db.total_changes != before:
@@ -288,8 +287,8 @@ class SqliteSeriesStore(SeriesStore):
         series = self._series_ids((device_id,), create=False).get(device_id)
         if series is None:
             return []
-        rows = self._db.execute(sql, {**params, "s": series}).fetchall()
-        return [Reading(device_id, *row) for row in rows]
+        rows = self._db.execute(sql, {**params, "s": series})
+        return list(starmap(partial(Reading, device_id), rows))
 
     def _readings_around_many(self, windows: list[Window]) -> dict[str, list[Reading]]:
         """One small indexed query per window, all on this thread in one hop: each is a few
@@ -301,7 +300,7 @@ class SqliteSeriesStore(SeriesStore):
             series = ids.get(device_id)
             if series is not None:
                 rows = db.execute(_AROUND, {"s": series, "start": start, "end": end})
-                found.extend(Reading(device_id, *row) for row in rows)
+                found.extend(starmap(partial(Reading, device_id), rows))
         return group_readings(windows, found)
 
     def _buckets_many(self, queries: list[BucketQuery]) -> list[Bucket]:
