@@ -14,7 +14,6 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime, timedelta
-from itertools import pairwise
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -104,16 +103,6 @@ def quarter_cost(
 # -- integration -------------------------------------------------------------------------------
 
 
-def segment_energy_wh(a: Reading, b: Reading, max_gap_ms: int) -> float | None:
-    """Energy between two consecutive readings of one device, or None when it is unknown."""
-    if a.energy_wh is not None and b.energy_wh is not None:
-        delta = b.energy_wh - a.energy_wh
-        return b.energy_wh if delta < 0 else delta
-    if a.power_w is not None and b.power_w is not None and b.ts - a.ts <= max_gap_ms:
-        return (a.power_w + b.power_w) / 2.0 * (b.ts - a.ts) / MS_PER_HOUR
-    return None
-
-
 def quarter_buckets(
     device_id: str,
     readings: Sequence[Reading],
@@ -129,38 +118,73 @@ def quarter_buckets(
     `readings` are the device's readings in time order, covering [start, end) plus the last one
     before `start` and the first one after: exactly what `SeriesStore.readings_around` returns.
     Quarters with nothing in them come back empty, so a recomputation can clear them.
+
+    This runs for every reading the platform stores, so it is one pass over plain lists (each
+    reading counted as a sample, and the segment ending at it integrated), and the buckets are
+    built once at the end.
     """
-    buckets = {q: Bucket(device_id, Granularity.QUARTER, q) for q in range(start, end, QUARTER_MS)}
+    n = (end - start) // QUARTER_MS
+    energy = [0.0] * n
+    samples = [0] * n
+    power_samples = [0] * n
+    power_sum = [0.0] * n
+    lowest: list[float | None] = [None] * n
+    highest: list[float | None] = [None] * n
+    previous: Reading | None = None
     for r in readings:
-        if start <= r.ts < end:
-            b = buckets[r.ts - r.ts % QUARTER_MS]
-            b.samples += 1
-            if r.power_w is not None:
-                b.power_samples += 1
-                b.power_sum_w += r.power_w
-                b.min_power_w = (
-                    r.power_w if b.min_power_w is None else min(b.min_power_w, r.power_w)
-                )
-                b.max_power_w = (
-                    r.power_w if b.max_power_w is None else max(b.max_power_w, r.power_w)
-                )
-    for a, b in pairwise(readings):
-        lo, hi = max(a.ts, start), min(b.ts, end)
-        if hi <= lo or b.ts <= a.ts:
+        ts, power = r.ts, r.power_w
+        if start <= ts < end:
+            i = (ts - start) // QUARTER_MS
+            samples[i] += 1
+            if power is not None:
+                power_samples[i] += 1
+                power_sum[i] += power
+                low, high = lowest[i], highest[i]
+                if low is None or power < low:
+                    lowest[i] = power
+                if high is None or power > high:
+                    highest[i] = power
+        a, previous = previous, r
+        if a is None or ts <= a.ts:
             continue
-        energy = segment_energy_wh(a, b, max_gap_ms)
-        if energy is None:
+        lo = a.ts if a.ts > start else start
+        hi = ts if ts < end else end
+        if hi <= lo:
             continue
-        per_ms = energy / (b.ts - a.ts)
-        q = lo - lo % QUARTER_MS
+        # The segment's energy: two counter values give it (a counter that went down was reset,
+        # and its new value counts from zero); else power by the trapezoid rule, never across
+        # a gap longer than max_gap_ms; else it is unknown. Inline, as a function call was a
+        # good part of the cost of a reading here.
+        span = ts - a.ts
+        if a.energy_wh is not None and r.energy_wh is not None:
+            delta = r.energy_wh - a.energy_wh
+            segment = r.energy_wh if delta < 0 else delta
+        elif a.power_w is not None and power is not None and span <= max_gap_ms:
+            segment = (a.power_w + power) / 2.0 * span / MS_PER_HOUR
+        else:
+            continue
+        per_ms = segment / span
+        i = (lo - start) // QUARTER_MS
+        q = start + i * QUARTER_MS
         while q < hi:
-            overlap = min(hi, q + QUARTER_MS) - max(lo, q)
-            buckets[q].energy_wh += per_ms * overlap
-            q += QUARTER_MS
-    out = list(buckets.values())
-    for b in out:
-        b.cost = quarter_cost(b.energy_wh, b.start, tz, tariff)
-    return out
+            q_end = q + QUARTER_MS
+            energy[i] += per_ms * ((hi if hi < q_end else q_end) - (lo if lo > q else q))
+            i, q = i + 1, q_end
+    return [
+        Bucket(
+            device_id,
+            Granularity.QUARTER,
+            q,
+            energy[i],
+            quarter_cost(energy[i], q, tz, tariff),
+            samples[i],
+            power_samples[i],
+            power_sum[i],
+            lowest[i],
+            highest[i],
+        )
+        for i, q in enumerate(range(start, end, QUARTER_MS))
+    ]
 
 
 def rollup(device_id: str, granularity: Granularity, start: int, parts: Iterable[Bucket]) -> Bucket:
