@@ -22,6 +22,8 @@ from pathlib import Path
 from typing import TypeVar
 from urllib.parse import unquote, urlsplit
 
+import orjson
+
 from energy_tracker.core.errors import BackendUnavailable, UnsupportedUrl
 from energy_tracker.core.events import Reading
 from energy_tracker.core.stores.timeseries.base import (
@@ -89,6 +91,15 @@ _SCHEMA = (
 )
 
 _INSERT_READING = "INSERT OR IGNORE INTO readings VALUES (?, ?, ?, ?, ?, ?)"
+# A batch as one JSON array of rows, unpacked by SQLite itself: one statement, so the store's
+# thread releases the GIL once for the whole batch. executemany releases and retakes it for
+# every row, and each retake waits for the busy event loop thread to let go of it: beside a
+# busy thread, inserts crawled at ~1.6 ms a row (9 us with json_each). orjson writes the shortest repr of a float and SQLite reads
+# it back to the same double.
+_INSERT_READINGS = """INSERT OR IGNORE INTO readings
+    SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5 FROM json_each(?)"""
+_PUT_BUCKETS = f"""INSERT OR REPLACE INTO buckets
+    SELECT {", ".join(f"value->>{i}" for i in range(11))} FROM json_each(?)"""
 _READING_COLUMNS = "ts, power_w, energy_wh, voltage_v, current_a"
 _BUCKET_COLUMNS = (
     "start, energy_wh, cost, samples, power_samples, power_sum_w, min_power_w, max_power_w, version"
@@ -202,6 +213,10 @@ class SqliteSeriesStore(SeriesStore):
     def _open(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
         # Autocommit mode: transactions are explicit (BEGIN IMMEDIATE), never implicit.
+        if sqlite3.sqlite_version_info < (3, 38):  # the ->> operator of _INSERT_READINGS
+            raise sqlite3.NotSupportedError(
+                f"SQLite {sqlite3.sqlite_version}: 3.38 or later needed"
+            )
         conn = sqlite3.connect(self._path, isolation_level=None)
         try:
             for pragma in _PRAGMAS:
@@ -263,12 +278,12 @@ class SqliteSeriesStore(SeriesStore):
         db = self._db
         with _write(db):
             # Fast path: live traffic is all new and a redelivery is all old, and the change
-            # count tells those two apart at executemany speed. Only a batch that is partly
+            # count tells those two apart in one statement. Only a batch that is partly
             # stored, or repeats a reading, pays for a second pass that learns which rows were
             # new, row by row (INSERT OR IGNORE keeps the first of a repeated key).
             db.execute("SAVEPOINT batch")
             before = db.total_changes
-            db.executemany(_INSERT_READING, rows)
+            db.execute(_INSERT_READINGS, (orjson.dumps(rows),))
             inserted = db.total_changes - before
             if inserted in (0, len(rows)):
                 db.execute("RELEASE batch")
@@ -334,9 +349,7 @@ class SqliteSeriesStore(SeriesStore):
             for b in buckets
         ]
         with _write(self._db) as db:
-            db.executemany(
-                "INSERT OR REPLACE INTO buckets VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)", rows
-            )
+            db.execute(_PUT_BUCKETS, (orjson.dumps(rows),))
 
     def _delete_readings_before(self, ts: int) -> int:
         with _write(self._db) as db:
