@@ -237,6 +237,25 @@ async def test_readings_around_many_serves_several_devices_and_windows_at_once(
     assert await store.readings_around_many([]) == {}
 
 
+async def test_count_readings_many_counts_each_window_at_once(store: SeriesStore) -> None:
+    minute = 60_000
+    await store.add_readings(
+        [Reading(A, JAN + m * minute, power_w=1.0) for m in range(10)]
+        + [Reading(B, FEB + m * minute, power_w=2.0) for m in range(3)]
+        + [Reading(C, JAN + 1, power_w=1.0), Reading(C, MAR + 1, power_w=3.0)]
+    )
+    got = await store.count_readings_many(
+        [
+            (A, JAN + 2 * minute, JAN + 7 * minute),  # minutes 2..6: start in, end out
+            (B, FEB, FEB + HOUR),
+            (C, JAN, MAR + 2),  # across months (partitions)
+            ("never-seen", JAN, MAR),
+        ]
+    )
+    assert got == {A: 5, B: 3, C: 2, "never-seen": 0}
+    assert await store.count_readings_many([]) == {}
+
+
 async def test_readings_around_many_merges_disjoint_windows_of_a_device(
     store: SeriesStore,
 ) -> None:

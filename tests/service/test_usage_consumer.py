@@ -143,6 +143,25 @@ async def test_a_shuffled_day_gives_the_in_order_day(utc: Harness) -> None:
     assert await utc.energy_wh(Granularity.HOUR, day, day + 24 * HOUR) == [250.0] * 24
 
 
+async def test_new_readings_woven_between_stored_ones(utc: Harness) -> None:
+    # 600 W on the even minutes 10:00..10:30, then the odd minutes 10:01..10:29 in one message:
+    # all new, but stored readings lie between them, so the quarters must be read back whole.
+    # 0.6 kW x 15 min = 150 Wh a quarter either way; each quarter then holds 15 samples
+    # (minutes 0-14 and 15-29), where the evens alone gave 8 and 7.
+    q = ms("2026-03-02T10:00:00+00:00")
+    await utc.deliver(steady(utc.device_id, q, q + 30 * MIN, 2 * MIN, 600.0))
+    await utc.deliver(steady(utc.device_id, q + MIN, q + 29 * MIN, 2 * MIN, 600.0))
+    quarters = await utc.series.buckets([utc.device_id], Granularity.QUARTER, q, q + 30 * MIN)
+    assert [(round(b.energy_wh, 6), b.samples) for b in quarters] == [(150.0, 15), (150.0, 15)]
+    # Then 10:31..10:44 appended after everything stored: 14 more samples in the third quarter
+    # (with 10:30), and 0.6 kW x 14 min = 140 Wh there.
+    await utc.deliver(steady(utc.device_id, q + 31 * MIN, q + 44 * MIN, MIN, 600.0))
+    (third,) = await utc.series.buckets(
+        [utc.device_id], Granularity.QUARTER, q + 30 * MIN, q + 30 * MIN + 1
+    )
+    assert (round(third.energy_wh, 6), third.samples) == (140.0, 15)
+
+
 @pytest.mark.parametrize(
     ("local_day", "next_day", "expected_wh"),
     [

@@ -65,7 +65,8 @@ class UsageConsumer:
             rejected.extend(Rejected(m, f"unknown device {device_id}") for m in sources[device_id])
         if not by_device:
             return rejected
-        await self.series.add_readings([r for rs in by_device.values() for r in rs])
+        readings = [r for rs in by_device.values() for r in rs]
+        all_new = len(await self.series.add_readings(readings)) == len(readings)
         if self.stored is not None:
             self.stored.notify(by_device)
         changed = await self.rollups.recompute(
@@ -74,7 +75,8 @@ class UsageConsumer:
                     readings, ZoneInfo(contexts[device_id].timezone), contexts[device_id].tariff
                 )
                 for device_id, readings in by_device.items()
-            }
+            },
+            all_new,
         )
         if changed:
             # Publish before storing: if we die in between, the redelivery sees the difference

@@ -16,6 +16,7 @@ from bisect import bisect_left
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, replace
+from operator import attrgetter
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -30,6 +31,7 @@ from energy_tracker.core.events import Reading
 from energy_tracker.core.stores.timeseries.base import Bucket, Granularity, SeriesStore
 
 Q, H, D, M = Granularity.QUARTER, Granularity.HOUR, Granularity.DAY, Granularity.MONTH
+_BY_TS = attrgetter("ts")
 
 
 @dataclass(frozen=True, slots=True)
@@ -98,8 +100,16 @@ class Rollups:
         self.series = series
         self.max_gap_ms = max_gap_ms
 
-    async def recompute(self, batch: dict[str, DeviceReadings]) -> list[Bucket]:
-        """Every bucket that these (already stored) readings changed, newly versioned."""
+    async def recompute(
+        self, batch: dict[str, DeviceReadings], all_new: bool = False
+    ) -> list[Bucket]:
+        """Every bucket that these (already stored) readings changed, newly versioned.
+
+        `all_new`: the store had none of these readings before (`add_readings` returned them
+        all), so it holds exactly these values. Then a device's readings are not read back:
+        only the stored ones around them are, once a count shows that no other stored reading
+        lies between its first and last new one.
+        """
         if not batch:
             return []
         spans = {
@@ -117,9 +127,31 @@ class Rollups:
             q_lo = period_start(min(lo, near[0].ts if near else lo), Q)
             q_hi = period_start(max(hi, near[-1].ts if near else hi), Q) + QUARTER_MS
             windows[device_id] = _window(q_lo, q_hi, batch[device_id].tz)
+        held: set[str] = set()  # devices whose stored span is exactly their new readings
+        if all_new:
+            counts = await self.series.count_readings_many(
+                [(d, lo, hi + 1) for d, (lo, hi) in spans.items()]
+            )
+            held = {d for d, b in batch.items() if counts[d] == len(b.readings)}
         rows = await self.series.readings_around_many(
-            [(d, w.q_lo, w.q_hi) for d, w in windows.items()]
+            [
+                window
+                for d, w in windows.items()
+                for window in (
+                    ((d, w.q_lo, spans[d][0]), (d, spans[d][1] + 1, w.q_hi))
+                    if d in held
+                    else ((d, w.q_lo, w.q_hi),)
+                )
+            ]
         )
+        for device_id in held:
+            lo, hi = spans[device_id]
+            around = rows.get(device_id) or []
+            rows[device_id] = (
+                [r for r in around if r.ts < lo]
+                + sorted(batch[device_id].readings, key=_BY_TS)
+                + [r for r in around if r.ts > hi]
+            )
         stored = await self.series.buckets_many(
             [
                 query

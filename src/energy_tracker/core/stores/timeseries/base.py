@@ -101,6 +101,12 @@ class SeriesStore(ABC):
         `group_readings`, so the merging rules live in one place.
         """
 
+    @abstractmethod
+    async def count_readings_many(self, windows: Sequence[Window]) -> dict[str, int]:
+        """For each (device_id, start, end), one window per device: how many readings it holds
+        with start <= ts < end (0 for a device never seen), in one round trip. Counting is far
+        cheaper than reading back readings the caller already holds (`Rollups`)."""
+
     async def readings_around(self, device_id: str, start: int, end: int) -> list[Reading]:
         """`readings_around_many` for one window: kept for callers that read one device, so the
         adapters hold a single implementation of the behaviour."""

@@ -147,6 +147,11 @@ _READINGS_AROUND_MANY = f"""SELECT w.n, r.ts, r.power_w, r.energy_wh, r.voltage_
     ) r
     ORDER BY w.n, r.ts"""
 
+_COUNT_READINGS_MANY = """SELECT w.device_id,
+        (SELECT count(*) FROM readings WHERE series = s.id AND ts >= w.lo AND ts < w.hi)
+    FROM unnest($1::text[], $2::bigint[], $3::bigint[]) AS w(device_id, lo, hi)
+    JOIN series s ON s.device_id = w.device_id"""
+
 # The queries come disjoint and in result order (merge_bucket_queries), so ordering by query
 # number, then start, is the port's order, and each bucket matches one query only. OFFSET 0 keeps
 # the LATERAL subquery from being flattened into a plain join: the planner misjudges the range
@@ -297,6 +302,19 @@ class PostgresSeriesStore(SeriesStore):
         return group_readings(
             merged, (Reading(devices[n - 1], ts, p, e, v, c) for n, ts, p, e, v, c in rows)
         )
+
+    async def count_readings_many(self, windows: Sequence[Window]) -> dict[str, int]:
+        counts = dict.fromkeys((w[0] for w in windows), 0)
+        if windows:
+            async with self._acquire() as conn:
+                rows = await conn.fetch(
+                    _COUNT_READINGS_MANY,
+                    [w[0] for w in windows],
+                    [w[1] for w in windows],
+                    [w[2] for w in windows],
+                )
+            counts.update((device_id, count) for device_id, count in rows)
+        return counts
 
     async def readings_page(
         self, device_id: str, start: int, end: int, after_ts: int | None, limit: int
