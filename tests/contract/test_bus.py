@@ -407,6 +407,42 @@ async def test_embedded_members_in_two_processes_split_the_partitions(tmp_path: 
 # -- configuration ------------------------------------------------------------------------------
 
 
+async def test_embedded_log_is_trimmed_below_what_every_reader_committed(tmp_path: Path) -> None:
+    bus = EmbeddedBus(str(tmp_path / "bus.db"), 1)  # one partition: offsets are 0..n-1
+    await bus.start()
+    try:
+        await bus.publish("readings", [(b"k", b"%d" % i) for i in range(10)])
+        await bus.publish("readings.dlq", [(b"k", b"poison")])
+        ahead = await bus.subscribe("readings", "ahead")
+        behind = await bus.subscribe("readings", "behind")
+        assert await bus.trim() == 0  # members that committed nothing are at the start
+        await ahead.commit(await drain(ahead, 10))
+        await behind.commit((await drain(behind, 10))[:4])  # "behind" committed offsets 0..3
+        assert await bus.trim() == 4
+        await behind.close()
+
+        # "behind" is away, not gone: it resumes where it committed, nothing lost. A new group
+        # starts at the oldest record kept.
+        behind = await bus.subscribe("readings", "behind")
+        assert values(await drain(behind, 6)) == [b"%d" % i for i in range(4, 10)]
+        newcomer = await bus.subscribe("readings", "newcomer")
+        assert values(await drain(newcomer, 6))[0] == b"4"
+        assert await bus.trim() == 0  # its position, while it is a member, is the start
+        await newcomer.close()  # gone without a commit: like Kafka, nothing is kept for it
+
+        # When every reader has committed everything, the last record stays: it carries the
+        # next offset, so new records continue the sequence instead of reusing offsets.
+        await behind.commit([Message("readings", 0, 9, b"k", b"9")])
+        assert await bus.trim() == 5  # offsets 4..8
+        await bus.publish("readings", [(b"k", b"10")])
+        (fresh,) = await drain(ahead, 1)
+        assert (fresh.offset, fresh.value) == (10, b"10")
+        dlq = await bus.subscribe("readings.dlq", "inspector")
+        assert values(await drain(dlq, 1)) == [b"poison"]  # nobody reads a DLQ: all kept
+    finally:
+        await bus.stop()
+
+
 def test_unknown_bus_url_is_refused() -> None:
     with pytest.raises(UnsupportedUrl, match="ET_BUS_URL=amqp://x"):
         bus_from_url("amqp://x", PARTITIONS)

@@ -19,6 +19,10 @@ Why it is shaped this way:
   A newly owned partition starts at the group's committed offset.
 - SQLite calls block, so each bus runs them on one dedicated thread with its own connection;
   that thread also serialises all access to the connection and to the consumers' positions.
+- The log is trimmed (`trim`, every minute): what every group that reads a topic has committed
+  is deleted, so a household box does not keep every reading twice, forever. A group keeps its
+  records until it commits them, however long it is away; a group that is gone for good must be
+  deleted from `committed` by hand. Freed pages are reused, not returned to the disk.
 """
 
 from __future__ import annotations
@@ -83,6 +87,11 @@ CREATE TABLE IF NOT EXISTS owners (
 _BUSY_TIMEOUT_S = 30.0
 """How long a writer waits for another process's write transaction before giving up."""
 
+_TRIM_EVERY_S = 60.0
+_TRIM_AT_MOST = 100_000
+"""Records deleted per partition and pass: a long backlog goes in steps, so the write lock is
+never held for long."""
+
 _WAIT_MIN_S = 0.005
 _WAIT_MAX_S = 0.05
 """Poll backoff bounds: short enough for low latency across processes, long enough to stay idle."""
@@ -114,6 +123,7 @@ class EmbeddedBus(EventBus):
         self._conn: sqlite3.Connection | None = None
         self._topics: dict[str, tuple[int, int]] = {}
         self._consumers: set[EmbeddedConsumer] = set()
+        self._trimming: asyncio.Task[None] | None = None
         # Set and replaced after every publish: pollers in this process wake at once.
         self.new_records = asyncio.Event()
 
@@ -154,6 +164,7 @@ class EmbeddedBus(EventBus):
             self._executor.shutdown(wait=False)
             self._executor = None
             raise BackendUnavailable("ET_BUS_URL", self.url, str(exc)) from None
+        self._trimming = asyncio.create_task(self._trim_periodically(), name="bus-trim")
 
     def _open(self) -> None:
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -170,6 +181,11 @@ class EmbeddedBus(EventBus):
         self._conn = conn
 
     async def stop(self) -> None:
+        if self._trimming is not None:
+            self._trimming.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._trimming
+            self._trimming = None
         for consumer in list(self._consumers):
             await consumer.close()
         if self._executor is None:
@@ -182,6 +198,53 @@ class EmbeddedBus(EventBus):
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+    async def _trim_periodically(self) -> None:
+        while True:
+            await asyncio.sleep(_TRIM_EVERY_S)
+            try:
+                await self.trim()
+            except sqlite3.Error as exc:
+                log.warning("trimming the bus log failed: %s", exc)
+
+    async def trim(self) -> int:
+        """Delete the records every group reading their topic has committed; returns how many.
+
+        A group reads a topic when it has committed on it or has a member on it; its position
+        on a partition where it never committed is the start. Each partition keeps its last
+        record, which carries the partition's next offset (`_append`). Topics nobody reads,
+        such as the DLQs, keep everything.
+        """
+        return await self.in_thread(self.transaction, self._trim)
+
+    def _trim(self, conn: sqlite3.Connection) -> int:
+        readers: dict[int, set[str]] = {}
+        for grp, topic_id in conn.execute(
+            "SELECT grp, topic_id FROM committed UNION SELECT grp, topic_id FROM members"
+        ):
+            readers.setdefault(topic_id, set()).add(grp)
+        committed = {
+            (grp, topic_id, part): next_seq
+            for grp, topic_id, part, next_seq in conn.execute(
+                "SELECT grp, topic_id, part, next_seq FROM committed"
+            )
+        }
+        deleted = 0
+        for topic_id, partitions in conn.execute("SELECT id, partitions FROM topics").fetchall():
+            groups = readers.get(topic_id)
+            for part in range(partitions) if groups else ():
+                read = min(committed.get((g, topic_id, part), 0) for g in groups)
+                first, last = conn.execute(
+                    "SELECT min(seq), max(seq) FROM messages WHERE topic_id = ? AND part = ?",
+                    (topic_id, part),
+                ).fetchone()
+                if last is None or read <= first:
+                    continue
+                deleted += conn.execute(
+                    "DELETE FROM messages WHERE topic_id = ? AND part = ? AND seq < ?",
+                    (topic_id, part, min(read, last, first + _TRIM_AT_MOST)),
+                ).rowcount
+        return deleted
 
     async def ensure_topics(self, topics: Sequence[str]) -> None:
         for topic in topics:

@@ -5,9 +5,12 @@ series; the hours, local days and local months holding a changed quarter are re-
 their parts. A bucket is written (with version + 1) only when its values change, so a replay or a
 redelivery changes nothing and publishes nothing.
 
-A whole consumer batch is recomputed together in three store round trips (the neighbours of the
-new readings, the readings of the touched quarters, the stored buckets around them), however
-many devices it holds: per-device queries would make the store's latency the pipeline's limit.
+A whole consumer batch is recomputed together in four store round trips (the neighbours of the
+new readings, a count of what is stored between them, the readings of the touched quarters, the
+stored buckets around them), however many devices it holds: per-device queries would make the
+store's latency the pipeline's limit. Readings the batch itself brought are not read back when
+the count shows the store holds exactly them: reading them back was the largest cost of the
+usage service.
 """
 
 from __future__ import annotations
