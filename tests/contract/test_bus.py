@@ -430,6 +430,10 @@ async def test_embedded_log_is_trimmed_below_what_every_reader_committed(tmp_pat
         assert await bus.trim() == 0  # its position, while it is a member, is the start
         await newcomer.close()  # gone without a commit: like Kafka, nothing is kept for it
 
+        # A member that died without leaving, in a group that never came back, pins nothing.
+        with contextlib.closing(sqlite3.connect(tmp_path / "bus.db")) as conn, conn:
+            conn.execute("INSERT INTO members VALUES ('crashed', 1, 'gone', 0.0)")
+
         # When every reader has committed everything, the last record stays: it carries the
         # next offset, so new records continue the sequence instead of reusing offsets.
         await behind.commit([Message("readings", 0, 9, b"k", b"9")])

@@ -210,8 +210,8 @@ class EmbeddedBus(EventBus):
     async def trim(self) -> int:
         """Delete the records every group reading their topic has committed; returns how many.
 
-        A group reads a topic when it has committed on it or has a member on it; its position
-        on a partition where it never committed is the start. Each partition keeps its last
+        A group reads a topic when it has committed on it or has a live member on it; its
+        position on a partition where it never committed is the start. Each partition keeps its last
         record, which carries the partition's next offset (`_append`). Topics nobody reads,
         such as the DLQs, keep everything.
         """
@@ -219,8 +219,12 @@ class EmbeddedBus(EventBus):
 
     def _trim(self, conn: sqlite3.Connection) -> int:
         readers: dict[int, set[str]] = {}
+        # A member whose process died stays in `members` until its group next syncs; a group
+        # that never comes back must not pin the log, so only live members count.
         for grp, topic_id in conn.execute(
-            "SELECT grp, topic_id FROM committed UNION SELECT grp, topic_id FROM members"
+            "SELECT grp, topic_id FROM committed"
+            " UNION SELECT grp, topic_id FROM members WHERE heartbeat >= ?",
+            (time.time() - self.session_timeout_s,),
         ):
             readers.setdefault(topic_id, set()).add(grp)
         committed = {
