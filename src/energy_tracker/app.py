@@ -65,6 +65,9 @@ ROUTERS: dict[str, APIRouter] = {
 }
 NEEDS_BUS = {"ingestion", "usage", "alerts"}
 NEEDS_SERIES = {"usage", "insights"}
+# A store slower than this to answer `SELECT 1` counts as down for /readyz.
+READY_TIMEOUT_S = 2.0
+ALL_TOPICS = [*TOPICS, *(f"{t}.dlq" for t in TOPICS)]
 
 
 class Directory:
@@ -87,7 +90,9 @@ class Directory:
 
 
 class Worker(Protocol):
-    """A background loop of a service: consumers, the MQTT subscriber, retention."""
+    """A background loop of a service: consumers, the MQTT subscriber, retention. One that has
+    a `ready` flag (a consumer between losing its bus and rejoining) says when it is down
+    though still running."""
 
     async def run(self) -> None: ...
 
@@ -121,6 +126,12 @@ async def migrate(settings: Settings) -> None:
         await series.migrate()
     finally:
         await series.stop()
+    bus = bus_from_url(settings.effective_bus_url, settings.bus_partitions)
+    await bus.start()
+    try:
+        await bus.ensure_topics(ALL_TOPICS)
+    finally:
+        await bus.stop()
 
 
 async def create_admin(settings: Settings, email: str, password: Callable[[], str]) -> str:
@@ -153,7 +164,7 @@ async def start_runtime(
         if wanted & NEEDS_BUS:
             rt.bus = bus_from_url(settings.effective_bus_url, settings.bus_partitions)
             await rt.bus.start()
-            await rt.bus.ensure_topics([*TOPICS, *(f"{t}.dlq" for t in TOPICS)])
+            await rt.bus.ensure_topics(ALL_TOPICS)
         if "ingestion" in wanted and settings.mqtt_url:
             await mqtt.probe(settings.mqtt_url)
     except BaseException:
@@ -212,6 +223,7 @@ def create_app(
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         rt = runtime or await start_runtime(settings, local, gateway=gateway)
+        app.state.runtime = rt
         users, devices = UserStore(rt.db), DeviceStore(rt.db)
         app.state.settings = settings
         app.state.secret = settings.secret()
@@ -266,10 +278,29 @@ def create_app(
     app.add_middleware(RequestIdMiddleware, service=name)
     install_error_handlers(app)
 
-    async def ready() -> bool:
-        return True
+    async def failing() -> list[str]:
+        """What keeps this process from serving: a store that does not answer, a background
+        worker that stopped (or is not connected)."""
+        rt: Runtime | None = getattr(app.state, "runtime", None)
+        if rt is None:
+            return ["starting"]
+        down = [
+            task.get_name()
+            for task, worker in zip(rt.tasks, rt.loops, strict=True)
+            if task.done() or not getattr(worker, "ready", True)
+        ]
+        stores = {"metadata database": rt.db, "series store": rt.series}
+        for what, store in stores.items():
+            if store is None:
+                continue
+            try:
+                async with asyncio.timeout(READY_TIMEOUT_S):
+                    await store.ping()
+            except Exception as exc:  # whatever the driver raises: not ready, and why
+                down.append(f"{what}: {type(exc).__name__}")
+        return down
 
-    install_health(app, ready)
+    install_health(app, failing)
     for service in local:
         if service in ROUTERS:
             app.include_router(ROUTERS[service], prefix=API_PREFIX)

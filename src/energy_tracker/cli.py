@@ -7,6 +7,7 @@ import argparse
 import asyncio
 import gc
 import logging
+import signal
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -16,16 +17,18 @@ from pydantic import ValidationError
 
 from energy_tracker.config import SERVICE_NAMES, Settings
 from energy_tracker.core.errors import BackendUnavailable, UnsupportedUrl, redact_url
-from energy_tracker.core.http import RequestIdFilter
+from energy_tracker.core.http import JsonFormatter, RequestIdFilter
 
 log = logging.getLogger("energy_tracker")
 
 
-def _configure_logging(level: str) -> None:
+def _configure_logging(level: str, json_lines: bool) -> None:
     handler = logging.StreamHandler()
     handler.addFilter(RequestIdFilter())
     handler.setFormatter(
-        logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
+        JsonFormatter()
+        if json_lines
+        else logging.Formatter("%(asctime)s %(levelname)s %(name)s [%(request_id)s] %(message)s")
     )
     root = logging.getLogger()
     root.handlers[:] = [handler]
@@ -63,6 +66,10 @@ async def _serve(settings: Settings, services: list[str], *, gateway: bool, bann
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             app.state.shutting_down.set()  # streams end now, not after the graceful timeout
             super().handle_exit(sig, frame)
+            if sig == signal.SIGTERM:
+                # A stop asked for (`docker stop`) and done gracefully is a success: exit 0
+                # rather than have uvicorn raise SIGTERM again once it has finished.
+                self._captured_signals.remove(sig)
 
     server = Server(config)
     # Readings arrive by the thousand per request and each becomes several short-lived objects
@@ -303,9 +310,9 @@ def main(argv: list[str] | None = None) -> None:
     sim.add_argument("--batch", type=_positive(int), default=5000, help="readings a POST")
     sim.add_argument("--concurrency", type=_positive(int), default=4, help="requests at once")
     args = parser.parse_args(argv)
-    _configure_logging(args.log_level.upper())
     try:
         settings = Settings()
+        _configure_logging(args.log_level.upper(), settings.log_format == "json")
         if args.command == "up":
             cmd_up(settings)
         elif args.command == "serve":

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -30,6 +30,8 @@ class Settings(BaseSettings):
     mqtt_url: str | None = None
     http_host: str = "127.0.0.1"
     http_port: int = 8080
+    # `json`: one JSON object a line with the request id, for a log collector (containers).
+    log_format: Literal["text", "json"] = "text"
 
     # Where the gateway finds each service when they run as separate processes.
     users_url: str | None = None

@@ -102,6 +102,27 @@ async def test_round_trip(bus: EventBus, names: Names) -> None:
         await consumer.close()
 
 
+async def test_lag_counts_what_an_owned_partition_holds_past_the_position(
+    bus: EventBus, names: Names
+) -> None:
+    """Five records of one key, one partition; a member that has taken one of them is 4
+    behind on that partition, then 0 once it has taken the rest (committed or not)."""
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        await bus.ensure_topics([names.topic])
+        await bus.publish(names.topic, [(b"dev-1", str(i).encode()) for i in range(5)])
+        consumer = await bus.subscribe(names.topic, names.group)
+        first: list[Message] = []
+        while not first:
+            first = await consumer.poll(1, timeout_s=0.5)
+        partition = first[0].partition
+        lag = await consumer.lag()
+        assert lag[partition] == 4
+        assert all(behind == 0 for p, behind in lag.items() if p != partition)
+        await drain(consumer, 4)
+        assert (await consumer.lag())[partition] == 0
+        await consumer.close()
+
+
 async def test_each_key_keeps_its_order(bus: EventBus, names: Names) -> None:
     keys, per_key = 200, 50
     async with asyncio.timeout(TEST_TIMEOUT_S):

@@ -17,7 +17,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST, Counter, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, Histogram, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -32,7 +32,34 @@ access_log = logging.getLogger("energy_tracker.access")
 REQUEST_ID_HEADER = "x-request-id"
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
-HTTP_REQUESTS = Counter("et_http_requests_total", "HTTP requests", ["service", "status"])
+# Rate, errors and latency by route: `route` is the route's template (`/api/v1/devices/{id}`),
+# never the raw path, so ids do not multiply the series; a path no route matched is `unmatched`.
+HTTP_REQUESTS = Histogram(
+    "et_http_request_duration_seconds",
+    "HTTP requests: time from the request to the start of the response",
+    ["service", "method", "route", "status"],
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per line (ET_LOG_FORMAT=json), for a log collector: time, level, logger,
+    message, the request id, and the exception when there is one."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        line: dict[str, Any] = {
+            "ts": self.formatTime(record, "%Y-%m-%dT%H:%M:%S") + f".{int(record.msecs):03d}Z",
+            "level": record.levelname,
+            "logger": record.name,
+            "message": record.getMessage(),
+            "request_id": getattr(record, "request_id", request_id_var.get()),
+        }
+        if record.exc_info:
+            line["exception"] = self.formatException(record.exc_info)
+        return orjson.dumps(line).decode()
+
+
+JsonFormatter.converter = time.gmtime
 
 
 class RequestIdFilter(logging.Filter):
@@ -72,7 +99,13 @@ class RequestIdMiddleware:
                 headers = [(k, v) for k, v in message.get("headers", []) if k != b"x-request-id"]
                 headers.append((b"x-request-id", rid.encode("latin-1")))
                 message["headers"] = headers
-                HTTP_REQUESTS.labels(self.service, str(status)).inc()
+                route = scope.get("route")
+                HTTP_REQUESTS.labels(
+                    self.service,
+                    scope["method"],
+                    getattr(route, "path", None) or "unmatched",
+                    str(status),
+                ).observe(time.perf_counter() - started)
             await send(message)
 
         try:
@@ -157,8 +190,9 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
 
-def install_health(app: FastAPI, ready: Callable[[], Awaitable[bool]]) -> None:
-    """Unauthenticated /healthz (alive), /readyz (backends reachable) and /metrics."""
+def install_health(app: FastAPI, failing: Callable[[], Awaitable[list[str]]]) -> None:
+    """Unauthenticated /healthz (alive), /readyz (backends reachable, background workers
+    running: `failing` names what is not) and /metrics."""
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
@@ -166,10 +200,10 @@ def install_health(app: FastAPI, ready: Callable[[], Awaitable[bool]]) -> None:
 
     @app.get("/readyz", include_in_schema=False)
     async def readyz() -> Response:
-        ok = await ready()
-        return JSONResponse(
-            {"status": "ready" if ok else "not ready"}, status_code=200 if ok else 503
-        )
+        down = await failing()
+        if down:
+            return JSONResponse({"status": "not ready", "failing": down}, status_code=503)
+        return JSONResponse({"status": "ready"})
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:

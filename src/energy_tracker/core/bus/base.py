@@ -37,6 +37,11 @@ class Consumer(ABC):
         """Mark everything up to and including these messages done for the group."""
 
     @abstractmethod
+    async def lag(self) -> dict[int, int]:
+        """Records not yet consumed in each partition this member owns now (end less position):
+        what the consumer-lag metric shows, and where a partition moved after a rebalance."""
+
+    @abstractmethod
     async def close(self) -> None:
         """Leave the group; uncommitted records go to the next owner of the partition."""
 

@@ -467,6 +467,18 @@ class EmbeddedConsumer(Consumer):
                     await new_records.wait()
             wait = min(wait * 2, _WAIT_MAX_S)
 
+    async def lag(self) -> dict[int, int]:
+        def lag() -> dict[int, int]:
+            ends = dict(
+                self.bus.conn.execute(
+                    "SELECT part, MAX(seq) + 1 FROM messages WHERE topic_id = ? GROUP BY part",
+                    (self.topic_id,),
+                )
+            )
+            return {p: max(0, ends.get(p, 0) - pos) for p, pos in self._positions.items()}
+
+        return await self.bus.in_thread(lag)
+
     async def commit(self, messages: Sequence[Message]) -> None:
         offsets: dict[int, int] = {}
         for m in messages:

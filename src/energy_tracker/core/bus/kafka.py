@@ -245,6 +245,16 @@ class KafkaConsumer(Consumer):
                 sorted(set(offsets) - set(owned)),
             )
 
+    async def lag(self) -> dict[int, int]:
+        """From the high watermark the last fetch reported; a partition not fetched yet since it
+        was assigned is left out until it is."""
+        out: dict[int, int] = {}
+        for tp in self.consumer.assignment():
+            end = self.consumer.highwater(tp)
+            if end is not None:
+                out[tp.partition] = max(0, end - await self.consumer.position(tp))
+        return out
+
     async def close(self) -> None:
         """Leave the group at once (LeaveGroup), so the partitions move without a timeout."""
         if self in self.bus._consumers:

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import orjson
+from prometheus_client import Gauge
 
-from energy_tracker.core.bus.base import EventBus, Message
+from energy_tracker.core.bus.base import Consumer, EventBus, Message
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,15 @@ class TransientError(Exception):
 TRANSIENT: tuple[type[BaseException], ...] = (TransientError, OSError, TimeoutError)
 
 Handler = Callable[[Sequence[Message]], Awaitable[Sequence[Rejected]]]
+
+# One series per partition a member owns: after a rebalance the partitions move from one
+# replica's series to another's, and a member that left (or died) stops reporting them.
+CONSUMER_LAG = Gauge(
+    "et_consumer_lag",
+    "Records of a partition not yet consumed by its owner in the group",
+    ["group", "topic", "partition"],
+)
+LAG_EVERY_S = 1.0
 
 
 def dlq_topic(topic: str) -> str:
@@ -91,6 +101,13 @@ class ConsumeLoop:
         self.max_records = max_records
         self.retry_pause_s = retry_pause_s
         self._stopping = asyncio.Event()
+        self._member = False
+        self._reported: set[int] = set()
+
+    @property
+    def ready(self) -> bool:
+        """A member of its group now: not stopped, not between a lost bus and the rejoin."""
+        return self._member and not self._stopping.is_set()
 
     async def run(self) -> None:
         """Consume until stopped. When the bus itself fails (a broker restart), the member
@@ -113,20 +130,42 @@ class ConsumeLoop:
                 pause = min(pause * 2, 30.0)
 
     async def _consume(self) -> None:
+        """Poll, process, commit. A stop lets the batch in hand finish and be committed (unless
+        its dependency is down: then it is redelivered to the next owner)."""
         consumer = await self.bus.subscribe(self.topic, self.group)
+        self._member = True
+        loop = asyncio.get_running_loop()
+        lag_at = 0.0
         try:
             while not self._stopping.is_set():
                 batch = await consumer.poll(self.max_records, timeout_s=0.5)
-                if not batch:
-                    continue
-                while not self._stopping.is_set():
+                while batch and not self._stopping.is_set():
                     if await self._process(batch):
                         await consumer.commit(batch)
                         break
                     await asyncio.sleep(self.retry_pause_s)
+                if loop.time() >= lag_at:
+                    lag_at = loop.time() + LAG_EVERY_S
+                    await self._report_lag(consumer)
         finally:
+            self._member = False
+            self._forget_lag()
             with contextlib.suppress(Exception):
                 await consumer.close()
+
+    async def _report_lag(self, consumer: Consumer) -> None:
+        lag = await consumer.lag()
+        for partition, records in lag.items():
+            CONSUMER_LAG.labels(self.group, self.topic, str(partition)).set(records)
+        for partition in self._reported - lag.keys():
+            CONSUMER_LAG.remove(self.group, self.topic, str(partition))
+        self._reported = set(lag)
+
+    def _forget_lag(self) -> None:
+        for partition in self._reported:
+            with contextlib.suppress(KeyError):
+                CONSUMER_LAG.remove(self.group, self.topic, str(partition))
+        self._reported = set()
 
     def stop(self) -> None:
         self._stopping.set()

@@ -24,8 +24,10 @@ from sqlalchemy import Connection, event, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
+from sqlalchemy.pool import QueuePool
 
 from energy_tracker.core.errors import BackendUnavailable, UnsupportedUrl
+from energy_tracker.core.stores.pools import watch_pool
 
 VARIABLE = "ET_DB_URL"
 SUPPORTED = "sqlite:///path/meta.db, mysql://user@host:3306/db or postgresql://user@host:5432/db"
@@ -104,6 +106,18 @@ class Database:
                 VARIABLE, self.url, _reason(exc, self._connect_timeout)
             ) from exc
         self._engine = engine
+        watch_pool("metadata", self)
+
+    def pool_use(self) -> tuple[int, int, int] | None:
+        pool = self._engine.sync_engine.pool if self._engine is not None else None
+        if not isinstance(pool, QueuePool):
+            return None  # SQLite's single-connection pools have nothing to watch
+        return pool.checkedout(), pool.checkedin(), pool.size() + max(pool._max_overflow, 0)
+
+    async def ping(self) -> None:
+        """Raise unless the server answers a trivial query (readiness)."""
+        async with self.engine.connect() as conn:
+            await conn.execute(text("SELECT 1"))
 
     async def stop(self) -> None:
         """Close every pooled connection; safe to call twice."""

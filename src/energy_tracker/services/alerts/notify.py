@@ -30,6 +30,7 @@ from urllib.parse import parse_qs, unquote, urlsplit
 import aiosmtplib
 import httpx
 import orjson
+from prometheus_client import Counter
 
 from energy_tracker import __version__
 from energy_tracker.core.errors import UnsupportedUrl
@@ -99,6 +100,13 @@ class DeliveryFailed(Exception):
         super().__init__(message)
         self.status_code = status_code
         self.final = final
+
+
+NOTIFICATIONS = Counter(
+    "et_notifications_total",
+    "Delivery attempts: sent, retrying (tried again later) or failed (for good)",
+    ["channel", "outcome"],
+)
 
 
 def signature(secret: str, body: bytes) -> str:
@@ -196,14 +204,17 @@ class Dispatcher:
             now = self._now()
             attempt = Attempt(delivery.id, number, now, error is None, status_code, error)
             if error is None:
+                NOTIFICATIONS.labels(delivery.channel, "sent").inc()
                 await self.store.record_attempt(attempt, status="delivered", next_attempt_at=None)
                 return
             next_at = now + timedelta(seconds=self.retry.next_delay_s(number))
             out_of_time = (next_at - delivery.created_at).total_seconds() > self.retry.window_s
             if final or out_of_time:
                 log.warning("delivery %s failed for good: %s", delivery.id, error)
+                NOTIFICATIONS.labels(delivery.channel, "failed").inc()
                 await self.store.record_attempt(attempt, status="failed", next_attempt_at=None)
             else:
+                NOTIFICATIONS.labels(delivery.channel, "retrying").inc()
                 await self.store.record_attempt(attempt, status="pending", next_attempt_at=next_at)
         except Exception:
             # The claim's lease brings the delivery back; nothing is lost, only delayed.

@@ -9,7 +9,7 @@ from pydantic import ValidationError
 from energy_tracker.core.auth import Identity
 from energy_tracker.core.errors import ApiError
 from energy_tracker.core.http import user_or_device_identity
-from energy_tracker.services.ingestion.recorder import ReadingRecorder
+from energy_tracker.services.ingestion.recorder import READINGS_REFUSED, ReadingRecorder
 from energy_tracker.services.ingestion.schemas import (
     ONE_READING,
     READING_BATCH,
@@ -69,6 +69,7 @@ async def post_readings(
     try:
         raw = orjson.loads(await _body(request))
     except orjson.JSONDecodeError as exc:
+        READINGS_REFUSED.labels("http", "schema").inc()
         raise ApiError(400, "bad_request", f"body is not JSON: {exc}") from None
     is_batch = isinstance(raw, dict) and "readings" in raw
     try:
@@ -82,6 +83,9 @@ async def post_readings(
             {"field": ".".join(str(p) for p in e["loc"]) or "body", "message": e["msg"]}
             for e in exc.errors(include_url=False)[:100]
         ]
+        READINGS_REFUSED.labels("http", "schema").inc(
+            len(raw["readings"]) if is_batch and isinstance(raw["readings"], list) else 1
+        )
         raise ApiError(422, "invalid", "invalid readings", details) from None
     accepted = await rec.record(items, identity)
     return AcceptedOut(accepted=accepted)

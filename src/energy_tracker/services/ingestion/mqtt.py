@@ -42,7 +42,11 @@ from energy_tracker.services.ingestion.payloads import (
     parse_tasmota,
     route,
 )
-from energy_tracker.services.ingestion.recorder import ReadingRecorder
+from energy_tracker.services.ingestion.recorder import (
+    READINGS_ACCEPTED,
+    READINGS_REFUSED,
+    ReadingRecorder,
+)
 
 log = logging.getLogger(__name__)
 
@@ -198,6 +202,10 @@ class MqttIngester:
         good = [r for i, readings in parsed.items() if i not in reasons for r in readings]
         if good:
             await self._until_accepted(lambda: self.recorder.publish(good), len(good))
+            READINGS_ACCEPTED.labels("mqtt").inc(len(good))
+        for index in reasons:
+            # A message dead-lettered whole counts once: what it held may not be readings at all.
+            READINGS_REFUSED.labels("mqtt", "schema" if index not in parsed else "invalid").inc()
         if reasons:
             letters = [_dead_letter(batch[i], reason) for i, reason in sorted(reasons.items())]
             await self._until_accepted(

@@ -15,6 +15,8 @@ from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
 from typing import Any
 
+from prometheus_client import Counter
+
 from energy_tracker.core.auth import Identity
 from energy_tracker.core.bus.base import EventBus
 from energy_tracker.core.errors import ApiError
@@ -30,6 +32,36 @@ TOO_OLD = "older than the retention window"
 
 Problem = dict[str, Any]
 """A broken rule: {"index", "field", "message"}; `index` is whatever the caller numbered by."""
+
+READINGS_ACCEPTED = Counter(
+    "et_readings_accepted_total", "Readings the bus durably accepted", ["transport"]
+)
+READINGS_REFUSED = Counter(
+    "et_readings_refused_total",
+    "Readings refused, by the first rule each broke (`batch_refused`: good readings of a "
+    "batch refused whole; `schema`: a body or payload that is not readings)",
+    ["transport", "reason"],
+)
+_REASONS = {
+    FUTURE: "future",
+    TOO_OLD: "too_old",
+    "unknown device": "unknown_device",
+    "device is disabled": "device_disabled",
+    "not your device": "not_your_device",
+    "not the device of this key": "not_this_device",
+    "required": "no_device",
+}
+
+
+def count_refused(transport: str, problems: Sequence[Problem], total: int) -> None:
+    """Count `total` refused readings, each by the reason of its first problem."""
+    first: dict[Any, str] = {}
+    for p in problems:
+        first.setdefault(p["index"], _REASONS.get(p["message"], "invalid"))
+    for reason in first.values():
+        READINGS_REFUSED.labels(transport, reason).inc()
+    if total > len(first):
+        READINGS_REFUSED.labels(transport, "batch_refused").inc(total - len(first))
 
 
 class PublishFailed(Exception):
@@ -83,19 +115,23 @@ class ReadingRecorder:
                 if (device_id := item.get("device_id") or own) in refused
             ]
         if problems:
+            count_refused("http", problems, len(items))
             problems.sort(key=lambda p: p["index"])
             raise ApiError(
                 422, "invalid", f"{len(problems)} bad reading(s); none accepted", problems[:1000]
             )
         try:
-            return await self.publish_grouped(by_device)
+            accepted = await self.publish_grouped(by_device)
         except PublishFailed:
+            READINGS_REFUSED.labels("http", "bus_unavailable").inc(len(items))
             raise ApiError(
                 503,
                 "unavailable",
                 "the event bus is unavailable; retry later",
                 headers={"Retry-After": "5"},
             ) from None
+        READINGS_ACCEPTED.labels("http").inc(accepted)
+        return accepted
 
     def window(self) -> tuple[int, int]:
         """The oldest and newest timestamps (epoch ms) accepted now."""

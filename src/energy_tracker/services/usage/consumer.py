@@ -4,9 +4,12 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections import defaultdict
 from collections.abc import Sequence
 from zoneinfo import ZoneInfo
+
+from prometheus_client import Histogram
 
 from energy_tracker.core.bus.base import EventBus, Message
 from energy_tracker.core.bus.runner import ConsumeLoop, Rejected
@@ -25,6 +28,14 @@ from energy_tracker.services.usage.rollups import DeviceReadings, Rollups
 
 log = logging.getLogger(__name__)
 GROUP = "usage"
+# Readings older than this when they arrive are history (a backfill, a replay): their delay says
+# nothing about the pipeline, so they are left out of the latency histogram.
+LIVE_MS = 15 * 60 * 1000
+BUCKET_LATENCY = Histogram(
+    "et_usage_bucket_latency_seconds",
+    "From a live reading's timestamp to its buckets stored (each device batch's newest reading)",
+    buckets=(0.05, 0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60),
+)
 
 
 class UsageConsumer:
@@ -83,4 +94,9 @@ class UsageConsumer:
             # again and publishes again (same version), so no update is ever lost.
             await self.bus.publish(USAGE_EVENTS, [usage_updated(b) for b in changed])
             await self.series.put_buckets(changed)
+        now_ms = time.time() * 1000
+        for device_readings in by_device.values():
+            newest = max(r.ts for r in device_readings)
+            if now_ms - newest < LIVE_MS:
+                BUCKET_LATENCY.observe(max(0.0, now_ms - newest) / 1000)
         return rejected

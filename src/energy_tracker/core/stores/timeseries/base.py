@@ -79,6 +79,10 @@ class SeriesStore(ABC):
         """Close connections."""
 
     @abstractmethod
+    async def ping(self) -> None:
+        """Raise unless the store answers a trivial query (readiness)."""
+
+    @abstractmethod
     async def migrate(self) -> None:
         """Create or upgrade the schema; safe to run again."""
 

@@ -33,6 +33,7 @@ import asyncpg
 
 from energy_tracker.core.errors import BackendUnavailable, UnsupportedUrl
 from energy_tracker.core.events import Reading
+from energy_tracker.core.stores.pools import watch_pool
 from energy_tracker.core.stores.timeseries.base import (
     Bucket,
     BucketQuery,
@@ -243,9 +244,20 @@ class PostgresSeriesStore(SeriesStore):
         except (OSError, ValueError, asyncpg.PostgresError, asyncpg.InterfaceError) as exc:
             await self._close_pool()
             raise BackendUnavailable(VARIABLE, self._url, str(exc) or type(exc).__name__) from None
+        watch_pool("series", self)
+
+    def pool_use(self) -> tuple[int, int, int] | None:
+        if self._pool is None:
+            return None
+        size, idle = self._pool.get_size(), self._pool.get_idle_size()
+        return size - idle, idle, self._pool.get_max_size()
 
     async def stop(self) -> None:
         await self._close_pool()
+
+    async def ping(self) -> None:
+        async with self._acquire() as conn:
+            await conn.fetchval("SELECT 1")
 
     async def migrate(self) -> None:
         async with self._acquire() as conn, conn.transaction():

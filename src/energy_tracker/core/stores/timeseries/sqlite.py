@@ -164,6 +164,9 @@ class SqliteSeriesStore(SeriesStore):
         self._executor.shutdown(wait=True)
         self._executor = None
 
+    async def ping(self) -> None:
+        await self._run(lambda: self._db.execute("SELECT 1").fetchone())
+
     async def migrate(self) -> None:
         await self._run(self._migrate)
 

