@@ -18,7 +18,7 @@ say() { printf '[compose-test %4ss] %s\n' "$(($(date +%s) - started))" "$*"; }
 
 # -- what it needs, from Debian and PyPI -------------------------------------------------------
 missing=()
-for pkg in docker.io debootstrap iptables; do
+for pkg in docker.io debootstrap iptables nftables; do
   dpkg -s "$pkg" >/dev/null 2>&1 || missing+=("$pkg")
 done
 if ((${#missing[@]})); then
@@ -36,23 +36,18 @@ run=$(mktemp -d /tmp/et-compose-test.XXXXXX)
 export DOCKER_HOST=unix://$run/docker.sock
 iptables_before=$run/iptables.rules
 iptables-save >"$iptables_before" 2>/dev/null || true
+nft list tables >"$run/nft-tables.before"
 ip_forward_before=$(cat /proc/sys/net/ipv4/ip_forward)
 project=et-compose-test
 compose() {
   "$compose_bin" -p "$project" -f compose.yaml -f compose.test.yaml --env-file "$run/test.env" "$@"
 }
 
-restore_iptables() {  # the engine's chains and rules out, the tables as they were before
-  local table chain
-  for table in filter nat mangle raw; do
-    grep -q "^\*$table\$" "$iptables_before" && continue
-    iptables -t "$table" -F 2>/dev/null || continue
-    iptables -t "$table" -X
-    for chain in $(iptables -t "$table" -S | awk '$1 == "-P" {print $2}'); do
-      iptables -t "$table" -P "$chain" ACCEPT
-    done
+restore_firewall() {  # tables the engine created dropped, the others' rules as they were
+  nft list tables | while read -r _ family name; do
+    grep -qx "table $family $name" "$run/nft-tables.before" || nft delete table "$family" "$name"
   done
-  grep -q '^\*' "$iptables_before" && iptables-restore <"$iptables_before"
+  if grep -q '^\*' "$iptables_before"; then iptables-restore <"$iptables_before"; fi
   return 0
 }
 
@@ -72,7 +67,7 @@ cleanup() {
     for _ in $(seq 50); do [ -f "$run/docker.pid" ] || break; sleep 0.2; done
   fi
   ip link delete docker0 2>/dev/null
-  restore_iptables
+  restore_firewall
   echo "$ip_forward_before" >/proc/sys/net/ipv4/ip_forward
   rm -rf "$run"
   say "engine stopped, host as it was (exit $rc)"
@@ -126,8 +121,25 @@ if "$venv/bin/python" -c "import socket,sys; s=socket.socket(); sys.exit(s.conne
   say "port ${ET_GATEWAY_PORT:-8080} is taken: the gateway is published on $port"
 fi
 { sh scripts/make-env.sh; echo "ET_BASE_IMAGE=$base"; echo "ET_GATEWAY_PORT=$port"; } >"$run/test.env"
-compose up -d --no-build --wait --wait-timeout 240 >"$run/up.log" 2>&1 \
-  || { cat "$run/up.log"; exit 1; }
+compose up -d --no-build --wait --wait-timeout 240 >"$run/up.log" 2>&1 || true
+# `up --wait` may return 0 when a dependency failed: the gateway ready is what counts.
+if ! "$venv/bin/python" - "http://127.0.0.1:$port/readyz" <<'PY'
+import sys, time, urllib.request
+deadline = time.monotonic() + 120
+while time.monotonic() < deadline:
+    try:
+        if urllib.request.urlopen(sys.argv[1], timeout=2).status == 200:
+            sys.exit(0)
+    except OSError:
+        pass
+    time.sleep(1)
+sys.exit(1)
+PY
+then
+  cat "$run/up.log"
+  compose ps -a
+  exit 1
+fi
 say "stack up: $(compose ps --format '{{.Service}}' | sort | uniq -c | awk '{printf "%s%s ", $2, ($1 > 1 ? "x" $1 : "")}')"
 
 # -- the checks --------------------------------------------------------------------------------

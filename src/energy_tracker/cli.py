@@ -42,14 +42,7 @@ async def _serve(settings: Settings, services: list[str], *, gateway: bool, bann
 
     from energy_tracker.app import create_app, start_runtime
 
-    # A broker that cannot be reached is reported once, by us, in one line; the client's own
-    # connection errors would only repeat it with less context.
-    kafka_log = logging.getLogger("aiokafka")
-    kafka_log.disabled = True
-    try:
-        runtime = await start_runtime(settings, services, gateway=gateway)
-    finally:
-        kafka_log.disabled = False
+    runtime = await start_runtime(settings, services, gateway=gateway)
     app = create_app(settings, services, gateway=gateway, runtime=runtime)
     config = uvicorn.Config(
         app,

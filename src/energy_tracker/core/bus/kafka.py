@@ -90,6 +90,10 @@ class KafkaBus(EventBus):
         self._admin = AIOKafkaAdminClient(
             bootstrap_servers=self.bootstrap, client_id=f"{self.client_id}-admin"
         )
+        # A broker that cannot be reached is reported once, by us, in one line; the client's
+        # own connection errors would only repeat it with less context.
+        client_log = logging.getLogger("aiokafka")
+        was_disabled, client_log.disabled = client_log.disabled, True
         try:
             async with asyncio.timeout(self.connect_timeout_s):
                 await self._producer.start()
@@ -98,6 +102,8 @@ class KafkaBus(EventBus):
             await self._disconnect()
             reason = str(exc) or f"no answer within {self.connect_timeout_s:g} s"
             raise BackendUnavailable("ET_BUS_URL", self.url, reason) from None
+        finally:
+            client_log.disabled = was_disabled
 
     async def stop(self) -> None:
         for consumer in list(self._consumers):

@@ -148,6 +148,8 @@ class MqttIngester:
         self.devices = devices
         self._names: dict[str, _Target] = {}
         self._stopping = asyncio.Event()
+        # Subscribed to the broker now (/readyz): false between a loss and the reconnection.
+        self.ready = False
 
     async def run(self) -> None:
         """Receive until stopped, reconnecting after every loss of the broker."""
@@ -159,8 +161,10 @@ class MqttIngester:
                         await client.subscribe(topic_filter, qos=1)
                     log.info("MQTT: subscribed to %s", ", ".join(self.broker.filters()))
                     pause = RETRY_PAUSE_S[0]
+                    self.ready = True
                     await self._receive(client)
             except aiomqtt.MqttError as exc:
+                self.ready = False
                 if self._stopping.is_set():
                     break
                 log.warning("MQTT broker lost (%s); reconnecting in %.1f s", exc, pause)
