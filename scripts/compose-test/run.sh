@@ -107,12 +107,15 @@ build() {  # build TAG CONTEXT [docker build options]
   "$docker" build -q --build-arg BASE_IMAGE="$base" -t "$tag" "$@" "$context" >/dev/null \
     || { say "build of $tag failed"; "$docker" build --build-arg BASE_IMAGE="$base" -t "$tag" "$@" "$context"; exit 1; }
 }
-build energy-tracker:latest .
-say "energy-tracker image built from ./Dockerfile"
+# In parallel: a cold build is mostly downloads (wheels, Debian packages), not CPU.
+pids=()
+build energy-tracker:latest . & pids+=($!)
 for target in kafka mysql timescaledb redis mosquitto mailpit prometheus receiver; do
-  build "et-test-$target:latest" deploy/compose-test --target "$target"
+  build "et-test-$target:latest" deploy/compose-test --target "$target" & pids+=($!)
 done
-say "stand-ins built"
+for pid in "${pids[@]}"; do wait "$pid"; done
+built=$(($(date +%s) - started))
+say "images built: energy-tracker from ./Dockerfile ($("$docker" image inspect -f '{{.Size}}' energy-tracker:latest | awk '{printf "%.0f MB", $1 / 1e6}')), 8 stand-ins"
 
 # -- the stack ---------------------------------------------------------------------------------
 port=${ET_GATEWAY_PORT:-8080}
@@ -121,6 +124,7 @@ if "$venv/bin/python" -c "import socket,sys; s=socket.socket(); sys.exit(s.conne
   say "port ${ET_GATEWAY_PORT:-8080} is taken: the gateway is published on $port"
 fi
 { sh scripts/make-env.sh; echo "ET_BASE_IMAGE=$base"; echo "ET_GATEWAY_PORT=$port"; } >"$run/test.env"
+up_started=$(date +%s)
 compose up -d --no-build --wait --wait-timeout 240 >"$run/up.log" 2>&1 || true
 # `up --wait` may return 0 when a dependency failed: the gateway ready is what counts.
 if ! "$venv/bin/python" - "http://127.0.0.1:$port/readyz" <<'PY'
@@ -140,7 +144,7 @@ then
   compose ps -a
   exit 1
 fi
-say "stack up: $(compose ps --format '{{.Service}}' | sort | uniq -c | awk '{printf "%s%s ", $2, ($1 > 1 ? "x" $1 : "")}')"
+say "stack up and the gateway ready in $(($(date +%s) - up_started)) s: $(compose ps --format '{{.Service}}' | sort | uniq -c | awk '{printf "%s%s ", $2, ($1 > 1 ? "x" $1 : "")}')"
 
 # -- the checks --------------------------------------------------------------------------------
 export ET_COMPOSE_GATEWAY_URL=http://127.0.0.1:$port
@@ -149,5 +153,10 @@ export ET_COMPOSE_RECEIVER_URL=http://$(compose port receiver 8000)
 export ET_COMPOSE_PROJECT=$project
 export ET_COMPOSE_CMD="$compose_bin -p $project -f compose.yaml -f compose.test.yaml --env-file $run/test.env"
 export ET_DOCKER="$docker"
+export ET_COMPOSE_FIGURES=$run/figures.txt
 "$venv/bin/python" -m pytest -q -p no:cacheprovider tests/compose
-say "done"
+say "memory of each container after the tests (MB):"
+"$docker" stats --no-stream --format '{{.Name}} {{.MemUsage}}' | sed "s/^$project-//" | sort \
+  | awk '{printf "  %s %s\n", $1, $2}'
+[ -f "$ET_COMPOSE_FIGURES" ] && sed 's/^/  /' "$ET_COMPOSE_FIGURES"
+say "done (images built in $built s)"
