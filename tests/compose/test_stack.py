@@ -17,6 +17,7 @@ import os
 import shlex
 import subprocess
 import time
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -172,6 +173,29 @@ def test_the_thin_slice_through_the_gateway_with_a_signed_webhook(http: httpx.Cl
     assert headers["x-delivery-id"] == payload["delivery_id"]
 
 
+def test_services_log_json_lines_carrying_the_request_id(http: httpx.Client) -> None:
+    rid = f"compose-{uuid.uuid4().hex}"
+    r = http.post(
+        API + "/auth/login",
+        json={"email": "nobody@example.com", "password": "not the password"},
+        headers={"X-Request-Id": rid},
+    )
+    assert r.status_code == 401 and r.headers["x-request-id"] == rid
+    for service in ("gateway", "users"):
+        (container,) = containers(service)
+
+        def lines(container: str = container) -> list[dict[str, Any]]:
+            logged = subprocess.run(
+                [os.environ["ET_DOCKER"], "logs", container], capture_output=True, text=True
+            )
+            text = logged.stdout + logged.stderr
+            return [json.loads(line) for line in text.splitlines() if rid in line]
+
+        found = wait_for(f"{service} logging the request", lines, timeout_s=10)
+        assert all(line["request_id"] == rid for line in found), found
+        assert any(line["logger"] == "energy_tracker.access" for line in found), found
+
+
 def test_a_killed_usage_replica_hands_its_partitions_over_losing_nothing(
     http: httpx.Client,
 ) -> None:
@@ -220,6 +244,25 @@ def test_a_killed_usage_replica_hands_its_partitions_over_losing_nothing(
         "the restarted usage replica healthy",
         lambda: docker("inspect", "-f", "{{.State.Health.Status}}", victim) == "healthy",
     )
+
+
+def test_the_one_box_container_runs_up_unprivileged_on_its_volume() -> None:
+    """`docker run -v DATA:/data energy-tracker up`: every service in one container, healthy by
+    the image's own HEALTHCHECK, as uid 10001, its embedded stores on the volume."""
+    name = f"et-one-box-{uuid.uuid4().hex[:8]}"
+    docker("run", "-d", "--name", name, "-v", f"{name}:/data", "energy-tracker:latest", "up")
+    try:
+        wait_for(
+            "the one-box container healthy",
+            lambda: docker("inspect", "-f", "{{.State.Health.Status}}", name) == "healthy",
+            timeout_s=120,
+        )
+        assert docker("exec", name, "id", "-u") == "10001"
+        stored = set(docker("exec", name, "ls", "/data").split())
+        assert {"bus.db", "meta.db", "series.db"} <= stored
+    finally:
+        docker("rm", "-f", name)
+        docker("volume", "rm", name)
 
 
 def dashboard_queries() -> list[tuple[str, str]]:

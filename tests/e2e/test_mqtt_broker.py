@@ -85,10 +85,15 @@ def test_a_lost_broker_is_reconnected(tmp_path: Path, broker: Mosquitto) -> None
             t = (int(time.time() * 1000) // HOUR - 2) * HOUR
             send(broker.port, device, t, 100.0)
 
+            assert http.get(proc.url + "/readyz").status_code == 200
             broker.stop()
             assert proc.has_logged("MQTT broker lost"), proc.log()
+            # Not ready while the ingester has no broker, and /readyz says which worker.
+            r = http.get(proc.url + "/readyz")
+            assert (r.status_code, r.json().get("failing")) == (503, ["ingestion:mqtt"]), r.text
             broker.start()
             assert proc.has_logged("MQTT: subscribed", 2), proc.log()
+            assert http.get(proc.url + "/readyz").status_code == 200
             send(broker.port, device, t + 30 * MIN, 100.0)
 
             # One reading sent before the broker was lost and one after it came back: both
