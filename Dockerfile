@@ -34,7 +34,8 @@ WORKDIR /data
 VOLUME /data
 EXPOSE 8080
 # Ready, not merely alive: /readyz fails while a backend or a background worker is down.
-HEALTHCHECK --interval=10s --timeout=3s --start-period=60s --retries=3 \
+# A generous start period: failures in it do not count, and the first success ends it at once.
+HEALTHCHECK --interval=10s --timeout=3s --start-period=180s --retries=3 \
   CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen('http://127.0.0.1:%s/readyz' % os.environ.get('ET_HTTP_PORT', '8080'), timeout=2)"]
 # SIGTERM (docker stop) is a graceful stop: no new requests, those in flight finish, offsets
 # are committed; compose gives each service 10 s.

@@ -125,7 +125,10 @@ if "$venv/bin/python" -c "import socket,sys; s=socket.socket(); sys.exit(s.conne
 fi
 { sh scripts/make-env.sh; echo "ET_BASE_IMAGE=$base"; echo "ET_GATEWAY_PORT=$port"; } >"$run/test.env"
 up_started=$(date +%s)
-compose up -d --no-build --wait --wait-timeout 240 >"$run/up.log" 2>&1 || true
+# A service slow to start on a loaded machine can be reported unhealthy once and then recover,
+# which ends `up` early: a second `up` starts what the first left.
+compose up -d --no-build --wait --wait-timeout 240 >"$run/up.log" 2>&1 \
+  || compose up -d --no-build --wait --wait-timeout 240 >>"$run/up.log" 2>&1 || true
 # `up --wait` may return 0 when a dependency failed: the gateway ready is what counts.
 if ! "$venv/bin/python" - "http://127.0.0.1:$port/readyz" <<'PY'
 import sys, time, urllib.request
