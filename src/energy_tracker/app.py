@@ -216,6 +216,7 @@ def create_app(
         app.state.settings = settings
         app.state.secret = settings.secret()
         app.state.users, app.state.devices, app.state.series = users, devices, rt.series
+        app.state.directory = devices  # the devices store, as the other services see it
         app.state.limiter = rt.limiter
         app.state.authenticator = Authenticator(
             Directory(users, devices), app.state.secret, settings.jwt_issuer

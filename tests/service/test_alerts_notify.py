@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from energy_tracker.services.alerts.notify import RetryPolicy, SmtpServer
+from energy_tracker.core.urls import SmtpServer
+from energy_tracker.services.alerts.notify import RetryPolicy
 from tests.alert_receivers import MailReceiver, WebhookReceiver
 from tests.service.alerting import SECRET, Alerting, delivered, eventually
 

@@ -14,8 +14,15 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
 from energy_tracker.core.auth import Identity
+from energy_tracker.core.directory import DeviceDirectory
 from energy_tracker.core.errors import ApiError
-from energy_tracker.core.http import not_found, shutting_down, user_identity, visible_to
+from energy_tracker.core.http import (
+    device_directory,
+    not_found,
+    shutting_down,
+    user_identity,
+    visible_to,
+)
 from energy_tracker.core.stores.metadata import Conflict
 from energy_tracker.services.alerts.consumer import AlertService
 from energy_tracker.services.alerts.lifecycle import alert_view
@@ -32,7 +39,6 @@ from energy_tracker.services.alerts.schemas import (
 )
 from energy_tracker.services.alerts.store import AlertStore
 from energy_tracker.services.alerts.targets import UnsafeTarget, resolve_webhook
-from energy_tracker.services.devices.store import DeviceStore
 
 router = APIRouter(tags=["alerts"])
 
@@ -45,10 +51,6 @@ STREAM_OVERLAP = timedelta(seconds=5)
 
 def service(request: Request) -> AlertService:
     return request.app.state.alerts
-
-
-def devices(request: Request) -> DeviceStore:
-    return request.app.state.devices
 
 
 def _now() -> datetime:
@@ -84,13 +86,13 @@ def rule_out(rule: AlertRule) -> dict[str, Any]:
 
 
 async def _target_problems(
-    registry: DeviceStore, identity: Identity, rule: dict[str, Any], deny_private: bool
+    directory: DeviceDirectory, identity: Identity, rule: dict[str, Any], deny_private: bool
 ) -> list[dict[str, str]]:
     """The checks that need I/O: the device is the caller's, the webhooks resolve safely."""
     problems = []
     device_id = rule.get("device_id")
     if device_id is not None:
-        ctx = (await registry.contexts([device_id])).get(device_id)
+        ctx = (await directory.contexts([device_id])).get(device_id)
         if ctx is None or ctx.owner_id != identity.user_id:
             problems.append({"field": "device_id", "message": "not one of your devices"})
     for index, channel in enumerate(rule.get("channels") or []):
@@ -111,11 +113,11 @@ async def create_rule(
     body: RuleIn,
     identity: Identity = Depends(user_identity),
     alerting: AlertService = Depends(service),
-    registry: DeviceStore = Depends(devices),
+    directory: DeviceDirectory = Depends(device_directory),
 ) -> dict[str, Any]:
     fields = body.model_dump()
     problems = rule_problems(fields)
-    problems += await _target_problems(registry, identity, fields, alerting.deny_private)
+    problems += await _target_problems(directory, identity, fields, alerting.deny_private)
     if problems:
         raise _invalid(problems)
     try:
@@ -152,14 +154,14 @@ async def update_rule(
     body: RulePatch,
     identity: Identity = Depends(user_identity),
     alerting: AlertService = Depends(service),
-    registry: DeviceStore = Depends(devices),
+    directory: DeviceDirectory = Depends(device_directory),
 ) -> dict[str, Any]:
     rule = await visible_rule(alerting.store, rule_id, identity)
     patch = body.model_dump(exclude_unset=True)
     problems = patch_problems(vars(rule), patch)
     if "channels" in patch and not problems:
         problems = await _target_problems(
-            registry, identity, {"channels": patch["channels"]}, alerting.deny_private
+            directory, identity, {"channels": patch["channels"]}, alerting.deny_private
         )
     if problems:
         raise _invalid(problems)

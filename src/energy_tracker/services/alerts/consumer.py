@@ -31,6 +31,7 @@ from sqlalchemy.exc import InterfaceError, OperationalError
 
 from energy_tracker.core.bus.base import EventBus, Message
 from energy_tracker.core.bus.runner import ConsumeLoop, Rejected, TransientError
+from energy_tracker.core.directory import DeviceContext, DeviceDirectory
 from energy_tracker.core.energy import period_end
 from energy_tracker.core.events import (
     ALERT_EVENTS,
@@ -44,6 +45,7 @@ from energy_tracker.core.events import (
 )
 from energy_tracker.core.stores.metadata import Conflict
 from energy_tracker.core.stores.timeseries.base import Granularity
+from energy_tracker.core.urls import SmtpServer
 from energy_tracker.services.alerts.lifecycle import Transition, apply_steps
 from energy_tracker.services.alerts.models import (
     ALL_DEVICES,
@@ -51,11 +53,9 @@ from energy_tracker.services.alerts.models import (
     alert_id,
     datetime_to_ms,
 )
-from energy_tracker.services.alerts.notify import Dispatcher, SmtpServer
+from energy_tracker.services.alerts.notify import Dispatcher
 from energy_tracker.services.alerts.rules import EvalState, run
 from energy_tracker.services.alerts.store import AlertStore, Evaluation, Seen, UsageValue
-from energy_tracker.services.devices.models import DeviceContext
-from energy_tracker.services.devices.store import DeviceStore
 
 log = logging.getLogger(__name__)
 
@@ -107,7 +107,7 @@ class AlertEvaluator:
         self,
         bus: EventBus,
         store: AlertStore,
-        devices: DeviceStore,
+        directory: DeviceDirectory,
         *,
         max_gap_ms: int,
         clock: Callable[[], float] = time.time,
@@ -115,7 +115,7 @@ class AlertEvaluator:
     ) -> None:
         self.bus = bus
         self.store = store
-        self.devices = devices
+        self.directory = directory
         self.max_gap_ms = max_gap_ms
         self.clock = clock
         self.on_deliveries = on_deliveries
@@ -136,7 +136,7 @@ class AlertEvaluator:
         # Rules are looked up by the message keys (device ids) first, and only the messages of
         # watched devices are parsed: most readings have no rule, and parsing is the cost.
         # An unknown (deleted) device has no rules; the usage consumer dead-letters it.
-        contexts = await self.devices.contexts(
+        contexts = await self.directory.contexts(
             list({m.key.decode(errors="replace") for m in messages})
         )
         owner_of = {d: c.owner_id for d, c in contexts.items()}
@@ -250,7 +250,7 @@ class AlertEvaluator:
                         u.cost,
                     )
                 )
-        contexts = await self.devices.contexts({u.device_id for u in updates})
+        contexts = await self.directory.contexts({u.device_id for u in updates})
         updates = [u for u in updates if u.device_id in contexts]
         owners = {c.owner_id for c in contexts.values()}
         rules = await self.store.rules_watching(contexts, owners, USAGE_METRICS)
@@ -474,7 +474,7 @@ class AlertService:
         self,
         bus: EventBus,
         store: AlertStore,
-        devices: DeviceStore,
+        directory: DeviceDirectory,
         *,
         max_gap_ms: int,
         smtp: SmtpServer | None,
@@ -484,7 +484,7 @@ class AlertService:
         self.deny_private = deny_private
         self.dispatcher = Dispatcher(store, smtp=smtp, deny_private=deny_private)
         self.evaluator = AlertEvaluator(
-            bus, store, devices, max_gap_ms=max_gap_ms, on_deliveries=self.dispatcher.wake
+            bus, store, directory, max_gap_ms=max_gap_ms, on_deliveries=self.dispatcher.wake
         )
         self.check = PeriodicCheck(self.evaluator)
 

@@ -25,21 +25,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiosmtplib
 import httpx
 import orjson
 
 from energy_tracker import __version__
-from energy_tracker.core.errors import UnsupportedUrl
+from energy_tracker.core.urls import SmtpServer
 from energy_tracker.services.alerts.models import Attempt, Delivery
 from energy_tracker.services.alerts.store import AlertStore
 from energy_tracker.services.alerts.targets import UnsafeTarget, resolve_webhook
 
 log = logging.getLogger(__name__)
-
-SMTP_SUPPORTED = "smtp://[user:password@]host[:port][?from=address] or smtps://…"
 
 
 @dataclass(frozen=True)
@@ -55,41 +52,6 @@ class RetryPolicy:
     def next_delay_s(self, attempts: int) -> float:
         """The wait after the `attempts`th failed attempt."""
         return min(self.first_delay_s * 2 ** (attempts - 1), self.max_delay_s)
-
-
-@dataclass(frozen=True)
-class SmtpServer:
-    """Where e-mail goes, parsed from ET_SMTP_URL."""
-
-    host: str
-    port: int
-    use_tls: bool
-    start_tls: bool | None  # None: STARTTLS when the server offers it
-    username: str | None
-    password: str | None
-    sender: str
-
-    @classmethod
-    def from_url(cls, url: str) -> SmtpServer:
-        """Parse ET_SMTP_URL; UnsupportedUrl naming the variable when it is not one."""
-        try:
-            parts = urlsplit(url)
-            port = parts.port
-        except ValueError:
-            raise UnsupportedUrl("ET_SMTP_URL", url, SMTP_SUPPORTED) from None
-        if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
-            raise UnsupportedUrl("ET_SMTP_URL", url, SMTP_SUPPORTED)
-        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        tls = parts.scheme == "smtps"
-        return cls(
-            host=parts.hostname,
-            port=port or (465 if tls else 25),
-            use_tls=tls,
-            start_tls=False if tls or query.get("starttls") == "0" else None,
-            username=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password else None,
-            sender=query.get("from") or f"energy-tracker@{parts.hostname}",
-        )
 
 
 class DeliveryFailed(Exception):
