@@ -34,7 +34,7 @@ from energy_tracker.core.stores.timeseries.base import SeriesStore
 from energy_tracker.core.stores.timeseries.factory import series_store_from_url
 from energy_tracker.core.urls import SmtpServer
 from energy_tracker.services.alerts import api as alerts_api
-from energy_tracker.services.alerts.consumer import AlertService
+from energy_tracker.services.alerts.service import AlertService
 from energy_tracker.services.alerts.store import AlertStore
 from energy_tracker.services.devices import api as devices_api
 from energy_tracker.services.devices.store import DeviceStore

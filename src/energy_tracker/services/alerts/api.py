@@ -24,7 +24,6 @@ from energy_tracker.core.http import (
     visible_to,
 )
 from energy_tracker.core.stores.metadata import Conflict
-from energy_tracker.services.alerts.consumer import AlertService
 from energy_tracker.services.alerts.lifecycle import alert_view
 from energy_tracker.services.alerts.models import Alert, AlertRule, Attempt, Delivery
 from energy_tracker.services.alerts.schemas import (
@@ -37,6 +36,7 @@ from energy_tracker.services.alerts.schemas import (
     patch_problems,
     rule_problems,
 )
+from energy_tracker.services.alerts.service import AlertService
 from energy_tracker.services.alerts.store import AlertStore
 from energy_tracker.services.alerts.targets import UnsafeTarget, resolve_webhook
 
@@ -105,7 +105,7 @@ async def _target_problems(
 
 
 async def visible_rule(store: AlertStore, rule_id: str, identity: Identity) -> AlertRule:
-    return visible_to(identity, await store.get_rule(rule_id), "alert rule")
+    return visible_to(identity, await store.rules.get(rule_id), "alert rule")
 
 
 @router.post("/alert-rules", status_code=201, response_model=RuleOut)
@@ -121,7 +121,7 @@ async def create_rule(
     if problems:
         raise _invalid(problems)
     try:
-        rule = await alerting.store.create_rule(identity.user_id, _now(), **fields)
+        rule = await alerting.store.rules.create(identity.user_id, _now(), **fields)
     except Conflict:
         raise ApiError(409, "conflict", "the device was deleted meanwhile") from None
     return rule_out(rule)
@@ -135,7 +135,7 @@ async def list_rules(
     alerting: AlertService = Depends(service),
 ) -> dict[str, Any]:
     owner = None if identity.is_admin else identity.user_id
-    rules = await alerting.store.list_rules(owner, limit=limit, offset=offset)
+    rules = await alerting.store.rules.list(owner, limit=limit, offset=offset)
     return {"items": [rule_out(r) for r in rules]}
 
 
@@ -165,7 +165,7 @@ async def update_rule(
         )
     if problems:
         raise _invalid(problems)
-    updated = await alerting.store.update_rule(rule_id, _now(), **patch)
+    updated = await alerting.store.rules.update(rule_id, _now(), **patch)
     if updated is None:
         raise not_found("alert rule")
     return rule_out(updated)
@@ -179,7 +179,7 @@ async def delete_rule(
 ) -> None:
     """Delete a rule, with its alerts and their notifications."""
     await visible_rule(alerting.store, rule_id, identity)
-    await alerting.store.delete_rule(rule_id)
+    await alerting.store.rules.delete(rule_id)
 
 
 # -- alerts ------------------------------------------------------------------------------------
@@ -216,10 +216,10 @@ def _delivery_out(delivery: Delivery, history: list[Attempt] | None) -> dict[str
 async def _alerts_out(
     store: AlertStore, found: list[Alert], *, with_history: bool = False
 ) -> list[dict[str, Any]]:
-    rules = await store.rules_by_ids({a.rule_id for a in found})
-    deliveries = await store.deliveries_of([a.id for a in found])
+    rules = await store.rules.by_ids({a.rule_id for a in found})
+    deliveries = await store.deliveries.of_alerts([a.id for a in found])
     attempts = (
-        await store.attempts_of([d.id for ds in deliveries.values() for d in ds])
+        await store.deliveries.attempts_of([d.id for ds in deliveries.values() for d in ds])
         if with_history
         else {}
     )
@@ -236,7 +236,7 @@ async def _alerts_out(
 
 
 async def visible_alert(store: AlertStore, alert_id: str, identity: Identity) -> Alert:
-    return visible_to(identity, await store.get_alert(alert_id), "alert")
+    return visible_to(identity, await store.alerts.get(alert_id), "alert")
 
 
 @router.get("/alerts", response_model=AlertList)
@@ -253,7 +253,7 @@ async def list_alerts(
     """Alerts, newest first; `state=acknowledged` is short for `acknowledged=true`."""
     if state == "acknowledged":
         state, acknowledged = None, True
-    found = await alerting.store.list_alerts(
+    found = await alerting.store.alerts.list(
         None if identity.is_admin else identity.user_id,
         state=state,
         acknowledged=acknowledged,
@@ -282,7 +282,7 @@ async def alert_stream(
     owner = None if identity.is_admin else identity.user_id
     since = _now()
     if last_event_id:
-        since = await alerting.store.transition_recorded_at(last_event_id, owner) or since
+        since = await alerting.store.transitions.recorded_at(last_event_id, owner) or since
     return StreamingResponse(
         _transitions(request, alerting.store, owner, since, last_event_id),
         media_type="text/event-stream",
@@ -299,7 +299,7 @@ async def _transitions(
     quiet_since = time.monotonic()
     stopping = shutting_down(request)
     while not stopping.is_set() and not await request.is_disconnected():
-        for tid, recorded, payload in await store.transitions_since(
+        for tid, recorded, payload in await store.transitions.since(
             owner, since - STREAM_OVERLAP, 500
         ):
             if tid in sent:
@@ -336,11 +336,11 @@ async def acknowledge_alert(
 ) -> dict[str, Any]:
     """Acknowledge an alert (firing or resolved); acknowledging it again changes nothing."""
     alert = await visible_alert(alerting.store, alert_id, identity)
-    rule = await alerting.store.get_rule(alert.rule_id)
+    rule = await alerting.store.rules.get(alert.rule_id)
     if rule is None:
         raise not_found("alert")
-    acked, event = await alerting.store.acknowledge(alert, rule, _now())
+    acked, event = await alerting.store.alerts.acknowledge(alert, rule, _now())
     if event is not None:
-        await alerting.evaluator.publish([event])
+        await alerting.evaluator.publisher.publish([event])
     (out,) = await _alerts_out(alerting.store, [acked])
     return out

@@ -33,7 +33,7 @@ import orjson
 from energy_tracker import __version__
 from energy_tracker.core.urls import SmtpServer
 from energy_tracker.services.alerts.models import Attempt, Delivery
-from energy_tracker.services.alerts.store import AlertStore
+from energy_tracker.services.alerts.store.deliveries import DeliveryOutbox
 from energy_tracker.services.alerts.targets import UnsafeTarget, resolve_webhook
 
 log = logging.getLogger(__name__)
@@ -73,7 +73,7 @@ class Dispatcher:
 
     def __init__(
         self,
-        store: AlertStore,
+        outbox: DeliveryOutbox,
         *,
         smtp: SmtpServer | None,
         deny_private: bool,
@@ -83,7 +83,7 @@ class Dispatcher:
         poll_s: float = 1.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.store = store
+        self.outbox = outbox
         self.smtp = smtp
         self.deny_private = deny_private
         self.retry = retry or RetryPolicy()
@@ -132,9 +132,9 @@ class Dispatcher:
             return 0
         now = self._now()
         started = 0
-        for delivery in await self.store.due_deliveries(now, free):
+        for delivery in await self.outbox.due(now, free):
             lease = now + timedelta(seconds=self.timeout_s * 2 + 30)
-            if not await self.store.claim(delivery, lease):
+            if not await self.outbox.claim(delivery, lease):
                 continue
             task = asyncio.create_task(self._attempt(delivery), name=f"deliver:{delivery.id}")
             self._sending.add(task)
@@ -158,15 +158,15 @@ class Dispatcher:
             now = self._now()
             attempt = Attempt(delivery.id, number, now, error is None, status_code, error)
             if error is None:
-                await self.store.record_attempt(attempt, status="delivered", next_attempt_at=None)
+                await self.outbox.record_attempt(attempt, status="delivered", next_attempt_at=None)
                 return
             next_at = now + timedelta(seconds=self.retry.next_delay_s(number))
             out_of_time = (next_at - delivery.created_at).total_seconds() > self.retry.window_s
             if final or out_of_time:
                 log.warning("delivery %s failed for good: %s", delivery.id, error)
-                await self.store.record_attempt(attempt, status="failed", next_attempt_at=None)
+                await self.outbox.record_attempt(attempt, status="failed", next_attempt_at=None)
             else:
-                await self.store.record_attempt(attempt, status="pending", next_attempt_at=next_at)
+                await self.outbox.record_attempt(attempt, status="pending", next_attempt_at=next_at)
         except Exception:
             # The claim's lease brings the delivery back; nothing is lost, only delayed.
             log.exception("recording delivery %s failed", delivery.id)
