@@ -33,7 +33,7 @@ access_log = logging.getLogger("energy_tracker.access")
 REQUEST_ID_HEADER = "x-request-id"
 request_id_var: contextvars.ContextVar[str] = contextvars.ContextVar("request_id", default="-")
 
-# Rate, errors and latency by route: `route` is the route's template (`/api/v1/devices/{id}`),
+# Rate, errors and latency by route: `route` is the route's template (`/devices/{device_id}`),
 # never the raw path, so ids do not multiply the series; a path no route matched is `unmatched`.
 HTTP_REQUESTS = Histogram(
     "et_http_request_duration_seconds",
