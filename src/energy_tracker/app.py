@@ -37,6 +37,7 @@ from energy_tracker.services.alerts.notify import SmtpServer
 from energy_tracker.services.alerts.store import AlertStore
 from energy_tracker.services.devices import api as devices_api
 from energy_tracker.services.devices.store import DeviceStore
+from energy_tracker.services.gateway.dashboard import install_dashboard
 from energy_tracker.services.gateway.middleware import install_gateway_middleware
 from energy_tracker.services.gateway.proxy import install_proxy
 from energy_tracker.services.gateway.ratelimit import RateLimiter, rate_limiter_for
@@ -64,7 +65,7 @@ ROUTERS: dict[str, APIRouter] = {
     "insights": insights_api.router,
 }
 NEEDS_BUS = {"ingestion", "usage", "alerts"}
-NEEDS_SERIES = {"usage", "insights"}
+NEEDS_SERIES = {"usage", "insights", "alerts"}  # alerts: rule previews
 
 
 class Directory:
@@ -274,6 +275,8 @@ def create_app(
         if service in ROUTERS:
             app.include_router(ROUTERS[service], prefix=API_PREFIX)
     proxy_client = install_proxy(app, remote) if remote else None
+    if gateway:
+        install_dashboard(app)
     documented = list(ROUTERS) if gateway else [s for s in local if s in ROUTERS]
     app.openapi = lambda: _api_schema(app, documented)  # type: ignore[method-assign]
     return app

@@ -209,3 +209,19 @@ class AlertOut(BaseModel):
 
 class AlertList(BaseModel):
     items: list[AlertOut]
+
+
+class PreviewAlertOut(BaseModel):
+    started_at: str
+    resolved_at: str | None = Field(description="Null: still firing at the end of the window.")
+    peak_value: float
+
+
+class PreviewOut(BaseModel):
+    device_id: str
+    start: str = Field(alias="from")
+    end: str = Field(alias="to")
+    observations: int = Field(description="How many observations the rule judged.")
+    alerts: list[PreviewAlertOut]
+
+    model_config = ConfigDict(populate_by_name=True)
