@@ -183,7 +183,13 @@ def journey(server: ServiceProcess, browser: object, viewport: dict[str, int], t
     expect(page.locator(".usage-table caption")).to_have_text("Usage by hour (Europe/Berlin)")
     expect(page.locator(".usage-table tbody tr")).to_have_count(25)
     hours = rows(page, ".usage-table")
-    assert [r[0] for r in hours[:4]] == ["00:00", "01:00", "02:00", "02:00"]  # 02:00 twice
+    # 02:00 twice: in summer time, then in winter time.
+    assert [r[0] for r in hours[1:5]] == [
+        "01:00 GMT+2",
+        "02:00 GMT+2",
+        "02:00 GMT+1",
+        "03:00 GMT+1",
+    ]
     assert {(r[1], r[2]) for r in hours} == {("1.000", "0.30")}
     expect(page.get_by_test_id("compare")).to_contain_text("2026-10-25: 25.000 kWh (€7.50)")
     check_page(page, f"{tag}-device-hours")

@@ -9,6 +9,7 @@ export interface Series {
   values: (number | null)[];
   kind?: "line" | "bars";
   color?: string;
+  right?: boolean; // on the second (right-hand) axis, with its own scale
 }
 
 export interface ChartSpec {
@@ -17,6 +18,7 @@ export interface ChartSpec {
   series: Series[];
   tz: string;
   yLabel: string;
+  y2Label?: string; // the right-hand axis, for series with `right`
   xLabel?: string;
   summary: string; // the text alternative
   height?: number;
@@ -25,21 +27,30 @@ export interface ChartSpec {
 
 const COLORS = ["#1f5fbf", "#b35900", "#217a3c", "#7a1fa2"];
 
+const fromZero = (_u: uPlot, min: number | null, max: number | null): uPlot.Range.MinMax => {
+  const lo = Math.min(0, min ?? 0);
+  const hi = Math.max(max ?? 1, lo + 1e-9);
+  return [lo, hi + (hi - lo) * 0.05];
+};
+
 function opts(spec: ChartSpec, width: number): uPlot.Options {
   return {
     width,
     height: spec.height ?? 260,
     tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), spec.tz),
     cursor: { drag: { x: true, y: false } },
-    scales: { x: { time: true } },
+    // Energy, power and money start at zero, so bars compare honestly.
+    scales: { x: { time: true }, y: { range: fromZero }, y2: { range: fromZero } },
     axes: [
       { label: spec.xLabel ?? `time (${spec.tz})`, stroke: "#333", grid: { stroke: "#e4e4e4" } },
       { label: spec.yLabel, stroke: "#333", grid: { stroke: "#e4e4e4" }, size: 70 },
+      ...(spec.y2Label ? [{ label: spec.y2Label, scale: "y2", side: 1, stroke: "#333", grid: { show: false }, size: 70 }] : []),
     ],
     series: [
       { label: "time", value: (_u, v) => (v == null ? "–" : spec.formatX(v)) },
       ...spec.series.map((s, i) => ({
         label: s.label,
+        scale: s.right ? "y2" : "y",
         stroke: s.color ?? COLORS[i % COLORS.length],
         width: 2,
         fill: s.kind === "bars" ? `${s.color ?? COLORS[i % COLORS.length]}55` : undefined,

@@ -67,7 +67,9 @@ export function devicePage(id: string): Page {
         const curKwh = sum(cur.items, "energy_kwh");
         const prevKwh = sum(prev.items, "energy_kwh");
         const change = prevKwh > 0 ? ((curKwh - prevKwh) / prevKwh) * 100 : null;
-        const fmt = gran === "hour" ? { hour: "2-digit", minute: "2-digit" } : gran === "day" ? { day: "numeric", month: "short" } : { month: "short", year: "numeric" };
+        // A DST day's repeated hour is told apart by its UTC offset.
+        const dstDay = gran === "hour" && cur.items.length !== 24;
+        const fmt = gran === "hour" ? { hour: "2-digit", minute: "2-digit", hourCycle: "h23", ...(dstDay ? { timeZoneName: "shortOffset" } : {}) } : gran === "day" ? { day: "numeric", month: "short" } : { month: "short", year: "numeric" };
         const fmtX = (sec: number) => localTime(sec * 1000, tz, fmt as Intl.DateTimeFormatOptions);
         const xs = cur.items.map((i: any) => Date.parse(i.period_start) / 1000);
         const chart = new Chart({
@@ -75,10 +77,11 @@ export function devicePage(id: string): Page {
           xs,
           series: [
             { label: "Energy (kWh)", values: cur.items.map((i: any) => i.energy_kwh), kind: "bars" },
-            { label: `Cost (${me.currency})`, values: cur.items.map((i: any) => i.cost), kind: "line", color: "#b35900" },
+            { label: `Cost (${me.currency})`, values: cur.items.map((i: any) => i.cost), kind: "line", color: "#b35900", right: true },
           ],
           tz,
-          yLabel: "energy (kWh) / cost",
+          yLabel: "energy (kWh)",
+          y2Label: `cost (${me.currency})`,
           summary: `${kwh(curKwh)} and ${money(sum(cur.items, "cost"), hh)} in ${s.label} over ${cur.items.length} ${gran}s with data.`,
           formatX: fmtX,
         });

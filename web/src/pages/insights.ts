@@ -32,10 +32,11 @@ export function insightsPage(): Page {
           xs,
           series: [
             { label: "Forecast (kWh)", values: forecast.days.map((d: any) => d.energy_kwh), kind: "bars" },
-            { label: "Cost", values: forecast.days.map((d: any) => d.cost), color: "#b35900" },
+            { label: `Cost (${me.currency})`, values: forecast.days.map((d: any) => d.cost), color: "#b35900", right: true },
           ],
           tz: me.timezone,
-          yLabel: "energy (kWh) / cost",
+          yLabel: "energy (kWh)",
+          y2Label: `cost (${me.currency})`,
           summary: `Forecast for the next 7 days: ${forecast.days.map((d: any) => `${d.day} ${d.energy_kwh.toFixed(1)} kWh`).join(", ")}.`,
           formatX: (s) => localTime(s * 1000, me.timezone, { weekday: "short", day: "numeric", month: "short" }),
         });
