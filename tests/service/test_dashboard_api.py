@@ -9,8 +9,8 @@ import asyncio
 import contextlib
 import gzip
 import time
-from datetime import UTC, datetime
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
