@@ -22,7 +22,7 @@ import pytest
 
 from tests.backends import IN_CI
 from tests.browser import CHROMIUM, launch
-from tests.processes import ServiceProcess, running_up
+from tests.processes import ServiceProcess, run_command, running_up
 
 ROOT = Path(__file__).resolve().parents[2]
 AXE = ROOT / "web" / "node_modules" / "axe-core" / "axe.min.js"
@@ -255,9 +255,12 @@ def journey(server: ServiceProcess, browser: object, viewport: dict[str, int], t
     expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
     page.reload()  # no session survives a sign-out
     expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
-    page.get_by_label("E-mail").fill(email)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
+    # By keyboard alone: the field has focus, Tab moves on, Enter submits.
+    expect(page.get_by_label("E-mail")).to_be_focused()
+    page.keyboard.type(email)
+    page.keyboard.press("Tab")
+    page.keyboard.type(PASSWORD)
+    page.keyboard.press("Enter")
     expect(page.get_by_role("heading", name="Power now")).to_be_visible()
     page.reload()  # the session cookie brings a new access token after a reload
     expect(page.get_by_role("heading", name="Power now")).to_be_visible()
@@ -271,3 +274,22 @@ def test_desktop_journey(server: ServiceProcess, browser: object) -> None:
 
 def test_phone_journey(server: ServiceProcess, browser: object) -> None:
     journey(server, browser, {"width": 360, "height": 740}, "phone")
+
+
+def test_simulate_prints_accounts_to_sign_in_with(server: ServiceProcess, browser: object) -> None:
+    args = ["simulate", "--homes", "1", "--seed", "5", "--backfill", "--days", "0.01"]
+    done = run_command([*args, "--duration", "0", "--url", server.url], {}, timeout_s=300)
+    assert done.returncode == 0, done.stderr
+    head, _, rest = done.stdout.partition("\n")
+    password = re.fullmatch(r"accounts \(password for each: '(.+)'\):", head)[1]
+    (email,) = rest.split()
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(server.url + "/#/signin")
+    page.get_by_label("E-mail").fill(email)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", name="Power now")).to_be_visible()
+    expect(page.locator(".tile").first).to_be_visible()
+    assert page.locator(".tile").count() >= 5  # a meter and four plugs, at least
+    context.close()

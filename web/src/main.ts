@@ -167,7 +167,8 @@ async function show(): Promise<void> {
   } catch (err) {
     clear(main, h("h1", {}, page.title), errorBox(err));
   }
-  main.focus({ preventScroll: true });
+  // Keyboard and screen-reader users land on the new page (unless it focused a field itself).
+  if (!main.contains(document.activeElement) || document.activeElement === main) main.focus({ preventScroll: true });
 }
 
 /** Draw the current page again (after a change that it shows, such as a first device). */

@@ -110,15 +110,14 @@ export function devicePage(id: string): Page {
           h("div", { class: "table-wrap" }, table),
         );
         say(`Usage by ${gran} for ${s.label}`);
+        cursors.length = 1;
+        await drawRaw(0); // raw readings from the first day shown
       };
-      await drawUsage();
-
       // -- raw readings ----------------------------------------------------------------------
       const rawBox = h("section", { class: "card", "aria-labelledby": "raw-h" });
-      main.append(rawBox);
       const cursors: (number | null)[] = [null];
       const drawRaw = async (page: number) => {
-        const s = span("hour", anchor);
+        const s = span(gran, anchor);
         const cursor = cursors[page];
         const q = `from=${encodeURIComponent(`${s.from}T00:00:00${offsetOf(tz, s.from)}`)}&limit=50${cursor !== null ? `&cursor=${cursor}` : ""}`;
         const data = await api("GET", `/devices/${encodeURIComponent(id)}/readings?${q}`);
@@ -147,7 +146,9 @@ export function devicePage(id: string): Page {
           ),
         );
       };
-      await drawRaw(0);
+      await drawUsage();
+      main.append(rawBox);
+
 
       // -- settings ------------------------------------------------------------------------
       const name = h("input", { type: "text", value: device.name, required: true });
