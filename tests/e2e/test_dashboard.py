@@ -22,7 +22,7 @@ import pytest
 
 from tests.backends import IN_CI
 from tests.browser import CHROMIUM, launch
-from tests.processes import ServiceProcess, run_command, running_up
+from tests.processes import ServiceProcess, embedded_env, run_command, running_up
 
 ROOT = Path(__file__).resolve().parents[2]
 AXE = ROOT / "web" / "node_modules" / "axe-core" / "axe.min.js"
@@ -44,7 +44,13 @@ def _missing(what: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
+def home_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the `up` process keeps its data (create-admin works on it too)."""
+    return tmp_path_factory.mktemp("dashboard")
+
+
+@pytest.fixture(scope="module")
+def server(home_dir: Path) -> Iterator[ServiceProcess]:
     for path, what in (
         (CHROMIUM, "no /usr/bin/chromium"),
         (AXE, "no axe-core in web/node_modules"),
@@ -52,7 +58,7 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]
     ):
         if not path.exists():
             _missing(what)
-    with running_up(tmp_path_factory.mktemp("dashboard")) as proc:
+    with running_up(home_dir) as proc:
         yield proc
 
 
@@ -292,4 +298,34 @@ def test_simulate_prints_accounts_to_sign_in_with(server: ServiceProcess, browse
     expect(page.get_by_role("heading", name="Power now")).to_be_visible()
     expect(page.locator(".tile").first).to_be_visible()
     assert page.locator(".tile").count() >= 5  # a meter and four plugs, at least
+    context.close()
+
+
+def test_an_admin_manages_users_from_settings(
+    server: ServiceProcess, browser: object, home_dir: Path
+) -> None:
+    email = f"admin-{uuid.uuid4().hex[:8]}@example.com"
+    env = embedded_env(home_dir, ET_ADMIN_PASSWORD=PASSWORD)
+    made = run_command(["create-admin", email], env)
+    assert made.returncode == 0, made.stderr
+    user = f"user-{uuid.uuid4().hex[:8]}@example.com"
+    r = httpx.post(server.url + "/api/v1/auth/register", json={"email": user, "password": PASSWORD})
+    assert r.status_code == 201
+    context = browser.new_context(bypass_csp=True)  # bypass: to inject axe
+    page = context.new_page()
+    page.goto(server.url + "/#/signin")
+    page.get_by_label("E-mail").fill(email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", name="No devices yet")).to_be_visible()
+    page.get_by_role("link", name="Settings").click()
+    expect(page.get_by_role("heading", name="Users (admin)")).to_be_visible()
+    page.get_by_label(f"{user} disabled").check()
+    page.get_by_role("row", name=user).get_by_role("button", name="Save").click()
+    expect(page.get_by_label(f"{user} disabled")).to_be_checked()
+    check_page(page, "desktop-admin")
+    refused = httpx.post(
+        server.url + "/api/v1/auth/login", json={"email": user, "password": PASSWORD}
+    )
+    assert refused.status_code == 401  # disabled from the page: signing in is refused
     context.close()
