@@ -23,6 +23,7 @@ export interface ChartSpec {
   summary: string; // the text alternative
   height?: number;
   formatX: (sec: number) => string; // for the table
+  barsCentred?: boolean; // bars centred on their x (a day at noon), else from x (a period start)
 }
 
 const COLORS = ["#1f5fbf", "#b35900", "#217a3c", "#7a1fa2"];
@@ -33,6 +34,15 @@ const fromZero = (_u: uPlot, min: number | null, max: number | null): uPlot.Rang
   return [lo, hi + (hi - lo) * 0.05];
 };
 
+/** The x range: with bars, room for the whole of the first and the last bar. */
+function spanAll(spec: ChartSpec): uPlot.Scale.Range {
+  return (_u, min, max) => {
+    if (!spec.series.some((s) => s.kind === "bars") || min === null || max === null) return [min!, max!];
+    const step = spec.xs.length > 1 ? Math.min(...spec.xs.slice(1).map((x, i) => x - spec.xs[i])) : 3600;
+    return spec.barsCentred ? [min - step / 2, max + step / 2] : [min, max + step];
+  };
+}
+
 function opts(spec: ChartSpec, width: number): uPlot.Options {
   return {
     width,
@@ -40,7 +50,7 @@ function opts(spec: ChartSpec, width: number): uPlot.Options {
     tzDate: (ts) => uPlot.tzDate(new Date(ts * 1000), spec.tz),
     cursor: { drag: { x: true, y: false } },
     // Energy, power and money start at zero, so bars compare honestly.
-    scales: { x: { time: true }, y: { range: fromZero }, y2: { range: fromZero } },
+    scales: { x: { time: true, range: spanAll(spec) }, y: { range: fromZero }, y2: { range: fromZero } },
     axes: [
       { label: spec.xLabel ?? `time (${spec.tz})`, stroke: "#333", grid: { stroke: "#e4e4e4" } },
       { label: spec.yLabel, stroke: "#333", grid: { stroke: "#e4e4e4" }, size: 70 },
@@ -54,7 +64,7 @@ function opts(spec: ChartSpec, width: number): uPlot.Options {
         stroke: s.color ?? COLORS[i % COLORS.length],
         width: 2,
         fill: s.kind === "bars" ? `${s.color ?? COLORS[i % COLORS.length]}55` : undefined,
-        paths: s.kind === "bars" ? uPlot.paths.bars!({ size: [0.8, 60], align: 1 }) : undefined,
+        paths: s.kind === "bars" ? uPlot.paths.bars!({ size: [0.8, 60], align: spec.barsCentred ? 0 : 1 }) : undefined,
         points: { show: s.kind !== "bars" && s.values.length < 200 },
       })),
     ],

@@ -36,6 +36,7 @@ export function insightsPage(): Page {
           ],
           tz: me.timezone,
           yLabel: "energy (kWh)",
+          barsCentred: true,
           y2Label: `cost (${me.currency})`,
           summary: `Forecast for the next 7 days: ${forecast.days.map((d: any) => `${d.day} ${d.energy_kwh.toFixed(1)} kWh`).join(", ")}.`,
           formatX: (s) => localTime(s * 1000, me.timezone, { weekday: "short", day: "numeric", month: "short" }),
