@@ -188,6 +188,29 @@ async def test_the_preview_runs_the_rule_engine_over_the_last_week(
     assert (await http.get("/api/v1/alert-rules", headers=auth)).json()["items"] == []
 
 
+async def test_a_silence_preview_sees_the_gaps(http: httpx.AsyncClient) -> None:
+    auth = await signed_in(http)
+    r = await http.post("/api/v1/devices", json={"name": "freezer", "type": "plug"}, headers=auth)
+    device = r.json()["id"]
+    minute = 60_000
+    t0 = (int(time.time() * 1000) // minute - 40) * minute
+    # Quiet for 30 minutes, then 9, then (until now) about one.
+    at = [t0, t0 + 30 * minute, t0 + 39 * minute]
+    readings = [{"device_id": device, "ts": ts, "power_w": 80.0} for ts in at]
+    assert (
+        await http.post("/api/v1/readings", json={"readings": readings}, headers=auth)
+    ).is_success
+    await _stored(http, auth, device, len(at))
+    rule = {"name": "freezer off", "device_id": device, "metric": "silence", "threshold": 600}
+    r = await http.post("/api/v1/alert-rules/preview", json=rule, headers=auth)
+    assert r.status_code == 200, r.text
+    # By hand: the once-a-second check sees 601 s of silence at t0 + 601 s, and the next
+    # reading, 30 minutes in, ends it; the 9-minute gap stays under the 10 allowed.
+    assert [(a["started_at"], a["resolved_at"], a["peak_value"]) for a in r.json()["alerts"]] == [
+        (_iso_utc(t0 + 601_000), _iso_utc(t0 + 30 * minute), 601.0)
+    ]
+
+
 async def test_a_preview_needs_one_of_your_devices(http: httpx.AsyncClient) -> None:
     auth = await signed_in(http)
     rule = {"name": "any", "metric": "power_w", "threshold": 1}

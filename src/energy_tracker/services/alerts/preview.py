@@ -6,7 +6,7 @@ The observations are those the consumer would have made: each reading's power at
 energy or cost so far in the period after each 15-minute quarter (zero when a period ends, as
 the periodic check observes it); for silence, how long the device had been quiet, as the
 once-a-second check would have seen it once it passed the threshold and again after `for_s`,
-and zero when the next reading came.
+and zero when the next reading came (from the window's first reading on).
 """
 
 from __future__ import annotations
@@ -46,11 +46,15 @@ async def _readings(store: SeriesStore, device_id: str, start: int, end: int) ->
 
 
 def _silence_samples(
-    readings: list[Reading], start: int, end: int, threshold_s: float, for_ms: int
+    readings: list[Reading], end: int, threshold_s: float, for_ms: int
 ) -> list[tuple[int, float]]:
+    """Silences counted from the first reading of the window on: before it, the device may not
+    have existed yet (the live rule counts from its own creation, which a draft does not have)."""
     samples: list[tuple[int, float]] = []
-    last = start
-    for ts in [*(r.ts for r in readings), None]:
+    if not readings:
+        return samples
+    last = readings[0].ts
+    for ts in [*(r.ts for r in readings[1:]), None]:
         gap_end = end if ts is None else ts
         first = last + int(threshold_s * 1000) + CHECK_MS
         for at in (first, first + for_ms):
@@ -103,7 +107,7 @@ async def preview(
         samples = [(r.ts, r.power_w) for r in rows if r.power_w is not None]
     elif metric == "silence":
         rows = await _readings(store, device_id, start, end)
-        samples = _silence_samples(rows, start, end, condition.threshold, condition.for_ms)
+        samples = _silence_samples(rows, end, condition.threshold, condition.for_ms)
     else:
         samples = await _period_samples(store, device_id, metric, period, zone, start, end)
     episodes: list[Episode] = []
