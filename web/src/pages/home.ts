@@ -125,6 +125,8 @@ export function homePage(): Page {
       };
       const every = window.setInterval(() => (drawTiles(), totals().catch(() => undefined)), 60_000);
       signal.addEventListener("abort", () => (clearInterval(every), clearTimeout(timer)));
+      // A new alert, resolved or acknowledged: the open alerts follow.
+      stream("/alerts/stream", soon, signal);
       for (const d of devices) {
         stream(
           `/devices/${encodeURIComponent(d.id)}/live`,
