@@ -12,21 +12,22 @@ from itertools import chain
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import numpy as np
+
 from energy_tracker.core import bucket_queries as queries
 from energy_tracker.core.stores.timeseries.base import Bucket, Granularity, SeriesStore
 from energy_tracker.services.insights import analysis
+from energy_tracker.services.insights import forecasting as fc
 from energy_tracker.services.insights.analysis import (
     HISTORY_DAYS,
     RECENT_DAYS,
     Baseload,
     Day,
     DayAnomaly,
-    DayForecast,
     DeviceShare,
     DeviceTotal,
     Hour,
     HourAnomaly,
-    MonthForecast,
     Total,
 )
 
@@ -48,6 +49,7 @@ class Subject:
     tz: ZoneInfo
     currency: str
     now: datetime
+    country: str | None = None  # ISO 3166 alpha-2, for public holidays; None: weekends only
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,9 +70,46 @@ class Summary(Report):
 
 
 @dataclass(frozen=True, slots=True)
+class MonthForecast:
+    """The current month's expected total with an 80 % range; cost at the recent mean price."""
+
+    period_start: date
+    energy_kwh: float
+    energy_kwh_low: float
+    energy_kwh_high: float
+    cost: float
+    cost_low: float
+    cost_high: float
+    month_to_date_kwh: float
+    month_to_date_cost: float
+    remaining_days: float
+    seasonal_factor: float | None
+    method: fc.Method
+
+
+@dataclass(frozen=True, slots=True)
+class DayForecast:
+    day: date
+    energy_kwh: float
+    low: float
+    high: float
+    cost: float
+
+
+@dataclass(frozen=True, slots=True)
+class HourForecast:
+    period_start: datetime
+    energy_kwh: float
+    low: float
+    high: float
+
+
+@dataclass(frozen=True, slots=True)
 class Forecast(Report):
+    method: fc.Method
     month: MonthForecast | None
     days: list[DayForecast]
+    hours: list[HourForecast]
 
 
 @dataclass(frozen=True, slots=True)
@@ -178,15 +217,109 @@ async def summary(store: SeriesStore, subject: Subject) -> Summary:
     )
 
 
+# The forecasts read this much hourly history: a year and a month, for the seasonal factor of the
+# month projection (the hourly profiles need ten weeks of it).
+FORECAST_HISTORY_DAYS = fc.YEAR_D + 31 + fc.SEASONAL_BEFORE_DAYS
+FORECAST_HOURS = 48
+FORECAST_DAYS = 7
+
+
+def _price(kwh: np.ndarray, cost: np.ndarray) -> float:
+    """The mean price of the last four weeks' hours (cost / kWh), 0 when nothing was used."""
+    recent = slice(max(0, kwh.size - fc.INTERVAL_DAYS * 24), kwh.size)
+    used = np.nansum(kwh[recent])
+    return float(np.nansum(cost[recent]) / used) if used > 0 else 0.0
+
+
 async def forecast(store: SeriesStore, subject: Subject) -> Forecast:
-    """This month's total and each of the next seven days."""
-    today = subject.now.date()
-    first = min(analysis.month_start(today), today - timedelta(days=HISTORY_DAYS))
-    days = _summed_days(subject, await _day_buckets(store, subject, first))
+    """The next 48 whole hours, the next 7 local days and this month, each with an 80 % range,
+    from whole hours before `at` only (an hour still running at `at` is neither history nor
+    forecast): readings after `at` change nothing."""
+    now_s = int(subject.now.timestamp())
+    first_hour = now_s // fc.HOUR_S * fc.HOUR_S  # the hour holding `at`
+    skip = 0 if first_hour == now_s else 1  # `at` inside an hour: forecast from the next
+    start = first_hour - FORECAST_HISTORY_DAYS * 86_400
+    n = (first_hour - start) // fc.HOUR_S
+    kwh, cost = np.full(n, np.nan), np.full(n, np.nan)
+    for hour in await _hours(store, subject, start * 1000, first_hour * 1000):
+        i = (int(hour.start.timestamp()) - start) // fc.HOUR_S
+        kwh[i], cost[i] = hour.energy_kwh, hour.cost
+    # The calendar runs past the month's end and the 7th day: their days off are known.
+    ahead = skip + FORECAST_HOURS + 33 * 24
+    extended = np.concatenate([kwh, np.full(ahead, np.nan)])
+    cal = fc.calendar_of(start, extended.size, subject.tz, subject.country)
+    hours = fc.forecast_hours(extended, cal, n, skip + FORECAST_HOURS)
+    hour_list = [
+        HourForecast(
+            datetime.fromtimestamp(first_hour + (i + skip) * fc.HOUR_S, subject.tz),
+            float(hours.kwh[i + skip]),
+            float(hours.low[i + skip]),
+            float(hours.high[i + skip]),
+        )
+        for i in range(FORECAST_HOURS)
+        if hours.method != "none"
+    ]
+    days = fc.days_of(extended, cal)
+    today = fc.local_day_index(days, subject.now)
+    days.kwh[today:] = np.nan  # today is not over: the days forecast learn from days before it
+    price = _price(kwh, cost)
+    ahead_days = fc.forecast_days(days, today, FORECAST_DAYS + 1)
+    day_list = [
+        DayForecast(
+            date.fromordinal(days.first + today + i),
+            float(ahead_days.kwh[i]),
+            float(ahead_days.low[i]),
+            float(ahead_days.high[i]),
+            float(ahead_days.kwh[i]) * price,
+        )
+        for i in range(1, FORECAST_DAYS + 1)
+        if ahead_days.method != "none"
+    ]
     return Forecast(
         **_report(subject),
-        month=analysis.month_forecast(days, subject.now),
-        days=analysis.daily_forecast(days, today),
+        method=hours.method,
+        month=_month(subject, kwh, cost, cal, days, today, price, ahead_days.method),
+        days=day_list,
+        hours=hour_list,
+    )
+
+
+def _month(
+    subject: Subject,
+    kwh: np.ndarray,
+    cost: np.ndarray,
+    cal: fc.Calendar,
+    days: fc.DaySeries,
+    today: int,
+    price: float,
+    method: fc.Method,
+) -> MonthForecast | None:
+    """This month's projection; None without any day before today to learn a level from."""
+    if method == "none":
+        return None
+    month_first = days.first + fc.month_start_index(days, today)
+    this_month = cal.day[: kwh.size] >= month_first
+    so_far_kwh = float(np.nansum(kwh[this_month]))
+    so_far_cost = float(np.nansum(cost[this_month]))
+    midnight = analysis.local_midnight(subject.now.date(), subject.tz).timestamp()
+    tomorrow = analysis.local_midnight(
+        subject.now.date() + timedelta(days=1), subject.tz
+    ).timestamp()
+    today_left = (tomorrow - subject.now.timestamp()) / (tomorrow - midnight)
+    p = fc.project_month(days, today, so_far_kwh, seasonal=True, today_left=today_left)
+    return MonthForecast(
+        period_start=date.fromordinal(month_first),
+        energy_kwh=p.kwh,
+        energy_kwh_low=p.low,
+        energy_kwh_high=p.high,
+        cost=so_far_cost + (p.kwh - so_far_kwh) * price,
+        cost_low=so_far_cost + (p.low - so_far_kwh) * price,
+        cost_high=so_far_cost + (p.high - so_far_kwh) * price,
+        month_to_date_kwh=so_far_kwh,
+        month_to_date_cost=so_far_cost,
+        remaining_days=p.remaining_days,
+        seasonal_factor=p.seasonal_factor,
+        method=method,
     )
 
 

@@ -84,35 +84,59 @@ class SummaryOut(ReportOut):
     top_devices: list[DeviceShareOut] = Field(description="Biggest users this month, at most 5.")
 
 
+Method = Literal["profile", "recent-days", "none"]
+
+
 class MonthForecastOut(Out):
     period_start: date = Field(description="First day of the month forecast.")
     energy_kwh: Kwh = Field(
-        description="Month to date + the mean of the last 14 full days × the days left."
+        description="Month to date + the rest: half the recent level of days of the same kind, "
+        "half the month's own rate so far, times the seasonal factor."
     )
-    energy_kwh_low: Kwh = Field(description="Less the days' standard deviation × √(days left).")
-    energy_kwh_high: Kwh = Field(description="Plus the days' standard deviation × √(days left).")
-    cost: Money
+    energy_kwh_low: Kwh = Field(description="Low end of an 80 % range.")
+    energy_kwh_high: Kwh = Field(description="High end of an 80 % range.")
+    cost: Money = Field(description="Month to date + the rest at the last 4 weeks' mean price.")
     cost_low: Money
     cost_high: Money
-    month_to_date_kwh: Kwh
+    month_to_date_kwh: Kwh = Field(description="The whole hours of this month before `at`.")
     month_to_date_cost: Money
     remaining_days: Ratio = Field(description="Days left in the month, today's rest included.")
-    basis_days: int = Field(description="Full days of the last 14 with data.")
+    seasonal_factor: Annotated[float | None, _rounder(3, nullable=True)] = Field(
+        description="The rest of this month a year earlier against the 10 days before it; null "
+        "without a year of history."
+    )
+    method: Method = Field(description="profile: two weeks of history or more; recent-days: less.")
 
 
 class DayForecastOut(Out):
     day: date
-    energy_kwh: Kwh
-    cost: Money
-    basis: Literal["weekday", "overall"] = Field(
-        description="weekday: the mean of that weekday over the last 4 weeks; overall: of all "
-        "those days, when that weekday had no data."
+    energy_kwh: Kwh = Field(
+        description="Weighted mean of recent days, leaning to days of its kind."
     )
+    low: Kwh = Field(description="Low end of an 80 % interval (from the estimator's own errors).")
+    high: Kwh = Field(description="High end of an 80 % interval.")
+    cost: Money = Field(description="energy_kwh at the last 4 weeks' mean price.")
+
+
+class HourForecastOut(Out):
+    period_start: Instant
+    energy_kwh: Kwh = Field(
+        description="Profile of that hour over recent weeks and days, pulled towards the last hour."
+    )
+    low: Kwh = Field(description="Low end of an 80 % interval.")
+    high: Kwh = Field(description="High end of an 80 % interval.")
 
 
 class ForecastOut(ReportOut):
-    month: MonthForecastOut | None = Field(description="Null without any of the last 14 days.")
-    days: list[DayForecastOut] = Field(description="The next 7 days; empty without history.")
+    method: Method = Field(
+        description="Which estimator answered: profile (two weeks of history or more), "
+        "recent-days (less: the recent days' hours only), none (no history)."
+    )
+    month: MonthForecastOut | None = Field(description="Null without any full day before today.")
+    days: list[DayForecastOut] = Field(description="The next 7 local days; empty without history.")
+    hours: list[HourForecastOut] = Field(
+        description="The 48 whole hours after `at`; empty without history."
+    )
 
 
 class DayAnomalyOut(Out):
