@@ -271,16 +271,35 @@ def test_anomalies_of_a_device(api: Api) -> None:
             "direction": "high",
         }
     ]
-    # Its hours 10:00 to 13:00 were 3.15 kWh against 0.15 every day before: 5% of 0.15 is
-    # below the 0.05 kWh floor, so (3.15 - 0.15) / 0.05 = 60. The 2.15 kWh evenings are usual.
-    assert body["hours"] == [
+    # Events. Its hours 10:00 to 13:00 were 3.15 kWh; over the 28 days before, the hours
+    # 09:00 to 14:00 were all 0.15 (highest 0.15, 10th to 90th percentile range 0: the 0.05 kWh
+    # floor of the spread). 3.15 is at least 1 kWh above the highest, at hours usually quiet
+    # (their 90th percentile 0.15 is within 0.1 kWh of the home's 10th percentile 0.15): usage
+    # at an unusual hour, 4 h (too short to be stuck on), each (3.15 - 0.15) / 0.05 = 60
+    # spreads above. The 2.15 kWh evenings are usual. Then the readings stop: the last one,
+    # at midnight, leaves the hour from 00:00 idle (a counter that did not move), so 11 hours
+    # to noon have no data after a week recorded, expected at that week's mean rate: the 168
+    # hours from 1 March 01:00 used 6 x 5.6 + 17.6 - 0.15 (1 March 00:00) + 0 (8 March 00:00)
+    # = 51.05 kWh; x 11 / 168 = 3.343 kWh; score 11 / 3 = 3.667.
+    assert body["events"] == [
         {
-            "start": f"2026-03-04T{h}:00:00+01:00",
-            "energy_kwh": pytest.approx(3.15),
-            "expected_kwh": pytest.approx(0.15),
+            "kind": "unusual_hour",
+            "start": "2026-03-04T10:00:00+01:00",
+            "end": "2026-03-04T14:00:00+01:00",
+            "hours": 4,
+            "energy_kwh": pytest.approx(4 * 3.15),
+            "expected_kwh": pytest.approx(4 * 0.15),
             "score": pytest.approx(60.0, abs=1e-3),
-        }
-        for h in (10, 11, 12, 13)
+        },
+        {
+            "kind": "silence",
+            "start": "2026-03-08T01:00:00+01:00",
+            "end": "2026-03-08T12:00:00+01:00",
+            "hours": 11,
+            "energy_kwh": 0.0,
+            "expected_kwh": pytest.approx((6 * DAY_KWH + ODD_KWH - 0.15) / 168 * 11, abs=1e-3),
+            "score": pytest.approx(11 / 3, abs=1e-3),
+        },
     ]
 
 
@@ -292,8 +311,9 @@ def test_another_zone_counts_its_own_days(api: Api) -> None:
     assert [(d["day"], d["energy_kwh"]) for d in body["days"]] == [
         ("2026-03-04", pytest.approx(ODD_KWH))
     ]
-    assert [h["start"] for h in body["hours"]] == [
-        f"2026-03-04T{h:02d}:00:00+00:00" for h in (9, 10, 11, 12)
+    assert [(e["kind"], e["start"]) for e in body["events"]] == [
+        ("unusual_hour", "2026-03-04T09:00:00+00:00"),
+        ("silence", "2026-03-08T00:00:00+00:00"),
     ]
 
 
@@ -327,7 +347,7 @@ def test_no_history_gives_empty_answers(api: Api) -> None:
     assert (forecast["month"], forecast["days"], forecast["hours"]) == (None, [], [])
     assert forecast["method"] == "none"
     anomalies = api.ok("/insights/anomalies", who="other")
-    assert (anomalies["days"], anomalies["hours"]) == ([], [])
+    assert (anomalies["days"], anomalies["events"]) == ([], [])
 
 
 # -- who may see what, and bad input -----------------------------------------------------------

@@ -13,11 +13,9 @@ from energy_tracker.services.insights.analysis import (
     DeviceShare,
     DeviceTotal,
     Hour,
-    HourAnomaly,
     Total,
     baseload,
     day_anomalies,
-    hour_anomalies,
     month_comparison,
     percentile,
     previous_month_start,
@@ -148,27 +146,6 @@ def test_day_anomalies_need_seven_earlier_days() -> None:
     # The 7th has six days before it: not judged. The 8th has seven (six 1s and a 50): median
     # 1, MAD 0, 5% of 1 is 0.05, so the 0.1 kWh floor holds: (50 - 1) / 0.1 = 490.
     assert result == [DayAnomaly(date(2026, 1, 8), 50.0, 1.0, approx(490.0), "high")]
-
-
-def test_hour_anomalies_against_the_same_hour_of_day() -> None:
-    # 1 to 8 March in Berlin: 0.1 kWh an hour, 0.5 at 18:00; on the 8th, 0.4 at 03:00, 0.3 at
-    # 04:00, 0.05 at 05:00 and 0.9 at 19:00, and the day stops there.
-    odd = {3: 0.4, 4: 0.3, 5: 0.05, 19: 0.9}
-    hours = []
-    for d in range(1, 9):
-        for h in range(24 if d < 8 else 20):
-            kwh = 0.5 if h == 18 else 0.1
-            kwh = odd.get(h, kwh) if d == 8 else kwh
-            hours.append(Hour(datetime(2026, 3, d, h, tzinfo=BERLIN), kwh, kwh * 0.3))
-    since = datetime(2026, 3, 8, tzinfo=BERLIN)
-    now = datetime(2026, 3, 8, 19, 30, tzinfo=BERLIN)
-    # Each hour of the 8th has its 7 earlier days (the minimum), all alike: MAD 0, and 5% of
-    # 0.1 is below the 0.05 kWh floor. 03:00: (0.4 - 0.1) / 0.05 = 6, above 5. 04:00: 4, not
-    # far enough. 05:00: below, not reported. 18:00: usual. 19:00: not over at 19:30.
-    assert hour_anomalies(hours, since, now) == [
-        HourAnomaly(datetime(2026, 3, 8, 3, tzinfo=BERLIN), 0.4, 0.1, approx(6.0))
-    ]
-    assert hour_anomalies([], since, now) == []
 
 
 # -- devices -----------------------------------------------------------------------------------

@@ -10,7 +10,6 @@ makes the ordinary ones look odd, as it would through a mean and a standard devi
 from __future__ import annotations
 
 import math
-from collections import defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, timedelta, tzinfo
@@ -30,13 +29,10 @@ MAD_TO_SIGMA = 1.4826
 # Fewer earlier values than this make no baseline: nothing is judged against them.
 MIN_BASELINE = 7
 DAY_THRESHOLD = 3.0
-# About 24 times as many hours as days are judged, so an hour must stand out further to count.
-HOUR_THRESHOLD = 5.0
 # A perfectly regular history has a MAD of 0, which would make any change, however small, an
 # anomaly: the scale is at least 5% of the usual value, and at least an absolute amount.
 RELATIVE_FLOOR = 0.05
 DAY_FLOOR_KWH = 0.1
-HOUR_FLOOR_KWH = 0.05
 
 Direction = Literal["high", "low"]
 
@@ -97,14 +93,6 @@ class DayAnomaly:
     expected_kwh: float
     score: float  # (value - median) / scaled MAD: like a z-score, robust to outliers
     direction: Direction
-
-
-@dataclass(frozen=True, slots=True)
-class HourAnomaly:
-    start: datetime
-    energy_kwh: float
-    expected_kwh: float
-    score: float
 
 
 @dataclass(frozen=True, slots=True)
@@ -226,32 +214,6 @@ def day_anomalies(days: Sequence[Day], since: date, today: date) -> list[DayAnom
         if abs(score) > DAY_THRESHOLD:
             direction: Direction = "high" if score > 0 else "low"
             out.append(DayAnomaly(d.day, d.energy_kwh, expected, score, direction))
-    return out
-
-
-def hour_anomalies(hours: Sequence[Hour], since: datetime, now: datetime) -> list[HourAnomaly]:
-    """Whole hours from `since` to `now` more than HOUR_THRESHOLD scaled MADs above the median
-    of the same hour of the day over the 28 days before, oldest first. Only highs: a quiet hour
-    is rarely news, a kettle left on is."""
-    window_s = HISTORY_DAYS * 86_400
-    by_hour: dict[int, list[Hour]] = defaultdict(list)
-    ordered = sorted(hours, key=lambda h: h.start.timestamp())
-    for h in ordered:
-        by_hour[h.start.hour].append(h)
-    out = []
-    for h in ordered:
-        t = h.start.timestamp()
-        if t < since.timestamp() or t + 3600 > now.timestamp():
-            continue
-        earlier = [
-            e.energy_kwh for e in by_hour[h.start.hour] if t - window_s <= e.start.timestamp() < t
-        ]
-        if len(earlier) < MIN_BASELINE:
-            continue
-        expected, scale = robust_baseline(earlier, HOUR_FLOOR_KWH)
-        score = (h.energy_kwh - expected) / scale
-        if score > HOUR_THRESHOLD:
-            out.append(HourAnomaly(h.start, h.energy_kwh, expected, score))
     return out
 
 

@@ -11,7 +11,10 @@ them. Measured per data set:
   week earlier) and the mean of the last 7 days; interval coverage;
 - month projection error (|projected - actual| / actual, mean over complete months) at the end of
   days 5, 10 and 20, against scaling the month so far up to the whole month;
-- anomaly recall and false alarms (see `detection`).
+- anomalies (`detection`): the share of faults injected one at a time into the real series (every
+  10 days, at an hour of the day that moves by 7 each time) that an event of the right kind
+  overlaps (recall), and the events found in the series as it is, per month, other than its own
+  gaps in the data (false alarms: the homes' own odd hours count against the detector).
 Only origins with at least 5 weeks of history count (cold start is the fallbacks' job), and an
 hour or day counts only where the actual and every guess compared exist.
 """
@@ -26,6 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
+from energy_tracker.services.insights import detection
 from energy_tracker.services.insights import forecasting as fc
 
 WARMUP_H = 35 * 24
@@ -33,6 +37,17 @@ ORIGIN_STEP_H = 25
 HOURS_AHEAD = 48
 DAYS_AHEAD = 7
 MONTH_DAYS = (5, 10, 20)
+# Faults injected into the real series: (kind it should be found as, hours, kWh added an hour;
+# None: the hours are emptied). A step starts at a local midnight, the others at a moving hour.
+FAULTS: dict[str, tuple[detection.Kind, int, float | None]] = {
+    "2 kW load stuck on for 6 h": ("stuck_on", 6, 2.0),
+    "+300 W baseload for a week": ("baseload_step", 7 * 24, 0.3),
+    "6 h of silence": ("silence", 6, None),
+    "3 kWh spike in an hour": ("spike", 1, 3.0),
+}
+FAULT_EVERY_D = 10
+# The detector is run over the day before a fault to the day after, from enough history before.
+DETECT_HISTORY_D = 2 * detection.HISTORY_DAYS
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +75,10 @@ class Result:
     months: int = 0
     month_error: dict[int, float] = field(default_factory=dict)
     month_error_scale_up: dict[int, float] = field(default_factory=dict)
+    recall: dict[str, tuple[int, int]] = field(default_factory=dict)  # found, injected
+    alarm_months: float = float("nan")
+    false_alarms: int = 0
+    data_silences: int = 0
 
 
 # -- the data ----------------------------------------------------------------------------------
@@ -203,11 +222,57 @@ def backtest_months(ds: DataSet, result: Result, seasonal: bool = True) -> None:
     result.month_error_scale_up = {k: float(np.mean(v)) for k, v in scale.items()}
 
 
+def _inject(kwh: np.ndarray, at: slice, added: float | None) -> np.ndarray:
+    out = kwh.copy()
+    if added is None:
+        out[at] = np.nan
+    else:
+        out[at] += added
+    return out
+
+
+def backtest_anomalies(ds: DataSet, result: Result) -> None:
+    kwh, cal = ds.kwh, ds.cal
+    first = WARMUP_H + DETECT_HISTORY_D * 24
+    found = detection.detect(kwh, cal, first, kwh.size)
+    result.alarm_months = (kwh.size - first) / 24 / 30.4375
+    result.data_silences = sum(e.kind == "silence" for e in found)
+    result.false_alarms = len(found) - result.data_silences
+    for name, (kind, length, added) in FAULTS.items():
+        hits = total = 0
+        midnights = np.nonzero(np.diff(cal.day[first:]) != 0)[0] + first + 1
+        for k, midnight in enumerate(midnights[::FAULT_EVERY_D]):
+            start = int(midnight) if kind == "baseload_step" else int(midnight) + (k * 7) % 24
+            at = slice(start, start + length)
+            if at.stop + 24 > kwh.size or np.isnan(kwh[at]).any():
+                continue  # a fault where the data has none, or past its end, tells nothing
+            lo = start - DETECT_HISTORY_D * 24 - 48
+            window = _inject(kwh[lo : at.stop + 24], slice(start - lo, at.stop - lo), added)
+            events = detection.detect(
+                window,
+                fc.Calendar(cal.hour[lo:], cal.day[lo:], cal.off[lo:]),
+                start - lo - 24,
+                window.size,
+            )
+            total += 1
+            hits += any(
+                e.kind in _counts_as(kind) and e.first < at.stop - lo and e.end > start - lo
+                for e in events
+            )
+        result.recall[name] = (hits, total)
+
+
+def _counts_as(kind: detection.Kind) -> tuple[detection.Kind, ...]:
+    """A spike at an hour that is usually quiet is reported as usage at an unusual hour."""
+    return ("spike", "unusual_hour") if kind == "spike" else (kind,)
+
+
 def evaluate(ds: DataSet) -> Result:
     result = Result(ds.name)
     backtest_hours(ds, result)
     backtest_days(ds, result)
     backtest_months(ds, result)
+    backtest_anomalies(ds, result)
     return result
 
 
@@ -245,6 +310,21 @@ def table(results: list[Result]) -> str:
         "… day 10 ÷ scale-up (goal ≤ 0.75)",
         [r(x.month_error.get(10, np.nan), x.month_error_scale_up.get(10, np.nan)) for x in results],
     )
+    for name in FAULTS:
+        add(
+            f"anomaly recall: {name} (goal ≥ 90 %)",
+            [
+                f"{x.recall[name][0] / x.recall[name][1]:.0%} of {x.recall[name][1]}"
+                if x.recall.get(name, (0, 0))[1]
+                else "n/a"
+                for x in results
+            ],
+        )
+    add(
+        "false alarms per month (goal ≤ 1)",
+        [f"{x.false_alarms / x.alarm_months:.2f}" for x in results],
+    )
+    add("silences in the data itself (not counted)", [str(x.data_silences) for x in results])
     header = "| | " + " | ".join(x.name for x in results) + " |"
     lines = [header, "|---|" + "---:|" * len(results)]
     lines += [f"| {label} | " + " | ".join(values) + " |" for label, values in rows]

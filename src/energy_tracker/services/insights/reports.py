@@ -16,7 +16,7 @@ import numpy as np
 
 from energy_tracker.core import bucket_queries as queries
 from energy_tracker.core.stores.timeseries.base import Bucket, Granularity, SeriesStore
-from energy_tracker.services.insights import analysis
+from energy_tracker.services.insights import analysis, detection
 from energy_tracker.services.insights import forecasting as fc
 from energy_tracker.services.insights.analysis import (
     HISTORY_DAYS,
@@ -27,7 +27,6 @@ from energy_tracker.services.insights.analysis import (
     DeviceShare,
     DeviceTotal,
     Hour,
-    HourAnomaly,
     Total,
 )
 
@@ -113,10 +112,23 @@ class Forecast(Report):
 
 
 @dataclass(frozen=True, slots=True)
+class AnomalyEvent:
+    """A `detection.Event` in the subject's zone."""
+
+    kind: detection.Kind
+    start: datetime
+    end: datetime
+    hours: int
+    energy_kwh: float
+    expected_kwh: float
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
 class Anomalies(Report):
     since: date
     days: list[DayAnomaly]
-    hours: list[HourAnomaly]
+    events: list[AnomalyEvent]
 
 
 def _report(subject: Subject) -> dict[str, Any]:
@@ -224,6 +236,19 @@ FORECAST_HOURS = 48
 FORECAST_DAYS = 7
 
 
+async def _hour_series(
+    store: SeriesStore, subject: Subject, start: int, end: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """kWh and cost of the whole hours start..end (epoch s, whole UTC hours) as arrays, NaN
+    for an hour without data."""
+    n = (end - start) // fc.HOUR_S
+    kwh, cost = np.full(n, np.nan), np.full(n, np.nan)
+    for hour in await _hours(store, subject, start * 1000, end * 1000):
+        i = (int(hour.start.timestamp()) - start) // fc.HOUR_S
+        kwh[i], cost[i] = hour.energy_kwh, hour.cost
+    return kwh, cost
+
+
 def _price(kwh: np.ndarray, cost: np.ndarray) -> float:
     """The mean price of the last four weeks' hours (cost / kWh), 0 when nothing was used."""
     recent = slice(max(0, kwh.size - fc.INTERVAL_DAYS * 24), kwh.size)
@@ -240,10 +265,7 @@ async def forecast(store: SeriesStore, subject: Subject) -> Forecast:
     skip = 0 if first_hour == now_s else 1  # `at` inside an hour: forecast from the next
     start = first_hour - FORECAST_HISTORY_DAYS * 86_400
     n = (first_hour - start) // fc.HOUR_S
-    kwh, cost = np.full(n, np.nan), np.full(n, np.nan)
-    for hour in await _hours(store, subject, start * 1000, first_hour * 1000):
-        i = (int(hour.start.timestamp()) - start) // fc.HOUR_S
-        kwh[i], cost[i] = hour.energy_kwh, hour.cost
+    kwh, cost = await _hour_series(store, subject, start, first_hour)
     # The calendar runs past the month's end and the 7th day: their days off are known.
     ahead = skip + FORECAST_HOURS + 33 * 24
     extended = np.concatenate([kwh, np.full(ahead, np.nan)])
@@ -324,18 +346,35 @@ def _month(
 
 
 async def anomalies(store: SeriesStore, subject: Subject, window_days: int) -> Anomalies:
-    """Odd days and hours of the last `window_days` days, each against the 28 days before it."""
+    """Odd days of the last `window_days` days, each against the 28 days before it, and the
+    events (`detection`) among the whole hours since then, each judged from the hours before it:
+    readings after `at` change nothing."""
     today = subject.now.date()
     since = today - timedelta(days=window_days)
     first = since - timedelta(days=HISTORY_DAYS)
     days = _summed_days(subject, await _day_buckets(store, subject, first))
-    since_at = analysis.local_midnight(since, subject.tz)
-    hours = await _hours(
-        store, subject, _ms(analysis.local_midnight(first, subject.tz)), _ms(subject.now)
-    )
+    now_s = int(subject.now.timestamp())
+    end = now_s // fc.HOUR_S * fc.HOUR_S  # the hour holding `at` is not over
+    since_s = int(analysis.local_midnight(since, subject.tz).timestamp())
+    start = (since_s - 2 * HISTORY_DAYS * 86_400) // fc.HOUR_S * fc.HOUR_S
+    kwh, _ = await _hour_series(store, subject, start, end)
+    cal = fc.calendar_of(start, kwh.size, subject.tz, subject.country)
+    found = detection.detect(kwh, cal, -(-(since_s - start) // fc.HOUR_S), kwh.size)
     return Anomalies(
         **_report(subject),
         since=since,
         days=analysis.day_anomalies(days, since, today),
-        hours=analysis.hour_anomalies(hours, since_at, subject.now),
+        events=[_event(e, start, subject.tz) for e in found],
+    )
+
+
+def _event(e: detection.Event, start: int, tz: ZoneInfo) -> AnomalyEvent:
+    return AnomalyEvent(
+        kind=e.kind,
+        start=datetime.fromtimestamp(start + e.first * fc.HOUR_S, tz),
+        end=datetime.fromtimestamp(start + e.end * fc.HOUR_S, tz),
+        hours=e.end - e.first,
+        energy_kwh=e.actual_kwh,
+        expected_kwh=e.expected_kwh,
+        score=e.score,
     )

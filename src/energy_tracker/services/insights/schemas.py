@@ -150,17 +150,36 @@ class DayAnomalyOut(Out):
     direction: Literal["high", "low"]
 
 
-class HourAnomalyOut(Out):
+class AnomalyEventOut(Out):
+    kind: Literal["stuck_on", "baseload_step", "spike", "unusual_hour", "silence"] = Field(
+        description="stuck_on: 6 h or more each at least 1.7 kWh above the 10th percentile of "
+        "its hour of the day; baseload_step: 2 days or more whose always-on level (their 10th "
+        "percentile hour) rose at least 0.15 kWh and 3 spreads above the 4 weeks before; spike: "
+        "an hour at least 1 kWh above the highest of its hour of the day over 4 weeks; "
+        "unusual_hour: the same at an hour that is usually quiet; silence: 3 h or more without "
+        "data after a week mostly recorded."
+    )
     start: Instant
-    energy_kwh: Kwh
-    expected_kwh: Kwh = Field(description="Median of that hour of the day over the 28 days before.")
+    end: Instant = Field(description="End of its last hour (silence: up to `at` if ongoing).")
+    hours: int
+    energy_kwh: Kwh = Field(
+        description="Used over its hours (silence: 0 recorded; baseload_step: the always-on "
+        "level of its days x its hours)."
+    )
+    expected_kwh: Kwh = Field(
+        description="Median of the same hours of the day over the 4 weeks before (silence: the "
+        "week before's mean rate; baseload_step: the always-on level of the 4 weeks before)."
+    )
     score: Ratio = Field(
-        description="(energy - expected) / scaled MAD of those hours (at least 5% of the median "
-        "and 0.05 kWh); an anomaly above 5."
+        description="Mean excess over expected in spreads of its hours (10th-90th percentile "
+        "range / 2.563); baseload_step: in MADs of the daily levels; silence: hours / 3."
     )
 
 
 class AnomaliesOut(ReportOut):
     since: date = Field(description="First day looked at.")
     days: list[DayAnomalyOut] = Field(description="Odd full days, oldest first.")
-    hours: list[HourAnomalyOut] = Field(description="Hours far above their usual, oldest first.")
+    events: list[AnomalyEventOut] = Field(
+        description="Loads stuck on, baseload steps, spikes, unusual hours and silences since "
+        "`since`, each from the hours before it, oldest first."
+    )
