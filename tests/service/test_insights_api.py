@@ -191,6 +191,9 @@ def test_summary_of_a_device(api: Api) -> None:
             "share_pct": 100.0,
         }
     ]
+    # A flat tariff (nothing to shift to), the same 150 W always on in the last 7 days as in
+    # the 28 before, and a single device is the whole of what is asked about: nothing to do.
+    assert body["recommendations"] == []
 
 
 def _ewma_level(odd_age: int) -> tuple[float, float]:
@@ -334,6 +337,22 @@ def test_summary_of_the_home(api: Api) -> None:
     # March): the 10th percentile stays 150 W, now of 90.4 + 8.4 = 98.8 kWh: 51.012%.
     assert body["baseload"]["power_w"] == 150.0
     assert body["baseload"]["share_pct"] == pytest.approx(50.4 / 98.8 * 100, abs=1e-3)
+    # The plug's 50 W from 1 March lifts the always-on level of the last 7 days (1 to 7 March)
+    # from the 150 W of the 28 days before to 200 W: 50 W x 24 h x 30 days = 36 kWh a month, at
+    # 0.30: 10.80. A flat tariff has no cheaper hour to shift to; the meter's last 14 days
+    # (90.4 kWh, 6.457 a day) are 15 % above its days before (5.6): not 20 %; the plug has no
+    # days before.
+    assert body["recommendations"] == [
+        {
+            "kind": "always_on",
+            "device_id": None,
+            "from_hour": None,
+            "to_hour": None,
+            "amount": pytest.approx(50.0),
+            "saving_kwh_per_month": pytest.approx(36.0),
+            "saving_per_month": pytest.approx(10.8),
+        }
+    ]
 
 
 def test_no_history_gives_empty_answers(api: Api) -> None:
@@ -342,7 +361,7 @@ def test_no_history_gives_empty_answers(api: Api) -> None:
     assert [summary[k] for k in ("baseload", "month_to_date", "last_month", "change_pct")] == [
         None
     ] * 4
-    assert summary["top_devices"] == []
+    assert (summary["top_devices"], summary["recommendations"]) == ([], [])
     forecast = api.ok("/insights/forecast", who="other")
     assert (forecast["month"], forecast["days"], forecast["hours"]) == (None, [], [])
     assert forecast["method"] == "none"

@@ -16,7 +16,7 @@ import numpy as np
 
 from energy_tracker.core import bucket_queries as queries
 from energy_tracker.core.stores.timeseries.base import Bucket, Granularity, SeriesStore
-from energy_tracker.services.insights import analysis, detection
+from energy_tracker.services.insights import analysis, detection, recommendations
 from energy_tracker.services.insights import forecasting as fc
 from energy_tracker.services.insights.analysis import (
     HISTORY_DAYS,
@@ -29,6 +29,7 @@ from energy_tracker.services.insights.analysis import (
     Hour,
     Total,
 )
+from energy_tracker.services.insights.recommendations import Recommendation
 
 
 @dataclass(frozen=True, slots=True)
@@ -66,6 +67,7 @@ class Summary(Report):
     last_month: Total | None
     change_pct: float | None
     top_devices: list[DeviceShare]
+    recommendations: list[Recommendation]
 
 
 @dataclass(frozen=True, slots=True)
@@ -194,20 +196,49 @@ async def _hours(store: SeriesStore, subject: Subject, lo: int, hi: int) -> list
     ]
 
 
+# Recommendations compare the recent days with this many days before them.
+EARLIER_DAYS = 28
+# The always-on level of this many recent days is compared with the EARLIER_DAYS before them.
+ALWAYS_ON_DAYS = 7
+
+
 async def summary(store: SeriesStore, subject: Subject) -> Summary:
-    """Baseload over the last 14 full days, this month against last, the biggest devices."""
+    """Baseload over the last 14 full days, this month against last, the biggest devices, and
+    what could be done about them (`recommendations`)."""
     today = subject.now.date()
     this_month = analysis.month_start(today)
-    first = min(analysis.previous_month_start(today), today - timedelta(days=RECENT_DAYS))
+    first = min(
+        analysis.previous_month_start(today), today - timedelta(days=RECENT_DAYS + EARLIER_DAYS)
+    )
     per_device = await _day_buckets(store, subject, first)
-    hours = await _hours(
+    all_hours = await _hours(
         store,
         subject,
-        _ms(analysis.local_midnight(today - timedelta(days=RECENT_DAYS), subject.tz)),
+        _ms(
+            analysis.local_midnight(
+                today - timedelta(days=ALWAYS_ON_DAYS + EARLIER_DAYS), subject.tz
+            )
+        ),
         _ms(analysis.local_midnight(today, subject.tz)),
     )
+    recent = analysis.local_midnight(today - timedelta(days=RECENT_DAYS), subject.tz)
+    hours = [h for h in all_hours if h.start >= recent]
+    recent_at = analysis.local_midnight(today - timedelta(days=ALWAYS_ON_DAYS), subject.tz)
+    recent_start = today - timedelta(days=RECENT_DAYS)
+    earlier_start = recent_start - timedelta(days=EARLIER_DAYS)
     comparison = analysis.month_comparison(_summed_days(subject, per_device), today)
     totals = []
+    advice = [
+        r
+        for r in (
+            recommendations.shift_load(hours),
+            recommendations.always_on(
+                [h for h in all_hours if h.start >= recent_at],
+                [h for h in all_hours if h.start < recent_at],
+            ),
+        )
+        if r
+    ]
     for device in subject.devices:
         days = _days_of(per_device[device.id], subject.tz)
         month = [d for d in days if d.day >= this_month]
@@ -219,6 +250,14 @@ async def summary(store: SeriesStore, subject: Subject) -> Summary:
                 sum(d.cost for d in month),
             )
         )
+        full = [d for d in days if d.day < today]
+        rise = recommendations.device_increase(
+            device.id,
+            [d for d in full if d.day >= recent_start],
+            [d for d in full if earlier_start <= d.day < recent_start],
+        )
+        if rise and len(subject.devices) > 1:  # of a single device, the device is the home
+            advice.append(rise)
     return Summary(
         **_report(subject),
         baseload=analysis.baseload(hours),
@@ -226,6 +265,7 @@ async def summary(store: SeriesStore, subject: Subject) -> Summary:
         last_month=comparison.last_month,
         change_pct=comparison.change_pct,
         top_devices=analysis.top_devices(totals),
+        recommendations=sorted(advice, key=lambda r: -r.saving_per_month),
     )
 
 

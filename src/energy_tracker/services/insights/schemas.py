@@ -73,6 +73,27 @@ class DeviceShareOut(Out):
     share_pct: Ratio = Field(description="Of the energy all your devices used this month.")
 
 
+class RecommendationOut(Out):
+    kind: Literal["shift_load", "always_on", "device_increase"] = Field(
+        description="shift_load: the load usually running at `from_hour` (its median above the "
+        "always-on level over the last 14 days) moved to the cheapest hour `to_hour`; always_on: "
+        "the always-on power of the last 7 days above that of the 28 before (at least 30 W and "
+        "10 %); device_increase: a device whose last 14 days averaged at least 20 % more than "
+        "the 28 before."
+    )
+    device_id: str | None = Field(description="The device it is about; null: the household.")
+    from_hour: int | None = Field(description="shift_load: local hour of the day it runs at.")
+    to_hour: int | None = Field(description="shift_load: the cheapest local hour.")
+    amount: Ratio = Field(
+        description="shift_load: kWh a day moved; always_on: W above usual; device_increase: "
+        "kWh a day more."
+    )
+    saving_kwh_per_month: Kwh = Field(description="Energy saved in 30 days (0 for a shift).")
+    saving_per_month: Money = Field(
+        description="Money saved in 30 days at the prices of the hours (days) it is about."
+    )
+
+
 class SummaryOut(ReportOut):
     baseload: BaseloadOut | None = Field(description="Null without any hour of the last 14 days.")
     month_to_date: TotalOut | None = Field(description="This month so far, today included.")
@@ -82,6 +103,9 @@ class SummaryOut(ReportOut):
         "both have data for); null when there are none."
     )
     top_devices: list[DeviceShareOut] = Field(description="Biggest users this month, at most 5.")
+    recommendations: list[RecommendationOut] = Field(
+        description="What could be done, biggest saving first."
+    )
 
 
 Method = Literal["profile", "recent-days", "none"]
