@@ -45,6 +45,7 @@ from energy_tracker.services.ingestion import api as ingestion_api
 from energy_tracker.services.ingestion import mqtt
 from energy_tracker.services.ingestion.recorder import ReadingRecorder
 from energy_tracker.services.insights import api as insights_api
+from energy_tracker.services.insights.narrative import Narrator
 from energy_tracker.services.usage import api as usage_api
 from energy_tracker.services.usage.consumer import UsageConsumer
 from energy_tracker.services.usage.live import StoredReadings
@@ -232,6 +233,10 @@ def create_app(
             )
             _run_loop(rt, consumer.loop())
             _run_worker(rt, "usage:retention", RetentionTask(rt.series, settings.retention_days))
+        if "insights" in local and settings.llm_url:
+            app.state.narrator = Narrator(
+                settings.llm_url, settings.llm_model, settings.llm_timeout_s
+            )
         if "alerts" in local and rt.bus is not None:
             app.state.alerts = AlertService(
                 rt.bus,

@@ -31,6 +31,7 @@ from energy_tracker.services.gateway.routes import API_PREFIX
 from energy_tracker.services.usage.consumer import UsageConsumer
 from energy_tracker.services.users.store import UserStore
 from tests.e2e.accounts import PASSWORD, logged_in
+from tests.llm_server import serving
 from tests.processes import running_up
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -130,7 +131,11 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     tmp = tmp_path_factory.mktemp("insights")
     (tmp / "data").mkdir()
     home = asyncio.run(_build(tmp / "data"))
-    with running_up(tmp) as up, httpx.Client(timeout=30.0) as http:
+    with (
+        serving() as llm,
+        running_up(tmp, ET_LLM_URL=llm + "/facts") as up,
+        httpx.Client(timeout=30.0) as http,
+    ):
         url = up.url + API_PREFIX
         auth = {
             who: logged_in(http, url, email)
@@ -194,6 +199,8 @@ def test_summary_of_a_device(api: Api) -> None:
     # A flat tariff (nothing to shift to), the same 150 W always on in the last 7 days as in
     # the 28 before, and a single device is the whole of what is asked about: nothing to do.
     assert body["recommendations"] == []
+    # The test's LLM endpoint (ET_LLM_URL) wrote its text of the facts it was sent.
+    assert body["narrative"] == "Always on: 150 W."
 
 
 def _ewma_level(odd_age: int) -> tuple[float, float]:
@@ -362,6 +369,7 @@ def test_no_history_gives_empty_answers(api: Api) -> None:
         None
     ] * 4
     assert (summary["top_devices"], summary["recommendations"]) == ([], [])
+    assert summary["narrative"] == "No history yet."
     forecast = api.ok("/insights/forecast", who="other")
     assert (forecast["month"], forecast["days"], forecast["hours"]) == (None, [], [])
     assert forecast["method"] == "none"

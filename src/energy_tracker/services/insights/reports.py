@@ -6,7 +6,7 @@ period, as `GET /usage` sums them.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from itertools import chain
 from typing import Any
@@ -29,6 +29,7 @@ from energy_tracker.services.insights.analysis import (
     Hour,
     Total,
 )
+from energy_tracker.services.insights.narrative import Narrator
 from energy_tracker.services.insights.recommendations import Recommendation
 
 
@@ -68,6 +69,7 @@ class Summary(Report):
     change_pct: float | None
     top_devices: list[DeviceShare]
     recommendations: list[Recommendation]
+    narrative: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -202,9 +204,11 @@ EARLIER_DAYS = 28
 ALWAYS_ON_DAYS = 7
 
 
-async def summary(store: SeriesStore, subject: Subject) -> Summary:
-    """Baseload over the last 14 full days, this month against last, the biggest devices, and
-    what could be done about them (`recommendations`)."""
+async def summary(
+    store: SeriesStore, subject: Subject, narrator: Narrator | None = None
+) -> Summary:
+    """Baseload over the last 14 full days, this month against last, the biggest devices, what
+    could be done about them (`recommendations`) and, with a `narrator`, a text of those facts."""
     today = subject.now.date()
     this_month = analysis.month_start(today)
     first = min(
@@ -258,7 +262,7 @@ async def summary(store: SeriesStore, subject: Subject) -> Summary:
         )
         if rise and len(subject.devices) > 1:  # of a single device, the device is the home
             advice.append(rise)
-    return Summary(
+    result = Summary(
         **_report(subject),
         baseload=analysis.baseload(hours),
         month_to_date=comparison.month_to_date,
@@ -267,6 +271,37 @@ async def summary(store: SeriesStore, subject: Subject) -> Summary:
         top_devices=analysis.top_devices(totals),
         recommendations=sorted(advice, key=lambda r: -r.saving_per_month),
     )
+    if narrator is None:
+        return result
+    whose = subject.device_id or ",".join(sorted(d.id for d in subject.devices))
+    text = await narrator.narrate(whose, today, facts(result))
+    return replace(result, narrative=text)
+
+
+def facts(s: Summary) -> dict[str, float | str]:
+    """What the narrative may say, rounded as a reader would read it: the only numbers it may
+    contain."""
+    out: dict[str, float | str] = {"currency": s.currency}
+    if s.baseload:
+        out["always_on_w"] = round(s.baseload.power_w)
+        out["always_on_kwh_a_year"] = round(s.baseload.yearly_kwh)
+        if s.baseload.yearly_cost is not None:
+            out["always_on_cost_a_year"] = round(s.baseload.yearly_cost, 2)
+    if s.month_to_date:
+        out["month_to_date_kwh"] = round(s.month_to_date.energy_kwh, 1)
+        out["month_to_date_cost"] = round(s.month_to_date.cost, 2)
+    if s.last_month:
+        out["last_month_kwh"] = round(s.last_month.energy_kwh, 1)
+        out["last_month_cost"] = round(s.last_month.cost, 2)
+    if s.change_pct is not None:
+        out["change_against_last_month_pct"] = round(s.change_pct, 1)
+    for i, d in enumerate(s.top_devices, 1):
+        out[f"device_{i}_name"] = d.name
+        out[f"device_{i}_share_pct"] = round(d.share_pct, 1)
+    for i, r in enumerate(s.recommendations, 1):
+        out[f"recommendation_{i}"] = r.kind
+        out[f"recommendation_{i}_saving_a_month"] = round(r.saving_per_month, 2)
+    return out
 
 
 # The forecasts read this much hourly history: a year and a month, for the seasonal factor of the

@@ -106,6 +106,11 @@ class SummaryOut(ReportOut):
     recommendations: list[RecommendationOut] = Field(
         description="What could be done, biggest saving first."
     )
+    narrative: str | None = Field(
+        default=None,
+        description="With ET_LLM_URL set: a few sentences of these facts, whose every number is "
+        "one of them (checked); null without the URL, or when the endpoint failed or was slow.",
+    )
 
 
 Method = Literal["profile", "recent-days", "none"]
