@@ -4,15 +4,14 @@ over the same hourly arrays as `forecasting` (NaN: an hour without data), shared
 by the backtest (`evaluate.py`), which measures recall on faults injected into real homes and
 the false alarms on the homes as they are.
 
-Why this way: an hour is judged against what the day-ahead profile of `forecasting` expected of
-it (its weekly and daily rhythm, from the hours before that day only), in units of the usual
-spread of that profile's errors at the same local hour (a median absolute deviation over the
-last four weeks: one odd evening neither hides the next nor makes ordinary ones look odd). A
-household acts on energy, not on statistics, so every kind also needs an absolute size (a few
-hundred watts); and on a shape, so the kinds differ in it: hours on end of the same excess (a
-heater left on), one hour far above its usual (a spike), an hour above the usual quiet of that
-hour of the night, days whose always-on level stepped up (the lowest hours of the day), hours
-with no reading at all where the meter always sent some.
+Why this way: a household's hours are heavy-tailed and follow a daily rhythm, so an hour is
+judged against the same local hour (±1) over the four weeks before its day, by percentiles and
+medians (one odd evening neither hides the next nor makes ordinary ones look odd), and every
+kind needs an absolute size a household would act on (hundreds of watts, not a z-score alone).
+The kinds differ in shape: hours on end lifted above even the quietest level of their hour (a
+heater left on), one hour above anything seen at that time of day for a month (a spike; at an
+hour that is usually quiet, an unusual hour), days whose always-on level stepped up, hours with
+no data where the meter always sent some. Thresholds were chosen by `make evaluate`.
 """
 
 from __future__ import annotations
@@ -199,7 +198,7 @@ def step_events(kwh: np.ndarray, cal: fc.Calendar, first: int, end: int) -> list
     """Baseload steps up among the whole local days in first..end-1: runs of STEP_DAYS or more
     days whose always-on level stood above that of the four weeks before each."""
     lo = max(0, first - HISTORY_DAYS * 24)
-    days = fc.days_of(kwh[lo:end], _calendar_slice(cal, lo, end))
+    days = fc.days_of(kwh[lo:end], cal.slice(lo, end))
     index = cal.day[lo:end] - days.first
     n = days.kwh.size
     level = np.full(n, np.nan)
@@ -240,10 +239,6 @@ def step_events(kwh: np.ndarray, cal: fc.Calendar, first: int, end: int) -> list
             )
         )
     return events
-
-
-def _calendar_slice(cal: fc.Calendar, lo: int, end: int) -> fc.Calendar:
-    return fc.Calendar(cal.hour[lo:end], cal.day[lo:end], cal.off[lo:end])
 
 
 def detect(kwh: np.ndarray, cal: fc.Calendar, first: int, end: int) -> list[Event]:

@@ -250,7 +250,7 @@ def backtest_anomalies(ds: DataSet, result: Result) -> None:
             window = _inject(kwh[lo : at.stop + 24], slice(start - lo, at.stop - lo), added)
             events = detection.detect(
                 window,
-                fc.Calendar(cal.hour[lo:], cal.day[lo:], cal.off[lo:]),
+                cal.slice(lo),
                 start - lo - 24,
                 window.size,
             )

@@ -55,6 +55,10 @@ class Calendar:
     day: np.ndarray  # local date as a day ordinal (date.toordinal())
     off: np.ndarray  # bool: the local date is a weekend day or a public holiday
 
+    def slice(self, lo: int, end: int | None = None) -> Calendar:
+        """The calendar of hours lo..end-1 (of a series cut the same way)."""
+        return Calendar(self.hour[lo:end], self.day[lo:end], self.off[lo:end])
+
 
 def calendar_of(start: int, n: int, tz: tzinfo, country: str | None) -> Calendar:
     """The calendar of `n` hours from `start` (epoch s, a whole UTC hour) in zone `tz`;
