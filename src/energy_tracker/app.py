@@ -47,6 +47,7 @@ from energy_tracker.services.ingestion import api as ingestion_api
 from energy_tracker.services.ingestion import mqtt
 from energy_tracker.services.ingestion.recorder import ReadingRecorder
 from energy_tracker.services.insights import api as insights_api
+from energy_tracker.services.insights.narrative import Narrator
 from energy_tracker.services.usage import api as usage_api
 from energy_tracker.services.usage.consumer import UsageConsumer
 from energy_tracker.services.usage.live import StoredReadings
@@ -248,13 +249,19 @@ def _wire_alerts(app: FastAPI, settings: Settings, rt: Runtime, shared: Shared) 
         _run_worker(rt, worker_name, worker)
 
 
+def _wire_insights(app: FastAPI, settings: Settings, rt: Runtime, shared: Shared) -> None:
+    """The summary's narrator, only with ET_LLM_URL: without it nothing leaves the machine."""
+    if settings.llm_url:
+        app.state.narrator = Narrator(settings.llm_url, settings.llm_model, settings.llm_timeout_s)
+
+
 Builder = Callable[[FastAPI, Settings, Runtime, Shared], None]
 
 
 @dataclass(frozen=True)
 class ServiceBuild:
     """How the root builds one service: its routes, the backends it needs, and what it starts
-    beyond the shared wiring (users, devices and insights start nothing)."""
+    beyond the shared wiring (users and devices start nothing)."""
 
     router: APIRouter
     needs_bus: bool = False
@@ -269,7 +276,7 @@ SERVICES: dict[str, ServiceBuild] = {
     "usage": ServiceBuild(usage_api.router, needs_bus=True, needs_series=True, wire=_wire_usage),
     # alerts reads the series store for rule previews (POST /alert-rules/preview)
     "alerts": ServiceBuild(alerts_api.router, needs_bus=True, needs_series=True, wire=_wire_alerts),
-    "insights": ServiceBuild(insights_api.router, needs_series=True),
+    "insights": ServiceBuild(insights_api.router, needs_series=True, wire=_wire_insights),
 }
 ROUTERS: dict[str, APIRouter] = {name: build.router for name, build in SERVICES.items()}
 

@@ -5,6 +5,14 @@ import { Chart } from "../chart";
 import { clear, h, kwh, localTime, money, watts } from "../dom";
 import { session, type Page } from "../main";
 
+const EVENT_NAMES: Record<string, string> = {
+  stuck_on: "A load stuck on",
+  baseload_step: "Always-on level stepped up",
+  spike: "A spike",
+  unusual_hour: "Use at an unusual hour",
+  silence: "No readings",
+};
+
 export function insightsPage(): Page {
   return {
     title: "Insights",
@@ -32,13 +40,15 @@ export function insightsPage(): Page {
           xs,
           series: [
             { label: "Forecast (kWh)", values: forecast.days.map((d: any) => d.energy_kwh), kind: "bars" },
+            { label: "80 % low (kWh)", values: forecast.days.map((d: any) => d.low), color: "#6b7280" },
+            { label: "80 % high (kWh)", values: forecast.days.map((d: any) => d.high), color: "#6b7280" },
             { label: `Cost (${me.currency})`, values: forecast.days.map((d: any) => d.cost), color: "#b35900", right: true },
           ],
           tz: me.timezone,
           yLabel: "energy (kWh)",
           barsCentred: true,
           y2Label: `cost (${me.currency})`,
-          summary: `Forecast for the next 7 days: ${forecast.days.map((d: any) => `${d.day} ${d.energy_kwh.toFixed(1)} kWh`).join(", ")}.`,
+          summary: `Forecast for the next 7 days (80 % range): ${forecast.days.map((d: any) => `${d.day} ${d.energy_kwh.toFixed(1)} kWh (${d.low.toFixed(1)}–${d.high.toFixed(1)})`).join(", ")}.`,
           formatX: (s) => localTime(s * 1000, me.timezone, { weekday: "short", day: "numeric", month: "short" }),
         });
         main.append(h("section", { class: "card" }, h("h2", {}, "Forecast"), chart.el));
@@ -48,12 +58,12 @@ export function insightsPage(): Page {
           "section",
           { class: "card" },
           h("h2", {}, "Anomalies"),
-          anomalies.days.length || anomalies.hours.length
+          anomalies.days.length || anomalies.events.length
             ? h(
                 "ul",
                 {},
                 ...anomalies.days.map((d: any) => h("li", {}, `${d.day}: ${kwh(d.energy_kwh, 1)}, usually ${kwh(d.expected_kwh, 1)} (${d.direction})`)),
-                ...anomalies.hours.map((a: any) => h("li", {}, `${localTime(Date.parse(a.start), me.timezone, { dateStyle: "medium", timeStyle: "short" })}: ${kwh(a.energy_kwh, 2)}, usually ${kwh(a.expected_kwh, 2)}`)),
+                ...anomalies.events.map((a: any) => h("li", {}, `${EVENT_NAMES[a.kind] ?? a.kind}, ${localTime(Date.parse(a.start), me.timezone, { dateStyle: "medium", timeStyle: "short" })}, ${a.hours} h: ${kwh(a.energy_kwh, 2)}, usually ${kwh(a.expected_kwh, 2)}`)),
               )
             : h("p", {}, `Nothing unusual since ${anomalies.since}.`),
         ),
