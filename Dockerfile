@@ -2,6 +2,8 @@
 # `energy-tracker up` (a household in one container, its data on the /data volume):
 #   docker build -t energy-tracker .
 #   docker run -p 8080:8080 -v et-data:/data energy-tracker up
+# The web dashboard is built by Node.js outside the image (`make web`, into src/): build it first
+# to have it served at /; without it the API works and / says how to build it.
 # BASE_IMAGE is any Debian-like image with Python 3.11+ and its venv module; the official one by
 # default. The compose test builds the same file on a base made locally (scripts/compose-test).
 ARG BASE_IMAGE=python:3.11-slim-bookworm
