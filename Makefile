@@ -29,6 +29,7 @@ run: $(VENV)/.installed
 ## test: install the test extras, start what the tests need, run the whole suite
 test: $(VENV)/.installed-test services data
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 ## unit: the fast tier only (no servers)
@@ -38,6 +39,7 @@ unit: $(VENV)/.installed-test
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
 
 ## bench: each block's limit and the whole pipeline, embedded and Kafka+PostgreSQL (<= 10 min;
 ## the first run also builds the cached 10M-reading query stores in benchmarks/.cache)

@@ -291,7 +291,8 @@ async def admin_identity(request: Request) -> Identity:
 def shutting_down(request: Request) -> asyncio.Event:
     """Set when the server begins to stop: long-lived streams end on it, so a stop never waits
     for a client to hang up."""
-    return request.app.state.shutting_down
+    event: asyncio.Event = request.app.state.shutting_down
+    return event
 
 
 def json_bytes(value: Any) -> bytes:

@@ -13,7 +13,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from energy_tracker.core.auth import Identity
 from energy_tracker.core.bus.base import EventBus
@@ -58,7 +58,7 @@ class ReadingRecorder:
         oldest, newest = self.window()
         for index, item in enumerate(items):
             device_id = item.get("device_id") or own
-            ts = item["ts"]
+            ts = cast(int, item["ts"])  # epoch ms once validated
             if device_id is None:
                 problems.append(problem(index, "device_id", "required"))
             elif is_device and device_id != own:
