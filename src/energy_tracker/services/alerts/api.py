@@ -50,6 +50,7 @@ STREAM_OVERLAP = timedelta(seconds=5)
 
 
 def service(request: Request) -> AlertService:
+    """FastAPI dependency: the alerts service's parts this process runs."""
     return request.app.state.alerts
 
 
@@ -66,6 +67,7 @@ def _invalid(problems: list[dict[str, str]]) -> ApiError:
 
 
 def rule_out(rule: AlertRule) -> dict[str, Any]:
+    """A rule as the API shows it: webhook secrets never leave the service."""
     return {
         "id": rule.id,
         "user_id": rule.owner_id,
@@ -105,6 +107,7 @@ async def _target_problems(
 
 
 async def visible_rule(store: AlertStore, rule_id: str, identity: Identity) -> AlertRule:
+    """The rule if the caller may see it; 404 otherwise (see `visible_to`)."""
     return visible_to(identity, await store.rules.get(rule_id), "alert rule")
 
 
@@ -115,6 +118,7 @@ async def create_rule(
     alerting: AlertService = Depends(service),
     directory: DeviceDirectory = Depends(device_directory),
 ) -> dict[str, Any]:
+    """Create a rule on one of your devices, or on all of them summed (no device_id)."""
     fields = body.model_dump()
     problems = rule_problems(fields)
     problems += await _target_problems(directory, identity, fields, alerting.deny_private)
@@ -134,6 +138,7 @@ async def list_rules(
     identity: Identity = Depends(user_identity),
     alerting: AlertService = Depends(service),
 ) -> dict[str, Any]:
+    """Your rules (an admin's: everyone's), oldest first."""
     owner = None if identity.is_admin else identity.user_id
     rules = await alerting.store.rules.list(owner, limit=limit, offset=offset)
     return {"items": [rule_out(r) for r in rules]}
@@ -145,6 +150,7 @@ async def get_rule(
     identity: Identity = Depends(user_identity),
     alerting: AlertService = Depends(service),
 ) -> dict[str, Any]:
+    """One of your rules."""
     return rule_out(await visible_rule(alerting.store, rule_id, identity))
 
 
@@ -156,6 +162,7 @@ async def update_rule(
     alerting: AlertService = Depends(service),
     directory: DeviceDirectory = Depends(device_directory),
 ) -> dict[str, Any]:
+    """Change a rule; the result is checked as a whole, as on creation."""
     rule = await visible_rule(alerting.store, rule_id, identity)
     patch = body.model_dump(exclude_unset=True)
     problems = patch_problems(vars(rule), patch)
@@ -236,6 +243,7 @@ async def _alerts_out(
 
 
 async def visible_alert(store: AlertStore, alert_id: str, identity: Identity) -> Alert:
+    """The alert if the caller may see it; 404 otherwise (see `visible_to`)."""
     return visible_to(identity, await store.alerts.get(alert_id), "alert")
 
 

@@ -27,6 +27,7 @@ YEARS = range(1971, 9000)
 
 
 def series(request: Request) -> SeriesStore:
+    """FastAPI dependency: the time-series store."""
     return request.app.state.series
 
 

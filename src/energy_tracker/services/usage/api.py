@@ -39,6 +39,7 @@ MAX_PERIODS = 50_000
 
 
 def series(request: Request) -> SeriesStore:
+    """FastAPI dependency: the time-series store."""
     return request.app.state.series
 
 
@@ -52,6 +53,7 @@ class UsageQuery:
     tz: str | None
 
     def span(self, zone: ZoneInfo) -> tuple[int, int]:
+        """[from, to) in epoch ms, the start aligned to a bucket in `zone`; 422 when invalid."""
         return _range(self.granularity, self.start, self.end, zone)
 
 
@@ -111,6 +113,7 @@ async def device_usage(
     store: SeriesStore = Depends(series),
     directory: DeviceDirectory = Depends(device_directory),
 ) -> dict[str, Any]:
+    """One of your devices' buckets, period by period (default zone: the device's)."""
     ctx = await visible_device(identity, directory, device_id)
     zone = queries.zone(query.tz or ctx.timezone)
     lo, hi = query.span(zone)

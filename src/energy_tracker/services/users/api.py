@@ -39,10 +39,12 @@ UserId = Annotated[str, Path(max_length=64)]
 
 
 def users(request: Request) -> UserStore:
+    """FastAPI dependency: the users store."""
     return request.app.state.users
 
 
 def user_out(user: User) -> UserOut:
+    """A user as the API shows them: never the password hash."""
     return UserOut(
         id=user.id,
         email=user.email,
@@ -74,6 +76,7 @@ async def _tokens(request: Request, store: UserStore, user: User) -> TokenOut:
 
 @router.post("/auth/register", status_code=201, response_model=UserOut)
 async def register(body: RegisterIn, store: UserStore = Depends(users)) -> UserOut:
+    """Create an account; 409 when the email is taken."""
     try:
         user = await store.create(str(body.email), hash_password(body.password), body.name)
     except Conflict:
@@ -83,6 +86,7 @@ async def register(body: RegisterIn, store: UserStore = Depends(users)) -> UserO
 
 @router.post("/auth/login", response_model=TokenOut)
 async def login(body: LoginIn, request: Request, store: UserStore = Depends(users)) -> TokenOut:
+    """Sign in: an access token and a refresh token."""
     user = await store.by_email(body.email)
     valid = verify_password(user.password_hash if user else DUMMY_PASSWORD_HASH, body.password)
     if user is None or not valid or user.disabled:
@@ -92,6 +96,7 @@ async def login(body: LoginIn, request: Request, store: UserStore = Depends(user
 
 @router.post("/auth/refresh", response_model=TokenOut)
 async def refresh(body: RefreshIn, request: Request, store: UserStore = Depends(users)) -> TokenOut:
+    """Trade a refresh token (used once) for new tokens."""
     user_id = await store.use_refresh_token(secret_digest(body.refresh_token), datetime.now(UTC))
     user = await store.get(user_id) if user_id else None
     if user is None or user.disabled:
@@ -103,6 +108,7 @@ async def refresh(body: RefreshIn, request: Request, store: UserStore = Depends(
 async def logout(
     body: RefreshIn, _: Identity = Depends(user_identity), store: UserStore = Depends(users)
 ) -> None:
+    """Revoke a refresh token."""
     await store.revoke_refresh_token(secret_digest(body.refresh_token))
 
 
@@ -110,6 +116,7 @@ async def logout(
 async def me(
     identity: Identity = Depends(user_identity), store: UserStore = Depends(users)
 ) -> UserOut:
+    """Your account."""
     user = await store.get(identity.user_id)
     if user is None:
         raise not_found("user")
@@ -122,6 +129,7 @@ async def update_me(
     identity: Identity = Depends(user_identity),
     store: UserStore = Depends(users),
 ) -> UserOut:
+    """Change your name, time zone, currency or tariff."""
     fields = body.model_dump(exclude_unset=True)
     if "tariff" in fields and body.tariff is not None:
         fields["tariff"] = body.tariff.model_dump(exclude_none=True)
@@ -138,6 +146,7 @@ async def list_users(
     _: Identity = Depends(admin_identity),
     store: UserStore = Depends(users),
 ) -> list[UserOut]:
+    """Every account, oldest first (admins only)."""
     return [user_out(u) for u in await store.list(limit=limit, offset=offset)]
 
 
@@ -148,6 +157,7 @@ async def admin_update(
     _: Identity = Depends(admin_identity),
     store: UserStore = Depends(users),
 ) -> UserOut:
+    """Change a user's role or disable them (admins only); disabling signs them out."""
     user = await store.update(user_id, **body.model_dump(exclude_none=True))
     if user is None:
         raise not_found("user")

@@ -52,6 +52,7 @@ class Bucket:
 
     @property
     def avg_power_w(self) -> float | None:
+        """Mean power over the bucket's samples; None when it has none."""
         return self.power_sum_w / self.power_samples if self.power_samples else None
 
     def same_values(self, other: Bucket) -> bool:
