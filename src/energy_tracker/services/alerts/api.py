@@ -4,7 +4,6 @@ transitions. A user sees and changes only their own; an admin sees everyone's.""
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
@@ -23,6 +22,7 @@ from energy_tracker.core.http import (
     user_identity,
     visible_to,
 )
+from energy_tracker.core.sse import polled_events, sse_frame, sse_response
 from energy_tracker.core.stores.metadata import Conflict
 from energy_tracker.services.alerts.lifecycle import alert_view
 from energy_tracker.services.alerts.models import Alert, AlertRule, Attempt, Delivery
@@ -291,11 +291,7 @@ async def alert_stream(
     since = _now()
     if last_event_id:
         since = await alerting.store.transitions.recorded_at(last_event_id, owner) or since
-    return StreamingResponse(
-        _transitions(request, alerting.store, owner, since, last_event_id),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    return sse_response(_transitions(request, alerting.store, owner, since, last_event_id))
 
 
 async def _transitions(
@@ -303,10 +299,11 @@ async def _transitions(
 ) -> AsyncIterator[bytes]:
     """Polls the transitions table; ids already sent within the overlap window are skipped."""
     sent: dict[str, datetime] = {seen_id: since} if seen_id else {}
-    yield b"retry: 3000\n\n"
-    quiet_since = time.monotonic()
     stopping = shutting_down(request)
-    while not stopping.is_set() and not await request.is_disconnected():
+
+    async def poll() -> tuple[list[bytes], bool]:
+        nonlocal since, sent
+        frames = []
         for tid, recorded, payload in await store.transitions.since(
             owner, since - STREAM_OVERLAP, 500
         ):
@@ -314,14 +311,17 @@ async def _transitions(
                 continue
             sent[tid] = recorded
             since = max(since, recorded)
-            data = orjson.dumps(payload).decode()
-            yield f"id: {tid}\nevent: {payload['state']}\ndata: {data}\n\n".encode()
-            quiet_since = time.monotonic()
+            frames.append(sse_frame(tid, payload["state"], orjson.dumps(payload)))
         sent = {t: at for t, at in sent.items() if at >= since - STREAM_OVERLAP}
-        if time.monotonic() - quiet_since >= STREAM_KEEPALIVE_S:
-            yield b": keep-alive\n\n"
-            quiet_since = time.monotonic()
-        await asyncio.sleep(STREAM_POLL_S)
+        return frames, False
+
+    async def stopped() -> bool:
+        return stopping.is_set() or await request.is_disconnected()
+
+    async for frame in polled_events(
+        b"retry: 3000\n\n", poll, lambda: asyncio.sleep(STREAM_POLL_S), stopped, STREAM_KEEPALIVE_S
+    ):
+        yield frame
 
 
 @router.get("/alerts/{alert_id}", response_model=AlertOut)

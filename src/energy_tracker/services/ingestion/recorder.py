@@ -32,6 +32,15 @@ Problem = dict[str, Any]
 """A broken rule: {"index", "field", "message"}; `index` is whatever the caller numbered by."""
 
 
+def mistimed_by(ts: int, oldest: int, newest: int) -> str | None:
+    """Why a reading at `ts` lies outside the accepted window [oldest, newest]; None inside."""
+    if ts > newest:
+        return FUTURE
+    if ts < oldest:
+        return TOO_OLD
+    return None
+
+
 class PublishFailed(Exception):
     """The bus did not durably accept the readings: nothing may be reported as accepted."""
 
@@ -63,11 +72,8 @@ class ReadingRecorder:
                 problems.append(problem(index, "device_id", "required"))
             elif is_device and device_id != own:
                 problems.append(problem(index, "device_id", "not the device of this key"))
-            elif ts > newest:
-                problems.append(problem(index, "ts", FUTURE))
-                mistimed.add(device_id)
-            elif ts < oldest:
-                problems.append(problem(index, "ts", TOO_OLD))
+            elif (mistime := mistimed_by(ts, oldest, newest)) is not None:
+                problems.append(problem(index, "ts", mistime))
                 mistimed.add(device_id)
             else:
                 try:
@@ -109,10 +115,8 @@ class ReadingRecorder:
         oldest, newest = self.window()
         problems: list[Problem] = []
         for index, reading in candidates:
-            if reading.ts > newest:
-                problems.append(problem(index, "ts", FUTURE))
-            elif reading.ts < oldest:
-                problems.append(problem(index, "ts", TOO_OLD))
+            if (mistime := mistimed_by(reading.ts, oldest, newest)) is not None:
+                problems.append(problem(index, "ts", mistime))
         if caller is not None and caller.kind == "device":
             return problems
         refused = await self.refusals({r.device_id for _, r in candidates}, caller)

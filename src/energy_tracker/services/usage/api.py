@@ -23,6 +23,7 @@ from energy_tracker.core.http import (
     user_identity,
     visible_device,
 )
+from energy_tracker.core.sse import sse_response
 from energy_tracker.core.stores.timeseries.base import Bucket, Granularity, SeriesStore
 from energy_tracker.services.usage.live import reading_events
 
@@ -197,11 +198,7 @@ async def device_live(
         _reading_item,
         shutting_down(request),
     )
-    return StreamingResponse(
-        events,
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    return sse_response(events)
 
 
 def _reading_item(r: Reading) -> dict[str, Any]:
