@@ -22,6 +22,7 @@ import orjson
 from prometheus_client import Gauge
 
 from energy_tracker.core.bus.base import Consumer, EventBus, Message
+from energy_tracker.core.loops import Backoff, Stopper
 
 log = logging.getLogger(__name__)
 
@@ -100,24 +101,25 @@ class ConsumeLoop:
         self.handler = handler
         self.max_records = max_records
         self.retry_pause_s = retry_pause_s
-        self._stopping = asyncio.Event()
+        self._stopper = Stopper()
         self._member = False
         self._reported: set[int] = set()
 
     @property
     def ready(self) -> bool:
         """A member of its group now: not stopped, not between a lost bus and the rejoin."""
-        return self._member and not self._stopping.is_set()
+        return self._member and not self._stopper.stopped
 
     async def run(self) -> None:
         """Consume until stopped. When the bus itself fails (a broker restart), the member
         leaves, waits and joins again: what it had not committed is delivered again."""
-        pause = self.retry_pause_s
-        while not self._stopping.is_set():
+        backoff = Backoff(self.retry_pause_s, 30.0)
+        while not self._stopper.stopped:
             try:
                 await self._consume()
                 return
             except Exception as exc:  # any bus failure means: rejoin later
+                pause = backoff.next()
                 log.warning(
                     "consumer %s/%s lost the bus (%s); rejoining in %.0f s",
                     self.group,
@@ -125,9 +127,7 @@ class ConsumeLoop:
                     exc,
                     pause,
                 )
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), pause)
-                pause = min(pause * 2, 30.0)
+                await self._stopper.sleep(pause)
 
     async def _consume(self) -> None:
         """Poll, process, commit. A stop lets the batch in hand finish and be committed (unless
@@ -137,9 +137,9 @@ class ConsumeLoop:
         loop = asyncio.get_running_loop()
         lag_at = 0.0
         try:
-            while not self._stopping.is_set():
+            while not self._stopper.stopped:
                 batch = await consumer.poll(self.max_records, timeout_s=0.5)
-                while batch and not self._stopping.is_set():
+                while batch and not self._stopper.stopped:
                     if await self._process(batch):
                         await consumer.commit(batch)
                         break
@@ -168,7 +168,8 @@ class ConsumeLoop:
         self._reported = set()
 
     def stop(self) -> None:
-        self._stopping.set()
+        """End `run` once the batch in hand is dealt with."""
+        self._stopper.stop()
 
     async def _process(self, batch: Sequence[Message]) -> bool:
         """Handle a batch; True once it is fully dealt with (done or dead-lettered)."""
