@@ -11,7 +11,7 @@ from energy_tracker.core.stores.metadata import Database
 from energy_tracker.core.stores.timeseries.postgres import PostgresSeriesStore
 
 
-def pool(database: str) -> dict[str, float]:
+def pool(database: str) -> dict[str, float | None]:
     return {
         state: REGISTRY.get_sample_value(
             "et_db_pool_connections", {"database": database, "state": state}
