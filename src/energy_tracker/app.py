@@ -21,6 +21,7 @@ from energy_tracker.config import SERVICE_NAMES, Settings
 from energy_tracker.core.bus.base import EventBus
 from energy_tracker.core.bus.factory import bus_from_url
 from energy_tracker.core.bus.runner import ConsumeLoop
+from energy_tracker.core.credentials import CredentialCache
 from energy_tracker.core.events import TOPICS
 from energy_tracker.core.http import (
     Authenticator,
@@ -217,8 +218,9 @@ def create_app(
         app.state.secret = settings.secret()
         app.state.users, app.state.devices, app.state.series = users, devices, rt.series
         app.state.limiter = rt.limiter
+        app.state.credentials = CredentialCache(Directory(users, devices))
         app.state.authenticator = Authenticator(
-            Directory(users, devices), app.state.secret, settings.jwt_issuer
+            app.state.credentials, app.state.secret, settings.jwt_issuer
         )
         if rt.bus is not None and "ingestion" in local:
             app.state.recorder = ReadingRecorder(rt.bus, devices, settings.retention_days)

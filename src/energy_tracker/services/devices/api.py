@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Request
 
 from energy_tracker.core.auth import Identity, new_device_key, secret_digest
+from energy_tracker.core.credentials import CredentialCache, credentials
 from energy_tracker.core.http import not_found, user_identity, visible_to
 from energy_tracker.services.devices.models import Device
 from energy_tracker.services.devices.schemas import DeviceIn, DeviceOut, DevicePatch, DeviceWithKey
@@ -99,12 +100,14 @@ async def update_device(
     body: DevicePatch,
     identity: Identity = Depends(user_identity),
     store: DeviceStore = Depends(devices),
+    cache: CredentialCache = Depends(credentials),
 ) -> dict:
     await visible_device(store, device_id, identity)
     fields = body.model_dump(exclude_unset=True)
     if "metadata" in fields:
         fields["meta"] = fields.pop("metadata")
     device = await store.update(device_id, **fields)
+    cache.forget_device(device_id)
     if device is None:
         raise not_found("device")
     return await one_device_out(store, device)
@@ -115,9 +118,11 @@ async def delete_device(
     device_id: DeviceId,
     identity: Identity = Depends(user_identity),
     store: DeviceStore = Depends(devices),
+    cache: CredentialCache = Depends(credentials),
 ) -> None:
     await visible_device(store, device_id, identity)
     await store.delete(device_id)
+    cache.forget_device(device_id)
 
 
 @router.post("/devices/{device_id}/rotate-key", response_model=DeviceWithKey)
@@ -125,8 +130,10 @@ async def rotate_key(
     device_id: DeviceId,
     identity: Identity = Depends(user_identity),
     store: DeviceStore = Depends(devices),
+    cache: CredentialCache = Depends(credentials),
 ) -> dict:
     device = await visible_device(store, device_id, identity)
     key = new_device_key()
     await store.set_key_hash(device_id, secret_digest(key))
+    cache.forget_device(device_id)
     return {**await one_device_out(store, device), "api_key": key}
