@@ -225,7 +225,12 @@ def create_app(
         if rt.bus is not None and "ingestion" in local:
             app.state.recorder = ReadingRecorder(rt.bus, devices, settings.retention_days)
             if settings.mqtt_url:
-                ingester = mqtt.MqttIngester(settings.mqtt_url, app.state.recorder, devices)
+                ingester = mqtt.MqttIngester(
+                    settings.mqtt_url,
+                    app.state.recorder,
+                    devices,
+                    place=str(settings.data_dir.resolve()),
+                )
                 _run_worker(rt, "ingestion:mqtt", ingester)
         if "usage" in local and rt.bus is not None and rt.series is not None:
             app.state.stored_readings = StoredReadings()
