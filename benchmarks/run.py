@@ -47,6 +47,7 @@ from typing import Any
 import bus_limit
 import deploy
 import httpx
+import live
 import load
 import orjson
 import query_store
@@ -88,6 +89,7 @@ class Sizes:
     query_days: int
     query_reps: int
     budget_s: float
+    live: live.LiveSizes
 
 
 FULL = Sizes(
@@ -100,6 +102,14 @@ FULL = Sizes(
     query_days=365,
     query_reps=200,
     budget_s=600,
+    live=live.LiveSizes(
+        devices=10_000,
+        http_seconds=20,
+        connections=64,
+        mqtt_per_device=10,
+        mqtt_processes=2,
+        idle_requests=200,
+    ),
 )
 QUICK = Sizes(
     bus_records=20_000,
@@ -110,7 +120,15 @@ QUICK = Sizes(
     query_target=0,  # quick runs query what the pipeline stored
     query_days=0,
     query_reps=15,
-    budget_s=60,
+    budget_s=120,
+    live=live.LiveSizes(
+        devices=300,
+        http_seconds=3,
+        connections=32,
+        mqtt_per_device=5,
+        mqtt_processes=2,
+        idle_requests=40,
+    ),
 )
 
 
@@ -516,15 +534,29 @@ async def run_mode(
             tansu.stop()
             await deploy.drop_database(pg, f"et_bench_limit_{pid}")
 
+    mosquitto, mqtt_url = None, None
+    if deploy.MOSQUITTO is not None:
+        mosquitto, mqtt_port = deploy.start_mosquitto(workdir)
+        mqtt_url = f"mqtt://127.0.0.1:{mqtt_port}"
+    else:
+        clock.say("  no mosquitto here: the live workload runs without its MQTT leg")
     if mode == EMBEDDED:
-        cm: contextlib.AbstractContextManager = deploy.embedded(workdir / "app", secret)
+        cm: contextlib.AbstractContextManager = deploy.embedded(
+            workdir / "app", secret, mqtt_url=mqtt_url
+        )
     else:
         tansu, kafka = deploy.start_tansu(workdir)
         db = await deploy.create_database(pg, f"et_bench_{pid}")
         from energy_tracker.app import ROUTERS
 
         cm = deploy.split(
-            workdir / "app", secret, list(ROUTERS), bus_url=kafka, db_url=db, tsdb_url=db
+            workdir / "app",
+            secret,
+            list(ROUTERS),
+            bus_url=kafka,
+            db_url=db,
+            tsdb_url=db,
+            mqtt_url=mqtt_url,
         )
     try:
         with cm as deployment:
@@ -535,11 +567,23 @@ async def run_mode(
                 # A quick run queries the little the pipeline stored: no second deployment.
                 clock.say(f"  {sizes.query_reps} of each query on {stored.readings:,} readings")
                 queries = await query_store.time_queries(deployment, stored, sizes.query_reps, SEED)
+            with profiling(deployment.procs, args.profile, f"live-{mode.split('+')[0]}"):
+                measured["live"] = await live.run(
+                    deployment.gateway_url,
+                    mqtt_port if mosquitto is not None else None,
+                    sizes.live,
+                    lambda: EventWatcher.start(deployment.bus_url, 1),
+                    clock.say,
+                    clock.left,
+                )
+            deployment.check_alive()
             rss = deployment.peak_rss_mb()
     finally:
         if tansu is not None:
             tansu.stop()
             await deploy.drop_database(pg, f"et_bench_{pid}")
+        if mosquitto is not None:
+            mosquitto.stop()
 
     if not args.quick:
         queries = await query_phase(mode, sizes, args, clock, workdir, secret)
