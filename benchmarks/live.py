@@ -273,6 +273,7 @@ async def run(
 ) -> dict[str, Any]:
     """The live workload on a running deployment; its figures."""
     now = int(time.time() * 1000)
+    probe_first = now // QUARTER_MS * QUARTER_MS - 30 * 86_400_000  # a quarter each, a month ago
     async with httpx.AsyncClient(timeout=60.0, limits=httpx.Limits(max_connections=16)) as c:
         gateway = Gateway(c, base_url)
         say(f"  live: enrolling {sizes.devices:,} devices")
@@ -295,9 +296,7 @@ async def run(
                 keys.write_text("".join(d.key + "\n" for d in fleet.devices))
                 say(f"  live HTTP: wrk, {sizes.connections} connections, {sizes.http_seconds:g} s")
                 stop_probe = asyncio.Event()
-                probing = asyncio.create_task(
-                    probe(gateway, fleet.probe, now // QUARTER_MS * QUARTER_MS - 30 * 86_400_000, stop_probe)
-                )
+                probing = asyncio.create_task(probe(gateway, fleet.probe, probe_first, stop_probe))
                 began = time.time()
                 try:
                     wrk = await asyncio.to_thread(
