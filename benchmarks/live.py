@@ -44,7 +44,7 @@ from energy_tracker.simulator.driver import Gateway
 
 HERE = Path(__file__).resolve().parent
 LIVE_LUA = HERE / "live.lua"
-DEVICES_PER_OWNER = 100
+DEVICES_PER_OWNER = 1000
 INTERVAL_MS = 10_000
 PROBE_EVERY_S = 0.05
 PASSWORD = "live devices, not a secret"
@@ -81,11 +81,14 @@ class Fleet:
 async def enroll(gateway: Gateway, devices: int, tag: str) -> Fleet:
     """`devices` devices of DEVICES_PER_OWNER each per owner, and the probe, through the API."""
     owners = (devices + DEVICES_PER_OWNER - 1) // DEVICES_PER_OWNER + 1
-    gate = asyncio.Semaphore(16)
+    # Few at a time: concurrent writes to the SQLite metadata store fail with "database is
+    # locked" (a read transaction upgraded to a write; issue 13); this is setup, not load.
+    gate = asyncio.Semaphore(4)
+    signing_up = asyncio.Semaphore(1)
 
     async def owner(i: int) -> dict[str, str]:
         email = f"live-{tag}-{i}@example.com"
-        async with gate:
+        async with signing_up:
             creds = {"email": email, "password": PASSWORD}
             await gateway.call("POST", "/auth/register", ok=(201,), json=creds)
             return {"Authorization": f"Bearer {await gateway.login(email, PASSWORD)}"}
@@ -278,7 +281,7 @@ async def run(
         gateway = Gateway(c, base_url)
         say(f"  live: enrolling {sizes.devices:,} devices")
         fleet = await asyncio.wait_for(
-            enroll(gateway, sizes.devices, uuid.uuid4().hex[:8]), left(300)
+            enroll(gateway, sizes.devices, uuid.uuid4().hex[:8]), left(900)
         )
         idle = await asyncio.to_thread(
             idle_latency, base_url, fleet.owners[0], fleet.devices[0], sizes.idle_requests
