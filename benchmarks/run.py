@@ -704,10 +704,10 @@ def table(results: list[dict[str, Any]], host: dict[str, Any], when: str, second
     def live_row(leg: str, key: str) -> Callable[[dict[str, Any]], str]:
         return lambda r: _n(r.get("live", {}).get(leg, {}).get(key))
 
-    def lost(r: dict[str, Any]) -> str:
+    def missing(r: dict[str, Any]) -> str:
         legs = r.get("live", {})
         return " / ".join(
-            _n(legs[leg]["lost"]) if leg in legs else "n/a" for leg in ("http", "mqtt")
+            _n(legs[g]["not_counted_by_end"]) if g in legs else "n/a" for g in ("http", "mqtt")
         )
 
     def idle(r: dict[str, Any]) -> str:
@@ -742,7 +742,7 @@ def table(results: list[dict[str, Any]], host: dict[str, Any], when: str, second
         ("live, HTTP: POSTs answered/s", live_row("http", "accepted_per_s")),
         ("live, HTTP: 202 → bucket p99, ms", live_row("http", "p99_ms_202_to_bucket")),
         ("live, MQTT: readings/s, one per QoS 1 message", live_row("mqtt", "readings_per_s")),
-        ("live: acknowledged and lost, HTTP / MQTT", lost),
+        ("live: acknowledged, not counted by the end of the wait, HTTP / MQTT", missing),
         ("idle: one POST p50 / p99; GET one device p50; /healthz p50, ms", idle),
     ]
     rows = (
