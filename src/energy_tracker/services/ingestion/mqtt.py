@@ -36,6 +36,7 @@ import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 from zoneinfo import ZoneInfo
 
@@ -133,36 +134,30 @@ class BrokerSettings:
     def client(self, session: str | None = None) -> aiomqtt.Client:
         """A client; with `session` (a client id), one that resumes that persistent session and
         acknowledges messages only when told (`ack`)."""
+        common: dict[str, Any] = {
+            "username": self.username,
+            "password": self.password,
+            "keepalive": 30,
+            "timeout": 5.0,
+            "tls_context": ssl.create_default_context() if self.tls else None,
+        }
         if session is None:
             # A throwaway id: two processes with one id would keep disconnecting each other.
             identifier = (
                 f"energy-tracker-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
             )
-            return aiomqtt.Client(
-                self.host,
-                self.port,
-                username=self.username,
-                password=self.password,
-                identifier=identifier,
-                keepalive=30,
-                timeout=5.0,
-                tls_context=ssl.create_default_context() if self.tls else None,
-            )
+            return aiomqtt.Client(self.host, self.port, identifier=identifier, **common)
         connect = Properties(PacketTypes.CONNECT)
         connect.SessionExpiryInterval = self.session_expiry_s
         connect.ReceiveMaximum = RECEIVE_MAXIMUM
         client = aiomqtt.Client(
             self.host,
             self.port,
-            username=self.username,
-            password=self.password,
             identifier=session,
             protocol=aiomqtt.ProtocolVersion.V5,
             clean_start=False,
             properties=connect,
-            keepalive=30,
-            timeout=5.0,
-            tls_context=ssl.create_default_context() if self.tls else None,
+            **common,
         )
         # aiomqtt has no switch for it; paho's own: PUBACK only when `ack` is called.
         client._client.manual_ack_set(True)
