@@ -44,7 +44,7 @@ lint: $(VENV)/.installed-test
 bench: $(VENV)/.installed-test services tools
 	$(BIN)/python benchmarks/run.py
 
-## bench-quick: the same with small N (<= 1 min), to prove the benchmark still runs
+## bench-quick: the same with small N (<= 2 min), to prove the benchmark still runs
 bench-quick: $(VENV)/.installed-test services tools
 	$(BIN)/python benchmarks/run.py --quick
 

@@ -12,13 +12,16 @@ For each mode, `embedded` (`energy-tracker up`: the SQLite bus and stores, one p
    quarter bucket it filled, and from a live probe reading's 202 to the `alert-events`
    transition it causes, both watched through the bus adapter; p50/p99;
 5. usage queries on a store of at least 10M readings (query_store.py); p50/p99;
-6. the peak RSS (VmHWM) of every process under load.
+6. the peak RSS (VmHWM) of every process under load;
+7. the live workload (live.py): devices sending one reading per POST (wrk) and per MQTT message
+   (a private Mosquitto), end to end, and single requests on the idle deployment.
 
 Results: benchmarks/results/latest.json and latest.md (quick runs: quick.json and quick.md);
 a full run also puts its table into README.md, between the bench markers.
 
     python benchmarks/run.py            # make bench:       every figure, at most 10 minutes
-    python benchmarks/run.py --quick    # make bench-quick: small N, at most a minute
+    python benchmarks/run.py --quick    # make bench-quick: small N, about two minutes
+    python benchmarks/run.py --live-only  # the live workload alone (results in live.*)
 """
 
 from __future__ import annotations
@@ -122,10 +125,10 @@ QUICK = Sizes(
     query_reps=15,
     budget_s=120,
     live=live.LiveSizes(
-        devices=300,
-        http_seconds=3,
+        devices=200,
+        http_seconds=2,
         connections=32,
-        mqtt_per_device=5,
+        mqtt_per_device=3,
         mqtt_processes=2,
         idle_requests=40,
     ),
@@ -827,7 +830,7 @@ async def main_async(args: argparse.Namespace, sizes: Sizes, modes: list[str]) -
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small N, at most a minute")
+    parser.add_argument("--quick", action="store_true", help="small N, about two minutes")
     parser.add_argument(
         "--modes", default=f"{EMBEDDED},{KAFKA}", help="comma-separated; default: both"
     )
