@@ -26,29 +26,21 @@ without it every process takes every message.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
-import os
-import secrets
-import socket
-import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
 from zoneinfo import ZoneInfo
 
 import aiomqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 from prometheus_client import Gauge
 
 from energy_tracker.core.bus.runner import dead_letter_record, dlq_topic
-from energy_tracker.core.errors import BackendUnavailable, UnsupportedUrl
+from energy_tracker.core.directory import DeviceDirectory
+from energy_tracker.core.errors import BackendUnavailable
 from energy_tracker.core.events import ENERGY_READINGS, Reading
-from energy_tracker.services.devices.store import DeviceStore
+from energy_tracker.core.urls import BrokerSettings
 from energy_tracker.services.ingestion.api import MAX_BODY_BYTES
 from energy_tracker.services.ingestion.payloads import (
     TASMOTA_META_KEY,
@@ -70,9 +62,6 @@ MAX_CACHED_NAMES = 10_000
 MAX_KEPT_BYTES = 64 * 1024
 RETRY_PAUSE_S = (0.5, 30.0)
 """First and longest pause between attempts, for both the broker and the bus."""
-SESSION_EXPIRY_S = 86_400
-RECEIVE_MAXIMUM = 65_535
-"""The most unacknowledged messages the broker may send us (MQTT 5's limit)."""
 BROKER_DROPPED = "$SYS/broker/publish/messages/dropped"
 
 DROPPED = Gauge(
@@ -92,88 +81,10 @@ class Received:
     qos: int = 0
 
 
-@dataclass(frozen=True, slots=True)
-class BrokerSettings:
-    """What ET_MQTT_URL says: mqtt[s]://[user:password@]host[:port][?shared=group]."""
-
-    host: str
-    port: int
-    username: str | None
-    password: str | None
-    tls: bool
-    shared_group: str | None
-    client_id: str | None = None
-    session_expiry_s: int = SESSION_EXPIRY_S
-
-    @classmethod
-    def from_url(cls, url: str) -> BrokerSettings:
-        parts = urlsplit(url)
-        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            raise UnsupportedUrl("ET_MQTT_URL", url, "mqtt://host:1883 or mqtts://host:8883")
-        tls = parts.scheme == "mqtts"
-        try:
-            port = parts.port or (8883 if tls else 1883)
-        except ValueError:
-            raise UnsupportedUrl("ET_MQTT_URL", url, "a numeric port") from None
-        query = parse_qs(parts.query)
-        shared = query.get("shared", [None])[0]
-        expiry = query.get("session_expiry", [str(SESSION_EXPIRY_S)])[0]
-        if not expiry.isdigit():
-            raise UnsupportedUrl("ET_MQTT_URL", url, "session_expiry in whole seconds")
-        return cls(
-            host=parts.hostname,
-            port=port,
-            username=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password else None,
-            tls=tls,
-            shared_group=shared,
-            client_id=query.get("client_id", [None])[0],
-            session_expiry_s=int(expiry),
-        )
-
-    def client(self, session: str | None = None) -> aiomqtt.Client:
-        """A client; with `session` (a client id), one that resumes that persistent session and
-        acknowledges messages only when told (`ack`)."""
-        common: dict[str, Any] = {
-            "username": self.username,
-            "password": self.password,
-            "keepalive": 30,
-            "timeout": 5.0,
-            "tls_context": ssl.create_default_context() if self.tls else None,
-        }
-        if session is None:
-            # A throwaway id: two processes with one id would keep disconnecting each other.
-            identifier = (
-                f"energy-tracker-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
-            )
-            return aiomqtt.Client(self.host, self.port, identifier=identifier, **common)
-        connect = Properties(PacketTypes.CONNECT)
-        connect.SessionExpiryInterval = self.session_expiry_s
-        connect.ReceiveMaximum = RECEIVE_MAXIMUM
-        client = aiomqtt.Client(
-            self.host,
-            self.port,
-            identifier=session,
-            protocol=aiomqtt.ProtocolVersion.V5,
-            clean_start=False,
-            properties=connect,
-            **common,
-        )
-        # aiomqtt has no switch for it; paho's own: PUBACK only when `ack` is called.
-        client._client.manual_ack_set(True)
-        return client
-
-    def session_id(self, place: str) -> str:
-        """`client_id` from the URL, else one stable for this host and `place` (the data
-        directory), so the same installation resumes its session after a restart."""
-        if self.client_id:
-            return self.client_id
-        digest = hashlib.sha256(f"{place}|{self.shared_group}".encode()).hexdigest()[:12]
-        return f"energy-tracker-{socket.gethostname()}-{digest}"
-
-    def filters(self) -> list[str]:
-        prefix = f"$share/{self.shared_group}/" if self.shared_group else ""
-        return [prefix + t for t in TOPICS]
+def topic_filters(broker: BrokerSettings) -> list[str]:
+    """The subscriptions: shared among the group's members when ET_MQTT_URL names one."""
+    prefix = f"$share/{broker.shared_group}/" if broker.shared_group else ""
+    return [prefix + t for t in TOPICS]
 
 
 async def probe(url: str) -> None:
@@ -198,13 +109,13 @@ class MqttIngester:
     """Subscribes, turns messages into readings or dead letters, and reconnects when cut off."""
 
     def __init__(
-        self, url: str, recorder: ReadingRecorder, devices: DeviceStore, place: str = ""
+        self, url: str, recorder: ReadingRecorder, directory: DeviceDirectory, place: str = ""
     ) -> None:
         self.url = url
         self.broker = BrokerSettings.from_url(url)
         self.session = self.broker.session_id(place)
         self.recorder = recorder
-        self.devices = devices
+        self.directory = directory
         self._names: dict[str, _Target] = {}
         self._stopping = asyncio.Event()
 
@@ -214,11 +125,11 @@ class MqttIngester:
         while not self._stopping.is_set():
             try:
                 async with self.broker.client(self.session) as client:
-                    for topic_filter in self.broker.filters():
+                    for topic_filter in topic_filters(self.broker):
                         await client.subscribe(topic_filter, qos=1)
                     # Mosquitto publishes it when it changes; other brokers may not have it.
                     await client.subscribe(BROKER_DROPPED, qos=0)
-                    log.info("MQTT: subscribed to %s", ", ".join(self.broker.filters()))
+                    log.info("MQTT: subscribed to %s", ", ".join(topic_filters(self.broker)))
                     pause = RETRY_PAUSE_S[0]
                     await self._receive(client)
             except aiomqtt.MqttError as exc:
@@ -305,14 +216,14 @@ class MqttIngester:
             self._names = {n: t for n, t in self._names.items() if t.expires > now}
             if len(self._names) >= MAX_CACHED_NAMES:
                 self._names.clear()
-        ids = await self.devices.ids_by_meta(TASMOTA_META_KEY, name)
+        ids = await self.directory.ids_by_meta(TASMOTA_META_KEY, name)
         expires = now + NAME_TTL_S
         if len(ids) != 1:
             found = "no device has" if not ids else f"{len(ids)} devices have"
             error = f"unknown device: {found} metadata {TASMOTA_META_KEY}={name!r}"
             target = _Target(None, None, error, expires)
         else:
-            ctx = (await self.devices.contexts(ids)).get(ids[0])
+            ctx = (await self.directory.contexts(ids)).get(ids[0])
             target = (
                 _Target(ids[0], ZoneInfo(ctx.timezone), None, expires)
                 if ctx is not None
