@@ -684,6 +684,12 @@ async def main_async(args: argparse.Namespace, sizes: Sizes, modes: list[str]) -
     workdir = Path(tempfile.mkdtemp(prefix="et-bench-"))
     results = []
     try:
+        if args.queries_only:
+            for mode in modes:
+                clock.say(mode)
+                timed = await query_phase(mode, sizes, args, clock, workdir, deploy.new_secret())
+                print(orjson.dumps({mode: timed}, option=orjson.OPT_INDENT_2).decode())
+            return
         for mode in modes:
             results.append(await run_mode(mode, sizes, args, clock, workdir))
     finally:
@@ -724,6 +730,9 @@ def main() -> None:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="build the 10M-reading query store when it is not cached yet",
+    )
+    parser.add_argument(
+        "--queries-only", action="store_true", help="only time the usage queries (not saved)"
     )
     parser.add_argument("--profile", type=Path, help="py-spy each process into this directory")
     parser.add_argument("--budget", type=float, help="seconds the run may take")

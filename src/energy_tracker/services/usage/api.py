@@ -138,14 +138,9 @@ async def user_usage(
     user = await request.app.state.users.get(identity.user_id)
     zone = queries.zone(query.tz or (user.timezone if user else "UTC"))
     lo, hi = query.span(zone)
-    per_device = [
-        b
-        for ctx in contexts.values()
-        for b in await queries.device_buckets(
-            store, ctx.device_id, ctx.timezone, query.granularity, lo, hi, zone
-        )
-    ]
-    items = [_item(b, zone) for b in queries.summed(query.granularity, per_device)]
+    devices_zones = [(ctx.device_id, ctx.timezone) for ctx in contexts.values()]
+    totals = await queries.summed_buckets(store, devices_zones, query.granularity, lo, hi, zone)
+    items = [_item(b, zone) for b in totals]
     return {"granularity": query.granularity, "timezone": zone.key, "items": items}
 
 
