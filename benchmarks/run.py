@@ -3,8 +3,11 @@
 For each mode, `embedded` (`energy-tracker up`: the SQLite bus and stores, one process) and
 `kafka+postgresql` (Tansu, PostgreSQL, one `serve` process per service behind the gateway):
 
-1. the bus's own limit: produce, then consume, N one-reading records (bus_limit.py);
-2. the time-series store's own write limit for raw readings (store_limit.py);
+1. the bus's own limit: produce, then consume, the records the pipeline sends (one per device
+   and POST, bus_limit.py), in readings/s;
+2. the time-series store's own write limit for raw readings (store_limit.py), and the floor:
+   the pipeline's POST bodies parsed, validated, stored and bucketed in one process with no
+   HTTP and no bus (floor.py), the rate no design of the plumbing can beat here;
 3. the pipeline: simulated homes POST their readings in batches through the gateway, from
    several load processes, until every reading is counted in the usage buckets (each home's
    month buckets polled through the API: the sum of `samples`); readings/s;
@@ -46,6 +49,7 @@ from typing import Any
 
 import bus_limit
 import deploy
+import floor
 import httpx
 import load
 import orjson
@@ -500,21 +504,27 @@ async def run_mode(
     if mode == EMBEDDED:
         limit_bus = f"embedded:///{workdir}/limit/bus.db"
         limit_store = f"sqlite:///{workdir}/limit/series.db"
+        floor_store = f"sqlite:///{workdir}/floor/series.db"
     else:
         tansu, limit_bus = deploy.start_tansu(workdir)
         limit_store = await deploy.create_database(pg, f"et_bench_limit_{pid}")
+        floor_store = await deploy.create_database(pg, f"et_bench_floor_{pid}")
+    work = floor.workload(SEED, sizes.homes, sizes.bus_records, args.quarters_per_post, INTERVAL_MS)
     try:
-        clock.say(f"  bus limit: {sizes.bus_records:,} records")
-        bus = await asyncio.wait_for(bus_limit.measure(limit_bus, sizes.bus_records), clock.left())
-        clock.say(f"  {bus.through_per_s:,.0f} records/s; store limit: {sizes.store_rows:,} rows")
+        clock.say(f"  bus limit: {work.readings:,} readings in the pipeline's records")
+        bus = await asyncio.wait_for(bus_limit.measure(limit_bus, work), clock.left())
+        clock.say(f"  {bus.readings_per_s:,.0f} readings/s; store limit: {sizes.store_rows:,} rows")
         store = await asyncio.wait_for(
             store_limit.measure(limit_store, sizes.store_rows), clock.left()
         )
-        clock.say(f"  {store.add_per_s:,.0f} rows/s")
+        clock.say(f"  {store.add_per_s:,.0f} rows/s; floor: {work.readings:,} readings")
+        bottom = await asyncio.wait_for(floor.measure(floor_store, work), clock.left())
+        clock.say(f"  {bottom.readings_per_s:,.0f} readings/s")
     finally:
         if tansu is not None:
             tansu.stop()
             await deploy.drop_database(pg, f"et_bench_limit_{pid}")
+            await deploy.drop_database(pg, f"et_bench_floor_{pid}")
 
     if mode == EMBEDDED:
         cm: contextlib.AbstractContextManager = deploy.embedded(workdir / "app", secret)
@@ -547,7 +557,8 @@ async def run_mode(
     return {
         "mode": mode,
         "pipeline_readings_per_s": measured.pop("pipeline_readings_per_s"),
-        "bus_limit_readings_per_s": round(bus.through_per_s),
+        "bus_limit_readings_per_s": round(bus.readings_per_s),
+        "floor_readings_per_s": round(bottom.readings_per_s),
         "store_limit_rows_per_s": round(store.add_per_s),
         "p50_ms_reading_to_usage": measured.pop("p50_ms_reading_to_usage"),
         "p99_ms_reading_to_usage": measured.pop("p99_ms_reading_to_usage"),
@@ -556,6 +567,7 @@ async def run_mode(
         "peak_rss_mb": rss,
         "bus": {
             "records": bus.records,
+            "readings": bus.readings,
             "record_bytes": round(bus.record_bytes),
             "produce_per_s": round(bus.produce_per_s),
             "consume_per_s": round(bus.consume_per_s),
@@ -608,8 +620,8 @@ def _n(value: float | None, unit: str = "") -> str:
 
 
 def table(results: list[dict[str, Any]], host: dict[str, Any], when: str, seconds: float) -> str:
-    def ratio(r: dict[str, Any]) -> str:
-        return f"{r['pipeline_readings_per_s'] / r['bus_limit_readings_per_s']:.2f}"
+    def ratio(r: dict[str, Any], limit: str) -> str:
+        return f"{r['pipeline_readings_per_s'] / r[limit]:.2f}"
 
     def latency(r: dict[str, Any]) -> str:
         return f"{r['p50_ms_reading_to_usage']:,.0f} / {r['p99_ms_reading_to_usage']:,.0f}"
@@ -620,11 +632,16 @@ def table(results: list[dict[str, Any]], host: dict[str, Any], when: str, second
     rows: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
         ("pipeline, readings/s (POST → usage buckets)", lambda r: _n(r["pipeline_readings_per_s"])),
         (
-            "bus limit, readings/s (produce, then consume)",
+            "bus limit, readings/s (the pipeline's records: produce, then consume)",
             lambda r: _n(r["bus_limit_readings_per_s"]),
         ),
         ("store limit, raw rows/s", lambda r: _n(r["store_limit_rows_per_s"])),
-        ("pipeline ÷ bus limit", ratio),
+        (
+            "floor, readings/s (parse, validate, store, buckets: no HTTP, no bus)",
+            lambda r: _n(r["floor_readings_per_s"]),
+        ),
+        ("pipeline ÷ bus limit", lambda r: ratio(r, "bus_limit_readings_per_s")),
+        ("pipeline ÷ floor", lambda r: ratio(r, "floor_readings_per_s")),
         ("reading → usage bucket p50 / p99, ms (at half rate)", latency),
         ("reading → alert p99, ms", lambda r: _n(r["p99_ms_reading_to_alert"])),
         ("usage query p99, ms (worst of three)", lambda r: f"{r['query_p99_ms']:,.1f}"),
