@@ -102,8 +102,10 @@ never held for long."""
 
 _SET_HEARTBEAT = "UPDATE members SET heartbeat = ? WHERE grp = ? AND topic_id = ? AND member = ?"
 
-_WATCH_EVERY_S = 0.05
-"""How often the watcher looks for other processes' commits: their records' added latency."""
+_WATCH_MIN_S = 0.05
+_WATCH_MAX_S = 0.4
+"""How often the watcher looks for other processes' commits (their records' added latency):
+at the shortest while they come, backing off to the longest while none do."""
 
 IDLE = math.inf
 """The heartbeat of a member that has committed everything it read: judged by its process."""
@@ -219,8 +221,9 @@ class EmbeddedBus(EventBus):
         PRAGMA data_version changes only for other connections' commits, never for this
         bus's own, which `publish` signals itself."""
         last = None
+        pause = _WATCH_MIN_S
         while True:
-            await asyncio.sleep(_WATCH_EVERY_S)
+            await asyncio.sleep(pause)
             try:
                 version = await self.in_thread(self._data_version)
             except sqlite3.Error as exc:
@@ -228,6 +231,9 @@ class EmbeddedBus(EventBus):
                 continue
             if last is not None and version != last:
                 self.changed()
+                pause = _WATCH_MIN_S
+            else:
+                pause = min(pause * 2, _WATCH_MAX_S)
             last = version
 
     def _data_version(self) -> int:
