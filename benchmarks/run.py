@@ -15,7 +15,9 @@ For each mode, `embedded` (`energy-tracker up`: the SQLite bus and stores, one p
    quarter bucket it filled, and from a live probe reading's 202 to the `alert-events`
    transition it causes, both watched through the bus adapter; p50/p99;
 5. usage queries on a store of at least 10M readings (query_store.py); p50/p99;
-6. the peak RSS (VmHWM) of every process under load.
+6. the peak RSS (VmHWM) of every process under load;
+7. the idle cost, before any load: the CPU all the processes use (/proc/<pid>/stat) and the
+   bytes they write to storage (/proc/<pid>/io write_bytes) while nothing arrives.
 
 Results: benchmarks/results/latest.json and latest.md (quick runs: quick.json and quick.md);
 a full run also puts its table into README.md, between the bench markers.
@@ -91,6 +93,7 @@ class Sizes:
     query_target: int
     query_days: int
     query_reps: int
+    idle_s: float
     budget_s: float
 
 
@@ -103,6 +106,7 @@ FULL = Sizes(
     query_target=10_000_000,
     query_days=365,
     query_reps=200,
+    idle_s=20,
     budget_s=600,
 )
 QUICK = Sizes(
@@ -114,6 +118,7 @@ QUICK = Sizes(
     query_target=0,  # quick runs query what the pipeline stored
     query_days=0,
     query_reps=15,
+    idle_s=3,
     budget_s=60,
 )
 
@@ -538,6 +543,12 @@ async def run_mode(
         )
     try:
         with cm as deployment:
+            await asyncio.sleep(min(5.0, sizes.idle_s))  # past the start's own writes
+            clock.say(f"  idle for {sizes.idle_s:g} s")
+            idle = await deployment.idle_cost(sizes.idle_s)
+            clock.say(
+                f"  {idle['cpu_percent_of_a_core']:.2f} % of a core, {idle['bytes_written']:,} B"
+            )
             if tansu is not None:
                 deployment.procs.insert(0, tansu)
             measured, stored = await pipeline(deployment, sizes, args, clock, mode.split("+")[0])
@@ -565,6 +576,7 @@ async def run_mode(
         "p99_ms_reading_to_alert": measured.pop("p99_ms_reading_to_alert"),
         "query_p99_ms": max(queries[n]["p99_ms"] for n in names),
         "peak_rss_mb": rss,
+        "idle": idle,
         "bus": {
             "records": bus.records,
             "readings": bus.readings,
@@ -647,6 +659,10 @@ def table(results: list[dict[str, Any]], host: dict[str, Any], when: str, second
         ("usage query p99, ms (worst of three)", lambda r: f"{r['query_p99_ms']:,.1f}"),
         ("… on a store of, readings", lambda r: _n(r["queries"]["store_readings"])),
         ("peak RSS, MB", rss),
+        (
+            "idle: % of a core, bytes written (nothing arriving)",
+            lambda r: f"{r['idle']['cpu_percent_of_a_core']:.2f} %, {r['idle']['bytes_written']:,}",
+        ),
     ]
     lines = [
         "| | " + " | ".join(r["mode"] for r in results) + " |",
