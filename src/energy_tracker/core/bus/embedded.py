@@ -129,7 +129,7 @@ def _member_id() -> str:
 
 def _alive(member: str) -> bool:
     """Whether the process of an idle member still runs. A member id without a process start
-    (no /proc) cannot be judged so: it never goes idle (`EmbeddedConsumer.idle_ok`)."""
+    (no /proc) cannot be judged so: it never goes idle (`EmbeddedConsumer._may_idle`)."""
     pid, _, rest = member.partition(".")
     start = rest.partition(".")[0]
     return pid.isdigit() and start not in ("", "x") and _process_start(int(pid)) == start
@@ -599,6 +599,12 @@ class EmbeddedConsumer(Consumer):
         already started from the older commit, so these records are delivered again anyway."""
         key = (self.group, self.topic_id)
 
+        def goes_idle(done: dict[int, int]) -> bool:
+            """Whether, with `done` committed, this member holds nothing uncommitted and is not
+            marked idle yet."""
+            busy = any(pos > done.get(p, 0) for p, pos in self._positions.items())
+            return self._may_idle and not busy and self._beat_written != IDLE
+
         def commit(conn: sqlite3.Connection) -> list[int]:
             owners = dict(
                 conn.execute("SELECT part, member FROM owners WHERE grp = ? AND topic_id = ?", key)
@@ -610,19 +616,15 @@ class EmbeddedConsumer(Consumer):
                 [(*key, p, n) for p, n in offsets.items() if p not in lost],
             )
             done = {**self._committed, **{p: n for p, n in offsets.items() if p not in lost}}
-            if idle_after(done):
+            if goes_idle(done):
                 # All read is committed: idle from here, judged by the process, in this
                 # same transaction (so idling costs no write of its own).
                 conn.execute(_SET_HEARTBEAT, (IDLE, *key, self.member))
             return lost
 
-        def idle_after(done: dict[int, int]) -> bool:
-            busy = any(pos > done.get(p, 0) for p, pos in self._positions.items())
-            return self._may_idle and not busy and self._beat_written != IDLE
-
         lost = self.bus.transaction(commit)
         done = {p: n for p, n in offsets.items() if p not in lost}
-        if idle_after({**self._committed, **done}):
+        if goes_idle({**self._committed, **done}):
             self._beat_written = IDLE
         self._committed.update(done)
         if lost:
