@@ -5,8 +5,9 @@ process, with no HTTP and no bus in between.
 What is left out is exactly what a deployment adds (the gateway, HTTP, the bus hop, the alerts
 and the usage events), so "pipeline ÷ floor" says how much of the machine the pipeline's plumbing
 takes. The bodies are the simulated homes' (the same seed, interval and quarters a POST as the
-pipeline), and `records` are what ingestion publishes for them, one per device and POST: the
-bus limit is measured on those.
+pipeline), stored in groups as large as the usage consumer's batches (500 records), since large
+store round trips are what make that consumer fast; `records` are what ingestion publishes for
+them, one per device and POST: the bus limit is measured on those.
 
     python benchmarks/floor.py sqlite:///tmp/bench/floor.db
     python benchmarks/floor.py postgresql://postgres@127.0.0.1/et_bench --homes 48
@@ -26,6 +27,7 @@ import orjson
 
 from energy_tracker.core.energy import QUARTER_MS
 from energy_tracker.core.events import Reading, readings_recorded
+from energy_tracker.core.stores.timeseries.base import SeriesStore
 from energy_tracker.core.stores.timeseries.factory import series_store_from_url
 from energy_tracker.services.ingestion.schemas import READING_BATCH, to_reading
 from energy_tracker.services.usage.rollups import DeviceReadings, Rollups
@@ -83,6 +85,25 @@ def workload(
     return Workload(bodies, total)
 
 
+async def _store(
+    store: SeriesStore,
+    rollups: Rollups,
+    by_device: dict[str, list[Reading]],
+    homes: dict[str, Home],
+) -> None:
+    """What the usage consumer does with a batch: readings stored, buckets recomputed."""
+    readings = [r for rs in by_device.values() for r in rs]
+    all_new = len(await store.add_readings(readings)) == len(readings)
+    changed = await rollups.recompute(
+        {
+            d: DeviceReadings(rs, ZoneInfo(homes[d].place.timezone), homes[d].place.tariff)
+            for d, rs in by_device.items()
+        },
+        all_new,
+    )
+    await store.put_buckets(changed)
+
+
 @dataclass(frozen=True)
 class Floor:
     readings: int
@@ -93,27 +114,28 @@ class Floor:
         return self.readings / self.seconds
 
 
-async def measure(url: str, work: Workload) -> Floor:
-    """Parse, validate, store and bucket every body in turn on a fresh store at `url`."""
+async def measure(url: str, work: Workload, batch_records: int = 500) -> Floor:
+    """Parse and validate every body, then store and bucket them in groups of about
+    `batch_records` device records, on a fresh store at `url`."""
     store = series_store_from_url(url)
     await store.start()
     try:
         await store.migrate()
         rollups = Rollups(store, MAX_GAP_MS)
         began = time.perf_counter()
-        for home, body in work.bodies:
-            items = READING_BATCH.validate_python(orjson.loads(body))["readings"]
-            by_device: dict[str, list[Reading]] = defaultdict(list)
-            for item in items:
+        by_device: dict[str, list[Reading]] = defaultdict(list)
+        homes: dict[str, Home] = {}
+        records = 0
+        for i, (home, body) in enumerate(work.bodies):
+            devices = set()
+            for item in READING_BATCH.validate_python(orjson.loads(body))["readings"]:
                 by_device[item["device_id"]].append(to_reading(item, item["device_id"]))
-            readings = [r for rs in by_device.values() for r in rs]
-            all_new = len(await store.add_readings(readings)) == len(readings)
-            tz = ZoneInfo(home.place.timezone)
-            changed = await rollups.recompute(
-                {d: DeviceReadings(rs, tz, home.place.tariff) for d, rs in by_device.items()},
-                all_new,
-            )
-            await store.put_buckets(changed)
+                devices.add(item["device_id"])
+                homes[item["device_id"]] = home
+            records += len(devices)
+            if records >= batch_records or i == len(work.bodies) - 1:
+                await _store(store, rollups, by_device, homes)
+                by_device, records = defaultdict(list), 0
         seconds = time.perf_counter() - began
     finally:
         await store.stop()
