@@ -6,7 +6,9 @@ What is left out is exactly what a deployment adds (the gateway, HTTP, the bus h
 and the usage events), so "pipeline ÷ floor" says how much of the machine the pipeline's plumbing
 takes. The bodies are the simulated homes' (the same seed, interval and quarters a POST as the
 pipeline), stored in groups as large as the usage consumer's batches (500 records), since large
-store round trips are what make that consumer fast; `records` are what ingestion publishes for
+store round trips are what make that consumer fast, and the next group is parsed while the
+store writes the last one (the store's thread releases the GIL, as in the pipeline, where
+requests are parsed while the consumer writes); `records` are what ingestion publishes for
 them, one per device and POST: the bus limit is measured on those.
 
     python benchmarks/floor.py sqlite:///tmp/bench/floor.db
@@ -126,6 +128,7 @@ async def measure(url: str, work: Workload, batch_records: int = 500) -> Floor:
         by_device: dict[str, list[Reading]] = defaultdict(list)
         homes: dict[str, Home] = {}
         records = 0
+        storing: asyncio.Task[None] | None = None
         for i, (home, body) in enumerate(work.bodies):
             devices = set()
             for item in READING_BATCH.validate_python(orjson.loads(body))["readings"]:
@@ -134,8 +137,12 @@ async def measure(url: str, work: Workload, batch_records: int = 500) -> Floor:
                 homes[item["device_id"]] = home
             records += len(devices)
             if records >= batch_records or i == len(work.bodies) - 1:
-                await _store(store, rollups, by_device, homes)
+                if storing is not None:
+                    await storing
+                storing = asyncio.create_task(_store(store, rollups, by_device, dict(homes)))
                 by_device, records = defaultdict(list), 0
+        if storing is not None:
+            await storing
         seconds = time.perf_counter() - began
     finally:
         await store.stop()
