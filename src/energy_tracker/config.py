@@ -8,11 +8,12 @@ from typing import Annotated, Any
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from energy_tracker.services.gateway.ratelimit import (
+from energy_tracker.core.rate_limits import (
     DEFAULT_RATE_LIMITS,
     RateLimits,
     parse_rate_limits,
 )
+from energy_tracker.core.urls import SmtpServer
 
 SERVICE_NAMES = ("gateway", "users", "devices", "ingestion", "usage", "alerts", "insights")
 
@@ -64,8 +65,6 @@ class Settings(BaseSettings):
     @classmethod
     def _check_smtp_url(cls, value: str | None) -> str | None:
         if value:
-            from energy_tracker.services.alerts.notify import SmtpServer
-
             SmtpServer.from_url(value)  # UnsupportedUrl, naming the variable, when it is not
         return value
 

@@ -190,7 +190,7 @@ def http_sender(gateway: Gateway) -> Send:
 async def mqtt_sender(url: str) -> AsyncIterator[Send]:
     """Publish each device's readings to `et/<device_id>/readings` (QoS 1), in the JSON shape
     the ingestion service reads there."""
-    from energy_tracker.services.ingestion.mqtt import BrokerSettings
+    from energy_tracker.core.urls import BrokerSettings
 
     async with BrokerSettings.from_url(url).client() as client:
 

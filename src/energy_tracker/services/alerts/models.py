@@ -125,3 +125,24 @@ class Attempt:
     ok: bool
     status_code: int | None
     error: str | None
+
+
+@dataclass(frozen=True)
+class Seen:
+    """The newest reading the alerts consumer has of a device, and its newest power."""
+
+    last_ts: int
+    power_w: float | None = None
+    power_ts: int | None = None
+
+
+@dataclass(frozen=True)
+class UsageValue:
+    """One usage bucket as `usage-events` last described it."""
+
+    device_id: str
+    granularity: str
+    period_start: int
+    version: int
+    energy_kwh: float
+    cost: float

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
+from pydantic import BaseModel, EmailStr, Field, field_validator
 
+from energy_tracker.core.validators import Strict
 from energy_tracker.services.alerts.targets import UnsafeTarget, split_webhook_url
 
 Metric = Literal["power_w", "energy_kwh", "cost", "silence"]
@@ -20,10 +21,6 @@ Finite = Annotated[float, Field(allow_inf_nan=False, ge=-1e12, le=1e12)]
 # A window (for, cooldown) is whole seconds, none of them negative; at most 30 days.
 Window = Annotated[int, Field(ge=0, le=30 * 86_400)]
 MAX_SILENCE_S = 30 * 86_400
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class WebhookChannel(Strict):

@@ -13,12 +13,17 @@ from fastapi.responses import StreamingResponse
 
 from energy_tracker.core import bucket_queries as queries
 from energy_tracker.core.auth import Identity
+from energy_tracker.core.directory import DeviceDirectory
 from energy_tracker.core.energy import period_start
 from energy_tracker.core.errors import ApiError
 from energy_tracker.core.events import Reading
-from energy_tracker.core.http import shutting_down, user_identity, visible_to
+from energy_tracker.core.http import (
+    device_directory,
+    shutting_down,
+    user_identity,
+    visible_device,
+)
 from energy_tracker.core.stores.timeseries.base import Bucket, Granularity, SeriesStore
-from energy_tracker.services.devices.store import DeviceStore
 from energy_tracker.services.usage.live import reading_events
 
 router = APIRouter(tags=["usage"])
@@ -35,10 +40,6 @@ MAX_PERIODS = 50_000
 
 def series(request: Request) -> SeriesStore:
     return request.app.state.series
-
-
-def devices(request: Request) -> DeviceStore:
-    return request.app.state.devices
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,9 +109,9 @@ async def device_usage(
     query: UsageQuery = Depends(usage_query),
     identity: Identity = Depends(user_identity),
     store: SeriesStore = Depends(series),
-    registry: DeviceStore = Depends(devices),
+    directory: DeviceDirectory = Depends(device_directory),
 ) -> dict[str, Any]:
-    ctx = visible_to(identity, (await registry.contexts([device_id])).get(device_id), "device")
+    ctx = await visible_device(identity, directory, device_id)
     zone = queries.zone(query.tz or ctx.timezone)
     lo, hi = query.span(zone)
     buckets = await queries.device_buckets(
@@ -126,19 +127,17 @@ async def device_usage(
 
 @router.get("/usage")
 async def user_usage(
-    request: Request,
     query: UsageQuery = Depends(usage_query),
     identity: Identity = Depends(user_identity),
     store: SeriesStore = Depends(series),
-    registry: DeviceStore = Depends(devices),
+    directory: DeviceDirectory = Depends(device_directory),
 ) -> dict[str, Any]:
     """The sum over all of the caller's devices, period by period."""
-    own = await registry.list(identity.user_id, limit=10_000)
-    contexts = await registry.contexts([d.id for d in own])
-    user = await request.app.state.users.get(identity.user_id)
-    zone = queries.zone(query.tz or (user.timezone if user else "UTC"))
+    own = await directory.owned_by(identity.user_id)
+    profile = await directory.owner_profile(identity.user_id)
+    zone = queries.zone(query.tz or (profile.timezone if profile else "UTC"))
     lo, hi = query.span(zone)
-    devices_zones = [(ctx.device_id, ctx.timezone) for ctx in contexts.values()]
+    devices_zones = [(ctx.device_id, ctx.timezone) for ctx in own]
     totals = await queries.summed_buckets(store, devices_zones, query.granularity, lo, hi, zone)
     items = [_item(b, zone) for b in totals]
     return {"granularity": query.granularity, "timezone": zone.key, "items": items}
@@ -153,10 +152,10 @@ async def device_readings(
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     identity: Identity = Depends(user_identity),
     store: SeriesStore = Depends(series),
-    registry: DeviceStore = Depends(devices),
+    directory: DeviceDirectory = Depends(device_directory),
 ) -> dict[str, Any]:
     """Raw readings in time order; pass `next_cursor` back as `cursor` for the next page."""
-    visible_to(identity, (await registry.contexts([device_id])).get(device_id), "device")
+    await visible_device(identity, directory, device_id)
     utc = ZoneInfo("UTC")
     hi = queries.instant(end, "to", utc) or int(time.time() * 1000) + 300_000
     lo = queries.instant(start, "from", utc) or 0
@@ -176,11 +175,11 @@ async def device_live(
     last_event_id: Annotated[str | None, Header(max_length=20)] = None,
     identity: Identity = Depends(user_identity),
     store: SeriesStore = Depends(series),
-    registry: DeviceStore = Depends(devices),
+    directory: DeviceDirectory = Depends(device_directory),
 ) -> StreamingResponse:
     """Server-Sent Events: the device's latest reading, then each new one as it is stored
     (`event: reading`, `id`: its ts in epoch ms; send it back as Last-Event-ID to resume)."""
-    visible_to(identity, (await registry.contexts([device_id])).get(device_id), "device")
+    await visible_device(identity, directory, device_id)
     after = int(last_event_id) if last_event_id and last_event_id.isdigit() else None
     events = reading_events(
         store,

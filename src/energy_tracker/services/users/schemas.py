@@ -2,42 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Annotated, Literal
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
-    ConfigDict,
     EmailStr,
     Field,
     field_validator,
     model_validator,
 )
 
+from energy_tracker.core.validators import Name, Strict, check_timezone, not_null
+
 Price = Annotated[float, Field(ge=0, le=1000, allow_inf_nan=False)]
 Email = Annotated[EmailStr, Field(max_length=254)]
-
-
-def no_nul(value: str) -> str:
-    """PostgreSQL text cannot hold NUL, and no name needs one: refuse it as input, not as a 500."""
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    return value
-
-
-Name = Annotated[str, Field(max_length=200), AfterValidator(no_nul)]
-
-
-def not_null(value: Any) -> Any:
-    """For PATCH fields that may be left out but not cleared: an explicit null is an error."""
-    if value is None:
-        raise ValueError("may be left out, but not null")
-    return value
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class Band(Strict):
@@ -76,18 +54,6 @@ class TouTariff(Strict):
 
 
 Tariff = Annotated[FlatTariff | TouTariff, Field(discriminator="type")]
-
-
-def check_timezone(value: str | None) -> str | None:
-    if value is None:
-        return None
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(
-            f"unknown time zone {value!r} (use an IANA name like Europe/Berlin)"
-        ) from None
-    return value
 
 
 class RegisterIn(Strict):
