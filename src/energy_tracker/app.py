@@ -38,6 +38,7 @@ from energy_tracker.services.alerts.service import AlertService
 from energy_tracker.services.alerts.store import AlertStore
 from energy_tracker.services.devices import api as devices_api
 from energy_tracker.services.devices.store import DeviceStore
+from energy_tracker.services.gateway.dashboard import install_dashboard
 from energy_tracker.services.gateway.middleware import install_gateway_middleware
 from energy_tracker.services.gateway.proxy import install_proxy
 from energy_tracker.services.gateway.ratelimit import RateLimiter, rate_limiter_for
@@ -46,6 +47,7 @@ from energy_tracker.services.ingestion import api as ingestion_api
 from energy_tracker.services.ingestion import mqtt
 from energy_tracker.services.ingestion.recorder import ReadingRecorder
 from energy_tracker.services.insights import api as insights_api
+from energy_tracker.services.insights.narrative import Narrator
 from energy_tracker.services.usage import api as usage_api
 from energy_tracker.services.usage.consumer import UsageConsumer
 from energy_tracker.services.usage.live import StoredReadings
@@ -247,13 +249,19 @@ def _wire_alerts(app: FastAPI, settings: Settings, rt: Runtime, shared: Shared) 
         _run_worker(rt, worker_name, worker)
 
 
+def _wire_insights(app: FastAPI, settings: Settings, rt: Runtime, shared: Shared) -> None:
+    """The summary's narrator, only with ET_LLM_URL: without it nothing leaves the machine."""
+    if settings.llm_url:
+        app.state.narrator = Narrator(settings.llm_url, settings.llm_model, settings.llm_timeout_s)
+
+
 Builder = Callable[[FastAPI, Settings, Runtime, Shared], None]
 
 
 @dataclass(frozen=True)
 class ServiceBuild:
     """How the root builds one service: its routes, the backends it needs, and what it starts
-    beyond the shared wiring (users, devices and insights start nothing)."""
+    beyond the shared wiring (users and devices start nothing)."""
 
     router: APIRouter
     needs_bus: bool = False
@@ -266,8 +274,9 @@ SERVICES: dict[str, ServiceBuild] = {
     "devices": ServiceBuild(devices_api.router),
     "ingestion": ServiceBuild(ingestion_api.router, needs_bus=True, wire=_wire_ingestion),
     "usage": ServiceBuild(usage_api.router, needs_bus=True, needs_series=True, wire=_wire_usage),
-    "alerts": ServiceBuild(alerts_api.router, needs_bus=True, wire=_wire_alerts),
-    "insights": ServiceBuild(insights_api.router, needs_series=True),
+    # alerts reads the series store for rule previews (POST /alert-rules/preview)
+    "alerts": ServiceBuild(alerts_api.router, needs_bus=True, needs_series=True, wire=_wire_alerts),
+    "insights": ServiceBuild(insights_api.router, needs_series=True, wire=_wire_insights),
 }
 ROUTERS: dict[str, APIRouter] = {name: build.router for name, build in SERVICES.items()}
 
@@ -331,6 +340,8 @@ def create_app(
             app.include_router(ROUTERS[service], prefix=API_PREFIX)
     remote = _remote_services(settings, local) if gateway else {}
     app.state.proxy_client = install_proxy(app, remote) if remote else None
+    if gateway:
+        install_dashboard(app)
     documented = list(ROUTERS) if gateway else [s for s in local if s in ROUTERS]
     app.openapi = lambda: _api_schema(app, documented)  # type: ignore[method-assign]
     return app

@@ -60,6 +60,11 @@ class Settings(BaseSettings):
     smtp_url: str | None = None
     # Refuse alert webhooks to loopback and private addresses too (link-local: always).
     webhook_deny_private: bool = False
+    # An OpenAI-compatible chat-completions endpoint for the summary's narrative; unset: none,
+    # and nothing leaves the machine. The model name it is asked for, and how long to wait.
+    llm_url: str | None = None
+    llm_model: str = "local"
+    llm_timeout_s: float = Field(default=10.0, gt=0)
 
     @field_validator("smtp_url")
     @classmethod

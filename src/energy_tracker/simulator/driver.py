@@ -230,6 +230,9 @@ class Progress(Protocol):
 
     def homes_registered(self, done: int, total: int) -> None: ...
 
+    def accounts_ready(self, accounts: Sequence[HomeAccount]) -> None:
+        """The accounts made, so a person can sign in to the dashboard as one of them."""
+
     def backfill_started(self, total: int) -> None: ...
 
     def sent(self, readings: int) -> None: ...
@@ -321,6 +324,7 @@ async def simulate(
 
         progress.homes_registered(0, len(homes))
         accounts = await register_homes(gateway, homes, on_done=registered)
+        progress.accounts_ready(accounts)
         now_ms = int(time.time() * 1000)
         # Every home reads at the same instants, on the interval's grid.
         if plan.backfill_days:

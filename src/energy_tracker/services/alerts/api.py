@@ -8,6 +8,7 @@ import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
 
 import orjson
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
@@ -21,14 +22,24 @@ from energy_tracker.core.http import (
     not_found,
     shutting_down,
     user_identity,
+    visible_device,
     visible_to,
 )
 from energy_tracker.core.stores.metadata import Conflict
+from energy_tracker.core.stores.timeseries.base import SeriesStore
 from energy_tracker.services.alerts.lifecycle import alert_view
-from energy_tracker.services.alerts.models import Alert, AlertRule, Attempt, Delivery
+from energy_tracker.services.alerts.models import (
+    Alert,
+    AlertRule,
+    Attempt,
+    Delivery,
+    condition_of,
+)
+from energy_tracker.services.alerts.preview import PREVIEW_DAYS, preview
 from energy_tracker.services.alerts.schemas import (
     AlertList,
     AlertOut,
+    PreviewOut,
     RuleIn,
     RuleList,
     RuleOut,
@@ -125,6 +136,62 @@ async def create_rule(
     except Conflict:
         raise ApiError(409, "conflict", "the device was deleted meanwhile") from None
     return rule_out(rule)
+
+
+@router.post(
+    "/alert-rules/preview",
+    response_model=PreviewOut,
+    response_model_by_alias=True,
+    responses={422: {"description": "an invalid rule, or one without a device"}},
+)
+async def preview_rule(
+    request: Request,
+    body: RuleIn,
+    identity: Identity = Depends(user_identity),
+    directory: DeviceDirectory = Depends(device_directory),
+) -> dict[str, Any]:
+    """When this (unsaved) rule would have fired over the last 7 days of its device's data,
+    judged by the same rule engine as live alerts; nothing is stored or sent."""
+    fields = body.model_dump()
+    problems = rule_problems(fields)
+    device_id = fields["device_id"]
+    if device_id is None:
+        problems.append({"field": "device_id", "message": "a preview needs one device"})
+    if problems:
+        raise _invalid(problems)
+    ctx = await visible_device(identity, directory, device_id)
+    zone = ZoneInfo(ctx.timezone)
+    end = int(time.time() * 1000)
+    start = end - PREVIEW_DAYS * 86_400_000
+    condition = condition_of(
+        fields["op"],
+        fields["threshold"],
+        fields["clear_threshold"],
+        fields["for_s"],
+        fields["cooldown_s"],
+    )
+    series: SeriesStore = request.app.state.series
+    episodes, observations = await preview(
+        series, device_id, zone, fields["metric"], fields["period"], condition, start, end
+    )
+
+    def iso(ms: int) -> str:
+        return datetime.fromtimestamp(ms / 1000, zone).isoformat()
+
+    return {
+        "device_id": device_id,
+        "from": iso(start),
+        "to": iso(end),
+        "observations": observations,
+        "alerts": [
+            {
+                "started_at": iso(e.started_at),
+                "resolved_at": None if e.resolved_at is None else iso(e.resolved_at),
+                "peak_value": e.peak_value,
+            }
+            for e in episodes
+        ],
+    }
 
 
 @router.get("/alert-rules", response_model=RuleList)

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, EmailStr, Field, field_validator
+from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
 
 from energy_tracker.core.validators import Strict
 from energy_tracker.services.alerts.targets import UnsafeTarget, split_webhook_url
@@ -206,3 +206,19 @@ class AlertOut(BaseModel):
 
 class AlertList(BaseModel):
     items: list[AlertOut]
+
+
+class PreviewAlertOut(BaseModel):
+    started_at: str
+    resolved_at: str | None = Field(description="Null: still firing at the end of the window.")
+    peak_value: float
+
+
+class PreviewOut(BaseModel):
+    device_id: str
+    start: str = Field(alias="from")
+    end: str = Field(alias="to")
+    observations: int = Field(description="How many observations the rule judged.")
+    alerts: list[PreviewAlertOut]
+
+    model_config = ConfigDict(populate_by_name=True)

@@ -96,11 +96,13 @@ async def subject(
 
 @router.get("/summary", response_model=SummaryOut)
 async def summary(
-    of: Subject = Depends(subject), store: SeriesStore = Depends(series)
+    request: Request, of: Subject = Depends(subject), store: SeriesStore = Depends(series)
 ) -> SummaryOut:
     """Baseload (always-on power, its yearly kWh and cost), this month so far against last
-    month, and the devices that used the most this month."""
-    return SummaryOut.model_validate(await reports.summary(store, of))
+    month, the devices that used the most this month, recommendations with their savings, and
+    with ET_LLM_URL a short narrative of these facts."""
+    narrator = getattr(request.app.state, "narrator", None)
+    return SummaryOut.model_validate(await reports.summary(store, of, narrator))
 
 
 @router.get("/forecast", response_model=ForecastOut)

@@ -65,6 +65,8 @@ class RegisterIn(Strict):
 class LoginIn(Strict):
     email: str = Field(max_length=254)
     password: str = Field(max_length=256)
+    # A browser asks for its refresh token as an HttpOnly cookie instead of in the body.
+    refresh_in_cookie: bool = False
 
 
 class RefreshIn(Strict):
@@ -75,7 +77,7 @@ class TokenOut(BaseModel):
     access_token: str
     token_type: Literal["bearer"] = "bearer"
     expires_in: int
-    refresh_token: str
+    refresh_token: str | None = None  # None when it was set as a cookie
 
 
 class ProfilePatch(Strict):
