@@ -45,6 +45,7 @@ run: $(VENV)/.installed $(DASHBOARD)
 ## test: install the test extras, start what the tests need, run the whole suite
 test: $(VENV)/.installed-test services data $(DASHBOARD)
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 ## unit: the fast tier only (no servers)
@@ -54,6 +55,7 @@ unit: $(VENV)/.installed-test
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
 
 ## bench: each block's limit and the whole pipeline, embedded and Kafka+PostgreSQL (<= 10 min;
 ## the first run also builds the cached 10M-reading query stores in benchmarks/.cache)

@@ -12,7 +12,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 import httpx
 from fastapi import APIRouter, FastAPI
@@ -357,13 +357,17 @@ def _api_schema(app: FastAPI, services: list[str]) -> dict:
     if app.openapi_schema is None:
         from fastapi.openapi.utils import get_openapi
         from pydantic import TypeAdapter
+        from pydantic.json_schema import JsonSchemaMode
 
         documented = APIRouter()
         for service in services:
             documented.include_router(ROUTERS[service], prefix=API_PREFIX)
         schema = get_openapi(title=app.title, version=app.version, routes=documented.routes)
+        bodies: list[tuple[str, JsonSchemaMode, TypeAdapter[Any]]] = [
+            (name, "validation", body) for name, body in ingestion_api.HAND_PARSED_BODIES.items()
+        ]
         _, defs = TypeAdapter.json_schemas(
-            [(name, "validation", body) for name, body in ingestion_api.HAND_PARSED_BODIES.items()],
+            bodies,
             ref_template="#/components/schemas/{model}",
         )
         schema.setdefault("components", {}).setdefault("schemas", {}).update(defs["$defs"])

@@ -203,12 +203,12 @@ def api_operations() -> set[tuple[str, str]]:
     app = create_app(Settings(data_dir=Path("unused")), SERVICE_NAMES, gateway=True)
     # FastAPI ≥ 0.120 nests included routers; iter_route_contexts flattens them (older: flat).
     flatten = getattr(fastapi.routing, "iter_route_contexts", None)
-    routes = list(flatten(app.routes)) if flatten else app.routes
+    routes: list[Any] = list(flatten(app.routes)) if flatten else app.routes
     return {
         (method, route.path.removeprefix(API_PREFIX))
         for route in routes
         if (getattr(route, "path", None) or "").startswith(API_PREFIX + "/")
-        for method in (getattr(route, "methods", None) or ()) - {"HEAD", "OPTIONS"}
+        for method in set(getattr(route, "methods", None) or ()) - {"HEAD", "OPTIONS"}
     }
 
 

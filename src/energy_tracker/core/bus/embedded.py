@@ -311,7 +311,7 @@ class EmbeddedBus(EventBus):
         }
         deleted = 0
         for topic_id, partitions in conn.execute("SELECT id, partitions FROM topics").fetchall():
-            groups = readers.get(topic_id)
+            groups = readers.get(topic_id, set())
             for part in range(partitions) if groups else ():
                 read = min(committed.get((g, topic_id, part), 0) for g in groups)
                 first, last = conn.execute(
@@ -350,9 +350,10 @@ class EmbeddedBus(EventBus):
                     "INSERT OR IGNORE INTO topics (name, partitions) VALUES (?, ?)",
                     (topic, self.partitions),
                 )
-                return conn.execute(
+                topic_id, partitions = conn.execute(
                     "SELECT id, partitions FROM topics WHERE name = ?", (topic,)
                 ).fetchone()
+                return topic_id, partitions
 
             info = self._topics[topic] = self.transaction(create)
         return info

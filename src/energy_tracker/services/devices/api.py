@@ -20,6 +20,7 @@ Offset = Annotated[int, Query(ge=0, le=1_000_000_000)]
 
 
 def devices(request: Request) -> DeviceStore:
+    """FastAPI dependency: the devices store."""
     return request.app.state.devices
 
 
@@ -33,10 +34,12 @@ async def devices_out(store: DeviceStore, found: list[Device]) -> list[dict]:
 
 
 async def one_device_out(store: DeviceStore, device: Device) -> dict:
+    """One device as the API shows it, its zone resolved against its owner."""
     return (await devices_out(store, [device]))[0]
 
 
 def device_out(device: Device, timezone: str) -> dict:
+    """A device as the API shows it, in `timezone` (its own, else its owner's)."""
     return {
         "id": device.id,
         "owner_id": device.owner_id,
@@ -51,6 +54,7 @@ def device_out(device: Device, timezone: str) -> dict:
 
 
 async def visible_device(store: DeviceStore, device_id: str, identity: Identity) -> Device:
+    """The device if the caller may see it; 404 otherwise (see `visible_to`)."""
     return visible_to(identity, await store.get(device_id), "device")
 
 
@@ -60,6 +64,7 @@ async def create_device(
     identity: Identity = Depends(user_identity),
     store: DeviceStore = Depends(devices),
 ) -> dict:
+    """Register a device; its ingest key is in this answer only."""
     key = new_device_key()
     device = await store.create(
         identity.user_id,
@@ -80,6 +85,7 @@ async def list_devices(
     identity: Identity = Depends(user_identity),
     store: DeviceStore = Depends(devices),
 ) -> list[dict]:
+    """Your devices (an admin's: everyone's), oldest first."""
     owner = None if identity.is_admin else identity.user_id
     return await devices_out(store, await store.list(owner, limit=limit, offset=offset))
 
@@ -90,6 +96,7 @@ async def get_device(
     identity: Identity = Depends(user_identity),
     store: DeviceStore = Depends(devices),
 ) -> dict:
+    """One of your devices."""
     return await one_device_out(store, await visible_device(store, device_id, identity))
 
 
@@ -100,6 +107,7 @@ async def update_device(
     identity: Identity = Depends(user_identity),
     store: DeviceStore = Depends(devices),
 ) -> dict:
+    """Change a device's fields; `timezone: null` makes it follow its owner's."""
     await visible_device(store, device_id, identity)
     fields = body.model_dump(exclude_unset=True)
     if "metadata" in fields:
@@ -116,6 +124,7 @@ async def delete_device(
     identity: Identity = Depends(user_identity),
     store: DeviceStore = Depends(devices),
 ) -> None:
+    """Delete one of your devices."""
     await visible_device(store, device_id, identity)
     await store.delete(device_id)
 
@@ -126,6 +135,7 @@ async def rotate_key(
     identity: Identity = Depends(user_identity),
     store: DeviceStore = Depends(devices),
 ) -> dict:
+    """Issue a new ingest key: the old one stops working at once."""
     device = await visible_device(store, device_id, identity)
     key = new_device_key()
     await store.set_key_hash(device_id, secret_digest(key))

@@ -29,6 +29,7 @@ from energy_tracker.core.bus.runner import dead_letter_record, dlq_topic
 from energy_tracker.core.directory import DeviceDirectory
 from energy_tracker.core.errors import BackendUnavailable
 from energy_tracker.core.events import ENERGY_READINGS, Reading
+from energy_tracker.core.loops import Backoff, Stopper
 from energy_tracker.core.urls import BrokerSettings
 from energy_tracker.services.ingestion.api import MAX_BODY_BYTES
 from energy_tracker.services.ingestion.payloads import (
@@ -95,32 +96,33 @@ class MqttIngester:
         self.recorder = recorder
         self.directory = directory
         self._names: dict[str, _Target] = {}
-        self._stopping = asyncio.Event()
+        self._stopper = Stopper()
 
     async def run(self) -> None:
         """Receive until stopped, reconnecting after every loss of the broker."""
-        pause = RETRY_PAUSE_S[0]
-        while not self._stopping.is_set():
+        backoff = Backoff(*RETRY_PAUSE_S)
+        while not self._stopper.stopped:
             try:
                 async with self.broker.client() as client:
                     for topic_filter in topic_filters(self.broker):
                         await client.subscribe(topic_filter, qos=1)
                     log.info("MQTT: subscribed to %s", ", ".join(topic_filters(self.broker)))
-                    pause = RETRY_PAUSE_S[0]
+                    backoff.reset()
                     await self._receive(client)
             except aiomqtt.MqttError as exc:
-                if self._stopping.is_set():
+                if self._stopper.stopped:
                     break
+                pause = backoff.next()
                 log.warning("MQTT broker lost (%s); reconnecting in %.1f s", exc, pause)
-                await self._pause(pause)
-                pause = min(pause * 2, RETRY_PAUSE_S[1])
+                await self._stopper.sleep(pause)
 
     def stop(self) -> None:
-        self._stopping.set()
+        """End `run`: the batch in hand is still published (or said to be lost)."""
+        self._stopper.stop()
 
     async def _receive(self, client: aiomqtt.Client) -> None:
         messages = client.messages
-        stopping = asyncio.ensure_future(self._stopping.wait())
+        stopping = asyncio.ensure_future(self._stopper.wait())
         try:
             while True:
                 first = asyncio.ensure_future(anext(messages))
@@ -202,24 +204,17 @@ class MqttIngester:
     async def _until_accepted(self, publish: Callable[[], Awaitable[object]], count: int) -> None:
         """Retry a bus publish until it is accepted: the messages were acknowledged to the broker
         already, so giving up would lose them. Only a stop ends the wait, and says what is lost."""
-        pause = RETRY_PAUSE_S[0]
+        backoff = Backoff(*RETRY_PAUSE_S)
         while True:
             try:
                 await publish()
                 return
             except Exception as exc:  # whatever the adapter raises: PublishFailed, its own
-                if self._stopping.is_set():
+                if self._stopper.stopped:
                     log.error("MQTT: %d record(s) lost at shutdown: the bus refused them", count)
                     return
                 log.warning("MQTT: the bus refused %d record(s) (%s); retrying", count, exc)
-                await self._pause(pause)
-                pause = min(pause * 2, RETRY_PAUSE_S[1])
-
-    async def _pause(self, seconds: float) -> None:
-        try:
-            await asyncio.wait_for(self._stopping.wait(), seconds)
-        except TimeoutError:
-            pass
+                await self._stopper.sleep(backoff.next())
 
 
 def _received(message: aiomqtt.Message) -> Received:

@@ -23,6 +23,7 @@ from energy_tracker.core.http import (
     user_identity,
     visible_device,
 )
+from energy_tracker.core.sse import sse_response
 from energy_tracker.core.stores.timeseries.base import Bucket, Granularity, SeriesStore
 from energy_tracker.services.usage.live import reading_events
 
@@ -39,6 +40,7 @@ MAX_PERIODS = 50_000
 
 
 def series(request: Request) -> SeriesStore:
+    """FastAPI dependency: the time-series store."""
     return request.app.state.series
 
 
@@ -52,6 +54,7 @@ class UsageQuery:
     tz: str | None
 
     def span(self, zone: ZoneInfo) -> tuple[int, int]:
+        """[from, to) in epoch ms, the start aligned to a bucket in `zone`; 422 when invalid."""
         return _range(self.granularity, self.start, self.end, zone)
 
 
@@ -111,6 +114,7 @@ async def device_usage(
     store: SeriesStore = Depends(series),
     directory: DeviceDirectory = Depends(device_directory),
 ) -> dict[str, Any]:
+    """One of your devices' buckets, period by period (default zone: the device's)."""
     ctx = await visible_device(identity, directory, device_id)
     zone = queries.zone(query.tz or ctx.timezone)
     lo, hi = query.span(zone)
@@ -189,11 +193,7 @@ async def device_live(
         _reading_item,
         shutting_down(request),
     )
-    return StreamingResponse(
-        events,
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    return sse_response(events)
 
 
 def _reading_item(r: Reading) -> dict[str, Any]:

@@ -44,10 +44,12 @@ UserId = Annotated[str, Path(max_length=64)]
 
 
 def users(request: Request) -> UserStore:
+    """FastAPI dependency: the users store."""
     return request.app.state.users
 
 
 def user_out(user: User) -> UserOut:
+    """A user as the API shows them: never the password hash."""
     return UserOut(
         id=user.id,
         email=user.email,
@@ -91,6 +93,7 @@ async def _tokens(
 
 @router.post("/auth/register", status_code=201, response_model=UserOut)
 async def register(body: RegisterIn, store: UserStore = Depends(users)) -> UserOut:
+    """Create an account; 409 when the email is taken."""
     try:
         user = await store.create(str(body.email), hash_password(body.password), body.name)
     except Conflict:
@@ -152,6 +155,7 @@ async def end_session(
 async def logout(
     body: RefreshIn, _: Identity = Depends(user_identity), store: UserStore = Depends(users)
 ) -> None:
+    """Revoke a refresh token."""
     await store.revoke_refresh_token(secret_digest(body.refresh_token))
 
 
@@ -159,6 +163,7 @@ async def logout(
 async def me(
     identity: Identity = Depends(user_identity), store: UserStore = Depends(users)
 ) -> UserOut:
+    """Your account."""
     user = await store.get(identity.user_id)
     if user is None:
         raise not_found("user")
@@ -171,6 +176,7 @@ async def update_me(
     identity: Identity = Depends(user_identity),
     store: UserStore = Depends(users),
 ) -> UserOut:
+    """Change your name, time zone, currency or tariff."""
     fields = body.model_dump(exclude_unset=True)
     if "tariff" in fields and body.tariff is not None:
         fields["tariff"] = body.tariff.model_dump(exclude_none=True)
@@ -187,6 +193,7 @@ async def list_users(
     _: Identity = Depends(admin_identity),
     store: UserStore = Depends(users),
 ) -> list[UserOut]:
+    """Every account, oldest first (admins only)."""
     return [user_out(u) for u in await store.list(limit=limit, offset=offset)]
 
 
@@ -197,6 +204,7 @@ async def admin_update(
     _: Identity = Depends(admin_identity),
     store: UserStore = Depends(users),
 ) -> UserOut:
+    """Change a user's role or disable them (admins only); disabling signs them out."""
     user = await store.update(user_id, **body.model_dump(exclude_none=True))
     if user is None:
         raise not_found("user")

@@ -38,7 +38,7 @@ from energy_tracker.core.stores.timeseries.base import (
     BucketQuery,
     Granularity,
     SeriesStore,
-    Window,
+    Span,
     group_readings,
     merge_bucket_queries,
     merge_windows,
@@ -315,7 +315,7 @@ class PostgresSeriesStore(SeriesStore):
         fresh = {(r["series"], r["ts"]) for r in inserted}
         return [r for r, row in zip(batch, rows, strict=True) if (row[0], row[1]) in fresh]
 
-    async def readings_around_many(self, windows: Sequence[Window]) -> dict[str, list[Reading]]:
+    async def readings_around_many(self, windows: Sequence[Span]) -> dict[str, list[Reading]]:
         if not windows:
             return {}
         merged = merge_windows(windows)
@@ -328,7 +328,7 @@ class PostgresSeriesStore(SeriesStore):
             merged, (Reading(devices[n - 1], ts, p, e, v, c) for n, ts, p, e, v, c in rows)
         )
 
-    async def count_readings_many(self, windows: Sequence[Window]) -> dict[str, int]:
+    async def count_readings_many(self, windows: Sequence[Span]) -> dict[str, int]:
         counts = dict.fromkeys((w[0] for w in windows), 0)
         if windows:
             async with self._acquire() as conn:
@@ -423,9 +423,10 @@ class PostgresSeriesStore(SeriesStore):
     @staticmethod
     async def _readings_kind(conn: asyncpg.Connection) -> str | None:
         """'p' for a partitioned table, 'r' for a plain one (a hypertable), None when absent."""
-        return await conn.fetchval(
+        kind: str | None = await conn.fetchval(
             "SELECT relkind::text FROM pg_class WHERE oid = to_regclass('readings')"
         )
+        return kind
 
     async def _create_readings(self, conn: asyncpg.Connection) -> None:
         available = await conn.fetchval(

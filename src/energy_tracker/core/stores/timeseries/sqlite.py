@@ -34,7 +34,7 @@ from energy_tracker.core.stores.timeseries.base import (
     BucketQuery,
     Granularity,
     SeriesStore,
-    Window,
+    Span,
     group_readings,
     merge_bucket_queries,
     merge_windows,
@@ -203,13 +203,13 @@ class SqliteSeriesStore(SeriesStore):
             return []
         return await self._run(lambda: self._add_readings(readings))
 
-    async def readings_around_many(self, windows: Sequence[Window]) -> dict[str, list[Reading]]:
+    async def readings_around_many(self, windows: Sequence[Span]) -> dict[str, list[Reading]]:
         if not windows:
             return {}
         merged = merge_windows(windows)
         return await self._run(lambda: self._readings_around_many(merged))
 
-    async def count_readings_many(self, windows: Sequence[Window]) -> dict[str, int]:
+    async def count_readings_many(self, windows: Sequence[Span]) -> dict[str, int]:
         return await self._run(lambda: self._count_readings_many(windows)) if windows else {}
 
     async def readings_page(
@@ -371,7 +371,7 @@ class SqliteSeriesStore(SeriesStore):
         rows = db.execute(_PAGE, {**params, "s": series})
         return list(starmap(partial(Reading, device_id), rows))
 
-    def _readings_around_many(self, windows: list[Window]) -> dict[str, list[Reading]]:
+    def _readings_around_many(self, windows: list[Span]) -> dict[str, list[Reading]]:
         """One small indexed query per window, all on this thread in one hop: each is a few
         B-tree descents, far cheaper than the executor hop a call would otherwise cost."""
         ids = self._series_ids((w[0] for w in windows), create=False)
@@ -384,7 +384,7 @@ class SqliteSeriesStore(SeriesStore):
                 found.extend(starmap(partial(Reading, device_id), rows))
         return group_readings(windows, found)
 
-    def _count_readings_many(self, windows: Sequence[Window]) -> dict[str, int]:
+    def _count_readings_many(self, windows: Sequence[Span]) -> dict[str, int]:
         ids = self._series_ids((w[0] for w in windows), create=False)
         db = self._db
         counts = dict.fromkeys((w[0] for w in windows), 0)
