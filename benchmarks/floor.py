@@ -132,9 +132,10 @@ async def measure(url: str, work: Workload, batch_records: int = 48) -> Floor:
         for i, (home, body) in enumerate(work.bodies):
             devices = set()
             for item in READING_BATCH.validate_python(orjson.loads(body))["readings"]:
-                by_device[item["device_id"]].append(to_reading(item, item["device_id"]))
-                devices.add(item["device_id"])
-                homes[item["device_id"]] = home
+                device = item.get("device_id") or ""  # every simulated reading names its device
+                by_device[device].append(to_reading(item, device))
+                devices.add(device)
+                homes[device] = home
             records += len(devices)
             if records >= batch_records or i == len(work.bodies) - 1:
                 if storing is not None:

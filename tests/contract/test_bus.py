@@ -24,7 +24,7 @@ import orjson
 import pytest
 
 from energy_tracker.core.bus.base import Consumer, EventBus, Message
-from energy_tracker.core.bus.embedded import EmbeddedBus
+from energy_tracker.core.bus.embedded import EmbeddedBus, EmbeddedConsumer
 from energy_tracker.core.bus.factory import bus_from_url
 from energy_tracker.core.bus.runner import ConsumeLoop, Rejected, dlq_topic
 from energy_tracker.core.errors import BackendUnavailable, UnsupportedUrl
@@ -421,6 +421,7 @@ async def test_embedded_idle_members_write_nothing(tmp_path: Path) -> None:
         await other.start()
         try:
             consumer = await bus.subscribe("quiet", "group")
+            assert isinstance(consumer, EmbeddedConsumer)
             await bus.publish("quiet", [(f"dev-{i}".encode(), b"v") for i in range(20)])
             await consumer.commit(await drain(consumer, 20))
             with contextlib.closing(sqlite3.connect(path)) as outside:

@@ -237,7 +237,8 @@ class EmbeddedBus(EventBus):
             last = version
 
     def _data_version(self) -> int:
-        return self.conn.execute("PRAGMA data_version").fetchone()[0]
+        (version,) = self.conn.execute("PRAGMA data_version").fetchone()
+        return int(version)
 
     def _open(self) -> None:
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
