@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -124,6 +125,23 @@ def _listening(port: int) -> bool:
     with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
         return True
     return False
+
+
+MOSQUITTO = shutil.which("mosquitto") or next(
+    (p for p in ("/usr/sbin/mosquitto",) if Path(p).exists()), None
+)
+
+
+def start_mosquitto(workdir: Path) -> tuple[Proc, int]:
+    """A private Mosquitto (default limits) on a free port, so the shared one on 1883 and the
+    subscribers of others never see the benchmark's messages; (process, port)."""
+    assert MOSQUITTO is not None
+    port = free_port()
+    conf = workdir / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n")
+    proc = Proc("mosquitto", [MOSQUITTO, "-c", str(conf)], {}, workdir / "mosquitto.log")
+    wait_until("mosquitto", lambda: _listening(port), START_TIMEOUT_S, [proc])
+    return proc, port
 
 
 def start_tansu(workdir: Path) -> tuple[Proc, str]:

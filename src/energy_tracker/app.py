@@ -22,6 +22,7 @@ from energy_tracker.config import SERVICE_NAMES, Settings
 from energy_tracker.core.bus.base import EventBus
 from energy_tracker.core.bus.factory import bus_from_url
 from energy_tracker.core.bus.runner import ConsumeLoop
+from energy_tracker.core.credentials import CredentialCache
 from energy_tracker.core.events import TOPICS
 from energy_tracker.core.http import (
     Authenticator,
@@ -203,8 +204,9 @@ def _wire_shared(app: FastAPI, settings: Settings, rt: Runtime) -> Shared:
     app.state.directory = shared.devices
     app.state.series = rt.series
     app.state.limiter = rt.limiter
+    app.state.credentials = CredentialCache(Directory(shared.users, shared.devices))
     app.state.authenticator = Authenticator(
-        Directory(shared.users, shared.devices), app.state.secret, settings.jwt_issuer
+        app.state.credentials, app.state.secret, settings.jwt_issuer
     )
     return shared
 
@@ -215,7 +217,12 @@ def _wire_ingestion(app: FastAPI, settings: Settings, rt: Runtime, shared: Share
         return
     app.state.recorder = ReadingRecorder(rt.bus, shared.devices, settings.retention_days)
     if settings.mqtt_url:
-        ingester = mqtt.MqttIngester(settings.mqtt_url, app.state.recorder, shared.devices)
+        ingester = mqtt.MqttIngester(
+            settings.mqtt_url,
+            app.state.recorder,
+            shared.devices,
+            place=str(settings.data_dir.resolve()),
+        )
         _run_worker(rt, "ingestion:mqtt", ingester)
 
 

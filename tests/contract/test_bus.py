@@ -129,6 +129,33 @@ async def test_each_key_keeps_its_order(bus: EventBus, names: Names) -> None:
         await consumer.close()
 
 
+async def test_concurrent_one_record_publishes_are_all_kept_in_order_per_key(
+    bus: EventBus, names: Names
+) -> None:
+    """Live devices: thousands of callers at once, each publishing one record, as HTTP requests
+    do. Every publish that returned is consumed, and a key's records, published one after
+    another by their own caller, keep that order (group commit folds them into shared writes)."""
+    keys, per_key = 500, 6
+
+    async def device(k: int) -> None:
+        for seq in range(per_key):
+            await bus.publish(names.topic, [(f"dev-{k}".encode(), f"{k}:{seq}".encode())])
+
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        await bus.ensure_topics([names.topic])
+        await asyncio.gather(*(device(k) for k in range(keys)))
+        consumer = await bus.subscribe(names.topic, names.group)
+        got = await drain(consumer, keys * per_key)
+        seqs: dict[bytes, list[int]] = defaultdict(list)
+        for m in got:
+            seqs[m.key].append(int(m.value.split(b":")[1]))
+        assert len(got) == keys * per_key
+        assert len(seqs) == keys
+        assert all(s == list(range(per_key)) for s in seqs.values())
+        assert await quiet(consumer, 0.5) == []
+        await consumer.close()
+
+
 async def test_uncommitted_records_go_to_the_next_member(bus: EventBus, names: Names) -> None:
     async with asyncio.timeout(TEST_TIMEOUT_S):
         await bus.ensure_topics([names.topic])

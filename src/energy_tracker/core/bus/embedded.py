@@ -19,6 +19,9 @@ Why it is shaped this way:
   A newly owned partition starts at the group's committed offset.
 - SQLite calls block, so each bus runs them on one dedicated thread with its own connection;
   that thread also serialises all access to the connection and to the consumers' positions.
+- One writer per log, with group commit (`GroupCommit`): what many callers publish while the
+  previous append is being written goes into the next append, one transaction for all of it,
+  so one-reading requests do not each pay a transaction and queue behind each other.
 - Idle costs nothing: a consumer waits for an event, set by a publish in this process or, for
   other processes' commits, by one watcher per bus that reads SQLite's `data_version` (a
   counter in shared memory, no disk read). A member heartbeats only while it holds records it
@@ -49,6 +52,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from energy_tracker.core.bus.base import Consumer, EventBus, Message
+from energy_tracker.core.bus.group_commit import GroupCommit
 from energy_tracker.core.errors import BackendUnavailable
 
 log = logging.getLogger(__name__)
@@ -163,6 +167,7 @@ class EmbeddedBus(EventBus):
         self._consumers: set[EmbeddedConsumer] = set()
         self._trimming: asyncio.Task[None] | None = None
         self._watching: asyncio.Task[None] | None = None
+        self._group_commit = GroupCommit(self._write)
         # Set and replaced after every publish here or commit elsewhere: consumers wake at once.
         self.new_records = asyncio.Event()
         # Bumped with new_records: a consumer that saw no records at one value need not look
@@ -255,6 +260,7 @@ class EmbeddedBus(EventBus):
         self._conn = conn
 
     async def stop(self) -> None:
+        await self._group_commit.flush()
         for task in (self._trimming, self._watching):
             if task is not None:
                 task.cancel()
@@ -360,40 +366,48 @@ class EmbeddedBus(EventBus):
         return info
 
     async def publish(self, topic: str, records: Sequence[tuple[bytes, bytes]]) -> None:
-        if not records:
-            return
-        await self.in_thread(self._append, topic, records)
+        await self._group_commit.publish(topic, records)
+
+    async def _write(self, batch: dict[str, list[tuple[bytes, bytes]]]) -> None:
+        """One group-commit round: every topic's records in one transaction."""
+        await self.in_thread(self._append, batch)
         self.changed()
 
-    def _append(self, topic: str, records: Sequence[tuple[bytes, bytes]]) -> None:
-        topic_id, partitions = self.topic_info(topic)
-        keys: list[list[bytes]] = [[] for _ in range(partitions)]
-        values: list[list[bytes]] = [[] for _ in range(partitions)]
-        for key, value in records:
-            # crc32: stable across processes and Python runs, unlike hash(); fast in C.
-            p = zlib.crc32(key) % partitions
-            keys[p].append(key)
-            values[p].append(value)
+    def _append(self, batch: dict[str, list[tuple[bytes, bytes]]]) -> None:
+        # Topics are created (each in its own transaction) before the append's transaction.
+        appends = []
+        for topic, records in batch.items():
+            topic_id, partitions = self.topic_info(topic)
+            keys: list[list[bytes]] = [[] for _ in range(partitions)]
+            values: list[list[bytes]] = [[] for _ in range(partitions)]
+            for key, value in records:
+                # crc32: stable across processes and Python runs, unlike hash(); fast in C.
+                p = zlib.crc32(key) % partitions
+                keys[p].append(key)
+                values[p].append(value)
+            appends.append((topic_id, keys, values))
 
         def append(conn: sqlite3.Connection) -> None:
-            for p in range(partitions):
-                if not keys[p]:
-                    continue
-                (last,) = conn.execute(
-                    "SELECT max(seq) FROM messages WHERE topic_id = ? AND part = ?",
-                    (topic_id, p),
-                ).fetchone()
-                conn.executemany(
-                    "INSERT INTO messages (topic_id, part, seq, key, value) VALUES (?, ?, ?, ?, ?)",
-                    zip(
-                        repeat(topic_id),
-                        repeat(p),
-                        count(0 if last is None else last + 1),
-                        keys[p],
-                        values[p],
-                        strict=False,
-                    ),
-                )
+            for topic_id, keys, values in appends:
+                for p, (part_keys, part_values) in enumerate(zip(keys, values, strict=True)):
+                    if not part_keys:
+                        continue
+                    (last,) = conn.execute(
+                        "SELECT max(seq) FROM messages WHERE topic_id = ? AND part = ?",
+                        (topic_id, p),
+                    ).fetchone()
+                    conn.executemany(
+                        "INSERT INTO messages (topic_id, part, seq, key, value)"
+                        " VALUES (?, ?, ?, ?, ?)",
+                        zip(
+                            repeat(topic_id),
+                            repeat(p),
+                            count(0 if last is None else last + 1),
+                            part_keys,
+                            part_values,
+                            strict=False,
+                        ),
+                    )
 
         self.transaction(append)
 

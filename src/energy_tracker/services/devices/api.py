@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Request
 
 from energy_tracker.core.auth import Identity, new_device_key, secret_digest
+from energy_tracker.core.credentials import CredentialCache, credentials
 from energy_tracker.core.http import not_found, user_identity, visible_to
 from energy_tracker.services.devices.models import Device
 from energy_tracker.services.devices.schemas import DeviceIn, DeviceOut, DevicePatch, DeviceWithKey
@@ -106,6 +107,7 @@ async def update_device(
     body: DevicePatch,
     identity: Identity = Depends(user_identity),
     store: DeviceStore = Depends(devices),
+    cache: CredentialCache = Depends(credentials),
 ) -> dict:
     """Change a device's fields; `timezone: null` makes it follow its owner's."""
     await visible_device(store, device_id, identity)
@@ -113,6 +115,7 @@ async def update_device(
     if "metadata" in fields:
         fields["meta"] = fields.pop("metadata")
     device = await store.update(device_id, **fields)
+    cache.forget_device(device_id)
     if device is None:
         raise not_found("device")
     return await one_device_out(store, device)
@@ -123,10 +126,12 @@ async def delete_device(
     device_id: DeviceId,
     identity: Identity = Depends(user_identity),
     store: DeviceStore = Depends(devices),
+    cache: CredentialCache = Depends(credentials),
 ) -> None:
     """Delete one of your devices."""
     await visible_device(store, device_id, identity)
     await store.delete(device_id)
+    cache.forget_device(device_id)
 
 
 @router.post("/devices/{device_id}/rotate-key", response_model=DeviceWithKey)
@@ -134,9 +139,11 @@ async def rotate_key(
     device_id: DeviceId,
     identity: Identity = Depends(user_identity),
     store: DeviceStore = Depends(devices),
+    cache: CredentialCache = Depends(credentials),
 ) -> dict:
     """Issue a new ingest key: the old one stops working at once."""
     device = await visible_device(store, device_id, identity)
     key = new_device_key()
     await store.set_key_hash(device_id, secret_digest(key))
+    cache.forget_device(device_id)
     return {**await one_device_out(store, device), "api_key": key}

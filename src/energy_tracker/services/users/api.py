@@ -16,6 +16,7 @@ from energy_tracker.core.auth import (
     secret_digest,
     verify_password,
 )
+from energy_tracker.core.credentials import CredentialCache, credentials
 from energy_tracker.core.errors import ApiError
 from energy_tracker.core.http import admin_identity, not_found, unauthorized, user_identity
 from energy_tracker.core.stores.metadata import Conflict
@@ -203,11 +204,13 @@ async def admin_update(
     body: AdminUserPatch,
     _: Identity = Depends(admin_identity),
     store: UserStore = Depends(users),
+    cache: CredentialCache = Depends(credentials),
 ) -> UserOut:
     """Change a user's role or disable them (admins only); disabling signs them out."""
     user = await store.update(user_id, **body.model_dump(exclude_none=True))
     if user is None:
         raise not_found("user")
+    cache.forget_user(user_id)
     if body.disabled:
         await store.revoke_user_tokens(user_id)
     return user_out(user)
