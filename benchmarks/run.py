@@ -3,8 +3,11 @@
 For each mode, `embedded` (`energy-tracker up`: the SQLite bus and stores, one process) and
 `kafka+postgresql` (Tansu, PostgreSQL, one `serve` process per service behind the gateway):
 
-1. the bus's own limit: produce, then consume, N one-reading records (bus_limit.py);
-2. the time-series store's own write limit for raw readings (store_limit.py);
+1. the bus's own limit: produce, then consume, the records the pipeline sends (one per device
+   and POST, bus_limit.py), in readings/s;
+2. the time-series store's own write limit for raw readings (store_limit.py), and the floor:
+   the pipeline's POST bodies parsed, validated, stored and bucketed in one process with no
+   HTTP and no bus (floor.py), the rate no design of the plumbing can beat here;
 3. the pipeline: simulated homes POST their readings in batches through the gateway, from
    several load processes, until every reading is counted in the usage buckets (each home's
    month buckets polled through the API: the sum of `samples`); readings/s;
@@ -13,7 +16,9 @@ For each mode, `embedded` (`energy-tracker up`: the SQLite bus and stores, one p
    transition it causes, both watched through the bus adapter; p50/p99;
 5. usage queries on a store of at least 10M readings (query_store.py); p50/p99;
 6. the peak RSS (VmHWM) of every process under load;
-7. the live workload (live.py): devices sending one reading per POST (wrk) and per MQTT message
+7. the idle cost, before any load: the CPU all the processes use (/proc/<pid>/stat) and the
+   bytes they write to storage (/proc/<pid>/io write_bytes) while nothing arrives.
+8. the live workload (live.py): devices sending one reading per POST (wrk) and per MQTT message
    (a private Mosquitto), end to end, and single requests on the idle deployment.
 
 Results: benchmarks/results/latest.json and latest.md (quick runs: quick.json and quick.md);
@@ -49,6 +54,7 @@ from typing import Any
 
 import bus_limit
 import deploy
+import floor
 import httpx
 import live
 import load
@@ -91,6 +97,7 @@ class Sizes:
     query_target: int
     query_days: int
     query_reps: int
+    idle_s: float
     budget_s: float
     live: live.LiveSizes
 
@@ -104,6 +111,7 @@ FULL = Sizes(
     query_target=10_000_000,
     query_days=365,
     query_reps=200,
+    idle_s=20,
     budget_s=600,
     live=live.LiveSizes(
         devices=10_000,
@@ -123,6 +131,7 @@ QUICK = Sizes(
     query_target=0,  # quick runs query what the pipeline stored
     query_days=0,
     query_reps=15,
+    idle_s=3,
     budget_s=120,
     live=live.LiveSizes(
         devices=200,
@@ -603,23 +612,33 @@ async def run_mode(
     if mode == EMBEDDED:
         limit_bus = f"embedded:///{workdir}/limit/bus.db"
         limit_store = f"sqlite:///{workdir}/limit/series.db"
+        floor_store = f"sqlite:///{workdir}/floor/series.db"
     else:
         tansu, limit_bus = deploy.start_tansu(workdir)
         limit_store = await deploy.create_database(pg, f"et_bench_limit_{pid}")
+        floor_store = await deploy.create_database(pg, f"et_bench_floor_{pid}")
+    work = floor.workload(SEED, sizes.homes, sizes.bus_records, args.quarters_per_post, INTERVAL_MS)
     try:
-        clock.say(f"  bus limit: {sizes.bus_records:,} records")
-        bus = await asyncio.wait_for(bus_limit.measure(limit_bus, sizes.bus_records), clock.left())
-        clock.say(f"  {bus.through_per_s:,.0f} records/s; store limit: {sizes.store_rows:,} rows")
+        clock.say(f"  bus limit: {work.readings:,} readings in the pipeline's records")
+        bus = await asyncio.wait_for(bus_limit.measure(limit_bus, work), clock.left())
+        clock.say(f"  {bus.readings_per_s:,.0f} readings/s; store limit: {sizes.store_rows:,} rows")
         store = await asyncio.wait_for(
             store_limit.measure(limit_store, sizes.store_rows), clock.left()
         )
-        clock.say(f"  {store.add_per_s:,.0f} rows/s")
+        clock.say(f"  {store.add_per_s:,.0f} rows/s; floor: {work.readings:,} readings")
+        bottom = await asyncio.wait_for(floor.measure(floor_store, work), clock.left())
+        clock.say(f"  {bottom.readings_per_s:,.0f} readings/s")
     finally:
         if tansu is not None:
             tansu.stop()
             await deploy.drop_database(pg, f"et_bench_limit_{pid}")
+            await deploy.drop_database(pg, f"et_bench_floor_{pid}")
 
     async with app_deployment(mode, args, workdir, secret, clock) as (deployment, mqtt_port):
+        await asyncio.sleep(min(5.0, sizes.idle_s))  # past the start's own writes
+        clock.say(f"  idle for {sizes.idle_s:g} s")
+        idle = await deployment.idle_cost(sizes.idle_s)
+        clock.say(f"  {idle['cpu_percent_of_a_core']:.2f} % of a core, {idle['bytes_written']:,} B")
         measured, stored = await pipeline(deployment, sizes, args, clock, mode.split("+")[0])
         if args.quick:
             # A quick run queries the little the pipeline stored: no second deployment.
@@ -634,15 +653,18 @@ async def run_mode(
     return {
         "mode": mode,
         "pipeline_readings_per_s": measured.pop("pipeline_readings_per_s"),
-        "bus_limit_readings_per_s": round(bus.through_per_s),
+        "bus_limit_readings_per_s": round(bus.readings_per_s),
+        "floor_readings_per_s": round(bottom.readings_per_s),
         "store_limit_rows_per_s": round(store.add_per_s),
         "p50_ms_reading_to_usage": measured.pop("p50_ms_reading_to_usage"),
         "p99_ms_reading_to_usage": measured.pop("p99_ms_reading_to_usage"),
         "p99_ms_reading_to_alert": measured.pop("p99_ms_reading_to_alert"),
         "query_p99_ms": max(queries[n]["p99_ms"] for n in names),
         "peak_rss_mb": rss,
+        "idle": idle,
         "bus": {
             "records": bus.records,
+            "readings": bus.readings,
             "record_bytes": round(bus.record_bytes),
             "produce_per_s": round(bus.produce_per_s),
             "consume_per_s": round(bus.consume_per_s),
@@ -695,8 +717,8 @@ def _n(value: float | None, unit: str = "") -> str:
 
 
 def table(results: list[dict[str, Any]], host: dict[str, Any], when: str, seconds: float) -> str:
-    def ratio(r: dict[str, Any]) -> str:
-        return f"{r['pipeline_readings_per_s'] / r['bus_limit_readings_per_s']:.2f}"
+    def ratio(r: dict[str, Any], limit: str) -> str:
+        return f"{r['pipeline_readings_per_s'] / r[limit]:.2f}"
 
     def latency(r: dict[str, Any]) -> str:
         return f"{r['p50_ms_reading_to_usage']:,.0f} / {r['p99_ms_reading_to_usage']:,.0f}"
@@ -726,16 +748,25 @@ def table(results: list[dict[str, Any]], host: dict[str, Any], when: str, second
     batch_rows: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
         ("pipeline, readings/s (POST → usage buckets)", lambda r: _n(r["pipeline_readings_per_s"])),
         (
-            "bus limit, readings/s (produce, then consume)",
+            "bus limit, readings/s (the pipeline's records: produce, then consume)",
             lambda r: _n(r["bus_limit_readings_per_s"]),
         ),
         ("store limit, raw rows/s", lambda r: _n(r["store_limit_rows_per_s"])),
-        ("pipeline ÷ bus limit", ratio),
+        (
+            "floor, readings/s (parse, validate, store, buckets: no HTTP, no bus)",
+            lambda r: _n(r["floor_readings_per_s"]),
+        ),
+        ("pipeline ÷ bus limit", lambda r: ratio(r, "bus_limit_readings_per_s")),
+        ("pipeline ÷ floor", lambda r: ratio(r, "floor_readings_per_s")),
         ("reading → usage bucket p50 / p99, ms (at half rate)", latency),
         ("reading → alert p99, ms", lambda r: _n(r["p99_ms_reading_to_alert"])),
         ("usage query p99, ms (worst of three)", lambda r: f"{r['query_p99_ms']:,.1f}"),
         ("… on a store of, readings", lambda r: _n(r["queries"]["store_readings"])),
         ("peak RSS, MB", rss),
+        (
+            "idle: % of a core, bytes written (nothing arriving)",
+            lambda r: f"{r['idle']['cpu_percent_of_a_core']:.2f} %, {r['idle']['bytes_written']:,}",
+        ),
     ]
     live_rows: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
         (
@@ -806,6 +837,12 @@ async def main_async(args: argparse.Namespace, sizes: Sizes, modes: list[str]) -
     workdir = Path(tempfile.mkdtemp(prefix="et-bench-"))
     results = []
     try:
+        if args.queries_only:
+            for mode in modes:
+                clock.say(mode)
+                timed = await query_phase(mode, sizes, args, clock, workdir, deploy.new_secret())
+                print(orjson.dumps({mode: timed}, option=orjson.OPT_INDENT_2).decode())
+            return
         for mode in modes:
             results.append(await run_mode(mode, sizes, args, clock, workdir))
     finally:
@@ -846,6 +883,9 @@ def main() -> None:
         action=argparse.BooleanOptionalAction,
         default=True,
         help="build the 10M-reading query store when it is not cached yet",
+    )
+    parser.add_argument(
+        "--queries-only", action="store_true", help="only time the usage queries (not saved)"
     )
     parser.add_argument("--profile", type=Path, help="py-spy each process into this directory")
     parser.add_argument("--budget", type=float, help="seconds the run may take")

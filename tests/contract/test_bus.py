@@ -24,7 +24,7 @@ import orjson
 import pytest
 
 from energy_tracker.core.bus.base import Consumer, EventBus, Message
-from energy_tracker.core.bus.embedded import EmbeddedBus
+from energy_tracker.core.bus.embedded import EmbeddedBus, EmbeddedConsumer
 from energy_tracker.core.bus.factory import bus_from_url
 from energy_tracker.core.bus.runner import ConsumeLoop, Rejected, dlq_topic
 from energy_tracker.core.errors import BackendUnavailable, UnsupportedUrl
@@ -450,6 +450,95 @@ async def test_embedded_members_in_two_processes_split_the_partitions(tmp_path: 
         assert parts[0] | parts[1] == set(range(8))
         for b in buses:
             await b.stop()
+
+
+def data_version(conn: sqlite3.Connection) -> int:
+    """Changes each time another connection commits to the file."""
+    return conn.execute("PRAGMA data_version").fetchone()[0]
+
+
+async def test_embedded_idle_members_write_nothing(tmp_path: Path) -> None:
+    """Once a member has committed all it read it writes nothing, for many session timeouts,
+    and is not expired for it: it is judged by its process. Another process's records still
+    wake it at once."""
+    path = str(tmp_path / "bus.db")
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        bus = EmbeddedBus(path, 8, session_timeout_s=0.4)
+        other = EmbeddedBus(path, 8, session_timeout_s=0.4)  # another process's bus
+        await bus.start()
+        await other.start()
+        try:
+            consumer = await bus.subscribe("quiet", "group")
+            assert isinstance(consumer, EmbeddedConsumer)
+            await bus.publish("quiet", [(f"dev-{i}".encode(), b"v") for i in range(20)])
+            await consumer.commit(await drain(consumer, 20))
+            with contextlib.closing(sqlite3.connect(path)) as outside:
+                before = data_version(outside)
+                assert await quiet(consumer, 1.6) == []  # four session timeouts, polling
+                assert data_version(outside) == before
+                (member,) = outside.execute("SELECT member FROM members").fetchall()
+            assert member == (consumer.member,)  # still the group's only member
+
+            await other.publish("quiet", [(b"dev-1", b"late")])
+            started = time.monotonic()
+            assert values(await consumer.poll(10, timeout_s=5.0)) == [b"late"]
+            assert time.monotonic() - started < 1.0
+        finally:
+            await other.stop()
+            await bus.stop()
+
+
+_IDLE_MEMBER = """
+import asyncio, sys
+from energy_tracker.core.bus.embedded import EmbeddedBus
+
+async def main():
+    bus = EmbeddedBus(sys.argv[1], 8, session_timeout_s=1.0)
+    await bus.start()
+    consumer = await bus.subscribe("shared", "group")
+    got = 0
+    while True:
+        batch = await consumer.poll(1000, timeout_s=0.5)
+        await consumer.commit(batch)
+        if batch:
+            got += len(batch)
+            print(got, flush=True)
+
+asyncio.run(main())
+"""
+
+
+async def test_embedded_idle_member_lives_as_long_as_its_process(tmp_path: Path) -> None:
+    """An idle member keeps its partitions past the session timeout while its process runs,
+    and loses them once the process is killed."""
+    path = str(tmp_path / "bus.db")
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        bus = EmbeddedBus(path, 8, session_timeout_s=1.0)
+        await bus.start()
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _IDLE_MEMBER, path, stdout=asyncio.subprocess.PIPE
+        )
+        assert child.stdout is not None
+        try:
+            records = [(f"dev-{i}".encode(), f"v{i}".encode()) for i in range(40)]
+            await bus.publish("shared", records)
+            assert int(await child.stdout.readline()) == 40  # all its partitions, committed
+            consumer = await bus.subscribe("shared", "group")
+            assert await quiet(consumer, 2.5) == []  # both idle, past two session timeouts
+
+            await bus.publish("shared", records)
+            mine = await drain(consumer, 1)
+            mine += await quiet(consumer, 1.0)
+            assert 0 < len(mine) < 40  # the idle child kept its share and read it
+            assert int(await child.stdout.readline()) == 80 - len(mine)
+        finally:
+            os.kill(child.pid, signal.SIGKILL)
+            await child.wait()
+        await bus.publish("shared", records)
+        assert sorted(values(await drain(consumer, 40, timeout_s=10))) == sorted(
+            v for _, v in records
+        )
+        await bus.stop()
 
 
 # -- configuration ------------------------------------------------------------------------------

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 from fastapi import Request
 
@@ -80,7 +81,7 @@ class CredentialCache(IdentityDirectory):
         }
 
 
-def _remember(entries: dict, key: str, value: tuple) -> None:
+def _remember(entries: dict[str, Any], key: str, value: Any) -> None:
     if len(entries) >= MAX_ENTRIES:
         entries.clear()
     entries[key] = value
@@ -88,4 +89,5 @@ def _remember(entries: dict, key: str, value: tuple) -> None:
 
 def credentials(request: Request) -> CredentialCache:
     """FastAPI dependency: this process's credential cache, for routes that change credentials."""
-    return request.app.state.credentials
+    cache: CredentialCache = request.app.state.credentials
+    return cache

@@ -119,7 +119,7 @@ class BrokerSettings:
                 f"energy-tracker-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
             )
             return aiomqtt.Client(self.host, self.port, identifier=identifier, **common)
-        connect = Properties(PacketTypes.CONNECT)
+        connect = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
         connect.SessionExpiryInterval = self.session_expiry_s
         connect.ReceiveMaximum = RECEIVE_MAXIMUM
         client = aiomqtt.Client(

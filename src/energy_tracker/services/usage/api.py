@@ -141,14 +141,9 @@ async def user_usage(
     profile = await directory.owner_profile(identity.user_id)
     zone = queries.zone(query.tz or (profile.timezone if profile else "UTC"))
     lo, hi = query.span(zone)
-    per_device = [
-        b
-        for ctx in own
-        for b in await queries.device_buckets(
-            store, ctx.device_id, ctx.timezone, query.granularity, lo, hi, zone
-        )
-    ]
-    items = [_item(b, zone) for b in queries.summed(query.granularity, per_device)]
+    devices_zones = [(ctx.device_id, ctx.timezone) for ctx in own]
+    totals = await queries.summed_buckets(store, devices_zones, query.granularity, lo, hi, zone)
+    items = [_item(b, zone) for b in totals]
     return {"granularity": query.granularity, "timezone": zone.key, "items": items}
 
 

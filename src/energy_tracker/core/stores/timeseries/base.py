@@ -142,6 +142,15 @@ class SeriesStore(ABC):
         return await self.buckets_many([(d, granularity, start, end) for d in device_ids])
 
     @abstractmethod
+    async def summed_buckets(
+        self, device_ids: Sequence[str], granularity: Granularity, start: int, end: int
+    ) -> list[Bucket]:
+        """The buckets of these devices with start <= period start < end added period by
+        period (device "*", version 0), in time order: summed by the store in one indexed
+        query, so a household's month by day reads its devices' day rows and sends back one
+        row a day. Unknown devices add nothing."""
+
+    @abstractmethod
     async def put_buckets(self, buckets: Sequence[Bucket]) -> None:
         """Insert or replace buckets (whole rows, version included)."""
 
