@@ -25,9 +25,11 @@ from energy_tracker.core.events import TOPICS
 from energy_tracker.core.http import (
     Authenticator,
     RequestIdMiddleware,
+    document_errors,
     install_error_handlers,
     install_health,
 )
+from energy_tracker.core.inputs import BodyGuard
 from energy_tracker.core.stores.metadata import Database
 from energy_tracker.core.stores.timeseries.base import SeriesStore
 from energy_tracker.core.stores.timeseries.factory import series_store_from_url
@@ -263,6 +265,7 @@ def create_app(
     app.state.shutting_down = asyncio.Event()
     if gateway:
         install_gateway_middleware(app, settings)
+    app.add_middleware(BodyGuard)
     app.add_middleware(RequestIdMiddleware, service=name)
     install_error_handlers(app)
 
@@ -290,6 +293,7 @@ def _api_schema(app: FastAPI, services: list[str]) -> dict:
         for service in services:
             documented.include_router(ROUTERS[service], prefix=API_PREFIX)
         schema = get_openapi(title=app.title, version=app.version, routes=documented.routes)
+        document_errors(schema, [r for s in services for r in ROUTERS[s].routes], API_PREFIX)
         _, defs = TypeAdapter.json_schemas(
             [(name, "validation", body) for name, body in ingestion_api.HAND_PARSED_BODIES.items()],
             ref_template="#/components/schemas/{model}",

@@ -15,7 +15,8 @@ from fastapi.responses import StreamingResponse
 
 from energy_tracker.core.auth import Identity
 from energy_tracker.core.errors import ApiError
-from energy_tracker.core.http import not_found, shutting_down, user_identity, visible_to
+from energy_tracker.core.http import answers, not_found, shutting_down, user_identity, visible_to
+from energy_tracker.core.inputs import Offset
 from energy_tracker.core.stores.metadata import Conflict
 from energy_tracker.services.alerts.consumer import AlertService
 from energy_tracker.services.alerts.lifecycle import alert_view
@@ -106,7 +107,7 @@ async def visible_rule(store: AlertStore, rule_id: str, identity: Identity) -> A
     return visible_to(identity, await store.get_rule(rule_id), "alert rule")
 
 
-@router.post("/alert-rules", status_code=201, response_model=RuleOut)
+@router.post("/alert-rules", status_code=201, response_model=RuleOut, responses=answers(409))
 async def create_rule(
     body: RuleIn,
     identity: Identity = Depends(user_identity),
@@ -128,7 +129,7 @@ async def create_rule(
 @router.get("/alert-rules", response_model=RuleList)
 async def list_rules(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
     identity: Identity = Depends(user_identity),
     alerting: AlertService = Depends(service),
 ) -> dict[str, Any]:
@@ -244,7 +245,7 @@ async def list_alerts(
     device_id: Annotated[str | None, Query(max_length=64)] = None,
     rule_id: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
     identity: Identity = Depends(user_identity),
     alerting: AlertService = Depends(service),
 ) -> dict[str, Any]:

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 
 from energy_tracker.core.auth import Identity, new_device_key, secret_digest
 from energy_tracker.core.http import not_found, user_identity, visible_to
+from energy_tracker.core.inputs import Offset
 from energy_tracker.services.devices.models import Device
 from energy_tracker.services.devices.schemas import DeviceIn, DeviceOut, DevicePatch, DeviceWithKey
 from energy_tracker.services.devices.store import DeviceStore
@@ -16,7 +17,6 @@ router = APIRouter(tags=["devices"])
 
 DeviceId = Annotated[str, Path(max_length=64)]
 Limit = Annotated[int, Query(ge=1, le=1000)]
-Offset = Annotated[int, Query(ge=0, le=1_000_000_000)]
 
 
 def devices(request: Request) -> DeviceStore:

@@ -17,7 +17,13 @@ from energy_tracker.core.auth import (
     verify_password,
 )
 from energy_tracker.core.errors import ApiError
-from energy_tracker.core.http import admin_identity, not_found, unauthorized, user_identity
+from energy_tracker.core.http import (
+    admin_identity,
+    answers,
+    not_found,
+    unauthorized,
+    user_identity,
+)
 from energy_tracker.core.stores.metadata import Conflict
 from energy_tracker.services.users.models import User
 from energy_tracker.services.users.schemas import (
@@ -72,7 +78,7 @@ async def _tokens(request: Request, store: UserStore, user: User) -> TokenOut:
     )
 
 
-@router.post("/auth/register", status_code=201, response_model=UserOut)
+@router.post("/auth/register", status_code=201, response_model=UserOut, responses=answers(409))
 async def register(body: RegisterIn, store: UserStore = Depends(users)) -> UserOut:
     try:
         user = await store.create(str(body.email), hash_password(body.password), body.name)
@@ -81,7 +87,7 @@ async def register(body: RegisterIn, store: UserStore = Depends(users)) -> UserO
     return user_out(user)
 
 
-@router.post("/auth/login", response_model=TokenOut)
+@router.post("/auth/login", response_model=TokenOut, responses=answers(401))
 async def login(body: LoginIn, request: Request, store: UserStore = Depends(users)) -> TokenOut:
     user = await store.by_email(body.email)
     valid = verify_password(user.password_hash if user else DUMMY_PASSWORD_HASH, body.password)
@@ -90,7 +96,7 @@ async def login(body: LoginIn, request: Request, store: UserStore = Depends(user
     return await _tokens(request, store, user)
 
 
-@router.post("/auth/refresh", response_model=TokenOut)
+@router.post("/auth/refresh", response_model=TokenOut, responses=answers(401))
 async def refresh(body: RefreshIn, request: Request, store: UserStore = Depends(users)) -> TokenOut:
     user_id = await store.use_refresh_token(secret_digest(body.refresh_token), datetime.now(UTC))
     user = await store.get(user_id) if user_id else None

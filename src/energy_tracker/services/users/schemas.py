@@ -6,7 +6,6 @@ from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
-    AfterValidator,
     BaseModel,
     ConfigDict,
     EmailStr,
@@ -15,18 +14,10 @@ from pydantic import (
     model_validator,
 )
 
+from energy_tracker.core.inputs import Name
+
 Price = Annotated[float, Field(ge=0, le=1000, allow_inf_nan=False)]
 Email = Annotated[EmailStr, Field(max_length=254)]
-
-
-def no_nul(value: str) -> str:
-    """PostgreSQL text cannot hold NUL, and no name needs one: refuse it as input, not as a 500."""
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
-    return value
-
-
-Name = Annotated[str, Field(max_length=200), AfterValidator(no_nul)]
 
 
 def not_null(value: Any) -> Any:
