@@ -330,7 +330,8 @@ def _dependencies(dependant: Any) -> Iterator[Any]:
 def document_errors(schema: dict[str, Any], routes: Iterable[Any], prefix: str) -> None:
     """Lists on each operation every error status it can answer, with the error body: 422 and
     429 everywhere (bad query, rate limits), 503 (a service or store away), 413 wherever a body
-    is read, 401 and 403 behind a sign-in, 404 where a parameter names a thing, plus the route's own.
+    is read, 401 and 403 behind a sign-in, 404 where a parameter names a thing, and the route's
+    own.
     `routes` are the services' own, mounted under `prefix`."""
     schema.setdefault("components", {}).setdefault("schemas", {})["Error"] = _ERROR_SCHEMA
     signed_in = {user_identity, user_or_device_identity, admin_identity}
