@@ -321,10 +321,11 @@ def answers(*statuses: int) -> dict[int | str, dict[str, Any]]:
     return {status: {"description": _WHY[status]} for status in statuses}
 
 
-def _dependencies(dependant: Any) -> Iterator[Any]:
+def _dependants(dependant: Any) -> Iterator[Any]:
+    """A route's dependant and, depth first, those of its dependencies."""
+    yield dependant
     for dependency in dependant.dependencies:
-        yield dependency.call
-        yield from _dependencies(dependency)
+        yield from _dependants(dependency)
 
 
 def document_errors(schema: dict[str, Any], routes: Iterable[Any], prefix: str) -> None:
@@ -339,9 +340,10 @@ def document_errors(schema: dict[str, Any], routes: Iterable[Any], prefix: str) 
         if not isinstance(route, APIRoute):
             continue
         statuses = {422, 429, 503}
-        if signed_in.intersection(_dependencies(route.dependant)):
+        dependants = list(_dependants(route.dependant))
+        if signed_in.intersection(d.call for d in dependants):
             statuses |= {401, 403}
-        named = [p.name for p in (*route.dependant.path_params, *route.dependant.query_params)]
+        named = [p.name for d in dependants for p in (*d.path_params, *d.query_params)]
         if any(name.endswith("_id") for name in named):
             statuses.add(404)
         for method in route.methods:
