@@ -29,13 +29,14 @@ async def _buckets(readings: list[Reading], chunks: list[list[Reading]]) -> dict
             out = {}
             for g in Granularity:
                 for b in await h.series.buckets([h.device_id], g, T0 - 86_400_000, T0 + 2 * SPAN):
-                    out[(g, b.start)] = (b.energy_wh, b.samples, b.max_power_w)
+                    if b.samples or b.energy_wh:  # a bucket emptied by a later message is kept
+                        out[(g, b.start)] = (b.energy_wh, b.samples, b.max_power_w)
             return out
     raise AssertionError("no harness")
 
 
 @settings(
-    max_examples=25,
+    max_examples=15,
     deadline=None,
     suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
 )
