@@ -27,10 +27,9 @@ from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
 from prometheus_client import Counter, Histogram
-from sqlalchemy.exc import InterfaceError, OperationalError
 
 from energy_tracker.core.bus.base import EventBus, Message
-from energy_tracker.core.bus.runner import ConsumeLoop, Rejected, TransientError
+from energy_tracker.core.bus.runner import ConsumeLoop, Rejected
 from energy_tracker.core.energy import period_end
 from energy_tracker.core.events import (
     ALERT_EVENTS,
@@ -42,6 +41,7 @@ from energy_tracker.core.events import (
     parse_readings_recorded,
     parse_usage_updated,
 )
+from energy_tracker.core.failures import TransientError, is_transient
 from energy_tracker.core.stores.metadata import Conflict
 from energy_tracker.core.stores.timeseries.base import Granularity
 from energy_tracker.services.alerts.lifecycle import Transition, apply_steps
@@ -393,8 +393,10 @@ class AlertEvaluator:
                     await ev.save(t.rule.id, t.scope, before, outcome, t.period_end)
                     transitions += outcome.transitions
                     notify = notify or bool(outcome.deliveries)
-        except (Conflict, OperationalError, InterfaceError) as exc:
-            raise TransientError(f"alert evaluation not written: {exc}") from exc
+        except Exception as exc:
+            if isinstance(exc, Conflict) or is_transient(exc):
+                raise TransientError(f"alert evaluation not written: {exc}") from exc
+            raise
         for event in transitions:
             TRANSITIONS.labels(event.state).inc()
             if event.payload["metric"] == "power_w":
@@ -456,10 +458,11 @@ class PeriodicCheck:
         while not self._stopping.is_set():
             try:
                 await self.evaluator.check()
-            except TransientError as exc:
-                log.info("periodic alert check skipped: %s", exc)
-            except Exception:
-                log.exception("periodic alert check failed; trying again")
+            except Exception as exc:
+                if not is_transient(exc):
+                    log.exception("periodic alert check failed; trying again")
+                else:
+                    log.info("periodic alert check skipped: %s", exc)
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), self.interval_s)
 
