@@ -81,7 +81,7 @@ async def _tokens(request: Request, store: UserStore, user: User) -> TokenOut:
 @router.post("/auth/register", status_code=201, response_model=UserOut, responses=answers(409))
 async def register(body: RegisterIn, store: UserStore = Depends(users)) -> UserOut:
     try:
-        user = await store.create(str(body.email), hash_password(body.password), body.name)
+        user = await store.create(str(body.email), await hash_password(body.password), body.name)
     except Conflict:
         raise ApiError(409, "conflict", "an account with this email exists") from None
     return user_out(user)
@@ -90,7 +90,9 @@ async def register(body: RegisterIn, store: UserStore = Depends(users)) -> UserO
 @router.post("/auth/login", response_model=TokenOut, responses=answers(401))
 async def login(body: LoginIn, request: Request, store: UserStore = Depends(users)) -> TokenOut:
     user = await store.by_email(body.email)
-    valid = verify_password(user.password_hash if user else DUMMY_PASSWORD_HASH, body.password)
+    valid = await verify_password(
+        user.password_hash if user else DUMMY_PASSWORD_HASH, body.password
+    )
     if user is None or not valid or user.disabled:
         raise unauthorized("wrong email or password")
     return await _tokens(request, store, user)
