@@ -6,6 +6,7 @@ headers once, verifies a bearer token's signature (no database), and makes one b
 
 from __future__ import annotations
 
+import ipaddress
 import math
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -158,8 +159,20 @@ class RateLimitMiddleware:
 
 
 def _client_ip(scope: Scope) -> str:
+    """The client's IPv4 address, or its IPv6 /64 network: one host holds a whole /64, so a
+    bucket per IPv6 address would be a fresh bucket per request."""
     client = scope.get("client")
-    return client[0] if client else "unknown"
+    if not client:
+        return "unknown"
+    try:
+        address = ipaddress.ip_address(client[0])
+    except ValueError:
+        return client[0]
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.ip_network(f"{address}/64", strict=False))
+    return str(address)
 
 
 def _limit_headers(decision: Decision) -> list[tuple[bytes, bytes]]:
