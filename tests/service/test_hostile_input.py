@@ -190,3 +190,26 @@ async def test_control_characters_in_names_are_refused(
     refused(r, 422, "name")
     r = await http.patch(API + "/users/me", headers=auth, json={"name": name})
     refused(r, 422, "name")
+
+
+async def test_a_tasmota_topic_belongs_to_one_device(
+    http: httpx.AsyncClient, auth: dict[str, str], device: str
+) -> None:
+    # Another home claiming "kitchen" would take this home's Tasmota readings, or (two claims)
+    # send them all to the DLQ: the second claim is a 409, the owner may repeat its own.
+    claim = {"metadata": {"tasmota_topic": "kitchen"}}
+    r = await http.patch(f"{API}/devices/{device}", headers=auth, json=claim)
+    assert r.status_code == 200, r.text
+    r = await http.patch(f"{API}/devices/{device}", headers=auth, json=claim)
+    assert r.status_code == 200, r.text
+    body = {"email": "b@example.com", "password": PASSWORD}
+    await http.post(API + "/auth/register", json=body)
+    token = (await http.post(API + "/auth/login", json=body)).json()["access_token"]
+    other = {"Authorization": f"Bearer {token}"}
+    r = await http.post(
+        API + "/devices", headers=other, json={"name": "p", "type": "plug", **claim}
+    )
+    refused(r, 409, "metadata.tasmota_topic")
+    r = await http.post(API + "/devices", headers=other, json={"name": "p", "type": "plug"})
+    r = await http.patch(f"{API}/devices/{r.json()['id']}", headers=other, json=claim)
+    refused(r, 409, "metadata.tasmota_topic")

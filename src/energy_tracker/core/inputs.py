@@ -47,6 +47,12 @@ Name = Annotated[str, Field(max_length=200), AfterValidator(printable)]
 """A display name: of a user, a device, a rule, a token."""
 
 
+TASMOTA_META_KEY = "tasmota_topic"
+"""The device metadata key naming the Tasmota topic whose telemetry is that device's: the MQTT
+ingester finds the device by it, so one value belongs to one device (a second claim is a 409,
+or it could take or block another home's readings)."""
+
+
 class BodyTooLarge(Exception):
     pass
 
