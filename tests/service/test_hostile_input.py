@@ -11,7 +11,7 @@ import httpx
 import pytest
 from fastapi import FastAPI
 
-from energy_tracker.app import create_app, migrate
+from energy_tracker.app import create_admin, create_app, migrate
 from energy_tracker.config import SERVICE_NAMES, Settings
 from energy_tracker.services.gateway.ratelimit import parse_rate_limits
 
@@ -213,3 +213,58 @@ async def test_a_tasmota_topic_belongs_to_one_device(
     r = await http.post(API + "/devices", headers=other, json={"name": "p", "type": "plug"})
     r = await http.patch(f"{API}/devices/{r.json()['id']}", headers=other, json=claim)
     refused(r, 409, "metadata.tasmota_topic")
+
+
+async def login_tokens(http: httpx.AsyncClient, email: str) -> dict:
+    body = {"email": email, "password": PASSWORD}
+    r = await http.post(API + "/auth/login", json=body)
+    assert r.status_code == 200, r.text
+    return r.json()
+
+
+async def refresh(http: httpx.AsyncClient, token: str) -> httpx.Response:
+    return await http.post(API + "/auth/refresh", json={"refresh_token": token})
+
+
+async def test_a_refresh_token_used_twice_revokes_every_session(
+    http: httpx.AsyncClient, auth: dict[str, str]
+) -> None:
+    # A stolen refresh token: the thief rotates it (first), the owner's copy is used again
+    # later. Both now hold a token, and nothing tells whose is whose: every refresh token of
+    # the account stops, the thief's successor as well as another session's.
+    other_session = (await login_tokens(http, "a@example.com"))["refresh_token"]
+    stolen = (await login_tokens(http, "a@example.com"))["refresh_token"]
+    r = await refresh(http, stolen)
+    assert r.status_code == 200, r.text
+    thiefs = r.json()["refresh_token"]
+    assert (await refresh(http, stolen)).status_code == 401
+    assert (await refresh(http, thiefs)).status_code == 401
+    assert (await refresh(http, other_session)).status_code == 401
+    # Signing in again works.
+    assert (
+        await refresh(http, (await login_tokens(http, "a@example.com"))["refresh_token"])
+    ).status_code == 200
+
+
+async def test_logout_ends_its_refresh_token(http: httpx.AsyncClient, auth: dict[str, str]) -> None:
+    tokens = await login_tokens(http, "a@example.com")
+    bearer = {"Authorization": f"Bearer {tokens['access_token']}"}
+    r = await http.post(
+        API + "/auth/logout", headers=bearer, json={"refresh_token": tokens["refresh_token"]}
+    )
+    assert r.status_code == 204, r.text
+    assert (await refresh(http, tokens["refresh_token"])).status_code == 401
+
+
+async def test_disabling_a_user_ends_their_refresh_tokens(
+    app: FastAPI, http: httpx.AsyncClient, auth: dict[str, str]
+) -> None:
+    await create_admin(app.state.settings, "root@example.com", lambda: PASSWORD)
+    admin = {
+        "Authorization": f"Bearer {(await login_tokens(http, 'root@example.com'))['access_token']}"
+    }
+    tokens = await login_tokens(http, "a@example.com")
+    me = (await http.get(API + "/users/me", headers=auth)).json()["id"]
+    r = await http.patch(f"{API}/users/{me}", headers=admin, json={"disabled": True})
+    assert r.status_code == 200, r.text
+    assert (await refresh(http, tokens["refresh_token"])).status_code == 401
