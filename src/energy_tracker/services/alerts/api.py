@@ -39,6 +39,7 @@ router = APIRouter(tags=["alerts"])
 
 Id = Annotated[str, Path(max_length=64)]
 STREAM_POLL_S = 0.5
+STREAM_PAGE = 500
 STREAM_KEEPALIVE_S = 15.0
 # Transitions committed out of order by concurrent writers are caught within this window.
 STREAM_OVERLAP = timedelta(seconds=5)
@@ -298,16 +299,23 @@ async def _transitions(
     quiet_since = time.monotonic()
     stopping = shutting_down(request)
     while not stopping.is_set() and not await request.is_disconnected():
-        for tid, recorded, payload in await store.transitions_since(
-            owner, since - STREAM_OVERLAP, 500
-        ):
-            if tid in sent:
-                continue
-            sent[tid] = recorded
-            since = max(since, recorded)
-            data = orjson.dumps(payload).decode()
-            yield f"id: {tid}\nevent: {payload['state']}\ndata: {data}\n\n".encode()
-            quiet_since = time.monotonic()
+        # Page by (recorded_at, id) through the overlap window and beyond: a page full of rows
+        # already sent must not be read again and again (more than a page of transitions in
+        # the window, or at one instant, once stalled the stream for good).
+        cursor: tuple[datetime, str | None] = (since - STREAM_OVERLAP, None)
+        while True:
+            page = await store.transitions_since(owner, cursor[0], STREAM_PAGE, cursor[1])
+            for tid, recorded, payload in page:
+                if tid in sent:
+                    continue
+                sent[tid] = recorded
+                since = max(since, recorded)
+                data = orjson.dumps(payload).decode()
+                yield f"id: {tid}\nevent: {payload['state']}\ndata: {data}\n\n".encode()
+                quiet_since = time.monotonic()
+            if len(page) < STREAM_PAGE:
+                break
+            cursor = (page[-1][1], page[-1][0])
         sent = {t: at for t, at in sent.items() if at >= since - STREAM_OVERLAP}
         if time.monotonic() - quiet_since >= STREAM_KEEPALIVE_S:
             yield b": keep-alive\n\n"
