@@ -249,10 +249,18 @@ async def test_users_see_their_own_rules_and_admins_see_all(api: Api) -> None:
 # -- alerts ----------------------------------------------------------------------------------------
 
 
-async def _stream(http: httpx.AsyncClient, auth: dict[str, str], into: list[dict]) -> None:
-    """Collect the SSE events of /alerts/stream into `into` until cancelled."""
+async def _stream(
+    http: httpx.AsyncClient,
+    auth: dict[str, str],
+    into: list[dict],
+    opened: asyncio.Event | None = None,
+) -> None:
+    """Collect the SSE events of /alerts/stream into `into` until cancelled; `opened` is set
+    once the stream answered (from then on it misses nothing)."""
     async with http.stream("GET", "/alerts/stream", headers=auth, timeout=None) as r:
         assert r.headers["content-type"].startswith("text/event-stream")
+        if opened is not None:
+            opened.set()
         event: dict[str, Any] = {}
         async for line in r.aiter_lines():
             if not line:
@@ -274,9 +282,10 @@ async def test_readings_fire_notify_resolve_acknowledge_and_stream(
         await api.http.post("/alert-rules", json=a_rule(device, webhook.url), headers=auth)
     ).json()
     events: list[dict] = []
-    streaming = asyncio.create_task(_stream(api.http, auth, events))
+    opened = asyncio.Event()
+    streaming = asyncio.create_task(_stream(api.http, auth, events, opened))
     try:
-        await asyncio.sleep(0.3)  # the stream is open before anything happens
+        await asyncio.wait_for(opened.wait(), 30)  # the stream is open before anything happens
         now = int(time.time() * 1000)
 
         async def send(*watts: float) -> None:
