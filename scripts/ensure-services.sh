@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# Starts PostgreSQL, MariaDB and Redis when they are installed here but not listening.
+# Starts PostgreSQL, MariaDB and Redis when they are installed here but not listening, and
+# installs Debian's Chromium (the browser tests drive it; Playwright's own download cannot work
+# offline) when it is missing and apt-get can install it.
 # The Kafka-protocol broker (Tansu) is started by the test fixtures themselves.
 # Servers that are not installed are left alone: the suite then skips their legs (or, with
 # CI=true, fails them).
@@ -32,5 +34,11 @@ if ! listening 1883 && command -v mosquitto >/dev/null; then
   echo "starting Mosquitto"
   mosquitto -d -c /etc/mosquitto/mosquitto.conf
   wait_for 1883 Mosquitto
+fi
+if [ ! -x /usr/bin/chromium ] && command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+  echo "installing Chromium for the browser tests"
+  { apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; } \
+    >/tmp/et-chromium-install.log 2>&1 \
+    || echo "ensure-services: Chromium did not install (see /tmp/et-chromium-install.log)" >&2
 fi
 exit 0

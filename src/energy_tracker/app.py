@@ -33,20 +33,22 @@ from energy_tracker.core.inputs import BodyGuard
 from energy_tracker.core.stores.metadata import Database
 from energy_tracker.core.stores.timeseries.base import SeriesStore
 from energy_tracker.core.stores.timeseries.factory import series_store_from_url
+from energy_tracker.core.urls import SmtpServer
 from energy_tracker.services.alerts import api as alerts_api
-from energy_tracker.services.alerts.consumer import AlertService
-from energy_tracker.services.alerts.notify import SmtpServer
+from energy_tracker.services.alerts.service import AlertService
 from energy_tracker.services.alerts.store import AlertStore
 from energy_tracker.services.devices import api as devices_api
 from energy_tracker.services.devices.store import DeviceStore
+from energy_tracker.services.gateway.dashboard import install_dashboard
 from energy_tracker.services.gateway.middleware import install_gateway_middleware
-from energy_tracker.services.gateway.proxy import install_proxy
+from energy_tracker.services.gateway.proxy import ProxyClients, install_proxy
 from energy_tracker.services.gateway.ratelimit import RateLimiter, rate_limiter_for
 from energy_tracker.services.gateway.routes import API_PREFIX
 from energy_tracker.services.ingestion import api as ingestion_api
 from energy_tracker.services.ingestion import mqtt
 from energy_tracker.services.ingestion.recorder import ReadingRecorder
 from energy_tracker.services.insights import api as insights_api
+from energy_tracker.services.insights.narrative import Narrator
 from energy_tracker.services.usage import api as usage_api
 from energy_tracker.services.usage.consumer import UsageConsumer
 from energy_tracker.services.usage.live import StoredReadings
@@ -56,17 +58,6 @@ from energy_tracker.services.users.admins import ensure_admin
 from energy_tracker.services.users.store import UserStore
 
 log = logging.getLogger(__name__)
-
-ROUTERS: dict[str, APIRouter] = {
-    "users": users_api.router,
-    "devices": devices_api.router,
-    "ingestion": ingestion_api.router,
-    "usage": usage_api.router,
-    "alerts": alerts_api.router,
-    "insights": insights_api.router,
-}
-NEEDS_BUS = {"ingestion", "usage", "alerts"}
-NEEDS_SERIES = {"usage", "insights"}
 
 
 class Directory:
@@ -149,10 +140,10 @@ async def start_runtime(
         if gateway and settings.rate_limits is not None:
             rt.limiter = rate_limiter_for(settings.redis_url, settings.redis_prefix)
             await rt.limiter.start()
-        if wanted & NEEDS_SERIES:
+        if any(SERVICES[s].needs_series for s in wanted if s in SERVICES):
             rt.series = series_store_from_url(settings.effective_tsdb_url)
             await rt.series.start()
-        if wanted & NEEDS_BUS:
+        if any(SERVICES[s].needs_bus for s in wanted if s in SERVICES):
             rt.bus = bus_from_url(settings.effective_bus_url, settings.bus_partitions)
             await rt.bus.start()
             await rt.bus.ensure_topics([*TOPICS, *(f"{t}.dlq" for t in TOPICS)])
@@ -194,6 +185,137 @@ def _run_worker(rt: Runtime, name: str, worker: Worker) -> None:
     rt.tasks.append(asyncio.create_task(guarded(), name=name))
 
 
+@dataclass(frozen=True)
+class Shared:
+    """What every service built into one process shares: the metadata stores over one database.
+
+    The devices store is the device directory the other services see (`core.directory`)."""
+
+    users: UserStore
+    devices: DeviceStore
+
+
+def _wire_shared(app: FastAPI, settings: Settings, rt: Runtime) -> Shared:
+    """Settings, the metadata stores and authentication, which every service's routes use."""
+    shared = Shared(UserStore(rt.db), DeviceStore(rt.db))
+    app.state.settings = settings
+    app.state.secret = settings.secret()
+    app.state.users, app.state.devices = shared.users, shared.devices
+    app.state.directory = shared.devices
+    app.state.series = rt.series
+    app.state.limiter = rt.limiter
+    app.state.authenticator = Authenticator(
+        Directory(shared.users, shared.devices), app.state.secret, settings.jwt_issuer
+    )
+    return shared
+
+
+def _wire_ingestion(app: FastAPI, settings: Settings, rt: Runtime, shared: Shared) -> None:
+    """The reading recorder behind POST /readings, and the MQTT subscriber when configured."""
+    if rt.bus is None:
+        return
+    app.state.recorder = ReadingRecorder(rt.bus, shared.devices, settings.retention_days)
+    if settings.mqtt_url:
+        ingester = mqtt.MqttIngester(settings.mqtt_url, app.state.recorder, shared.devices)
+        _run_worker(rt, "ingestion:mqtt", ingester)
+
+
+def _wire_usage(app: FastAPI, settings: Settings, rt: Runtime, shared: Shared) -> None:
+    """The usage consumer, the live-readings fan-out its SSE route reads, and retention."""
+    if rt.bus is None or rt.series is None:
+        return
+    app.state.stored_readings = StoredReadings()
+    consumer = UsageConsumer(
+        rt.bus, rt.series, shared.devices, settings.max_gap_s * 1000, app.state.stored_readings
+    )
+    _run_loop(rt, consumer.loop())
+    _run_worker(rt, "usage:retention", RetentionTask(rt.series, settings.retention_days))
+
+
+def _wire_alerts(app: FastAPI, settings: Settings, rt: Runtime, shared: Shared) -> None:
+    """The alert evaluator's consume loops, its periodic check and the notification dispatcher."""
+    if rt.bus is None:
+        return
+    app.state.alerts = AlertService(
+        rt.bus,
+        AlertStore(rt.db),
+        shared.devices,
+        max_gap_ms=settings.max_gap_s * 1000,
+        smtp=SmtpServer.from_url(settings.smtp_url) if settings.smtp_url else None,
+        deny_private=settings.webhook_deny_private,
+    )
+    for loop in app.state.alerts.loops():
+        _run_loop(rt, loop)
+    for worker_name, worker in app.state.alerts.workers().items():
+        _run_worker(rt, worker_name, worker)
+
+
+def _wire_insights(app: FastAPI, settings: Settings, rt: Runtime, shared: Shared) -> None:
+    """The summary's narrator, only with ET_LLM_URL: without it nothing leaves the machine."""
+    if settings.llm_url:
+        app.state.narrator = Narrator(settings.llm_url, settings.llm_model, settings.llm_timeout_s)
+
+
+Builder = Callable[[FastAPI, Settings, Runtime, Shared], None]
+
+
+@dataclass(frozen=True)
+class ServiceBuild:
+    """How the root builds one service: its routes, the backends it needs, and what it starts
+    beyond the shared wiring (users and devices start nothing)."""
+
+    router: APIRouter
+    needs_bus: bool = False
+    needs_series: bool = False
+    wire: Builder | None = None
+
+
+SERVICES: dict[str, ServiceBuild] = {
+    "users": ServiceBuild(users_api.router),
+    "devices": ServiceBuild(devices_api.router),
+    "ingestion": ServiceBuild(ingestion_api.router, needs_bus=True, wire=_wire_ingestion),
+    "usage": ServiceBuild(usage_api.router, needs_bus=True, needs_series=True, wire=_wire_usage),
+    # alerts reads the series store for rule previews (POST /alert-rules/preview)
+    "alerts": ServiceBuild(alerts_api.router, needs_bus=True, needs_series=True, wire=_wire_alerts),
+    "insights": ServiceBuild(insights_api.router, needs_series=True, wire=_wire_insights),
+}
+ROUTERS: dict[str, APIRouter] = {name: build.router for name, build in SERVICES.items()}
+
+
+def _lifespan(
+    settings: Settings, local: list[str], gateway: bool, runtime: Runtime | None
+) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]:
+    """Start the runtime (unless given one), wire the local services onto it, and on the way out
+    close the gateway's proxy client and stop the runtime, whatever failed in between."""
+
+    @contextlib.asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        rt = runtime or await start_runtime(settings, local, gateway=gateway)
+        try:
+            shared = _wire_shared(app, settings, rt)
+            for service in local:
+                wire = SERVICES[service].wire if service in SERVICES else None
+                if wire is not None:
+                    wire(app, settings, rt, shared)
+            yield
+        finally:
+            proxy_client: ProxyClients | None = app.state.proxy_client
+            if proxy_client is not None:
+                await proxy_client.aclose()
+            await stop_runtime(rt)
+
+    return lifespan
+
+
+def _remote_services(settings: Settings, local: list[str]) -> dict[str, str]:
+    """The services a gateway forwards to: those not served here that have ET_<NAME>_URL."""
+    return {
+        s: url
+        for s in SERVICE_NAMES
+        if s not in local and s != "gateway" and (url := settings.service_url(s))
+    }
+
+
 def create_app(
     settings: Settings, services: Iterable[str], *, gateway: bool, runtime: Runtime | None = None
 ) -> FastAPI:
@@ -201,64 +323,10 @@ def create_app(
     forwards to ET_<SERVICE>_URL every service not served here. A `runtime` already started
     (so that start-up failures surface before the server runs) is used and then stopped."""
     local = [s for s in services if s in SERVICE_NAMES and s != "gateway"]
-    remote = (
-        {
-            s: url
-            for s in SERVICE_NAMES
-            if s not in local and s != "gateway" and (url := settings.service_url(s))
-        }
-        if gateway
-        else {}
-    )
-
-    @contextlib.asynccontextmanager
-    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        rt = runtime or await start_runtime(settings, local, gateway=gateway)
-        users, devices = UserStore(rt.db), DeviceStore(rt.db)
-        app.state.settings = settings
-        app.state.secret = settings.secret()
-        app.state.users, app.state.devices, app.state.series = users, devices, rt.series
-        app.state.limiter = rt.limiter
-        app.state.authenticator = Authenticator(
-            Directory(users, devices), app.state.secret, settings.jwt_issuer
-        )
-        if rt.bus is not None and "ingestion" in local:
-            app.state.recorder = ReadingRecorder(rt.bus, devices, settings.retention_days)
-            if settings.mqtt_url:
-                ingester = mqtt.MqttIngester(settings.mqtt_url, app.state.recorder, devices)
-                _run_worker(rt, "ingestion:mqtt", ingester)
-        if "usage" in local and rt.bus is not None and rt.series is not None:
-            app.state.stored_readings = StoredReadings()
-            consumer = UsageConsumer(
-                rt.bus, rt.series, devices, settings.max_gap_s * 1000, app.state.stored_readings
-            )
-            _run_loop(rt, consumer.loop())
-            _run_worker(rt, "usage:retention", RetentionTask(rt.series, settings.retention_days))
-        if "alerts" in local and rt.bus is not None:
-            app.state.alerts = AlertService(
-                rt.bus,
-                AlertStore(rt.db),
-                devices,
-                max_gap_ms=settings.max_gap_s * 1000,
-                smtp=SmtpServer.from_url(settings.smtp_url) if settings.smtp_url else None,
-                deny_private=settings.webhook_deny_private,
-            )
-            for loop in app.state.alerts.loops():
-                _run_loop(rt, loop)
-            for worker_name, worker in app.state.alerts.workers().items():
-                _run_worker(rt, worker_name, worker)
-        try:
-            yield
-        finally:
-            if proxy_client is not None:
-                await proxy_client.aclose()
-            await stop_runtime(rt)
-
-    name = "gateway" if gateway else "+".join(local)
     app = FastAPI(
         title="Home Energy Tracker",
         version=__version__,
-        lifespan=lifespan,
+        lifespan=_lifespan(settings, local, gateway, runtime),
         docs_url="/docs",
         openapi_url="/openapi.json",
     )
@@ -266,20 +334,23 @@ def create_app(
     if gateway:
         install_gateway_middleware(app, settings)
     app.add_middleware(BodyGuard)
-    app.add_middleware(RequestIdMiddleware, service=name)
+    app.add_middleware(RequestIdMiddleware, service="gateway" if gateway else "+".join(local))
     install_error_handlers(app)
-
-    async def ready() -> bool:
-        return True
-
-    install_health(app, ready)
+    install_health(app, _always_ready)
     for service in local:
         if service in ROUTERS:
             app.include_router(ROUTERS[service], prefix=API_PREFIX)
-    proxy_client = install_proxy(app, remote) if remote else None
+    remote = _remote_services(settings, local) if gateway else {}
+    app.state.proxy_client = install_proxy(app, remote) if remote else None
+    if gateway:
+        install_dashboard(app)
     documented = list(ROUTERS) if gateway else [s for s in local if s in ROUTERS]
     app.openapi = lambda: _api_schema(app, documented)  # type: ignore[method-assign]
     return app
+
+
+async def _always_ready() -> bool:
+    return True
 
 
 def _api_schema(app: FastAPI, services: list[str]) -> dict:

@@ -1,5 +1,5 @@
 """The `energy-tracker` command: up, serve NAME, migrate, import FILE.csv --device ID,
-create-admin EMAIL, simulate."""
+create-admin EMAIL, simulate, evaluate."""
 
 from __future__ import annotations
 
@@ -256,6 +256,20 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> None:
         raise SystemExit(f"energy-tracker: simulate: MQTT broker {mqtt_url}: {exc}") from None
 
 
+def cmd_evaluate(files: list[Path], series: list[str] | None) -> None:
+    """Backtest the insights on real homes and print the table (services/insights/evaluate.py)."""
+    from energy_tracker.services.insights import evaluate
+
+    results = []
+    for path in files:
+        if not path.exists():
+            raise SystemExit(f"energy-tracker: evaluate: {path} is missing (run `make data`)")
+        for data_set in evaluate.load_uci(path, series):
+            print(f"evaluating {data_set.name} ({data_set.kwh.size:,} hours) …", flush=True)
+            results.append(evaluate.evaluate(data_set))
+    print(evaluate.table(results))
+
+
 def _positive(kind: type[int] | type[float]) -> Callable[[str], float]:
     def parse(text: str) -> float:
         value = kind(text)
@@ -302,6 +316,19 @@ def main(argv: list[str] | None = None) -> None:
     sim.add_argument("--url", help="the gateway (default: http://ET_HTTP_HOST:ET_HTTP_PORT)")
     sim.add_argument("--batch", type=_positive(int), default=5000, help="readings a POST")
     sim.add_argument("--concurrency", type=_positive(int), default=4, help="requests at once")
+    ev = sub.add_parser("evaluate", help="backtest forecasts and projections on real homes")
+    ev.add_argument(
+        "files",
+        type=Path,
+        nargs="*",
+        default=[Path(".cache/data/minute_household_power.csv.xz")],
+        help="UCI household minute files (default: the one `make data` fetches)",
+    )
+    ev.add_argument(
+        "--series",
+        action="append",
+        help="only these series (uci-home, uci-kitchen, uci-laundry, uci-water-heater-ac)",
+    )
     args = parser.parse_args(argv)
     _configure_logging(args.log_level.upper())
     try:
@@ -316,6 +343,8 @@ def main(argv: list[str] | None = None) -> None:
             cmd_create_admin(settings, args.email, args.password_stdin)
         elif args.command == "simulate":
             cmd_simulate(settings, args)
+        elif args.command == "evaluate":
+            cmd_evaluate(args.files, args.series)
         else:
             cmd_migrate(settings)
     except (BackendUnavailable, UnsupportedUrl) as exc:

@@ -8,11 +8,12 @@ from typing import Annotated, Any
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
-from energy_tracker.services.gateway.ratelimit import (
+from energy_tracker.core.rate_limits import (
     DEFAULT_RATE_LIMITS,
     RateLimits,
     parse_rate_limits,
 )
+from energy_tracker.core.urls import SmtpServer
 
 MIN_SECRET_LENGTH = 32
 SERVICE_NAMES = ("gateway", "users", "devices", "ingestion", "usage", "alerts", "insights")
@@ -62,13 +63,16 @@ class Settings(BaseSettings):
     smtp_url: str | None = None
     # Refuse alert webhooks to loopback and private addresses too (link-local: always).
     webhook_deny_private: bool = False
+    # An OpenAI-compatible chat-completions endpoint for the summary's narrative; unset: none,
+    # and nothing leaves the machine. The model name it is asked for, and how long to wait.
+    llm_url: str | None = None
+    llm_model: str = "local"
+    llm_timeout_s: float = Field(default=10.0, gt=0)
 
     @field_validator("smtp_url")
     @classmethod
     def _check_smtp_url(cls, value: str | None) -> str | None:
         if value:
-            from energy_tracker.services.alerts.notify import SmtpServer
-
             SmtpServer.from_url(value)  # UnsupportedUrl, naming the variable, when it is not
         return value
 

@@ -19,10 +19,11 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Connection, delete, inspect, text
 from sqlalchemy.exc import StatementError
 
+from energy_tracker.core.directory import DeviceContext, OwnerProfile
 from energy_tracker.core.errors import BackendUnavailable, UnsupportedUrl
 from energy_tracker.core.stores.metadata import Conflict, Database, alembic_config
 from energy_tracker.core.stores.schema import metadata, users
-from energy_tracker.services.devices.models import Device, DeviceContext
+from energy_tracker.services.devices.models import Device
 from energy_tracker.services.devices.store import DeviceStore
 from energy_tracker.services.users.store import UserStore
 
@@ -570,6 +571,7 @@ async def test_contexts_resolve_zone_tariff_and_enabled_in_one_batch(
         inherits.id: DeviceContext(
             inherits.id,
             wendy.id,
+            "meter",
             "Europe/Berlin",
             "EUR",
             {"type": "flat", "price_per_kwh": 0.3},
@@ -578,6 +580,7 @@ async def test_contexts_resolve_zone_tariff_and_enabled_in_one_batch(
         own_zone.id: DeviceContext(
             own_zone.id,
             wendy.id,
+            "cabin",
             "Europe/Lisbon",
             "EUR",
             {"type": "flat", "price_per_kwh": 0.3},
@@ -586,14 +589,29 @@ async def test_contexts_resolve_zone_tariff_and_enabled_in_one_batch(
         switched_off.id: DeviceContext(
             switched_off.id,
             wendy.id,
+            "plug",
             "Europe/Berlin",
             "EUR",
             {"type": "flat", "price_per_kwh": 0.3},
             False,
         ),
-        owner_off.id: DeviceContext(owner_off.id, xavier.id, "Asia/Tokyo", "JPY", None, False),
+        owner_off.id: DeviceContext(
+            owner_off.id, xavier.id, "solar", "Asia/Tokyo", "JPY", None, False
+        ),
     }
     assert await device_store.contexts([]) == {}
+
+    # Every device of an owner, oldest first, disabled ones too; and the owner's own settings.
+    assert await device_store.owned_by(wendy.id) == [
+        contexts[inherits.id],
+        contexts[own_zone.id],
+        contexts[switched_off.id],
+    ]
+    assert await device_store.owned_by("unknown-id") == []
+    assert await device_store.owner_profile(xavier.id) == OwnerProfile(
+        xavier.id, "Asia/Tokyo", "JPY"
+    )
+    assert await device_store.owner_profile("unknown-id") is None
 
 
 async def test_deleting_a_user_deletes_their_devices_and_tokens(

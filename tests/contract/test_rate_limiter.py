@@ -16,9 +16,9 @@ from pathlib import Path
 import pytest
 
 from energy_tracker.core.errors import BackendUnavailable, UnsupportedUrl
+from energy_tracker.core.rate_limits import Rate
 from energy_tracker.services.gateway.ratelimit import (
     InProcessRateLimiter,
-    Rate,
     RateLimiter,
     RedisRateLimiter,
     rate_limiter_for,

@@ -152,6 +152,9 @@ RULES: dict[tuple[str, str], Rule] = {
     ("POST", "/auth/logout"): Rule(
         expect(401, 204, 204, 204, 403, 401), lambda w, p: {"refresh_token": "x" * 43}
     ),
+    # A browser's sign-out: authorised by its session cookie and CSRF value, not by a bearer
+    # token, so without them nobody gets in (the cookie flow: tests/service/test_dashboard_api.py).
+    ("DELETE", "/auth/refresh"): Rule(expect(401, 401, 401, 401, 401, 401)),
     ("GET", "/users/me"): Rule(SIGNED_IN_200),
     ("PATCH", "/users/me"): Rule(SIGNED_IN_200, lambda w, p: {"name": "Someone"}),
     ("GET", "/users"): Rule(ADMIN_200),
@@ -176,6 +179,9 @@ RULES: dict[tuple[str, str], Rule] = {
     ("GET", "/usage"): Rule(SIGNED_IN_200),
     ("POST", "/alert-rules"): Rule(
         expect(401, 201, 201, 201, 403, 401), lambda w, p: rule_body(None)
+    ),
+    ("POST", "/alert-rules/preview"): Rule(
+        expect(401, 404, 200, 200, 403, 401), lambda w, p: rule_body(w.fresh_device()["id"])
     ),
     ("GET", "/alert-rules"): Rule(SIGNED_IN_200),
     ("GET", "/alert-rules/{rule_id}"): Rule(OWNED_200),

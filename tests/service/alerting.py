@@ -99,13 +99,13 @@ class Alerting:
             "channels": [{"type": "webhook", "url": self.hook_url, "secret": SECRET}],
         }
         values.update(fields)
-        return await self.store.create_rule(self.user_id, at(self.clock()), **values)
+        return await self.store.rules.create(self.user_id, at(self.clock()), **values)
 
     async def alerts(self) -> list[Alert]:
-        return await self.store.list_alerts(None)
+        return await self.store.alerts.list(None)
 
     async def deliveries(self) -> list[Delivery]:
-        found = await self.store.deliveries_of([a.id for a in await self.alerts()])
+        found = await self.store.deliveries.of_alerts([a.id for a in await self.alerts()])
         return sorted(
             (d for ds in found.values() for d in ds), key=lambda d: (d.created_at, d.event)
         )
@@ -136,7 +136,7 @@ class Alerting:
     async def use_dispatcher(self, **options: Any) -> Dispatcher:
         """Replace the dispatcher by one with other options (the clock stays the test's)."""
         await self.close_dispatcher()
-        self.dispatcher = Dispatcher(self.store, clock=self.clock, **options)
+        self.dispatcher = Dispatcher(self.store.deliveries, clock=self.clock, **options)
         return self.dispatcher
 
     async def close_dispatcher(self) -> None:
@@ -176,7 +176,7 @@ async def alerting(tmp_path: Path, webhook: WebhookReceiver) -> AsyncIterator[Al
     clock = Clock()
     store = AlertStore(db)
     dispatcher = Dispatcher(
-        store,
+        store.deliveries,
         smtp=None,
         deny_private=False,
         retry=RetryPolicy(first_delay_s=0.05, max_delay_s=0.05, window_s=600),

@@ -179,7 +179,7 @@ async def test_transitions_left_unpublished_are_published_by_the_check(
     (alert,) = await alerting.alerts()
     alerting.bus = EmbeddedBus(str(tmp_path / "bus.db"), 1)
     await alerting.bus.start()
-    alerting.evaluator.bus = alerting.bus
+    alerting.evaluator.publisher.bus = alerting.bus
     await alerting.evaluator.check()
     assert await alerting.events() == []  # within the grace period the writer may still do it
     alerting.clock.advance(6)

@@ -7,7 +7,8 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from energy_tracker.services.alerts.notify import RetryPolicy, SmtpServer
+from energy_tracker.core.urls import SmtpServer
+from energy_tracker.services.alerts.notify import RetryPolicy
 from tests.alert_receivers import MailReceiver, WebhookReceiver
 from tests.service.alerting import SECRET, Alerting, delivered, eventually
 
@@ -29,7 +30,7 @@ async def test_a_webhook_failing_three_times_then_succeeding_is_delivered_once_s
     assert not ok.signed_by("another secret")
     assert ok.json["delivery_id"] == delivery.id and ok.json["event"] == "firing"
     assert ok.json["alert"]["value"] == 2500.0 and ok.json["alert"]["state"] == "firing"
-    history = (await alerting.store.attempts_of([delivery.id]))[delivery.id]
+    history = (await alerting.store.deliveries.attempts_of([delivery.id]))[delivery.id]
     assert [(a.attempt, a.ok, a.status_code, a.error) for a in history] == [
         (1, False, 500, "HTTP 500"),
         (2, False, 500, "HTTP 500"),

@@ -10,9 +10,9 @@ import pytest
 
 from energy_tracker.core.stores.metadata import Conflict, Database
 from energy_tracker.services.alerts.lifecycle import Outcome, apply_steps
-from energy_tracker.services.alerts.models import AlertRule
+from energy_tracker.services.alerts.models import AlertRule, Seen, UsageValue
 from energy_tracker.services.alerts.rules import EvalState, run
-from energy_tracker.services.alerts.store import AlertStore, Seen, UsageValue
+from energy_tracker.services.alerts.store import AlertStore
 from energy_tracker.services.devices.store import DeviceStore
 from energy_tracker.services.users.store import UserStore
 
@@ -35,7 +35,7 @@ async def world(metadata_db: Database) -> World:
     device = await DeviceStore(metadata_db).create(user.id, "plug", "plug", "1" * 64)
     other = await DeviceStore(metadata_db).create(user.id, "meter", "meter", "2" * 64)
     store = AlertStore(metadata_db)
-    rule = await store.create_rule(
+    rule = await store.rules.create(
         user.id,
         NOW,
         name="kettle",
@@ -61,39 +61,39 @@ def fired(rule: AlertRule, at_ms: int = NOW_MS) -> Outcome:
 async def test_two_writers_of_one_new_state_conflict(world: World) -> None:
     key = (world.rule.id, world.device_id)
     with pytest.raises(Conflict):
-        async with world.store.evaluation() as first:
+        async with world.store.evaluations.begin() as first:
             assert await first.states([key]) == {}
-            async with world.store.evaluation() as second:
+            async with world.store.evaluations.begin() as second:
                 await second.save(*key, None, fired(world.rule), None)
             await first.save(*key, None, fired(world.rule), None)
-    assert len(await world.store.list_alerts(None)) == 1
+    assert len(await world.store.alerts.list(None)) == 1
 
 
 async def test_a_write_on_a_version_that_moved_conflicts(world: World) -> None:
     key = (world.rule.id, world.device_id)
-    async with world.store.evaluation() as ev:
+    async with world.store.evaluations.begin() as ev:
         await ev.save(*key, None, fired(world.rule), None)
     with pytest.raises(Conflict, match="moved meanwhile"):
-        async with world.store.evaluation() as first:
+        async with world.store.evaluations.begin() as first:
             stale = (await first.states([key]))[key]
-            async with world.store.evaluation() as second:
+            async with world.store.evaluations.begin() as second:
                 current = (await second.states([key]))[key]
                 await second.save(*key, current, Outcome(current.state), None)
             await first.save(*key, stale, Outcome(stale.state), None)
-    async with world.store.evaluation() as ev:
+    async with world.store.evaluations.begin() as ev:
         assert (await ev.states([key]))[key].version == 2
 
 
 async def test_device_seen_keeps_the_newest(world: World) -> None:
     d = world.device_id
-    async with world.store.evaluation() as ev:
+    async with world.store.evaluations.begin() as ev:
         await ev.put_seen({d: Seen(1000, 50.0, 1000)}, known=set())
-    async with world.store.evaluation() as ev:
+    async with world.store.evaluations.begin() as ev:
         # Newer time, but a reading without power: the old power stays.
         await ev.put_seen({d: Seen(2000, None, None)}, known={d})
-    async with world.store.evaluation() as ev:
+    async with world.store.evaluations.begin() as ev:
         await ev.put_seen({d: Seen(1500, 70.0, 1500)}, known={d})  # late: only power is newer
-    async with world.store.evaluation() as ev:
+    async with world.store.evaluations.begin() as ev:
         assert (await ev.seen([d]))[d] == Seen(2000, 70.0, 1500)
         assert (await ev.owners_seen([world.user_id]))[world.user_id] == {d: Seen(2000, 70.0, 1500)}
 
@@ -102,9 +102,9 @@ async def test_usage_keeps_the_highest_version_and_sums_an_owner(world: World) -
     hour = NOW_MS - NOW_MS % 3_600_000
     a = UsageValue(world.device_id, "hour", hour, 1, 1.0, 0.3)
     b = UsageValue(world.other_device_id, "hour", hour, 1, 2.0, 0.6)
-    async with world.store.evaluation() as ev:
+    async with world.store.evaluations.begin() as ev:
         assert await ev.newer_usage([a, b]) == [a, b]
-    async with world.store.evaluation() as ev:
+    async with world.store.evaluations.begin() as ev:
         newer = replace(a, version=2, energy_kwh=1.5, cost=0.45)
         # A repeat of version 1 is dropped; version 2 (1.5 kWh) replaces it.
         assert await ev.newer_usage([a, newer]) == [newer]
@@ -112,56 +112,60 @@ async def test_usage_keeps_the_highest_version_and_sums_an_owner(world: World) -
         energy, cost = await ev.usage_sum(world.user_id, "hour", hour)
         assert (energy, cost) == (pytest.approx(3.5), pytest.approx(1.05))
         assert await ev.newer_usage([a]) == []
-    assert await world.store.prune_usage(hour + 1) == 2
+    assert await world.store.evaluations.prune_usage(hour + 1) == 2
 
 
 async def test_one_dispatcher_wins_the_claim(world: World) -> None:
     outcome = fired(world.rule)
-    async with world.store.evaluation() as ev:
+    async with world.store.evaluations.begin() as ev:
         await ev.save(world.rule.id, world.device_id, None, outcome, None)
-    (due,) = await world.store.due_deliveries(NOW, 10)
+    (due,) = await world.store.deliveries.due(NOW, 10)
     lease = NOW + timedelta(minutes=1)
-    assert await world.store.claim(due, lease)
-    assert not await world.store.claim(due, lease)
-    assert await world.store.due_deliveries(NOW + timedelta(seconds=59), 10) == []
+    assert await world.store.deliveries.claim(due, lease)
+    assert not await world.store.deliveries.claim(due, lease)
+    assert await world.store.deliveries.due(NOW + timedelta(seconds=59), 10) == []
 
 
 async def test_acknowledging_twice_records_one_transition(world: World) -> None:
     outcome = fired(world.rule)
-    async with world.store.evaluation() as ev:
+    async with world.store.evaluations.begin() as ev:
         await ev.save(world.rule.id, world.device_id, None, outcome, None)
     (alert,) = outcome.alerts.values()
-    acked, event = await world.store.acknowledge(alert, world.rule, NOW + timedelta(seconds=5))
-    again, none = await world.store.acknowledge(acked, world.rule, NOW + timedelta(seconds=9))
+    acked, event = await world.store.alerts.acknowledge(
+        alert, world.rule, NOW + timedelta(seconds=5)
+    )
+    again, none = await world.store.alerts.acknowledge(
+        acked, world.rule, NOW + timedelta(seconds=9)
+    )
     assert event is not None and none is None
     assert again.acknowledged_at == NOW + timedelta(seconds=5)
-    states = [p["state"] for _, _, p in await world.store.transitions_since(None, NOW, 10)]
+    states = [p["state"] for _, _, p in await world.store.transitions.since(None, NOW, 10)]
     assert states == ["firing", "acknowledged"]
-    unpublished = await world.store.unpublished(NOW + timedelta(minutes=1), 10)
+    unpublished = await world.store.transitions.unpublished(NOW + timedelta(minutes=1), 10)
     assert len(unpublished) == 2
-    await world.store.mark_published([tid for tid, _, _ in unpublished])
-    assert await world.store.unpublished(NOW + timedelta(minutes=1), 10) == []
+    await world.store.transitions.mark_published([tid for tid, _, _ in unpublished])
+    assert await world.store.transitions.unpublished(NOW + timedelta(minutes=1), 10) == []
 
 
 async def test_rules_watching_a_device_or_its_owner(world: World) -> None:
-    summing = await world.store.create_rule(
+    summing = await world.store.rules.create(
         world.user_id, NOW, **{**_fields(world.rule), "device_id": None, "name": "house"}
     )
-    on_other = await world.store.rules_watching(
+    on_other = await world.store.rules.watching(
         [world.other_device_id], [world.user_id], ["power_w"]
     )
     assert [r.id for r in on_other] == [summing.id]
-    both = await world.store.rules_watching([world.device_id], [world.user_id], ["power_w"])
+    both = await world.store.rules.watching([world.device_id], [world.user_id], ["power_w"])
     assert {r.id for r in both} == {world.rule.id, summing.id}
-    assert await world.store.rules_watching([world.device_id], [], ["silence"]) == []
+    assert await world.store.rules.watching([world.device_id], [], ["silence"]) == []
 
 
 async def test_deleting_a_rule_deletes_its_alerts(world: World) -> None:
-    async with world.store.evaluation() as ev:
+    async with world.store.evaluations.begin() as ev:
         await ev.save(world.rule.id, world.device_id, None, fired(world.rule), None)
-    assert await world.store.delete_rule(world.rule.id)
-    assert await world.store.list_alerts(None) == []
-    assert await world.store.due_deliveries(NOW, 10) == []
+    assert await world.store.rules.delete(world.rule.id)
+    assert await world.store.alerts.list(None) == []
+    assert await world.store.deliveries.due(NOW, 10) == []
 
 
 def _fields(rule: AlertRule) -> dict:

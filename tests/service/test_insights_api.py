@@ -10,10 +10,9 @@ Readings are energy counters every 15 minutes on the quarter, so each quarter's 
 from __future__ import annotations
 
 import asyncio
-import math
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from zoneinfo import ZoneInfo
@@ -32,6 +31,7 @@ from energy_tracker.services.gateway.routes import API_PREFIX
 from energy_tracker.services.usage.consumer import UsageConsumer
 from energy_tracker.services.users.store import UserStore
 from tests.e2e.accounts import PASSWORD, logged_in
+from tests.llm_server import serving
 from tests.processes import running_up
 
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -131,7 +131,11 @@ def api(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Api]:
     tmp = tmp_path_factory.mktemp("insights")
     (tmp / "data").mkdir()
     home = asyncio.run(_build(tmp / "data"))
-    with running_up(tmp) as up, httpx.Client(timeout=30.0) as http:
+    with (
+        serving() as llm,
+        running_up(tmp, ET_LLM_URL=llm + "/facts") as up,
+        httpx.Client(timeout=30.0) as http,
+    ):
         url = up.url + API_PREFIX
         auth = {
             who: logged_in(http, url, email)
@@ -192,39 +196,75 @@ def test_summary_of_a_device(api: Api) -> None:
             "share_pct": 100.0,
         }
     ]
+    # A flat tariff (nothing to shift to), the same 150 W always on in the last 7 days as in
+    # the 28 before, and a single device is the whole of what is asked about: nothing to do.
+    assert body["recommendations"] == []
+    # The test's LLM endpoint (ET_LLM_URL) wrote its text of the facts it was sent.
+    assert body["narrative"] == "Always on: 150 W."
+
+
+def _ewma_level(odd_age: int) -> tuple[float, float]:
+    """By hand: the recent level of 28 days of 5.6 kWh but one 17.6 `odd_age` days back, with
+    weights halving every 4 days (age 0: yesterday), over all days and over working days only
+    (the odd day is a Wednesday)."""
+    weights = [0.5 ** (age / 4) for age in range(28)]
+    working = [
+        w for age, w in enumerate(weights) if (date(2026, 3, 7) - timedelta(days=age)).weekday() < 5
+    ]
+    all_days = DAY_KWH + 12 * weights[odd_age] / sum(weights)
+    return all_days, DAY_KWH + 12 * weights[odd_age] / sum(working)
 
 
 def test_forecast_of_a_device(api: Api) -> None:
     body = api.ok("/insights/forecast", device_id=api.home.meter, at=AT)
-    # Left in March at noon on the 8th: half a day + 23 days = 23.5. The last 14 full days are
-    # thirteen 5.6s and one 17.6: mean 90.4 / 14 = 6.457 kWh; deviations -6/7 (x 13) and 78/7,
-    # squares (13 x 36 + 6,084) / 49 = 6,552 / 49, over 13: sample variance 72/7.
-    mean, spread, left = 90.4 / 14, math.sqrt(72 / 7), 23.5
-    expected = 51.2 + mean * left  # 202.943
-    margin = spread * math.sqrt(left)  # 15.547
+    assert body["method"] == "profile"
+    # Hours: every hour of the six weeks before is 0.15 kWh (150 W), 18:00 is 2.15; the median of
+    # the same hour of the week and of the same hour of recent days of its kind are those, and
+    # the hour just before `at` has no reading, so nothing pulls them. The profile's own errors
+    # over four weeks are 0 but for four hours of one day (3/84 of any hour's sample): the 10th
+    # and 90th percentiles are 0, and the interval is the point.
+    hours = body["hours"]
+    assert len(hours) == 48
+    assert hours[0]["period_start"] == "2026-03-08T12:00:00+01:00"
+    assert hours[-1]["period_start"] == "2026-03-10T11:00:00+01:00"
+    for h in hours:
+        expected = 2.15 if h["period_start"][11:13] == "18" else 0.15
+        assert (h["energy_kwh"], h["low"], h["high"]) == pytest.approx((expected,) * 3, abs=1e-6)
+    # Days: the level of the 28 days before today (4 March, the 17.6, is 3 days back), halfway
+    # to the level of days of the same kind (weekends: all 5.6).
+    level, working = _ewma_level(3)
+    weekday, weekend = (level + working) / 2, (level + DAY_KWH) / 2
+    days = body["days"]
+    assert [d["day"] for d in days] == [f"2026-03-{n:02d}" for n in range(9, 16)]
+    assert [d["energy_kwh"] for d in days] == pytest.approx([weekday] * 5 + [weekend] * 2)
+    for d in days:
+        assert d["low"] <= d["energy_kwh"] <= d["high"]
+        assert d["cost"] == pytest.approx(d["energy_kwh"] * PRICE)
+    # Month: 1 to 7 March so far (six 5.6s and the 17.6; 8 March has no reading before noon);
+    # half of today and 23 days left: weekdays 9-13, 16-20, 23-27, 30-31 (17), weekend days
+    # 14-15, 21-22, 28-29 (6), today (a Sunday) counts half. The rest is half that level and
+    # half the month's rate so far, 51.2 kWh over 7.5 days, for 23.5 days; no year before.
+    rest_level = 17 * weekday + 6 * weekend + 0.5 * weekend
+    expected = 51.2 + 0.5 * rest_level + 0.5 * 51.2 / 7.5 * 23.5
     month = body["month"]
     assert month["period_start"] == "2026-03-01"
-    assert (month["remaining_days"], month["basis_days"]) == (23.5, 14)
+    assert (month["remaining_days"], month["seasonal_factor"]) == (23.5, None)
     assert (month["month_to_date_kwh"], month["month_to_date_cost"]) == pytest.approx((51.2, 15.36))
-    assert (month["energy_kwh"], month["energy_kwh_low"], month["energy_kwh_high"]) == (
-        pytest.approx((expected, expected - margin, expected + margin), abs=1e-5)
-    )
-    # A flat price: every cost is 0.30 x its kWh.
-    assert (month["cost"], month["cost_low"], month["cost_high"]) == pytest.approx(
-        (PRICE * expected, PRICE * (expected - margin), PRICE * (expected + margin)), abs=1e-5
-    )
-    # Monday 9 to Sunday 15 March, each from its weekday over 8 February to 7 March: four usual
-    # days, but the Wednesdays are 5.6, 5.6, 5.6 and 17.6: 34.4 / 4 = 8.6.
-    assert [(d["day"], d["energy_kwh"], d["basis"]) for d in body["days"]] == [
-        ("2026-03-09", pytest.approx(DAY_KWH), "weekday"),
-        ("2026-03-10", pytest.approx(DAY_KWH), "weekday"),
-        ("2026-03-11", pytest.approx(8.6), "weekday"),
-        ("2026-03-12", pytest.approx(DAY_KWH), "weekday"),
-        ("2026-03-13", pytest.approx(DAY_KWH), "weekday"),
-        ("2026-03-14", pytest.approx(DAY_KWH), "weekday"),
-        ("2026-03-15", pytest.approx(DAY_KWH), "weekday"),
-    ]
-    assert body["days"][2]["cost"] == pytest.approx(8.6 * PRICE)
+    assert month["energy_kwh"] == pytest.approx(expected, abs=1e-5)
+    assert month["energy_kwh_low"] < month["energy_kwh"] < month["energy_kwh_high"]
+    # A flat price: the rest at 0.30 a kWh.
+    assert month["cost"] == pytest.approx(15.36 + (expected - 51.2) * PRICE, abs=1e-5)
+
+
+def test_forecast_ignores_what_came_after_at(api: Api) -> None:
+    """Half past nine on 4 March: the 3 kW from 10:00 to 14:00 that day is stored, but after
+    `at`; the hours still forecast 0.15 kWh, and this month so far is 1 to 3 March and the
+    whole hours of the 4th before 09:00-10:00 (which `at` cuts)."""
+    body = api.ok("/insights/forecast", device_id=api.home.meter, at="2026-03-04T09:30:00+01:00")
+    first = body["hours"][:4]
+    assert [h["period_start"][11:16] for h in first] == ["10:00", "11:00", "12:00", "13:00"]
+    assert [h["energy_kwh"] for h in first] == pytest.approx([0.15] * 4, abs=1e-6)
+    assert body["month"]["month_to_date_kwh"] == pytest.approx(3 * DAY_KWH + 9 * 0.15)
 
 
 def test_anomalies_of_a_device(api: Api) -> None:
@@ -241,16 +281,35 @@ def test_anomalies_of_a_device(api: Api) -> None:
             "direction": "high",
         }
     ]
-    # Its hours 10:00 to 13:00 were 3.15 kWh against 0.15 every day before: 5% of 0.15 is
-    # below the 0.05 kWh floor, so (3.15 - 0.15) / 0.05 = 60. The 2.15 kWh evenings are usual.
-    assert body["hours"] == [
+    # Events. Its hours 10:00 to 13:00 were 3.15 kWh; over the 28 days before, the hours
+    # 09:00 to 14:00 were all 0.15 (highest 0.15, 10th to 90th percentile range 0: the 0.05 kWh
+    # floor of the spread). 3.15 is at least 1 kWh above the highest, at hours usually quiet
+    # (their 90th percentile 0.15 is within 0.1 kWh of the home's 10th percentile 0.15): usage
+    # at an unusual hour, 4 h (too short to be stuck on), each (3.15 - 0.15) / 0.05 = 60
+    # spreads above. The 2.15 kWh evenings are usual. Then the readings stop: the last one,
+    # at midnight, leaves the hour from 00:00 idle (a counter that did not move), so 11 hours
+    # to noon have no data after a week recorded, expected at that week's mean rate: the 168
+    # hours from 1 March 01:00 used 6 x 5.6 + 17.6 - 0.15 (1 March 00:00) + 0 (8 March 00:00)
+    # = 51.05 kWh; x 11 / 168 = 3.343 kWh; score 11 / 3 = 3.667.
+    assert body["events"] == [
         {
-            "start": f"2026-03-04T{h}:00:00+01:00",
-            "energy_kwh": pytest.approx(3.15),
-            "expected_kwh": pytest.approx(0.15),
+            "kind": "unusual_hour",
+            "start": "2026-03-04T10:00:00+01:00",
+            "end": "2026-03-04T14:00:00+01:00",
+            "hours": 4,
+            "energy_kwh": pytest.approx(4 * 3.15),
+            "expected_kwh": pytest.approx(4 * 0.15),
             "score": pytest.approx(60.0, abs=1e-3),
-        }
-        for h in (10, 11, 12, 13)
+        },
+        {
+            "kind": "silence",
+            "start": "2026-03-08T01:00:00+01:00",
+            "end": "2026-03-08T12:00:00+01:00",
+            "hours": 11,
+            "energy_kwh": 0.0,
+            "expected_kwh": pytest.approx((6 * DAY_KWH + ODD_KWH - 0.15) / 168 * 11, abs=1e-3),
+            "score": pytest.approx(11 / 3, abs=1e-3),
+        },
     ]
 
 
@@ -262,8 +321,9 @@ def test_another_zone_counts_its_own_days(api: Api) -> None:
     assert [(d["day"], d["energy_kwh"]) for d in body["days"]] == [
         ("2026-03-04", pytest.approx(ODD_KWH))
     ]
-    assert [h["start"] for h in body["hours"]] == [
-        f"2026-03-04T{h:02d}:00:00+00:00" for h in (9, 10, 11, 12)
+    assert [(e["kind"], e["start"]) for e in body["events"]] == [
+        ("unusual_hour", "2026-03-04T09:00:00+00:00"),
+        ("silence", "2026-03-08T00:00:00+00:00"),
     ]
 
 
@@ -284,6 +344,22 @@ def test_summary_of_the_home(api: Api) -> None:
     # March): the 10th percentile stays 150 W, now of 90.4 + 8.4 = 98.8 kWh: 51.012%.
     assert body["baseload"]["power_w"] == 150.0
     assert body["baseload"]["share_pct"] == pytest.approx(50.4 / 98.8 * 100, abs=1e-3)
+    # The plug's 50 W from 1 March lifts the always-on level of the last 7 days (1 to 7 March)
+    # from the 150 W of the 28 days before to 200 W: 50 W x 24 h x 30 days = 36 kWh a month, at
+    # 0.30: 10.80. A flat tariff has no cheaper hour to shift to; the meter's last 14 days
+    # (90.4 kWh, 6.457 a day) are 15 % above its days before (5.6): not 20 %; the plug has no
+    # days before.
+    assert body["recommendations"] == [
+        {
+            "kind": "always_on",
+            "device_id": None,
+            "from_hour": None,
+            "to_hour": None,
+            "amount": pytest.approx(50.0),
+            "saving_kwh_per_month": pytest.approx(36.0),
+            "saving_per_month": pytest.approx(10.8),
+        }
+    ]
 
 
 def test_no_history_gives_empty_answers(api: Api) -> None:
@@ -292,11 +368,13 @@ def test_no_history_gives_empty_answers(api: Api) -> None:
     assert [summary[k] for k in ("baseload", "month_to_date", "last_month", "change_pct")] == [
         None
     ] * 4
-    assert summary["top_devices"] == []
+    assert (summary["top_devices"], summary["recommendations"]) == ([], [])
+    assert summary["narrative"] == "No history yet."
     forecast = api.ok("/insights/forecast", who="other")
-    assert (forecast["month"], forecast["days"]) == (None, [])
+    assert (forecast["month"], forecast["days"], forecast["hours"]) == (None, [], [])
+    assert forecast["method"] == "none"
     anomalies = api.ok("/insights/anomalies", who="other")
-    assert (anomalies["days"], anomalies["hours"]) == ([], [])
+    assert (anomalies["days"], anomalies["events"]) == ([], [])
 
 
 # -- who may see what, and bad input -----------------------------------------------------------

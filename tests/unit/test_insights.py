@@ -10,21 +10,15 @@ import pytest
 from energy_tracker.services.insights.analysis import (
     Day,
     DayAnomaly,
-    DayForecast,
     DeviceShare,
     DeviceTotal,
     Hour,
-    HourAnomaly,
     Total,
     baseload,
-    daily_forecast,
     day_anomalies,
-    hour_anomalies,
     month_comparison,
-    month_forecast,
     percentile,
     previous_month_start,
-    remaining_days,
     robust_baseline,
     top_devices,
 )
@@ -56,16 +50,6 @@ def test_robust_baseline_scales_the_mad_with_floors() -> None:
     assert robust_baseline([5, 5, 5, 5], 0.1) == (5, approx(0.25))
     # ... or the absolute floor when that is larger (5% of 0 is 0).
     assert robust_baseline([0, 0, 0], 0.1) == (0, 0.1)
-
-
-def test_remaining_days_counts_the_rest_of_today() -> None:
-    # March has 31 days; at noon on the 10th: half of today + the 21 days after it = 21.5.
-    assert remaining_days(datetime(2026, 3, 10, 12, tzinfo=BERLIN)) == approx(21.5)
-    # 29 March 2026 in Berlin has 23 hours: midnight (+01:00) is 23:00 UTC the day before,
-    # noon (+02:00) is 10:00 UTC, so 11 h have gone and 12 of 23 are left: 12/23 + 2 days.
-    assert remaining_days(datetime(2026, 3, 29, 12, tzinfo=BERLIN)) == approx(12 / 23 + 2)
-    with pytest.raises(ValueError):
-        remaining_days(datetime(2026, 3, 10, 12))
 
 
 def test_previous_month_crosses_the_year() -> None:
@@ -136,89 +120,6 @@ def test_month_comparison_on_the_first_and_without_history() -> None:
     assert (empty.month_to_date, empty.last_month, empty.change_pct) == (None, None, None)
 
 
-def test_month_forecast_projects_the_recent_mean_with_a_range() -> None:
-    values = {
-        date(2026, 3, 31): 100.0,  # before the 14 days and in another month: ignored
-        date(2026, 4, 12): 2.0,
-        date(2026, 4, 13): 4.0,
-        date(2026, 4, 14): 6.0,
-    }
-    # Midnight of 15 April (30 days): the whole of today + 15 days after it = 16 days left.
-    forecast = month_forecast(days_of(values), datetime(2026, 4, 15, tzinfo=UTC))
-    assert forecast is not None
-    assert forecast.period_start == date(2026, 4, 1)
-    assert (forecast.remaining_days, forecast.basis_days) == (approx(16.0), 3)
-    # So far 2 + 4 + 6 = 12 kWh. Mean 4 a day, sample deviation sqrt((4 + 0 + 4) / 2) = 2.
-    # 12 + 4 x 16 = 76 kWh, give or take 2 x sqrt(16) = 8.
-    assert forecast.month_to_date_kwh == approx(12.0)
-    assert (forecast.energy_kwh, forecast.energy_kwh_low, forecast.energy_kwh_high) == (
-        approx(76.0),
-        approx(68.0),
-        approx(84.0),
-    )
-    # Costs at 0.25: 0.5, 1.0, 1.5 (3.0 so far); mean 1.0, deviation 0.5: 3 + 16 = 19 ± 2.
-    assert forecast.month_to_date_cost == approx(3.0)
-    assert (forecast.cost, forecast.cost_low, forecast.cost_high) == (
-        approx(19.0),
-        approx(17.0),
-        approx(21.0),
-    )
-
-
-def test_month_forecast_never_gives_back_energy_that_was_only_drawn() -> None:
-    # At midnight of 30 April, one day left. Days 0, 0, 9: mean 3, deviation sqrt((9 + 9 + 36)
-    # / 2) = sqrt(27) = 5.196. 9 so far + 3 = 12; the low 9 + 3 - 5.196 would un-use energy,
-    # so it stops at what is used already: 9.
-    values = {date(2026, 4, 27): 0.0, date(2026, 4, 28): 0.0, date(2026, 4, 29): 9.0}
-    forecast = month_forecast(days_of(values), datetime(2026, 4, 30, tzinfo=UTC))
-    assert forecast is not None
-    assert (forecast.energy_kwh, forecast.energy_kwh_low, forecast.energy_kwh_high) == (
-        approx(12.0),
-        approx(9.0),
-        approx(12.0 + 27**0.5),
-    )
-
-
-def test_month_forecast_without_recent_days() -> None:
-    # Only today and a day 15 days back: no full day among the last 14.
-    values = {date(2026, 4, 15): 3.0, date(2026, 3, 31): 5.0}
-    assert month_forecast(days_of(values), datetime(2026, 4, 15, 12, tzinfo=UTC)) is None
-    assert month_forecast([], datetime(2026, 4, 15, 12, tzinfo=UTC)) is None
-
-
-def test_daily_forecast_uses_the_same_weekday() -> None:
-    today = date(2026, 3, 8)  # a Sunday: the 28 days before it are 8 February to 7 March
-    values = {
-        date(2026, 2, 9): 10.0,  # Mondays
-        date(2026, 2, 16): 12.0,
-        date(2026, 2, 23): 14.0,
-        date(2026, 3, 2): 16.0,
-        date(2026, 3, 4): 20.0,  # a Wednesday
-        date(2026, 3, 6): 5.0,  # a Friday
-        date(2026, 2, 7): 1000.0,  # a Saturday 29 days back: out of the window
-        today: 50.0,  # a Sunday not over: not history yet
-    }
-    result = daily_forecast(days_of(values, price=0.2), today)
-    # Mondays: (10 + 12 + 14 + 16) / 4 = 13; every day of the window: 77 / 6 = 12.8333.
-    overall = (10 + 12 + 14 + 16 + 20 + 5) / 6
-    expected = [
-        (date(2026, 3, 9), 13.0, "weekday"),
-        (date(2026, 3, 10), overall, "overall"),
-        (date(2026, 3, 11), 20.0, "weekday"),
-        (date(2026, 3, 12), overall, "overall"),
-        (date(2026, 3, 13), 5.0, "weekday"),
-        (date(2026, 3, 14), overall, "overall"),
-        (date(2026, 3, 15), overall, "overall"),
-    ]
-    assert result == [
-        DayForecast(day, approx(kwh), approx(kwh * 0.2), basis) for day, kwh, basis in expected
-    ]
-    assert daily_forecast([], today) == []
-
-
-# -- anomalies ---------------------------------------------------------------------------------
-
-
 def test_day_anomalies_against_the_28_days_before() -> None:
     # February cycles 9, 10, 11 kWh (the 1st is 9): ten 9s, nine 10s, nine 11s. Median 10;
     # distances: nineteen 1s and nine 0s, median 1, so the scale is 1.4826.
@@ -245,27 +146,6 @@ def test_day_anomalies_need_seven_earlier_days() -> None:
     # The 7th has six days before it: not judged. The 8th has seven (six 1s and a 50): median
     # 1, MAD 0, 5% of 1 is 0.05, so the 0.1 kWh floor holds: (50 - 1) / 0.1 = 490.
     assert result == [DayAnomaly(date(2026, 1, 8), 50.0, 1.0, approx(490.0), "high")]
-
-
-def test_hour_anomalies_against_the_same_hour_of_day() -> None:
-    # 1 to 8 March in Berlin: 0.1 kWh an hour, 0.5 at 18:00; on the 8th, 0.4 at 03:00, 0.3 at
-    # 04:00, 0.05 at 05:00 and 0.9 at 19:00, and the day stops there.
-    odd = {3: 0.4, 4: 0.3, 5: 0.05, 19: 0.9}
-    hours = []
-    for d in range(1, 9):
-        for h in range(24 if d < 8 else 20):
-            kwh = 0.5 if h == 18 else 0.1
-            kwh = odd.get(h, kwh) if d == 8 else kwh
-            hours.append(Hour(datetime(2026, 3, d, h, tzinfo=BERLIN), kwh, kwh * 0.3))
-    since = datetime(2026, 3, 8, tzinfo=BERLIN)
-    now = datetime(2026, 3, 8, 19, 30, tzinfo=BERLIN)
-    # Each hour of the 8th has its 7 earlier days (the minimum), all alike: MAD 0, and 5% of
-    # 0.1 is below the 0.05 kWh floor. 03:00: (0.4 - 0.1) / 0.05 = 6, above 5. 04:00: 4, not
-    # far enough. 05:00: below, not reported. 18:00: usual. 19:00: not over at 19:30.
-    assert hour_anomalies(hours, since, now) == [
-        HourAnomaly(datetime(2026, 3, 8, 3, tzinfo=BERLIN), 0.4, 0.1, approx(6.0))
-    ]
-    assert hour_anomalies([], since, now) == []
 
 
 # -- devices -----------------------------------------------------------------------------------

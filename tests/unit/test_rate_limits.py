@@ -6,13 +6,13 @@ import pytest
 from pydantic import ValidationError
 
 from energy_tracker.config import Settings
-from energy_tracker.services.gateway.ratelimit import (
+from energy_tracker.core.rate_limits import (
     DEFAULT_RATE_LIMITS,
-    InProcessRateLimiter,
     Rate,
     RateLimits,
     parse_rate_limits,
 )
+from energy_tracker.services.gateway.ratelimit import InProcessRateLimiter
 
 
 def test_the_documented_format_overrides_only_what_it_names() -> None:

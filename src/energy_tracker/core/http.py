@@ -23,6 +23,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from energy_tracker.core.auth import Identity, InvalidToken, secret_digest, verify_access_token
+from energy_tracker.core.directory import DeviceContext, DeviceDirectory
 from energy_tracker.core.errors import ApiError
 
 log = logging.getLogger(__name__)
@@ -254,6 +255,19 @@ def visible_to(identity: Identity, found: OwnedT | None, what: str) -> OwnedT:
     if found is None or not identity.can_see(found.owner_id):
         raise not_found(what)
     return found
+
+
+def device_directory(request: Request) -> DeviceDirectory:
+    """FastAPI dependency: the device directory the composition root injected."""
+    directory: DeviceDirectory = request.app.state.directory
+    return directory
+
+
+async def visible_device(
+    identity: Identity, directory: DeviceDirectory, device_id: str
+) -> DeviceContext:
+    """The context of a device the caller may see; 404 otherwise (see `visible_to`)."""
+    return visible_to(identity, (await directory.contexts([device_id])).get(device_id), "device")
 
 
 async def user_identity(request: Request) -> Identity:

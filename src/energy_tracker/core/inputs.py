@@ -5,8 +5,7 @@ A request body is refused with 413 once it passes its path's limit, before more 
 with 422 naming the field when it holds what no store can keep or no parser should walk: a
 non-finite number (`NaN`, `Infinity`, `1e400`), an integer beyond 64 bits, a NUL character (a
 500 on PostgreSQL), or nesting deeper than `MAX_JSON_DEPTH` (the standard parser's recursion
-ends in an error, not a 422). Names refuse control characters: a newline in a rule's name made
-every e-mail for it fail. Query integers that reach a store are bounded to 64 bits.
+ends in an error, not a 422). Query integers that reach a store are bounded to 64 bits.
 """
 
 from __future__ import annotations
@@ -18,7 +17,6 @@ from typing import Annotated, Any
 
 import orjson
 from fastapi import Query
-from pydantic import AfterValidator, Field
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 DEFAULT_BODY_BYTES = 64 * 1024
@@ -33,18 +31,6 @@ INT64_MAX = 2**63 - 1
 
 Offset = Annotated[int, Query(ge=0, le=1_000_000_000)]
 """A list offset: any larger one would only page past every row, or overflow a store's integer."""
-
-
-def printable(value: str) -> str:
-    """Control characters (newline, NUL, escape...) have no place in a name: a newline breaks an
-    e-mail header, a NUL is refused by PostgreSQL."""
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
-        raise ValueError("must not contain control characters (newline, tab, NUL...)")
-    return value
-
-
-Name = Annotated[str, Field(max_length=200), AfterValidator(printable)]
-"""A display name: of a user, a device, a rule, a token."""
 
 
 TASMOTA_META_KEY = "tasmota_topic"

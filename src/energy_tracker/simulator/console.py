@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import re
+from collections.abc import Sequence
 
 from rich.console import Console
 from rich.progress import (
@@ -18,7 +19,7 @@ from rich.progress import (
     TimeRemainingColumn,
 )
 
-from energy_tracker.simulator.driver import Plan, simulate
+from energy_tracker.simulator.driver import PASSWORD, HomeAccount, Plan, simulate
 
 _DURATION = re.compile(r"^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$")
 _UNIT_S = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
@@ -44,6 +45,12 @@ class RichProgress:
         if self._homes is None:
             self._homes = self.bars.add_task("homes", total=total)
         self.bars.update(self._homes, completed=done)
+
+    def accounts_ready(self, accounts: Sequence[HomeAccount]) -> None:
+        """Printed on standard output (the bars are on standard error), so it can be kept."""
+        print(f"accounts (password for each: {PASSWORD!r}):", flush=True)
+        for account in accounts:
+            print(f"  {account.email}", flush=True)
 
     def backfill_started(self, total: int) -> None:
         self._readings = self.bars.add_task("backfill", total=total)

@@ -190,7 +190,7 @@ def http_sender(gateway: Gateway) -> Send:
 async def mqtt_sender(url: str) -> AsyncIterator[Send]:
     """Publish each device's readings to `et/<device_id>/readings` (QoS 1), in the JSON shape
     the ingestion service reads there."""
-    from energy_tracker.services.ingestion.mqtt import BrokerSettings
+    from energy_tracker.core.urls import BrokerSettings
 
     async with BrokerSettings.from_url(url).client() as client:
 
@@ -229,6 +229,9 @@ class Progress(Protocol):
     """What the simulation reports as it goes; the CLI draws it."""
 
     def homes_registered(self, done: int, total: int) -> None: ...
+
+    def accounts_ready(self, accounts: Sequence[HomeAccount]) -> None:
+        """The accounts made, so a person can sign in to the dashboard as one of them."""
 
     def backfill_started(self, total: int) -> None: ...
 
@@ -321,6 +324,7 @@ async def simulate(
 
         progress.homes_registered(0, len(homes))
         accounts = await register_homes(gateway, homes, on_done=registered)
+        progress.accounts_ready(accounts)
         now_ms = int(time.time() * 1000)
         # Every home reads at the same instants, on the interval's grid.
         if plan.backfill_days:

@@ -8,22 +8,40 @@ import time
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
+from zoneinfo import ZoneInfo
 
 import orjson
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
 from energy_tracker.core.auth import Identity
+from energy_tracker.core.directory import DeviceDirectory
 from energy_tracker.core.errors import ApiError
-from energy_tracker.core.http import answers, not_found, shutting_down, user_identity, visible_to
+from energy_tracker.core.http import (
+    answers,
+    device_directory,
+    not_found,
+    shutting_down,
+    user_identity,
+    visible_device,
+    visible_to,
+)
 from energy_tracker.core.inputs import Offset
 from energy_tracker.core.stores.metadata import Conflict
-from energy_tracker.services.alerts.consumer import AlertService
+from energy_tracker.core.stores.timeseries.base import SeriesStore
 from energy_tracker.services.alerts.lifecycle import alert_view
-from energy_tracker.services.alerts.models import Alert, AlertRule, Attempt, Delivery
+from energy_tracker.services.alerts.models import (
+    Alert,
+    AlertRule,
+    Attempt,
+    Delivery,
+    condition_of,
+)
+from energy_tracker.services.alerts.preview import PREVIEW_DAYS, preview
 from energy_tracker.services.alerts.schemas import (
     AlertList,
     AlertOut,
+    PreviewOut,
     RuleIn,
     RuleList,
     RuleOut,
@@ -31,9 +49,9 @@ from energy_tracker.services.alerts.schemas import (
     patch_problems,
     rule_problems,
 )
+from energy_tracker.services.alerts.service import AlertService
 from energy_tracker.services.alerts.store import AlertStore
 from energy_tracker.services.alerts.targets import UnsafeTarget, resolve_webhook
-from energy_tracker.services.devices.store import DeviceStore
 
 router = APIRouter(tags=["alerts"])
 
@@ -47,10 +65,6 @@ STREAM_OVERLAP = timedelta(seconds=5)
 
 def service(request: Request) -> AlertService:
     return request.app.state.alerts
-
-
-def devices(request: Request) -> DeviceStore:
-    return request.app.state.devices
 
 
 def _now() -> datetime:
@@ -86,13 +100,13 @@ def rule_out(rule: AlertRule) -> dict[str, Any]:
 
 
 async def _target_problems(
-    registry: DeviceStore, identity: Identity, rule: dict[str, Any], deny_private: bool
+    directory: DeviceDirectory, identity: Identity, rule: dict[str, Any], deny_private: bool
 ) -> list[dict[str, str]]:
     """The checks that need I/O: the device is the caller's, the webhooks resolve safely."""
     problems = []
     device_id = rule.get("device_id")
     if device_id is not None:
-        ctx = (await registry.contexts([device_id])).get(device_id)
+        ctx = (await directory.contexts([device_id])).get(device_id)
         if ctx is None or ctx.owner_id != identity.user_id:
             problems.append({"field": "device_id", "message": "not one of your devices"})
     for index, channel in enumerate(rule.get("channels") or []):
@@ -105,7 +119,7 @@ async def _target_problems(
 
 
 async def visible_rule(store: AlertStore, rule_id: str, identity: Identity) -> AlertRule:
-    return visible_to(identity, await store.get_rule(rule_id), "alert rule")
+    return visible_to(identity, await store.rules.get(rule_id), "alert rule")
 
 
 @router.post("/alert-rules", status_code=201, response_model=RuleOut, responses=answers(409))
@@ -113,18 +127,74 @@ async def create_rule(
     body: RuleIn,
     identity: Identity = Depends(user_identity),
     alerting: AlertService = Depends(service),
-    registry: DeviceStore = Depends(devices),
+    directory: DeviceDirectory = Depends(device_directory),
 ) -> dict[str, Any]:
     fields = body.model_dump()
     problems = rule_problems(fields)
-    problems += await _target_problems(registry, identity, fields, alerting.deny_private)
+    problems += await _target_problems(directory, identity, fields, alerting.deny_private)
     if problems:
         raise _invalid(problems)
     try:
-        rule = await alerting.store.create_rule(identity.user_id, _now(), **fields)
+        rule = await alerting.store.rules.create(identity.user_id, _now(), **fields)
     except Conflict:
         raise ApiError(409, "conflict", "the device was deleted meanwhile") from None
     return rule_out(rule)
+
+
+@router.post(
+    "/alert-rules/preview",
+    response_model=PreviewOut,
+    response_model_by_alias=True,
+    responses={422: {"description": "an invalid rule, or one without a device"}},
+)
+async def preview_rule(
+    request: Request,
+    body: RuleIn,
+    identity: Identity = Depends(user_identity),
+    directory: DeviceDirectory = Depends(device_directory),
+) -> dict[str, Any]:
+    """When this (unsaved) rule would have fired over the last 7 days of its device's data,
+    judged by the same rule engine as live alerts; nothing is stored or sent."""
+    fields = body.model_dump()
+    problems = rule_problems(fields)
+    device_id = fields["device_id"]
+    if device_id is None:
+        problems.append({"field": "device_id", "message": "a preview needs one device"})
+    if problems:
+        raise _invalid(problems)
+    ctx = await visible_device(identity, directory, device_id)
+    zone = ZoneInfo(ctx.timezone)
+    end = int(time.time() * 1000)
+    start = end - PREVIEW_DAYS * 86_400_000
+    condition = condition_of(
+        fields["op"],
+        fields["threshold"],
+        fields["clear_threshold"],
+        fields["for_s"],
+        fields["cooldown_s"],
+    )
+    series: SeriesStore = request.app.state.series
+    episodes, observations = await preview(
+        series, device_id, zone, fields["metric"], fields["period"], condition, start, end
+    )
+
+    def iso(ms: int) -> str:
+        return datetime.fromtimestamp(ms / 1000, zone).isoformat()
+
+    return {
+        "device_id": device_id,
+        "from": iso(start),
+        "to": iso(end),
+        "observations": observations,
+        "alerts": [
+            {
+                "started_at": iso(e.started_at),
+                "resolved_at": None if e.resolved_at is None else iso(e.resolved_at),
+                "peak_value": e.peak_value,
+            }
+            for e in episodes
+        ],
+    }
 
 
 @router.get("/alert-rules", response_model=RuleList)
@@ -135,7 +205,7 @@ async def list_rules(
     alerting: AlertService = Depends(service),
 ) -> dict[str, Any]:
     owner = None if identity.is_admin else identity.user_id
-    rules = await alerting.store.list_rules(owner, limit=limit, offset=offset)
+    rules = await alerting.store.rules.list(owner, limit=limit, offset=offset)
     return {"items": [rule_out(r) for r in rules]}
 
 
@@ -154,18 +224,18 @@ async def update_rule(
     body: RulePatch,
     identity: Identity = Depends(user_identity),
     alerting: AlertService = Depends(service),
-    registry: DeviceStore = Depends(devices),
+    directory: DeviceDirectory = Depends(device_directory),
 ) -> dict[str, Any]:
     rule = await visible_rule(alerting.store, rule_id, identity)
     patch = body.model_dump(exclude_unset=True)
     problems = patch_problems(vars(rule), patch)
     if "channels" in patch and not problems:
         problems = await _target_problems(
-            registry, identity, {"channels": patch["channels"]}, alerting.deny_private
+            directory, identity, {"channels": patch["channels"]}, alerting.deny_private
         )
     if problems:
         raise _invalid(problems)
-    updated = await alerting.store.update_rule(rule_id, _now(), **patch)
+    updated = await alerting.store.rules.update(rule_id, _now(), **patch)
     if updated is None:
         raise not_found("alert rule")
     return rule_out(updated)
@@ -179,7 +249,7 @@ async def delete_rule(
 ) -> None:
     """Delete a rule, with its alerts and their notifications."""
     await visible_rule(alerting.store, rule_id, identity)
-    await alerting.store.delete_rule(rule_id)
+    await alerting.store.rules.delete(rule_id)
 
 
 # -- alerts ------------------------------------------------------------------------------------
@@ -216,10 +286,10 @@ def _delivery_out(delivery: Delivery, history: list[Attempt] | None) -> dict[str
 async def _alerts_out(
     store: AlertStore, found: list[Alert], *, with_history: bool = False
 ) -> list[dict[str, Any]]:
-    rules = await store.rules_by_ids({a.rule_id for a in found})
-    deliveries = await store.deliveries_of([a.id for a in found])
+    rules = await store.rules.by_ids({a.rule_id for a in found})
+    deliveries = await store.deliveries.of_alerts([a.id for a in found])
     attempts = (
-        await store.attempts_of([d.id for ds in deliveries.values() for d in ds])
+        await store.deliveries.attempts_of([d.id for ds in deliveries.values() for d in ds])
         if with_history
         else {}
     )
@@ -236,7 +306,7 @@ async def _alerts_out(
 
 
 async def visible_alert(store: AlertStore, alert_id: str, identity: Identity) -> Alert:
-    return visible_to(identity, await store.get_alert(alert_id), "alert")
+    return visible_to(identity, await store.alerts.get(alert_id), "alert")
 
 
 @router.get("/alerts", response_model=AlertList)
@@ -253,7 +323,7 @@ async def list_alerts(
     """Alerts, newest first; `state=acknowledged` is short for `acknowledged=true`."""
     if state == "acknowledged":
         state, acknowledged = None, True
-    found = await alerting.store.list_alerts(
+    found = await alerting.store.alerts.list(
         None if identity.is_admin else identity.user_id,
         state=state,
         acknowledged=acknowledged,
@@ -282,7 +352,7 @@ async def alert_stream(
     owner = None if identity.is_admin else identity.user_id
     since = _now()
     if last_event_id:
-        since = await alerting.store.transition_recorded_at(last_event_id, owner) or since
+        since = await alerting.store.transitions.recorded_at(last_event_id, owner) or since
     return StreamingResponse(
         _transitions(request, alerting.store, owner, since, last_event_id),
         media_type="text/event-stream",
@@ -304,7 +374,7 @@ async def _transitions(
         # the window, or at one instant, once stalled the stream for good).
         cursor: tuple[datetime, str | None] = (since - STREAM_OVERLAP, None)
         while True:
-            page = await store.transitions_since(owner, cursor[0], STREAM_PAGE, cursor[1])
+            page = await store.transitions.since(owner, cursor[0], STREAM_PAGE, cursor[1])
             for tid, recorded, payload in page:
                 if tid in sent:
                     continue
@@ -343,11 +413,11 @@ async def acknowledge_alert(
 ) -> dict[str, Any]:
     """Acknowledge an alert (firing or resolved); acknowledging it again changes nothing."""
     alert = await visible_alert(alerting.store, alert_id, identity)
-    rule = await alerting.store.get_rule(alert.rule_id)
+    rule = await alerting.store.rules.get(alert.rule_id)
     if rule is None:
         raise not_found("alert")
-    acked, event = await alerting.store.acknowledge(alert, rule, _now())
+    acked, event = await alerting.store.alerts.acknowledge(alert, rule, _now())
     if event is not None:
-        await alerting.evaluator.publish([event])
+        await alerting.evaluator.publisher.publish([event])
     (out,) = await _alerts_out(alerting.store, [acked])
     return out

@@ -44,6 +44,13 @@ def datetime_to_ms(value: datetime) -> int:
     return round(value.timestamp() * 1000)
 
 
+def condition_of(
+    op: str, threshold: float, clear_threshold: float | None, for_s: int, cooldown_s: int
+) -> Condition:
+    """The deciding part of a rule (stored, or a draft being previewed) for the engine."""
+    return Condition(op, threshold, clear_threshold, for_s * 1000, cooldown_s * 1000)
+
+
 @dataclass(frozen=True)
 class AlertRule:
     """A rule as stored. `device_id` None: all of the owner's devices."""
@@ -67,12 +74,8 @@ class AlertRule:
     @property
     def condition(self) -> Condition:
         """What `rules.step` needs; a silence threshold is seconds, compared in seconds."""
-        return Condition(
-            op=self.op,
-            threshold=self.threshold,
-            clear_threshold=self.clear_threshold,
-            for_ms=self.for_s * 1000,
-            cooldown_ms=self.cooldown_s * 1000,
+        return condition_of(
+            self.op, self.threshold, self.clear_threshold, self.for_s, self.cooldown_s
         )
 
 
@@ -125,3 +128,24 @@ class Attempt:
     ok: bool
     status_code: int | None
     error: str | None
+
+
+@dataclass(frozen=True)
+class Seen:
+    """The newest reading the alerts consumer has of a device, and its newest power."""
+
+    last_ts: int
+    power_w: float | None = None
+    power_ts: int | None = None
+
+
+@dataclass(frozen=True)
+class UsageValue:
+    """One usage bucket as `usage-events` last described it."""
+
+    device_id: str
+    granularity: str
+    period_start: int
+    version: int
+    energy_kwh: float
+    cost: float

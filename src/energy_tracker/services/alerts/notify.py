@@ -25,21 +25,18 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from email.message import EmailMessage
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiosmtplib
 import httpx
 import orjson
 
 from energy_tracker import __version__
-from energy_tracker.core.errors import UnsupportedUrl
+from energy_tracker.core.urls import SmtpServer
 from energy_tracker.services.alerts.models import Attempt, Delivery
-from energy_tracker.services.alerts.store import AlertStore
+from energy_tracker.services.alerts.store.deliveries import DeliveryOutbox
 from energy_tracker.services.alerts.targets import UnsafeTarget, resolve_webhook
 
 log = logging.getLogger(__name__)
-
-SMTP_SUPPORTED = "smtp://[user:password@]host[:port][?from=address] or smtps://…"
 
 
 @dataclass(frozen=True)
@@ -55,41 +52,6 @@ class RetryPolicy:
     def next_delay_s(self, attempts: int) -> float:
         """The wait after the `attempts`th failed attempt."""
         return min(self.first_delay_s * 2 ** (attempts - 1), self.max_delay_s)
-
-
-@dataclass(frozen=True)
-class SmtpServer:
-    """Where e-mail goes, parsed from ET_SMTP_URL."""
-
-    host: str
-    port: int
-    use_tls: bool
-    start_tls: bool | None  # None: STARTTLS when the server offers it
-    username: str | None
-    password: str | None
-    sender: str
-
-    @classmethod
-    def from_url(cls, url: str) -> SmtpServer:
-        """Parse ET_SMTP_URL; UnsupportedUrl naming the variable when it is not one."""
-        try:
-            parts = urlsplit(url)
-            port = parts.port
-        except ValueError:
-            raise UnsupportedUrl("ET_SMTP_URL", url, SMTP_SUPPORTED) from None
-        if parts.scheme not in ("smtp", "smtps") or not parts.hostname:
-            raise UnsupportedUrl("ET_SMTP_URL", url, SMTP_SUPPORTED)
-        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        tls = parts.scheme == "smtps"
-        return cls(
-            host=parts.hostname,
-            port=port or (465 if tls else 25),
-            use_tls=tls,
-            start_tls=False if tls or query.get("starttls") == "0" else None,
-            username=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password else None,
-            sender=query.get("from") or f"energy-tracker@{parts.hostname}",
-        )
 
 
 class DeliveryFailed(Exception):
@@ -111,7 +73,7 @@ class Dispatcher:
 
     def __init__(
         self,
-        store: AlertStore,
+        outbox: DeliveryOutbox,
         *,
         smtp: SmtpServer | None,
         deny_private: bool,
@@ -121,7 +83,7 @@ class Dispatcher:
         poll_s: float = 1.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
-        self.store = store
+        self.outbox = outbox
         self.smtp = smtp
         self.deny_private = deny_private
         self.retry = retry or RetryPolicy()
@@ -170,9 +132,9 @@ class Dispatcher:
             return 0
         now = self._now()
         started = 0
-        for delivery in await self.store.due_deliveries(now, free):
+        for delivery in await self.outbox.due(now, free):
             lease = now + timedelta(seconds=self.timeout_s * 2 + 30)
-            if not await self.store.claim(delivery, lease):
+            if not await self.outbox.claim(delivery, lease):
                 continue
             task = asyncio.create_task(self._attempt(delivery), name=f"deliver:{delivery.id}")
             self._sending.add(task)
@@ -196,15 +158,15 @@ class Dispatcher:
             now = self._now()
             attempt = Attempt(delivery.id, number, now, error is None, status_code, error)
             if error is None:
-                await self.store.record_attempt(attempt, status="delivered", next_attempt_at=None)
+                await self.outbox.record_attempt(attempt, status="delivered", next_attempt_at=None)
                 return
             next_at = now + timedelta(seconds=self.retry.next_delay_s(number))
             out_of_time = (next_at - delivery.created_at).total_seconds() > self.retry.window_s
             if final or out_of_time:
                 log.warning("delivery %s failed for good: %s", delivery.id, error)
-                await self.store.record_attempt(attempt, status="failed", next_attempt_at=None)
+                await self.outbox.record_attempt(attempt, status="failed", next_attempt_at=None)
             else:
-                await self.store.record_attempt(attempt, status="pending", next_attempt_at=next_at)
+                await self.outbox.record_attempt(attempt, status="pending", next_attempt_at=next_at)
         except Exception:
             # The claim's lease brings the delivery back; nothing is lost, only delayed.
             log.exception("recording delivery %s failed", delivery.id)

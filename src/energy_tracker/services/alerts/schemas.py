@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
 
-from energy_tracker.core.inputs import Name
+from energy_tracker.core.validators import Name, Strict
 from energy_tracker.services.alerts.targets import UnsafeTarget, split_webhook_url
 
 Metric = Literal["power_w", "energy_kwh", "cost", "silence"]
@@ -21,10 +21,6 @@ Finite = Annotated[float, Field(allow_inf_nan=False, ge=-1e12, le=1e12)]
 # A window (for, cooldown) is whole seconds, none of them negative; at most 30 days.
 Window = Annotated[int, Field(ge=0, le=30 * 86_400)]
 MAX_SILENCE_S = 30 * 86_400
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class WebhookChannel(Strict):
@@ -210,3 +206,19 @@ class AlertOut(BaseModel):
 
 class AlertList(BaseModel):
     items: list[AlertOut]
+
+
+class PreviewAlertOut(BaseModel):
+    started_at: str
+    resolved_at: str | None = Field(description="Null: still firing at the end of the window.")
+    peak_value: float
+
+
+class PreviewOut(BaseModel):
+    device_id: str
+    start: str = Field(alias="from")
+    end: str = Field(alias="to")
+    observations: int = Field(description="How many observations the rule judged.")
+    alerts: list[PreviewAlertOut]
+
+    model_config = ConfigDict(populate_by_name=True)

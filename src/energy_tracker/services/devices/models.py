@@ -1,4 +1,4 @@
-"""Devices as plain values, and the per-device context the ingestion and usage paths need."""
+"""Devices as plain values (what other services may know of one is `core.directory`)."""
 
 from __future__ import annotations
 
@@ -22,15 +22,3 @@ class Device:
     meta: dict[str, Any] | None
     disabled: bool
     created_at: datetime  # aware, UTC
-
-
-@dataclass(frozen=True)
-class DeviceContext:
-    """What bucketing and pricing a device's readings needs, resolved against its owner."""
-
-    device_id: str
-    owner_id: str
-    timezone: str  # the device's own zone, else its owner's
-    currency: str  # the owner's
-    tariff: dict[str, Any] | None  # the owner's
-    enabled: bool  # neither the device nor its owner is disabled

@@ -6,7 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from energy_tracker.services.users.schemas import Name, check_timezone, not_null
+from energy_tracker.core.validators import Name, check_timezone, not_null
 
 MAX_METADATA_DEPTH = 8
 

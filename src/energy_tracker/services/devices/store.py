@@ -1,19 +1,21 @@
-"""The device registry in the metadata database, and the batch lookup the hot paths rely on."""
+"""The devices store in the metadata database; it is also the `core.directory.DeviceDirectory`
+the other services look devices up through (injected by app.py)."""
 
 from __future__ import annotations
 
 import builtins
 import uuid
-from collections.abc import Sequence
+from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy import Row, Select, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
+from energy_tracker.core.directory import DeviceContext, OwnerProfile
 from energy_tracker.core.stores.metadata import Conflict, Database
 from energy_tracker.core.stores.schema import devices, users
-from energy_tracker.services.devices.models import Device, DeviceContext
+from energy_tracker.services.devices.models import Device
 
 UPDATABLE = frozenset({"name", "type", "timezone", "location", "meta", "disabled"})
 
@@ -23,7 +25,10 @@ _DEVICE_COLUMNS = [column.label(column.key) for column in devices.c if column.ke
 
 
 class DeviceStore:
-    """Devices, their ingest-key hashes and their owners' context; one transaction per call."""
+    """Devices, their ingest-key hashes and their owners' context; one transaction per call.
+
+    Implements `DeviceDirectory` (contexts, owned_by, ids_by_meta, owner_profile).
+    """
 
     def __init__(self, db: Database) -> None:
         self._db = db
@@ -130,7 +135,7 @@ class DeviceStore:
         async with self._db.begin() as conn:
             return list((await conn.scalars(query)).all())
 
-    async def contexts(self, device_ids: Sequence[str]) -> dict[str, DeviceContext]:
+    async def contexts(self, device_ids: Collection[str]) -> dict[str, DeviceContext]:
         """Owner, zone, currency, tariff and enabled state of each known device, in one query.
 
         Unknown ids are simply absent from the result, so the caller can reject them.
@@ -138,33 +143,53 @@ class DeviceStore:
         wanted = set(device_ids)
         if not wanted:
             return {}
+        async with self._db.begin() as conn:
+            rows = (await conn.execute(_contexts().where(devices.c.id.in_(wanted)))).all()
+        return {row.id: _context(row) for row in rows}
+
+    async def owned_by(self, owner_id: str) -> builtins.list[DeviceContext]:
+        """The contexts of all of an owner's devices, oldest first, however many there are."""
         query = (
-            select(
-                devices.c.id,
-                devices.c.owner_id,
-                devices.c.timezone,
-                devices.c.disabled,
-                users.c.timezone.label("owner_timezone"),
-                users.c.currency,
-                users.c.tariff,
-                users.c.disabled.label("owner_disabled"),
-            )
-            .join(users, users.c.id == devices.c.owner_id)
-            .where(devices.c.id.in_(wanted))
+            _contexts()
+            .where(devices.c.owner_id == owner_id)
+            .order_by(devices.c.created_at, devices.c.id)
         )
         async with self._db.begin() as conn:
             rows = (await conn.execute(query)).all()
-        return {
-            row.id: DeviceContext(
-                device_id=row.id,
-                owner_id=row.owner_id,
-                timezone=row.timezone or row.owner_timezone,
-                currency=row.currency,
-                tariff=row.tariff,
-                enabled=not (row.disabled or row.owner_disabled),
-            )
-            for row in rows
-        }
+        return [_context(row) for row in rows]
+
+    async def owner_profile(self, owner_id: str) -> OwnerProfile | None:
+        """The owner's zone and currency; None when there is no such user."""
+        query = select(users.c.timezone, users.c.currency).where(users.c.id == owner_id)
+        async with self._db.begin() as conn:
+            row = (await conn.execute(query)).first()
+        return OwnerProfile(owner_id, row.timezone, row.currency) if row else None
+
+
+def _contexts() -> Select[Any]:
+    return select(
+        devices.c.id,
+        devices.c.owner_id,
+        devices.c.name,
+        devices.c.timezone,
+        devices.c.disabled,
+        users.c.timezone.label("owner_timezone"),
+        users.c.currency,
+        users.c.tariff,
+        users.c.disabled.label("owner_disabled"),
+    ).join(users, users.c.id == devices.c.owner_id)
+
+
+def _context(row: Row[Any]) -> DeviceContext:
+    return DeviceContext(
+        device_id=row.id,
+        owner_id=row.owner_id,
+        name=row.name,
+        timezone=row.timezone or row.owner_timezone,
+        currency=row.currency,
+        tariff=row.tariff,
+        enabled=not (row.disabled or row.owner_disabled),
+    )
 
 
 def _select() -> Select[Any]:

@@ -23,7 +23,8 @@ from energy_tracker.core.auth import (
     secret_digest,
     verify_access_token,
 )
-from energy_tracker.services.gateway.ratelimit import Decision, Rate, RateLimiter, RateLimits
+from energy_tracker.core.rate_limits import Rate, RateLimits
+from energy_tracker.services.gateway.ratelimit import Decision, RateLimiter
 from energy_tracker.services.gateway.routes import API_PREFIX
 
 LOGIN_PATH = API_PREFIX + "/auth/login"

@@ -130,15 +130,21 @@ def install_proxy(app: FastAPI, upstreams: dict[str, str]) -> ProxyClients:
         out_headers = {
             k: v
             for k, v in upstream.headers.items()
-            if k.lower() not in _HOP_BY_HOP and k.lower() != "x-request-id"
+            if k.lower() not in _HOP_BY_HOP and k.lower() not in ("x-request-id", "set-cookie")
         }
         if not streaming:
-            return StreamingResponse(
+            response = StreamingResponse(
                 upstream.aiter_raw(),
                 status_code=upstream.status_code,
                 headers=out_headers,
                 background=BackgroundTask(upstream.aclose),
             )
+            # Each cookie stays a header of its own (joined with commas they would not parse).
+            response.raw_headers.extend(
+                (b"set-cookie", v.encode("latin-1"))
+                for v in upstream.headers.get_list("set-cookie")
+            )
+            return response
         clients.open_streams[caller] += 1
 
         async def relay() -> AsyncIterator[bytes]:

@@ -74,7 +74,7 @@ class CsvImport:
 
     async def run(self, *, skip_bad: bool, progress: Progress | None = None) -> ImportReport:
         """Check the file (unless `skip_bad`), then publish its good rows; see the module doc."""
-        ctx = (await self.recorder.devices.contexts([self.device_id])).get(self.device_id)
+        ctx = (await self.recorder.directory.contexts([self.device_id])).get(self.device_id)
         if ctx is None or not ctx.enabled:
             raise CsvError(f"device {self.device_id} is unknown or disabled")
         started = time.perf_counter()

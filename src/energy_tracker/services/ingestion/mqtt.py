@@ -17,23 +17,19 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
-import secrets
-import socket
-import ssl
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from urllib.parse import parse_qs, unquote, urlsplit
 from zoneinfo import ZoneInfo
 
 import aiomqtt
 
 from energy_tracker.core.bus.runner import dead_letter_record, dlq_topic
-from energy_tracker.core.errors import BackendUnavailable, UnsupportedUrl
+from energy_tracker.core.directory import DeviceDirectory
+from energy_tracker.core.errors import BackendUnavailable
 from energy_tracker.core.events import ENERGY_READINGS, Reading
-from energy_tracker.services.devices.store import DeviceStore
+from energy_tracker.core.urls import BrokerSettings
 from energy_tracker.services.ingestion.api import MAX_BODY_BYTES
 from energy_tracker.services.ingestion.payloads import (
     TASMOTA_META_KEY,
@@ -66,54 +62,10 @@ class Received:
     received_ms: int
 
 
-@dataclass(frozen=True, slots=True)
-class BrokerSettings:
-    """What ET_MQTT_URL says: mqtt[s]://[user:password@]host[:port][?shared=group]."""
-
-    host: str
-    port: int
-    username: str | None
-    password: str | None
-    tls: bool
-    shared_group: str | None
-
-    @classmethod
-    def from_url(cls, url: str) -> BrokerSettings:
-        parts = urlsplit(url)
-        if parts.scheme not in ("mqtt", "mqtts") or not parts.hostname:
-            raise UnsupportedUrl("ET_MQTT_URL", url, "mqtt://host:1883 or mqtts://host:8883")
-        tls = parts.scheme == "mqtts"
-        try:
-            port = parts.port or (8883 if tls else 1883)
-        except ValueError:
-            raise UnsupportedUrl("ET_MQTT_URL", url, "a numeric port") from None
-        shared = parse_qs(parts.query).get("shared", [None])[0]
-        return cls(
-            host=parts.hostname,
-            port=port,
-            username=unquote(parts.username) if parts.username else None,
-            password=unquote(parts.password) if parts.password else None,
-            tls=tls,
-            shared_group=shared,
-        )
-
-    def client(self) -> aiomqtt.Client:
-        # A unique client id: two processes with one id would keep disconnecting each other.
-        identifier = f"energy-tracker-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
-        return aiomqtt.Client(
-            self.host,
-            self.port,
-            username=self.username,
-            password=self.password,
-            identifier=identifier,
-            keepalive=30,
-            timeout=5.0,
-            tls_context=ssl.create_default_context() if self.tls else None,
-        )
-
-    def filters(self) -> list[str]:
-        prefix = f"$share/{self.shared_group}/" if self.shared_group else ""
-        return [prefix + t for t in TOPICS]
+def topic_filters(broker: BrokerSettings) -> list[str]:
+    """The subscriptions: shared among the group's members when ET_MQTT_URL names one."""
+    prefix = f"$share/{broker.shared_group}/" if broker.shared_group else ""
+    return [prefix + t for t in TOPICS]
 
 
 async def probe(url: str) -> None:
@@ -137,11 +89,11 @@ class _Target:
 class MqttIngester:
     """Subscribes, turns messages into readings or dead letters, and reconnects when cut off."""
 
-    def __init__(self, url: str, recorder: ReadingRecorder, devices: DeviceStore) -> None:
+    def __init__(self, url: str, recorder: ReadingRecorder, directory: DeviceDirectory) -> None:
         self.url = url
         self.broker = BrokerSettings.from_url(url)
         self.recorder = recorder
-        self.devices = devices
+        self.directory = directory
         self._names: dict[str, _Target] = {}
         self._stopping = asyncio.Event()
 
@@ -151,9 +103,9 @@ class MqttIngester:
         while not self._stopping.is_set():
             try:
                 async with self.broker.client() as client:
-                    for topic_filter in self.broker.filters():
+                    for topic_filter in topic_filters(self.broker):
                         await client.subscribe(topic_filter, qos=1)
-                    log.info("MQTT: subscribed to %s", ", ".join(self.broker.filters()))
+                    log.info("MQTT: subscribed to %s", ", ".join(topic_filters(self.broker)))
                     pause = RETRY_PAUSE_S[0]
                     await self._receive(client)
             except aiomqtt.MqttError as exc:
@@ -231,14 +183,14 @@ class MqttIngester:
             self._names = {n: t for n, t in self._names.items() if t.expires > now}
             if len(self._names) >= MAX_CACHED_NAMES:
                 self._names.clear()
-        ids = await self.devices.ids_by_meta(TASMOTA_META_KEY, name)
+        ids = await self.directory.ids_by_meta(TASMOTA_META_KEY, name)
         expires = now + NAME_TTL_S
         if len(ids) != 1:
             found = "no device has" if not ids else f"{len(ids)} devices have"
             error = f"unknown device: {found} metadata {TASMOTA_META_KEY}={name!r}"
             target = _Target(None, None, error, expires)
         else:
-            ctx = (await self.devices.contexts(ids)).get(ids[0])
+            ctx = (await self.directory.contexts(ids)).get(ids[0])
             target = (
                 _Target(ids[0], ZoneInfo(ctx.timezone), None, expires)
                 if ctx is not None

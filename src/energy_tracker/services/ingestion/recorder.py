@@ -1,4 +1,4 @@
-"""Checks readings against the registry and the clock, then puts them on `energy-readings`.
+"""Checks readings against the device directory and the clock, then puts them on `energy-readings`.
 
 Shared by every way readings come in (HTTP, MQTT, CSV import), so the rules are the same for all:
 a device that exists, is enabled and (when there is a caller) is the caller's; a timestamp inside
@@ -17,9 +17,9 @@ from typing import Any
 
 from energy_tracker.core.auth import Identity
 from energy_tracker.core.bus.base import EventBus
+from energy_tracker.core.directory import DeviceDirectory
 from energy_tracker.core.errors import ApiError
 from energy_tracker.core.events import ENERGY_READINGS, Reading, readings_recorded
-from energy_tracker.services.devices.store import DeviceStore
 from energy_tracker.services.ingestion.schemas import NoMeasurement, ReadingIn, to_reading
 
 log = logging.getLogger(__name__)
@@ -37,9 +37,9 @@ class PublishFailed(Exception):
 
 
 class ReadingRecorder:
-    def __init__(self, bus: EventBus, devices: DeviceStore, retention_days: int) -> None:
+    def __init__(self, bus: EventBus, directory: DeviceDirectory, retention_days: int) -> None:
         self.bus = bus
-        self.devices = devices
+        self.directory = directory
         self.retention_ms = retention_days * 86_400_000
 
     async def record(self, items: Sequence[ReadingIn], identity: Identity) -> int:
@@ -47,7 +47,7 @@ class ReadingRecorder:
         bus is down.
 
         Every reading the platform receives over HTTP passes through this loop, so it makes one
-        pass that resolves, checks the clock and groups by device at once; the registry rules
+        pass that resolves, checks the clock and groups by device at once; the directory rules
         are per device, not per reading (`refusals`).
         """
         problems: list[Problem] = []
@@ -105,7 +105,7 @@ class ReadingRecorder:
     async def check(
         self, candidates: Sequence[tuple[int, Reading]], caller: Identity | None = None
     ) -> list[Problem]:
-        """The rules each (index, reading) breaks, in one registry query (`refusals`)."""
+        """The rules each (index, reading) breaks, in one directory query (`refusals`)."""
         oldest, newest = self.window()
         problems: list[Problem] = []
         for index, reading in candidates:
@@ -127,7 +127,7 @@ class ReadingRecorder:
     async def refusals(
         self, device_ids: Collection[str], caller: Identity | None
     ) -> dict[str, str]:
-        """Why each refused device may not record readings now, in one registry query.
+        """Why each refused device may not record readings now, in one directory query.
 
         `caller` None (MQTT, imports: the transport has no caller): the device must exist and be
         enabled. A user: it must also be theirs (or they an admin). A device key needs no
@@ -136,7 +136,7 @@ class ReadingRecorder:
         """
         if not device_ids:
             return {}
-        contexts = await self.devices.contexts(list(device_ids))
+        contexts = await self.directory.contexts(list(device_ids))
         refused: dict[str, str] = {}
         for device_id in device_ids:
             ctx = contexts.get(device_id)

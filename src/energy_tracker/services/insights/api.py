@@ -12,10 +12,10 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from energy_tracker.core import bucket_queries as queries
 from energy_tracker.core.auth import Identity
+from energy_tracker.core.directory import DeviceDirectory
 from energy_tracker.core.errors import ApiError
-from energy_tracker.core.http import user_identity
+from energy_tracker.core.http import device_directory, user_identity
 from energy_tracker.core.stores.timeseries.base import SeriesStore
-from energy_tracker.services.devices.store import DeviceStore
 from energy_tracker.services.insights import reports
 from energy_tracker.services.insights.reports import DeviceRef, Subject
 from energy_tracker.services.insights.schemas import AnomaliesOut, ForecastOut, SummaryOut
@@ -48,7 +48,6 @@ def _as_of(at: str | None, zone: ZoneInfo) -> datetime:
 
 
 async def subject(
-    request: Request,
     device_id: Annotated[
         str | None,
         Query(max_length=64, description="One of your devices; default: all of them, summed."),
@@ -70,13 +69,12 @@ async def subject(
         ),
     ] = None,
     identity: Identity = Depends(user_identity),
+    directory: DeviceDirectory = Depends(device_directory),
 ) -> Subject:
     """FastAPI dependency: whose usage, in which zone, as of when, from the query."""
-    registry: DeviceStore = request.app.state.devices
     if device_id is not None:
-        ctx = (await registry.contexts([device_id])).get(device_id)
-        device = await registry.get(device_id)
-        if ctx is None or device is None or not identity.can_see(ctx.owner_id):
+        ctx = (await directory.contexts([device_id])).get(device_id)
+        if ctx is None or not identity.can_see(ctx.owner_id):
             # The same answer for another's device as for none, so ids are not confirmed.
             raise ApiError(
                 404,
@@ -84,16 +82,13 @@ async def subject(
                 "device not found",
                 [{"field": "device_id", "message": "not one of your devices"}],
             )
-        devices = [DeviceRef(device_id, device.name, ctx.timezone)]
+        devices = [DeviceRef(device_id, ctx.name, ctx.timezone)]
         home_zone, currency = ctx.timezone, ctx.currency
     else:
-        own = await registry.list(identity.user_id, limit=10_000)
-        contexts = await registry.contexts([d.id for d in own])
-        devices = [
-            DeviceRef(d.id, d.name, contexts[d.id].timezone) for d in own if d.id in contexts
-        ]
-        user = await request.app.state.users.get(identity.user_id)
-        home_zone, currency = (user.timezone, user.currency) if user else ("UTC", "EUR")
+        own = await directory.owned_by(identity.user_id)
+        devices = [DeviceRef(c.device_id, c.name, c.timezone) for c in own]
+        profile = await directory.owner_profile(identity.user_id)
+        home_zone, currency = (profile.timezone, profile.currency) if profile else ("UTC", "EUR")
     zone = queries.zone(tz or home_zone)
     now = _as_of(at, zone)
     return Subject(device_id, devices, zone, currency, now)
@@ -101,11 +96,13 @@ async def subject(
 
 @router.get("/summary", response_model=SummaryOut)
 async def summary(
-    of: Subject = Depends(subject), store: SeriesStore = Depends(series)
+    request: Request, of: Subject = Depends(subject), store: SeriesStore = Depends(series)
 ) -> SummaryOut:
     """Baseload (always-on power, its yearly kWh and cost), this month so far against last
-    month, and the devices that used the most this month."""
-    return SummaryOut.model_validate(await reports.summary(store, of))
+    month, the devices that used the most this month, recommendations with their savings, and
+    with ET_LLM_URL a short narrative of these facts."""
+    narrator = getattr(request.app.state, "narrator", None)
+    return SummaryOut.model_validate(await reports.summary(store, of, narrator))
 
 
 @router.get("/forecast", response_model=ForecastOut)

@@ -6,29 +6,31 @@ period, as `GET /usage` sums them.
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import date, datetime, timedelta
 from itertools import chain
 from typing import Any
 from zoneinfo import ZoneInfo
 
+import numpy as np
+
 from energy_tracker.core import bucket_queries as queries
 from energy_tracker.core.stores.timeseries.base import Bucket, Granularity, SeriesStore
-from energy_tracker.services.insights import analysis
+from energy_tracker.services.insights import analysis, detection, recommendations
+from energy_tracker.services.insights import forecasting as fc
 from energy_tracker.services.insights.analysis import (
     HISTORY_DAYS,
     RECENT_DAYS,
     Baseload,
     Day,
     DayAnomaly,
-    DayForecast,
     DeviceShare,
     DeviceTotal,
     Hour,
-    HourAnomaly,
-    MonthForecast,
     Total,
 )
+from energy_tracker.services.insights.narrative import Narrator
+from energy_tracker.services.insights.recommendations import Recommendation
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,6 +50,7 @@ class Subject:
     tz: ZoneInfo
     currency: str
     now: datetime
+    country: str | None = None  # ISO 3166 alpha-2, for public holidays; None: weekends only
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,19 +68,71 @@ class Summary(Report):
     last_month: Total | None
     change_pct: float | None
     top_devices: list[DeviceShare]
+    recommendations: list[Recommendation]
+    narrative: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class MonthForecast:
+    """The current month's expected total with an 80 % range; cost at the recent mean price."""
+
+    period_start: date
+    energy_kwh: float
+    energy_kwh_low: float
+    energy_kwh_high: float
+    cost: float
+    cost_low: float
+    cost_high: float
+    month_to_date_kwh: float
+    month_to_date_cost: float
+    remaining_days: float
+    seasonal_factor: float | None
+    method: fc.Method
+
+
+@dataclass(frozen=True, slots=True)
+class DayForecast:
+    day: date
+    energy_kwh: float
+    low: float
+    high: float
+    cost: float
+
+
+@dataclass(frozen=True, slots=True)
+class HourForecast:
+    period_start: datetime
+    energy_kwh: float
+    low: float
+    high: float
 
 
 @dataclass(frozen=True, slots=True)
 class Forecast(Report):
+    method: fc.Method
     month: MonthForecast | None
     days: list[DayForecast]
+    hours: list[HourForecast]
+
+
+@dataclass(frozen=True, slots=True)
+class AnomalyEvent:
+    """A `detection.Event` in the subject's zone."""
+
+    kind: detection.Kind
+    start: datetime
+    end: datetime
+    hours: int
+    energy_kwh: float
+    expected_kwh: float
+    score: float
 
 
 @dataclass(frozen=True, slots=True)
 class Anomalies(Report):
     since: date
     days: list[DayAnomaly]
-    hours: list[HourAnomaly]
+    events: list[AnomalyEvent]
 
 
 def _report(subject: Subject) -> dict[str, Any]:
@@ -143,20 +198,51 @@ async def _hours(store: SeriesStore, subject: Subject, lo: int, hi: int) -> list
     ]
 
 
-async def summary(store: SeriesStore, subject: Subject) -> Summary:
-    """Baseload over the last 14 full days, this month against last, the biggest devices."""
+# Recommendations compare the recent days with this many days before them.
+EARLIER_DAYS = 28
+# The always-on level of this many recent days is compared with the EARLIER_DAYS before them.
+ALWAYS_ON_DAYS = 7
+
+
+async def summary(
+    store: SeriesStore, subject: Subject, narrator: Narrator | None = None
+) -> Summary:
+    """Baseload over the last 14 full days, this month against last, the biggest devices, what
+    could be done about them (`recommendations`) and, with a `narrator`, a text of those facts."""
     today = subject.now.date()
     this_month = analysis.month_start(today)
-    first = min(analysis.previous_month_start(today), today - timedelta(days=RECENT_DAYS))
+    first = min(
+        analysis.previous_month_start(today), today - timedelta(days=RECENT_DAYS + EARLIER_DAYS)
+    )
     per_device = await _day_buckets(store, subject, first)
-    hours = await _hours(
+    all_hours = await _hours(
         store,
         subject,
-        _ms(analysis.local_midnight(today - timedelta(days=RECENT_DAYS), subject.tz)),
+        _ms(
+            analysis.local_midnight(
+                today - timedelta(days=ALWAYS_ON_DAYS + EARLIER_DAYS), subject.tz
+            )
+        ),
         _ms(analysis.local_midnight(today, subject.tz)),
     )
+    recent = analysis.local_midnight(today - timedelta(days=RECENT_DAYS), subject.tz)
+    hours = [h for h in all_hours if h.start >= recent]
+    recent_at = analysis.local_midnight(today - timedelta(days=ALWAYS_ON_DAYS), subject.tz)
+    recent_start = today - timedelta(days=RECENT_DAYS)
+    earlier_start = recent_start - timedelta(days=EARLIER_DAYS)
     comparison = analysis.month_comparison(_summed_days(subject, per_device), today)
     totals = []
+    advice = [
+        r
+        for r in (
+            recommendations.shift_load(hours),
+            recommendations.always_on(
+                [h for h in all_hours if h.start >= recent_at],
+                [h for h in all_hours if h.start < recent_at],
+            ),
+        )
+        if r
+    ]
     for device in subject.devices:
         days = _days_of(per_device[device.id], subject.tz)
         month = [d for d in days if d.day >= this_month]
@@ -168,41 +254,202 @@ async def summary(store: SeriesStore, subject: Subject) -> Summary:
                 sum(d.cost for d in month),
             )
         )
-    return Summary(
+        full = [d for d in days if d.day < today]
+        rise = recommendations.device_increase(
+            device.id,
+            [d for d in full if d.day >= recent_start],
+            [d for d in full if earlier_start <= d.day < recent_start],
+        )
+        if rise and len(subject.devices) > 1:  # of a single device, the device is the home
+            advice.append(rise)
+    result = Summary(
         **_report(subject),
         baseload=analysis.baseload(hours),
         month_to_date=comparison.month_to_date,
         last_month=comparison.last_month,
         change_pct=comparison.change_pct,
         top_devices=analysis.top_devices(totals),
+        recommendations=sorted(advice, key=lambda r: -r.saving_per_month),
     )
+    if narrator is None:
+        return result
+    whose = subject.device_id or ",".join(sorted(d.id for d in subject.devices))
+    text = await narrator.narrate(whose, today, facts(result))
+    return replace(result, narrative=text)
+
+
+def facts(s: Summary) -> dict[str, float | str]:
+    """What the narrative may say, rounded as a reader would read it: the only numbers it may
+    contain."""
+    out: dict[str, float | str] = {"currency": s.currency}
+    if s.baseload:
+        out["always_on_w"] = round(s.baseload.power_w)
+        out["always_on_kwh_a_year"] = round(s.baseload.yearly_kwh)
+        if s.baseload.yearly_cost is not None:
+            out["always_on_cost_a_year"] = round(s.baseload.yearly_cost, 2)
+    if s.month_to_date:
+        out["month_to_date_kwh"] = round(s.month_to_date.energy_kwh, 1)
+        out["month_to_date_cost"] = round(s.month_to_date.cost, 2)
+    if s.last_month:
+        out["last_month_kwh"] = round(s.last_month.energy_kwh, 1)
+        out["last_month_cost"] = round(s.last_month.cost, 2)
+    if s.change_pct is not None:
+        out["change_against_last_month_pct"] = round(s.change_pct, 1)
+    for i, d in enumerate(s.top_devices, 1):
+        out[f"device_{i}_name"] = d.name
+        out[f"device_{i}_share_pct"] = round(d.share_pct, 1)
+    for i, r in enumerate(s.recommendations, 1):
+        out[f"recommendation_{i}"] = r.kind
+        out[f"recommendation_{i}_saving_a_month"] = round(r.saving_per_month, 2)
+    return out
+
+
+# The forecasts read this much hourly history: a year and a month, for the seasonal factor of the
+# month projection (the hourly profiles need ten weeks of it).
+FORECAST_HISTORY_DAYS = fc.YEAR_D + 31 + fc.SEASONAL_BEFORE_DAYS
+FORECAST_HOURS = 48
+FORECAST_DAYS = 7
+
+
+async def _hour_series(
+    store: SeriesStore, subject: Subject, start: int, end: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """kWh and cost of the whole hours start..end (epoch s, whole UTC hours) as arrays, NaN
+    for an hour without data."""
+    n = (end - start) // fc.HOUR_S
+    kwh, cost = np.full(n, np.nan), np.full(n, np.nan)
+    for hour in await _hours(store, subject, start * 1000, end * 1000):
+        i = (int(hour.start.timestamp()) - start) // fc.HOUR_S
+        kwh[i], cost[i] = hour.energy_kwh, hour.cost
+    return kwh, cost
+
+
+def _price(kwh: np.ndarray, cost: np.ndarray) -> float:
+    """The mean price of the last four weeks' hours (cost / kWh), 0 when nothing was used."""
+    recent = slice(max(0, kwh.size - fc.INTERVAL_DAYS * 24), kwh.size)
+    used = np.nansum(kwh[recent])
+    return float(np.nansum(cost[recent]) / used) if used > 0 else 0.0
 
 
 async def forecast(store: SeriesStore, subject: Subject) -> Forecast:
-    """This month's total and each of the next seven days."""
-    today = subject.now.date()
-    first = min(analysis.month_start(today), today - timedelta(days=HISTORY_DAYS))
-    days = _summed_days(subject, await _day_buckets(store, subject, first))
+    """The next 48 whole hours, the next 7 local days and this month, each with an 80 % range,
+    from whole hours before `at` only (an hour still running at `at` is neither history nor
+    forecast): readings after `at` change nothing."""
+    now_s = int(subject.now.timestamp())
+    first_hour = now_s // fc.HOUR_S * fc.HOUR_S  # the hour holding `at`
+    skip = 0 if first_hour == now_s else 1  # `at` inside an hour: forecast from the next
+    start = first_hour - FORECAST_HISTORY_DAYS * 86_400
+    n = (first_hour - start) // fc.HOUR_S
+    kwh, cost = await _hour_series(store, subject, start, first_hour)
+    # The calendar runs past the month's end and the 7th day: their days off are known.
+    ahead = skip + FORECAST_HOURS + 33 * 24
+    extended = np.concatenate([kwh, np.full(ahead, np.nan)])
+    cal = fc.calendar_of(start, extended.size, subject.tz, subject.country)
+    hours = fc.forecast_hours(extended, cal, n, skip + FORECAST_HOURS)
+    hour_list = [
+        HourForecast(
+            datetime.fromtimestamp(first_hour + (i + skip) * fc.HOUR_S, subject.tz),
+            float(hours.kwh[i + skip]),
+            float(hours.low[i + skip]),
+            float(hours.high[i + skip]),
+        )
+        for i in range(FORECAST_HOURS)
+        if hours.method != "none"
+    ]
+    days = fc.days_of(extended, cal)
+    today = fc.local_day_index(days, subject.now)
+    days.kwh[today:] = np.nan  # today is not over: the days forecast learn from days before it
+    price = _price(kwh, cost)
+    ahead_days = fc.forecast_days(days, today, FORECAST_DAYS + 1)
+    day_list = [
+        DayForecast(
+            date.fromordinal(days.first + today + i),
+            float(ahead_days.kwh[i]),
+            float(ahead_days.low[i]),
+            float(ahead_days.high[i]),
+            float(ahead_days.kwh[i]) * price,
+        )
+        for i in range(1, FORECAST_DAYS + 1)
+        if ahead_days.method != "none"
+    ]
     return Forecast(
         **_report(subject),
-        month=analysis.month_forecast(days, subject.now),
-        days=analysis.daily_forecast(days, today),
+        method=hours.method,
+        month=_month(subject, kwh, cost, cal, days, today, price, ahead_days.method),
+        days=day_list,
+        hours=hour_list,
+    )
+
+
+def _month(
+    subject: Subject,
+    kwh: np.ndarray,
+    cost: np.ndarray,
+    cal: fc.Calendar,
+    days: fc.DaySeries,
+    today: int,
+    price: float,
+    method: fc.Method,
+) -> MonthForecast | None:
+    """This month's projection; None without any day before today to learn a level from."""
+    if method == "none":
+        return None
+    month_first = days.first + fc.month_start_index(days, today)
+    this_month = cal.day[: kwh.size] >= month_first
+    so_far_kwh = float(np.nansum(kwh[this_month]))
+    so_far_cost = float(np.nansum(cost[this_month]))
+    midnight = analysis.local_midnight(subject.now.date(), subject.tz).timestamp()
+    tomorrow = analysis.local_midnight(
+        subject.now.date() + timedelta(days=1), subject.tz
+    ).timestamp()
+    today_left = (tomorrow - subject.now.timestamp()) / (tomorrow - midnight)
+    p = fc.project_month(days, today, so_far_kwh, seasonal=True, today_left=today_left)
+    return MonthForecast(
+        period_start=date.fromordinal(month_first),
+        energy_kwh=p.kwh,
+        energy_kwh_low=p.low,
+        energy_kwh_high=p.high,
+        cost=so_far_cost + (p.kwh - so_far_kwh) * price,
+        cost_low=so_far_cost + (p.low - so_far_kwh) * price,
+        cost_high=so_far_cost + (p.high - so_far_kwh) * price,
+        month_to_date_kwh=so_far_kwh,
+        month_to_date_cost=so_far_cost,
+        remaining_days=p.remaining_days,
+        seasonal_factor=p.seasonal_factor,
+        method=method,
     )
 
 
 async def anomalies(store: SeriesStore, subject: Subject, window_days: int) -> Anomalies:
-    """Odd days and hours of the last `window_days` days, each against the 28 days before it."""
+    """Odd days of the last `window_days` days, each against the 28 days before it, and the
+    events (`detection`) among the whole hours since then, each judged from the hours before it:
+    readings after `at` change nothing."""
     today = subject.now.date()
     since = today - timedelta(days=window_days)
     first = since - timedelta(days=HISTORY_DAYS)
     days = _summed_days(subject, await _day_buckets(store, subject, first))
-    since_at = analysis.local_midnight(since, subject.tz)
-    hours = await _hours(
-        store, subject, _ms(analysis.local_midnight(first, subject.tz)), _ms(subject.now)
-    )
+    now_s = int(subject.now.timestamp())
+    end = now_s // fc.HOUR_S * fc.HOUR_S  # the hour holding `at` is not over
+    since_s = int(analysis.local_midnight(since, subject.tz).timestamp())
+    start = (since_s - 2 * HISTORY_DAYS * 86_400) // fc.HOUR_S * fc.HOUR_S
+    kwh, _ = await _hour_series(store, subject, start, end)
+    cal = fc.calendar_of(start, kwh.size, subject.tz, subject.country)
+    found = detection.detect(kwh, cal, -(-(since_s - start) // fc.HOUR_S), kwh.size)
     return Anomalies(
         **_report(subject),
         since=since,
         days=analysis.day_anomalies(days, since, today),
-        hours=analysis.hour_anomalies(hours, since_at, subject.now),
+        events=[_event(e, start, subject.tz) for e in found],
+    )
+
+
+def _event(e: detection.Event, start: int, tz: ZoneInfo) -> AnomalyEvent:
+    return AnomalyEvent(
+        kind=e.kind,
+        start=datetime.fromtimestamp(start + e.first * fc.HOUR_S, tz),
+        end=datetime.fromtimestamp(start + e.end * fc.HOUR_S, tz),
+        hours=e.end - e.first,
+        energy_kwh=e.actual_kwh,
+        expected_kwh=e.expected_kwh,
+        score=e.score,
     )

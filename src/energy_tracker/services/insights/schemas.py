@@ -73,6 +73,27 @@ class DeviceShareOut(Out):
     share_pct: Ratio = Field(description="Of the energy all your devices used this month.")
 
 
+class RecommendationOut(Out):
+    kind: Literal["shift_load", "always_on", "device_increase"] = Field(
+        description="shift_load: the load usually running at `from_hour` (its median above the "
+        "always-on level over the last 14 days) moved to the cheapest hour `to_hour`; always_on: "
+        "the always-on power of the last 7 days above that of the 28 before (at least 30 W and "
+        "10 %); device_increase: a device whose last 14 days averaged at least 20 % more than "
+        "the 28 before."
+    )
+    device_id: str | None = Field(description="The device it is about; null: the household.")
+    from_hour: int | None = Field(description="shift_load: local hour of the day it runs at.")
+    to_hour: int | None = Field(description="shift_load: the cheapest local hour.")
+    amount: Ratio = Field(
+        description="shift_load: kWh a day moved; always_on: W above usual; device_increase: "
+        "kWh a day more."
+    )
+    saving_kwh_per_month: Kwh = Field(description="Energy saved in 30 days (0 for a shift).")
+    saving_per_month: Money = Field(
+        description="Money saved in 30 days at the prices of the hours (days) it is about."
+    )
+
+
 class SummaryOut(ReportOut):
     baseload: BaseloadOut | None = Field(description="Null without any hour of the last 14 days.")
     month_to_date: TotalOut | None = Field(description="This month so far, today included.")
@@ -82,37 +103,69 @@ class SummaryOut(ReportOut):
         "both have data for); null when there are none."
     )
     top_devices: list[DeviceShareOut] = Field(description="Biggest users this month, at most 5.")
+    recommendations: list[RecommendationOut] = Field(
+        description="What could be done, biggest saving first."
+    )
+    narrative: str | None = Field(
+        default=None,
+        description="With ET_LLM_URL set: a few sentences of these facts, whose every number is "
+        "one of them (checked); null without the URL, or when the endpoint failed or was slow.",
+    )
+
+
+Method = Literal["profile", "recent-days", "none"]
 
 
 class MonthForecastOut(Out):
     period_start: date = Field(description="First day of the month forecast.")
     energy_kwh: Kwh = Field(
-        description="Month to date + the mean of the last 14 full days × the days left."
+        description="Month to date + the rest: half the recent level of days of the same kind, "
+        "half the month's own rate so far, times the seasonal factor."
     )
-    energy_kwh_low: Kwh = Field(description="Less the days' standard deviation × √(days left).")
-    energy_kwh_high: Kwh = Field(description="Plus the days' standard deviation × √(days left).")
-    cost: Money
+    energy_kwh_low: Kwh = Field(description="Low end of an 80 % range.")
+    energy_kwh_high: Kwh = Field(description="High end of an 80 % range.")
+    cost: Money = Field(description="Month to date + the rest at the last 4 weeks' mean price.")
     cost_low: Money
     cost_high: Money
-    month_to_date_kwh: Kwh
+    month_to_date_kwh: Kwh = Field(description="The whole hours of this month before `at`.")
     month_to_date_cost: Money
     remaining_days: Ratio = Field(description="Days left in the month, today's rest included.")
-    basis_days: int = Field(description="Full days of the last 14 with data.")
+    seasonal_factor: Annotated[float | None, _rounder(3, nullable=True)] = Field(
+        description="The rest of this month a year earlier against the 10 days before it; null "
+        "without a year of history."
+    )
+    method: Method = Field(description="profile: two weeks of history or more; recent-days: less.")
 
 
 class DayForecastOut(Out):
     day: date
-    energy_kwh: Kwh
-    cost: Money
-    basis: Literal["weekday", "overall"] = Field(
-        description="weekday: the mean of that weekday over the last 4 weeks; overall: of all "
-        "those days, when that weekday had no data."
+    energy_kwh: Kwh = Field(
+        description="Weighted mean of recent days, leaning to days of its kind."
     )
+    low: Kwh = Field(description="Low end of an 80 % interval (from the estimator's own errors).")
+    high: Kwh = Field(description="High end of an 80 % interval.")
+    cost: Money = Field(description="energy_kwh at the last 4 weeks' mean price.")
+
+
+class HourForecastOut(Out):
+    period_start: Instant
+    energy_kwh: Kwh = Field(
+        description="Profile of that hour over recent weeks and days, pulled towards the last hour."
+    )
+    low: Kwh = Field(description="Low end of an 80 % interval.")
+    high: Kwh = Field(description="High end of an 80 % interval.")
 
 
 class ForecastOut(ReportOut):
-    month: MonthForecastOut | None = Field(description="Null without any of the last 14 days.")
-    days: list[DayForecastOut] = Field(description="The next 7 days; empty without history.")
+    method: Method = Field(
+        description="Which estimator answered: profile (two weeks of history or more), "
+        "recent-days (less: the recent days' hours only), none (no history)."
+    )
+    month: MonthForecastOut | None = Field(description="Null without any full day before today.")
+    days: list[DayForecastOut] = Field(description="The next 7 local days; empty without history.")
+    hours: list[HourForecastOut] = Field(
+        description="The 48 whole hours after `at`; empty without history."
+    )
 
 
 class DayAnomalyOut(Out):
@@ -126,17 +179,36 @@ class DayAnomalyOut(Out):
     direction: Literal["high", "low"]
 
 
-class HourAnomalyOut(Out):
+class AnomalyEventOut(Out):
+    kind: Literal["stuck_on", "baseload_step", "spike", "unusual_hour", "silence"] = Field(
+        description="stuck_on: 6 h or more each at least 1.7 kWh above the 10th percentile of "
+        "its hour of the day; baseload_step: 2 days or more whose always-on level (their 10th "
+        "percentile hour) rose at least 0.15 kWh and 3 spreads above the 4 weeks before; spike: "
+        "an hour at least 1 kWh above the highest of its hour of the day over 4 weeks; "
+        "unusual_hour: the same at an hour that is usually quiet; silence: 3 h or more without "
+        "data after a week mostly recorded."
+    )
     start: Instant
-    energy_kwh: Kwh
-    expected_kwh: Kwh = Field(description="Median of that hour of the day over the 28 days before.")
+    end: Instant = Field(description="End of its last hour (silence: up to `at` if ongoing).")
+    hours: int
+    energy_kwh: Kwh = Field(
+        description="Used over its hours (silence: 0 recorded; baseload_step: the always-on "
+        "level of its days x its hours)."
+    )
+    expected_kwh: Kwh = Field(
+        description="Median of the same hours of the day over the 4 weeks before (silence: the "
+        "week before's mean rate; baseload_step: the always-on level of the 4 weeks before)."
+    )
     score: Ratio = Field(
-        description="(energy - expected) / scaled MAD of those hours (at least 5% of the median "
-        "and 0.05 kWh); an anomaly above 5."
+        description="Mean excess over expected in spreads of its hours (10th-90th percentile "
+        "range / 2.563); baseload_step: in MADs of the daily levels; silence: hours / 3."
     )
 
 
 class AnomaliesOut(ReportOut):
     since: date = Field(description="First day looked at.")
     days: list[DayAnomalyOut] = Field(description="Odd full days, oldest first.")
-    hours: list[HourAnomalyOut] = Field(description="Hours far above their usual, oldest first.")
+    events: list[AnomalyEventOut] = Field(
+        description="Loads stuck on, baseload steps, spikes, unusual hours and silences since "
+        "`since`, each from the hours before it, oldest first."
+    )

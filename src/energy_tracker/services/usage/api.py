@@ -14,12 +14,17 @@ from fastapi.responses import StreamingResponse
 from energy_tracker.core import bucket_queries as queries
 from energy_tracker.core.auth import Identity
 from energy_tracker.core.bucket_queries import LATEST_MS
+from energy_tracker.core.directory import DeviceDirectory
 from energy_tracker.core.energy import period_start
 from energy_tracker.core.errors import ApiError
 from energy_tracker.core.events import Reading
-from energy_tracker.core.http import shutting_down, user_identity, visible_to
+from energy_tracker.core.http import (
+    device_directory,
+    shutting_down,
+    user_identity,
+    visible_device,
+)
 from energy_tracker.core.stores.timeseries.base import Bucket, Granularity, SeriesStore
-from energy_tracker.services.devices.store import DeviceStore
 from energy_tracker.services.usage.live import reading_events
 
 router = APIRouter(tags=["usage"])
@@ -44,10 +49,6 @@ hours, 3,660 days or 1,200 months, so one query is a bounded amount of work for 
 
 def series(request: Request) -> SeriesStore:
     return request.app.state.series
-
-
-def devices(request: Request) -> DeviceStore:
-    return request.app.state.devices
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,9 +116,9 @@ async def device_usage(
     query: UsageQuery = Depends(usage_query),
     identity: Identity = Depends(user_identity),
     store: SeriesStore = Depends(series),
-    registry: DeviceStore = Depends(devices),
+    directory: DeviceDirectory = Depends(device_directory),
 ) -> dict[str, Any]:
-    ctx = visible_to(identity, (await registry.contexts([device_id])).get(device_id), "device")
+    ctx = await visible_device(identity, directory, device_id)
     zone = queries.zone(query.tz or ctx.timezone)
     lo, hi = query.span(zone)
     buckets = await queries.device_buckets(
@@ -133,21 +134,19 @@ async def device_usage(
 
 @router.get("/usage")
 async def user_usage(
-    request: Request,
     query: UsageQuery = Depends(usage_query),
     identity: Identity = Depends(user_identity),
     store: SeriesStore = Depends(series),
-    registry: DeviceStore = Depends(devices),
+    directory: DeviceDirectory = Depends(device_directory),
 ) -> dict[str, Any]:
     """The sum over all of the caller's devices, period by period."""
-    own = await registry.list(identity.user_id, limit=10_000)
-    contexts = await registry.contexts([d.id for d in own])
-    user = await request.app.state.users.get(identity.user_id)
-    zone = queries.zone(query.tz or (user.timezone if user else "UTC"))
+    own = await directory.owned_by(identity.user_id)
+    profile = await directory.owner_profile(identity.user_id)
+    zone = queries.zone(query.tz or (profile.timezone if profile else "UTC"))
     lo, hi = query.span(zone)
     per_device = [
         b
-        for ctx in contexts.values()
+        for ctx in own
         for b in await queries.device_buckets(
             store, ctx.device_id, ctx.timezone, query.granularity, lo, hi, zone
         )
@@ -165,10 +164,10 @@ async def device_readings(
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
     identity: Identity = Depends(user_identity),
     store: SeriesStore = Depends(series),
-    registry: DeviceStore = Depends(devices),
+    directory: DeviceDirectory = Depends(device_directory),
 ) -> dict[str, Any]:
     """Raw readings in time order; pass `next_cursor` back as `cursor` for the next page."""
-    visible_to(identity, (await registry.contexts([device_id])).get(device_id), "device")
+    await visible_device(identity, directory, device_id)
     utc = ZoneInfo("UTC")
     hi = queries.instant(end, "to", utc) or int(time.time() * 1000) + 300_000
     lo = queries.instant(start, "from", utc) or 0
@@ -188,11 +187,11 @@ async def device_live(
     last_event_id: Annotated[str | None, Header(max_length=20)] = None,
     identity: Identity = Depends(user_identity),
     store: SeriesStore = Depends(series),
-    registry: DeviceStore = Depends(devices),
+    directory: DeviceDirectory = Depends(device_directory),
 ) -> StreamingResponse:
     """Server-Sent Events: the device's latest reading, then each new one as it is stored
     (`event: reading`, `id`: its ts in epoch ms; send it back as Last-Event-ID to resume)."""
-    visible_to(identity, (await registry.contexts([device_id])).get(device_id), "device")
+    await visible_device(identity, directory, device_id)
     after = int(last_event_id) if last_event_id and last_event_id.isdigit() else None
     events = reading_events(
         store,

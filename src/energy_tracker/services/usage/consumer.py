@@ -10,6 +10,7 @@ from zoneinfo import ZoneInfo
 
 from energy_tracker.core.bus.base import EventBus, Message
 from energy_tracker.core.bus.runner import ConsumeLoop, Rejected
+from energy_tracker.core.directory import DeviceDirectory
 from energy_tracker.core.events import (
     ENERGY_READINGS,
     USAGE_EVENTS,
@@ -19,7 +20,6 @@ from energy_tracker.core.events import (
     usage_updated,
 )
 from energy_tracker.core.stores.timeseries.base import SeriesStore
-from energy_tracker.services.devices.store import DeviceStore
 from energy_tracker.services.usage.live import StoredReadings
 from energy_tracker.services.usage.rollups import DeviceReadings, Rollups
 
@@ -32,13 +32,13 @@ class UsageConsumer:
         self,
         bus: EventBus,
         series: SeriesStore,
-        devices: DeviceStore,
+        directory: DeviceDirectory,
         max_gap_ms: int,
         stored: StoredReadings | None = None,
     ) -> None:
         self.bus = bus
         self.series = series
-        self.devices = devices
+        self.directory = directory
         self.rollups = Rollups(series, max_gap_ms)
         self.stored = stored
 
@@ -59,7 +59,7 @@ class UsageConsumer:
                 by_device[r.device_id].append(r)
             if readings:
                 sources[readings[0].device_id].append(message)
-        contexts = await self.devices.contexts(list(by_device))
+        contexts = await self.directory.contexts(list(by_device))
         for device_id in [d for d in by_device if d not in contexts]:
             del by_device[device_id]
             rejected.extend(Rejected(m, f"unknown device {device_id}") for m in sources[device_id])

@@ -99,7 +99,29 @@ def _window(q_lo: int, q_hi: int, tz: ZoneInfo) -> _Window:
     return _Window(q_lo, q_hi, (min(d_lo, h_lo), max(d_hi, h_hi)), (h_lo, h_hi), (m_lo, m_hi))
 
 
+@dataclass(frozen=True, slots=True)
+class _Plan:
+    """What recomputing one device's buckets reads: the span of its new readings, the window of
+    buckets they may change, and whether the store is known to hold exactly the new readings
+    between the span's ends (then those are not read back)."""
+
+    span: tuple[int, int]  # first and last new ts
+    window: _Window
+    held: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class _Loaded:
+    """What the store holds for one device's plan: the readings over its quarters and its
+    stored buckets by granularity and start."""
+
+    rows: list[Reading]
+    stored: dict[Granularity, dict[int, Bucket]]
+
+
 class Rollups:
+    """Recomputes the buckets a batch of stored readings changes: plan, load, diff."""
+
     def __init__(self, series: SeriesStore, max_gap_ms: int) -> None:
         self.series = series
         self.max_gap_ms = max_gap_ms
@@ -112,13 +134,26 @@ class Rollups:
     ) -> list[Bucket]:
         """Every bucket that these (already stored) readings changed, newly versioned.
 
-        `all_new`: the store had none of these readings before (`add_readings` returned them
-        all), so it holds exactly these values. Then a device's readings are not read back:
-        only the stored ones around them are, once a count shows that no other stored reading
-        lies between its first and last new one.
+        `all_new`: the store had none of these readings before (`add_readings` returned every
+        one of them, and none was repeated in the batch), so it holds exactly these values.
+        Then a device's readings are not read back: only the stored ones around them are, once
+        a count shows that no other stored reading lies between its first and last new one.
         """
         if not batch:
             return []
+        plans = await self._plan(batch)
+        if all_new:
+            plans = await self._mark_held(batch, plans)
+        loaded = await self._load(batch, plans)
+        return [
+            bucket
+            for device_id, plan in plans.items()
+            for bucket in self._diff(device_id, batch[device_id], plan.window, loaded[device_id])
+        ]
+
+    async def _plan(self, batch: dict[str, DeviceReadings]) -> dict[str, _Plan]:
+        """Round trip 1: the stored neighbours of each device's new readings, which widen the
+        quarters to recompute to those the neighbouring segments touch."""
         spans = {
             d: (min(r.ts for r in b.readings), max(r.ts for r in b.readings))
             for d, b in batch.items()
@@ -128,75 +163,78 @@ class Rollups:
         neighbours = await self.series.readings_around_many(
             [w for d, (lo, hi) in spans.items() for w in ((d, lo, lo), (d, hi + 1, hi + 1))]
         )
-        windows: dict[str, _Window] = {}
+        plans = {}
         for device_id, (lo, hi) in spans.items():
             near = neighbours.get(device_id) or []
             before = max(near[0].ts, lo - self.reach_ms) if near else lo
             q_lo = period_start(min(lo, before), Q)
             q_hi = period_start(max(hi, near[-1].ts if near else hi), Q) + QUARTER_MS
-            windows[device_id] = _window(q_lo, q_hi, batch[device_id].tz)
-        held: set[str] = set()  # devices whose stored span is exactly their new readings
-        if all_new:
-            counts = await self.series.count_readings_many(
-                [(d, lo, hi + 1) for d, (lo, hi) in spans.items()]
-            )
-            held = {d for d, b in batch.items() if counts[d] == len(b.readings)}
+            plans[device_id] = _Plan((lo, hi), _window(q_lo, q_hi, batch[device_id].tz))
+        return plans
+
+    async def _mark_held(
+        self, batch: dict[str, DeviceReadings], plans: dict[str, _Plan]
+    ) -> dict[str, _Plan]:
+        """Round trip 2 (only for a batch of all-new readings): the devices whose stored
+        readings between the span's ends are exactly their new ones."""
+        counts = await self.series.count_readings_many(
+            [(d, p.span[0], p.span[1] + 1) for d, p in plans.items()]
+        )
+        return {d: replace(p, held=counts[d] == len(batch[d].readings)) for d, p in plans.items()}
+
+    async def _load(
+        self, batch: dict[str, DeviceReadings], plans: dict[str, _Plan]
+    ) -> dict[str, _Loaded]:
+        """Round trips 3 and 4: the readings over each plan's quarters (around the new ones
+        where the store holds exactly them), and the stored buckets of its window."""
         rows = await self.series.readings_around_many(
             [
                 window
-                for d, w in windows.items()
+                for d, p in plans.items()
                 for window in (
-                    ((d, w.q_lo, spans[d][0]), (d, spans[d][1] + 1, w.q_hi))
-                    if d in held
-                    else ((d, w.q_lo, w.q_hi),)
+                    ((d, p.window.q_lo, p.span[0]), (d, p.span[1] + 1, p.window.q_hi))
+                    if p.held
+                    else ((d, p.window.q_lo, p.window.q_hi),)
                 )
             ]
         )
-        for device_id in held:
-            lo, hi = spans[device_id]
-            around = rows.get(device_id) or []
-            rows[device_id] = (
-                [r for r in around if r.ts < lo]
-                + sorted(batch[device_id].readings, key=_BY_TS)
-                + [r for r in around if r.ts > hi]
-            )
+        for device_id, plan in plans.items():
+            if plan.held:
+                lo, hi = plan.span
+                around = rows.get(device_id) or []
+                rows[device_id] = (
+                    [r for r in around if r.ts < lo]
+                    + sorted(batch[device_id].readings, key=_BY_TS)
+                    + [r for r in around if r.ts > hi]
+                )
         stored = await self.series.buckets_many(
             [
                 query
-                for d, w in windows.items()
+                for d, p in plans.items()
                 for query in (
-                    (d, Q, *w.quarters),
-                    (d, H, *w.hours),
-                    (d, D, *w.months),
-                    (d, M, *w.months),
+                    (d, Q, *p.window.quarters),
+                    (d, H, *p.window.hours),
+                    (d, D, *p.window.months),
+                    (d, M, *p.window.months),
                 )
             ]
         )
         by_key: dict[tuple[str, Granularity], dict[int, Bucket]] = defaultdict(dict)
         for bucket in stored:
             by_key[(bucket.device_id, bucket.granularity)][bucket.start] = bucket
-        changed: list[Bucket] = []
-        for device_id, window in windows.items():
-            changed += self._device_changes(
-                device_id,
-                batch[device_id],
-                window,
-                rows.get(device_id) or [],
-                {g: by_key[(device_id, g)] for g in (Q, H, D, M)},
-            )
-        return changed
+        return {
+            d: _Loaded(rows.get(d) or [], {g: by_key[(d, g)] for g in (Q, H, D, M)}) for d in plans
+        }
 
-    def _device_changes(
-        self,
-        device_id: str,
-        new: DeviceReadings,
-        window: _Window,
-        rows: list[Reading],
-        stored: dict[Granularity, dict[int, Bucket]],
+    def _diff(
+        self, device_id: str, new: DeviceReadings, window: _Window, loaded: _Loaded
     ) -> list[Bucket]:
+        """No I/O: the device's quarters integrated afresh, and the hours, days and months
+        holding a changed quarter re-summed; what differs from the stored buckets."""
+        stored = loaded.stored
         fresh = quarter_buckets(
             device_id,
-            rows,
+            loaded.rows,
             window.q_lo,
             window.q_hi,
             max_gap_ms=self.max_gap_ms,

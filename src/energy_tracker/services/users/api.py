@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Depends, Path, Query, Request
+from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from energy_tracker.core.auth import (
     DUMMY_PASSWORD_HASH,
@@ -35,6 +35,11 @@ from energy_tracker.services.users.schemas import (
     TokenOut,
     UserOut,
 )
+from energy_tracker.services.users.session import (
+    clear_session,
+    session_refresh_token,
+    set_session,
+)
 from energy_tracker.services.users.store import UserStore
 
 REFRESH_TTL = timedelta(days=30)
@@ -62,7 +67,15 @@ def user_out(user: User) -> UserOut:
     )
 
 
-async def _tokens(request: Request, store: UserStore, user: User) -> TokenOut:
+def _refresh_path(request: Request) -> str:
+    return request.app.url_path_for("refresh")
+
+
+async def _tokens(
+    request: Request, store: UserStore, user: User, cookie: Response | None = None
+) -> TokenOut:
+    """New tokens for `user`; with `cookie`, the refresh token goes into its cookies instead
+    of the body."""
     settings = request.app.state.settings
     refresh = new_refresh_token()
     await store.add_refresh_token(user.id, secret_digest(refresh), datetime.now(UTC) + REFRESH_TTL)
@@ -73,8 +86,12 @@ async def _tokens(request: Request, store: UserStore, user: User) -> TokenOut:
         issuer=settings.jwt_issuer,
         ttl_s=settings.access_token_ttl_s,
     )
+    if cookie is not None:
+        set_session(request, cookie, refresh, REFRESH_TTL, _refresh_path(request))
     return TokenOut(
-        access_token=access, expires_in=settings.access_token_ttl_s, refresh_token=refresh
+        access_token=access,
+        expires_in=settings.access_token_ttl_s,
+        refresh_token=None if cookie is not None else refresh,
     )
 
 
@@ -87,24 +104,61 @@ async def register(body: RegisterIn, store: UserStore = Depends(users)) -> UserO
     return user_out(user)
 
 
-@router.post("/auth/login", response_model=TokenOut, responses=answers(401))
-async def login(body: LoginIn, request: Request, store: UserStore = Depends(users)) -> TokenOut:
+@router.post(
+    "/auth/login",
+    response_model=TokenOut,
+    response_model_exclude_none=True,
+    responses=answers(401),
+)
+async def login(
+    body: LoginIn, request: Request, response: Response, store: UserStore = Depends(users)
+) -> TokenOut:
+    """Tokens for a valid email and password; `refresh_in_cookie` (a browser) puts the refresh
+    token in an HttpOnly cookie scoped to /auth/refresh instead of the body."""
     user = await store.by_email(body.email)
     valid = await verify_password(
         user.password_hash if user else DUMMY_PASSWORD_HASH, body.password
     )
     if user is None or not valid or user.disabled:
         raise unauthorized("wrong email or password")
-    return await _tokens(request, store, user)
+    return await _tokens(request, store, user, response if body.refresh_in_cookie else None)
 
 
-@router.post("/auth/refresh", response_model=TokenOut, responses=answers(401))
-async def refresh(body: RefreshIn, request: Request, store: UserStore = Depends(users)) -> TokenOut:
-    user_id = await store.use_refresh_token(secret_digest(body.refresh_token), datetime.now(UTC))
+@router.post(
+    "/auth/refresh",
+    response_model=TokenOut,
+    response_model_exclude_none=True,
+    responses={401: {"description": "unknown, used or expired refresh token, or no CSRF proof"}},
+)
+async def refresh(
+    request: Request,
+    response: Response,
+    body: RefreshIn | None = None,
+    store: UserStore = Depends(users),
+) -> TokenOut:
+    """Rotate a refresh token given in the body, or (a browser, no body) the one in the session
+    cookie, which also needs the X-CSRF-Token header; the answer goes the way it came."""
+    token = body.refresh_token if body is not None else session_refresh_token(request)
+    if token is None:
+        raise unauthorized("no refresh token, or its CSRF token is missing or wrong")
+    user_id = await store.use_refresh_token(secret_digest(token), datetime.now(UTC))
     user = await store.get(user_id) if user_id else None
     if user is None or user.disabled:
         raise unauthorized("invalid refresh token")
-    return await _tokens(request, store, user)
+    return await _tokens(request, store, user, response if body is None else None)
+
+
+@router.delete("/auth/refresh", status_code=204)
+async def end_session(
+    request: Request, response: Response, store: UserStore = Depends(users)
+) -> None:
+    """A browser signs out: its session cookie's refresh token is revoked and the cookies
+    cleared (the CSRF header is required, so another site cannot sign a user out)."""
+    token = session_refresh_token(request)
+    if token is None:
+        raise unauthorized("no session cookie, or its CSRF token is missing or wrong")
+    await store.revoke_refresh_token(secret_digest(token))
+    clear_session(response, _refresh_path(request))
 
 
 @router.post("/auth/logout", status_code=204)

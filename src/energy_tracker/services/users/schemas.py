@@ -2,33 +2,20 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
-from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+from typing import Annotated, Literal
 
 from pydantic import (
     BaseModel,
-    ConfigDict,
     EmailStr,
     Field,
     field_validator,
     model_validator,
 )
 
-from energy_tracker.core.inputs import Name
+from energy_tracker.core.validators import Name, Strict, check_timezone, not_null
 
 Price = Annotated[float, Field(ge=0, le=1000, allow_inf_nan=False)]
 Email = Annotated[EmailStr, Field(max_length=254)]
-
-
-def not_null(value: Any) -> Any:
-    """For PATCH fields that may be left out but not cleared: an explicit null is an error."""
-    if value is None:
-        raise ValueError("may be left out, but not null")
-    return value
-
-
-class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
 
 
 class Band(Strict):
@@ -69,18 +56,6 @@ class TouTariff(Strict):
 Tariff = Annotated[FlatTariff | TouTariff, Field(discriminator="type")]
 
 
-def check_timezone(value: str | None) -> str | None:
-    if value is None:
-        return None
-    try:
-        ZoneInfo(value)
-    except (ZoneInfoNotFoundError, ValueError):
-        raise ValueError(
-            f"unknown time zone {value!r} (use an IANA name like Europe/Berlin)"
-        ) from None
-    return value
-
-
 class RegisterIn(Strict):
     email: Email
     password: str = Field(min_length=10, max_length=256)
@@ -90,6 +65,8 @@ class RegisterIn(Strict):
 class LoginIn(Strict):
     email: str = Field(max_length=254)
     password: str = Field(max_length=256)
+    # A browser asks for its refresh token as an HttpOnly cookie instead of in the body.
+    refresh_in_cookie: bool = False
 
 
 class RefreshIn(Strict):
@@ -100,7 +77,7 @@ class TokenOut(BaseModel):
     access_token: str
     token_type: Literal["bearer"] = "bearer"
     expires_in: int
-    refresh_token: str
+    refresh_token: str | None = None  # None when it was set as a cookie
 
 
 class ProfilePatch(Strict):

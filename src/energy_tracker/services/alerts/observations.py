@@ -1,0 +1,155 @@
+"""What each input asks evaluation to judge: readings, usage updates, silence and periods that
+ended each become `Task`s (a rule, a scope and samples in order), built inside the evaluation's
+transaction from what it reads there (see consumer.py for when each is built)."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from zoneinfo import ZoneInfo
+
+from energy_tracker.core.directory import DeviceContext
+from energy_tracker.core.energy import period_end
+from energy_tracker.core.events import Reading
+from energy_tracker.core.stores.timeseries.base import Granularity
+from energy_tracker.services.alerts.models import (
+    ALL_DEVICES,
+    AlertRule,
+    UsageValue,
+    datetime_to_ms,
+)
+from energy_tracker.services.alerts.power import STALE_MS, heard, summed_power
+from energy_tracker.services.alerts.store.evaluation import Evaluation
+
+
+@dataclass
+class Task:
+    """Observations of one rule over one scope, to evaluate in order."""
+
+    rule: AlertRule
+    scope: str
+    samples: list[tuple[int, float]]  # (at ms, value)
+    period_end: int | None = None  # energy and cost: when the observed period ends
+    only_if_stored: bool = False  # a reading only matters to a silence state that exists
+    unless_firing: bool = False  # the periodic silence check leaves open alerts alone
+
+
+TaskSource = Callable[[Evaluation], Awaitable[list[Task]]]
+"""Builds the tasks of one evaluation from what it reads inside the evaluation's transaction."""
+
+
+@dataclass(frozen=True)
+class ReadingTasks:
+    """Instant power (per device, or summed over an owner's devices) and the end of a silence,
+    from one batch of readings of watched devices (each device's in time order)."""
+
+    rules: Sequence[AlertRule]
+    batch: Mapping[str, Sequence[Reading]]
+    owner_of: Mapping[str, str]
+    now_ms: int
+    max_gap_ms: int
+
+    def _watched(self, rule: AlertRule) -> list[str]:
+        if rule.device_id is not None:
+            return [rule.device_id] if rule.device_id in self.batch else []
+        return [d for d in self.batch if self.owner_of[d] == rule.owner_id]
+
+    async def __call__(self, ev: Evaluation) -> list[Task]:
+        summing = {r.owner_id for r in self.rules if r.metric == "power_w" and r.device_id is None}
+        before = await ev.owners_seen(summing)
+        tracked = {d for d in self.batch if self.owner_of[d] in summing}
+        tracked.update(d for r in self.rules if r.metric == "silence" for d in self._watched(r))
+        known = await ev.seen(tracked)
+        await ev.put_seen({d: heard(self.batch[d]) for d in tracked}, known)
+        out = []
+        for rule in self.rules:
+            if rule.metric == "silence":
+                # A reading ends any silence: judged at the clock, like the silence was.
+                out += [
+                    Task(rule, d, [(self.now_ms, 0.0)], only_if_stored=True)
+                    for d in self._watched(rule)
+                ]
+            elif rule.device_id is not None:
+                samples = [
+                    (r.ts, r.power_w)
+                    for r in self.batch[rule.device_id]
+                    if r.power_w is not None and r.ts >= self.now_ms - STALE_MS
+                ]
+                out.append(Task(rule, rule.device_id, samples))
+            else:
+                readings = sorted(
+                    (r for d in self._watched(rule) for r in self.batch[d]), key=lambda r: r.ts
+                )
+                seen = before.get(rule.owner_id, {})
+                samples = summed_power(readings, seen, self.now_ms, self.max_gap_ms)
+                out.append(Task(rule, ALL_DEVICES, samples))
+        return out
+
+
+@dataclass(frozen=True)
+class UsageTasks:
+    """Energy and cost so far in the current period, per device or summed over an owner's."""
+
+    rules: Sequence[AlertRule]
+    updates: Sequence[UsageValue]
+    contexts: Mapping[str, DeviceContext]
+    now_ms: int
+
+    async def __call__(self, ev: Evaluation) -> list[Task]:
+        # Only a newer version of a bucket is news; and only a period still running is
+        # "so far" (a late correction of yesterday raises nothing today).
+        current = []
+        for v in await ev.newer_usage(self.updates):
+            zone = ZoneInfo(self.contexts[v.device_id].timezone)
+            end = period_end(v.period_start, Granularity(v.granularity), zone)
+            if end > self.now_ms:
+                current.append((v, end))
+        out = []
+        for rule in self.rules:
+            mine = [(v, end) for v, end in current if self._concerns(rule, v)]
+            if not mine:
+                continue
+            v, end = max(mine, key=lambda item: item[0].period_start)
+            if rule.device_id is not None:
+                energy, cost, scope = v.energy_kwh, v.cost, rule.device_id
+            else:
+                energy, cost = await ev.usage_sum(rule.owner_id, rule.period, v.period_start)
+                scope = ALL_DEVICES
+            value = energy if rule.metric == "energy_kwh" else cost
+            out.append(Task(rule, scope, [(self.now_ms, value)], period_end=end))
+        return out
+
+    def _concerns(self, rule: AlertRule, v: UsageValue) -> bool:
+        if v.granularity != rule.period:
+            return False
+        if rule.device_id is not None:
+            return v.device_id == rule.device_id
+        return self.contexts[v.device_id].owner_id == rule.owner_id
+
+
+@dataclass(frozen=True)
+class SilenceTasks:
+    """How long each (rule, device) has been silent at the clock; an open alert is left alone."""
+
+    pairs: Sequence[tuple[AlertRule, str, datetime]]  # (rule, device, watched since)
+    now_ms: int
+
+    async def __call__(self, ev: Evaluation) -> list[Task]:
+        seen = await ev.seen({device for _, device, _ in self.pairs})
+        out = []
+        for rule, device, since in self.pairs:
+            last = seen[device].last_ts if device in seen else datetime_to_ms(since)
+            silent_s = max(0.0, (self.now_ms - last) / 1000)
+            out.append(Task(rule, device, [(self.now_ms, silent_s)], unless_firing=True))
+        return out
+
+
+@dataclass(frozen=True)
+class PeriodEndTasks:
+    """A new period starts from nothing: observe zero at the instant the old one ended."""
+
+    ended: Sequence[tuple[AlertRule, str, int]]  # (rule, scope, period end)
+
+    async def __call__(self, ev: Evaluation) -> list[Task]:
+        return [Task(rule, scope, [(end, 0.0)]) for rule, scope, end in self.ended]

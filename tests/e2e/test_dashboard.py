@@ -1,0 +1,331 @@
+"""The web dashboard end to end: Debian's Chromium, driven by Playwright, against a real `up`
+process. One household's journey, at a desktop and at a phone viewport: register, set the
+tariff, add a device, send readings over HTTP with its key and watch the page follow, read the
+hour / day / month numbers against values worked out by hand (a 25-hour DST day included),
+create a rule and see its alert arrive live and acknowledge it, change the tariff and see the
+cost follow, sign out and back in. Every page is checked with axe-core (from web/node_modules)
+and photographed into test-artifacts/dashboard/.
+"""
+
+from __future__ import annotations
+
+import re
+import time
+import uuid
+from collections.abc import Iterator
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import httpx
+import pytest
+
+from tests.backends import IN_CI
+from tests.browser import CHROMIUM, launch
+from tests.processes import ServiceProcess, embedded_env, run_command, running_up
+
+ROOT = Path(__file__).resolve().parents[2]
+AXE = ROOT / "web" / "node_modules" / "axe-core" / "axe.min.js"
+DASHBOARD = ROOT / "src" / "energy_tracker" / "dashboard" / "index.html"
+ARTIFACTS = ROOT / "test-artifacts" / "dashboard"
+PASSWORD = "a long enough password"
+BERLIN = ZoneInfo("Europe/Berlin")
+TIMEOUT_MS = 20_000
+
+sync_api = pytest.importorskip("playwright.sync_api")
+expect = sync_api.expect
+expect.set_options(timeout=TIMEOUT_MS)
+
+
+def _missing(what: str) -> None:
+    if IN_CI:
+        pytest.fail(f"browser leg: {what}, and CI=true requires it")
+    pytest.skip(f"browser leg skipped: {what}")
+
+
+@pytest.fixture(scope="module")
+def home_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the `up` process keeps its data (create-admin works on it too)."""
+    return tmp_path_factory.mktemp("dashboard")
+
+
+@pytest.fixture(scope="module")
+def server(home_dir: Path) -> Iterator[ServiceProcess]:
+    for path, what in (
+        (CHROMIUM, "no /usr/bin/chromium"),
+        (AXE, "no axe-core in web/node_modules"),
+        (DASHBOARD, "the dashboard is not built (make web)"),
+    ):
+        if not path.exists():
+            _missing(what)
+    with running_up(home_dir) as proc:
+        yield proc
+
+
+@pytest.fixture(scope="module")
+def browser() -> Iterator[object]:
+    with sync_api.sync_playwright() as pw:
+        b = launch(pw)
+        yield b
+        b.close()
+
+
+def check_page(page: object, name: str) -> None:
+    """axe-core on the page as it is: no serious or critical violation; then a screenshot."""
+    page.add_script_tag(path=str(AXE))
+    found = page.evaluate(
+        "async () => (await axe.run(document, {resultTypes: ['violations']})).violations"
+        ".map(v => ({id: v.id, impact: v.impact, help: v.help,"
+        " nodes: v.nodes.slice(0, 3).map(n => n.target.join(' '))}))"
+    )
+    serious = [v for v in found if v["impact"] in ("serious", "critical")]
+    assert not serious, f"{name}: {serious}"
+    ARTIFACTS.mkdir(parents=True, exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / f"{name}.png"), full_page=True)
+
+
+def post(api: str, key: str, device: str, readings: list[tuple[int, float]]) -> None:
+    body = {"readings": [{"device_id": device, "ts": ts, "power_w": w} for ts, w in readings]}
+    for start in range(0, len(body["readings"]), 5000):
+        part = {"readings": body["readings"][start : start + 5000]}
+        r = httpx.post(api + "/readings", json=part, headers={"X-Device-Key": key}, timeout=30)
+        assert r.status_code == 202, r.text
+
+
+def steady(day_start: datetime, day_end: datetime, watts: float) -> list[tuple[int, float]]:
+    """A reading every 5 minutes of real time (not of wall-clock time, which would skip the
+    repeated hour of a DST day) from `day_start` to `day_end`, both included, at `watts`."""
+    start, end = int(day_start.timestamp() * 1000), int(day_end.timestamp() * 1000)
+    return [(ts, watts) for ts in range(start, end + 1, 300_000)]
+
+
+def rows(page: object, table: str) -> list[list[str]]:
+    return page.eval_on_selector_all(
+        f"{table} tbody tr",
+        "trs => trs.map(tr => [...tr.children].map(c => c.textContent.trim()))",
+    )
+
+
+def journey(server: ServiceProcess, browser: object, viewport: dict[str, int], tag: str) -> None:
+    api = server.url + "/api/v1"
+    email = f"{tag}-{uuid.uuid4().hex[:8]}@example.com"
+    context = browser.new_context(viewport=viewport, bypass_csp=True)  # bypass: to inject axe
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+
+    # -- register -------------------------------------------------------------------------
+    page.goto(server.url + "/")
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    check_page(page, f"{tag}-signin")
+    page.get_by_role("link", name="No account yet? Create one").click()
+    page.get_by_label("Name (optional)").fill("Ada")
+    page.get_by_label("E-mail").fill(email)
+    page.get_by_label("Password").fill(PASSWORD)
+    check_page(page, f"{tag}-register")
+    page.get_by_role("button", name="Create account").click()
+    expect(page.get_by_role("heading", name="No devices yet")).to_be_visible()
+    check_page(page, f"{tag}-home-empty")
+
+    # -- settings: Berlin, EUR, a flat 0.30 / kWh ----------------------------------------------
+    page.get_by_role("link", name="Settings").click()
+    page.get_by_label("Time zone", exact=True).fill("Europe/Berlin")
+    page.get_by_label("Currency").fill("EUR")
+    page.get_by_label("Tariff type").select_option("flat")
+    page.get_by_label("Price per kWh (EUR)", exact=True).fill("0.30")
+    page.get_by_role("button", name="Save settings").click()
+    expect(page.get_by_text("Saved.")).to_be_visible()
+    page.get_by_label("Tariff type").select_option("tou")
+    check_page(page, f"{tag}-settings")
+    page.get_by_label("Tariff type").select_option("flat")
+
+    # -- add a device: its key is shown once, with examples --------------------------------
+    page.get_by_role("link", name="Home").click()
+    page.get_by_label("Name", exact=True).fill("kettle plug")
+    page.get_by_role("button", name="Add device").click()
+    key_block = page.get_by_label("Device key", exact=True)
+    expect(key_block).to_be_visible()
+    key = key_block.inner_text().strip()
+    assert key.startswith("etk_")
+    curl = page.get_by_label("Send a reading with curl").inner_text()
+    device = re.search(r'"device_id":"([^"]+)"', curl)[1]
+    check_page(page, f"{tag}-device-added")
+
+    # -- history: the 25-hour day of 2026-10-25 in Berlin at a steady 1,000 W ------------------
+    # Worked out by hand: 1 kWh in each of its 25 hours, 25 kWh that day and that month, at
+    # 0.30 EUR: 0.30 an hour, 7.50 the day.
+    post(
+        api,
+        key,
+        device,
+        steady(datetime(2026, 10, 25, tzinfo=BERLIN), datetime(2026, 10, 26, tzinfo=BERLIN), 1000),
+    )
+
+    # -- home follows live: 2,000 W for 3 minutes = 0.100 kWh, 0.03 EUR ---------------------
+    page.get_by_role("button", name="Done: show my home").click()
+    expect(page.get_by_role("heading", name="Power now")).to_be_visible()
+    now = int(time.time() * 1000)
+    post(api, key, device, [(now - 180_000, 2000.0), (now - 90_000, 2000.0), (now, 2000.0)])
+    expect(page.locator("#total-power")).to_have_text("2,000 W")
+    expect(page.get_by_test_id("today-kwh")).to_have_text("0.100 kWh")
+    expect(page.get_by_test_id("today-cost")).to_have_text("€0.03")
+    check_page(page, f"{tag}-home")
+
+    # -- the device: live chart, hour / day / month against the hand-worked values -------------
+    page.get_by_role("link", name="kettle plug").first.click()
+    expect(page.get_by_role("heading", name="Live power")).to_be_visible()
+    expect(page.locator(".chart-summary").first).to_contain_text("latest 2000 W")
+    page.get_by_label("Period containing").fill("2026-10-25")
+    page.get_by_label("Period containing").dispatch_event("change")
+    expect(page.locator(".usage-table caption")).to_have_text("Usage by hour (Europe/Berlin)")
+    expect(page.locator(".usage-table tbody tr")).to_have_count(25)
+    hours = rows(page, ".usage-table")
+    # 02:00 twice: in summer time, then in winter time.
+    assert [r[0] for r in hours[1:5]] == [
+        "01:00 GMT+2",
+        "02:00 GMT+2",
+        "02:00 GMT+1",
+        "03:00 GMT+1",
+    ]
+    assert {(r[1], r[2]) for r in hours} == {("1.000", "0.30")}
+    expect(page.get_by_test_id("compare")).to_contain_text("2026-10-25: 25.000 kWh (€7.50)")
+    check_page(page, f"{tag}-device-hours")
+    page.locator(".chart").nth(1).screenshot(path=str(ARTIFACTS / f"{tag}-dst-day-chart.png"))
+    page.get_by_role("button", name="By day").click()
+    expect(page.locator(".usage-table caption")).to_have_text("Usage by day (Europe/Berlin)")
+    # The closing reading at midnight opens the 26th, with nothing in it yet.
+    days = [r[:3] for r in rows(page, ".usage-table")]
+    assert days == [["25 Oct", "25.000", "7.50"], ["26 Oct", "0.000", "0.00"]]
+    page.get_by_role("button", name="By month").click()
+    expect(page.locator(".usage-table caption")).to_have_text("Usage by month (Europe/Berlin)")
+    months = {r[0]: r[1:3] for r in rows(page, ".usage-table")}
+    assert months["Oct 2026"] == ["25.000", "7.50"]
+    assert months["Nov 2026"] == ["0.100", "0.03"]
+    check_page(page, f"{tag}-device-months")
+
+    # -- a rule, its preview, its alert arriving live, acknowledged -----------------------------
+    page.get_by_role("link", name="Alerts").click()
+    page.get_by_label("Name", exact=True).fill("kettle left on")
+    page.get_by_label("Threshold").fill("2500")
+    page.get_by_label("Clear at (hysteresis)").fill("2200")
+    page.get_by_role("button", name="Preview").click()
+    # The last 7 days: three readings at 2,000 W, under the threshold: no alert.
+    expect(page.get_by_test_id("preview")).to_have_text("0 alert(s) from 3 observations.")
+    page.get_by_role("button", name="Create rule").click()
+    expect(page.get_by_text("kettle left on", exact=True)).to_be_visible()
+    now = int(time.time() * 1000)
+    post(api, key, device, [(now - 2000, 3000.0), (now, 3100.0)])
+    alert = page.get_by_test_id("alert-list").locator("li").first
+    expect(alert).to_contain_text("firing")
+    check_page(page, f"{tag}-alerts")
+    alert.get_by_role("button", name="Acknowledge").click()
+    expect(alert).to_contain_text("firing, acknowledged")
+
+    # -- the tariff goes to 0.50: the next day's cost follows ------------------------------
+    page.get_by_role("link", name="Settings").click()
+    page.get_by_label("Price per kWh (EUR)", exact=True).fill("0.50")
+    page.get_by_role("button", name="Save settings").click()
+    expect(page.get_by_text("Saved.")).to_be_visible()
+    # 2026-11-01, 24 hours at 1,000 W: 24 kWh at 0.50 = 12.00 EUR. (A day after the first one:
+    # readings next to stored ones make the usage service recompute the neighbour's quarter.)
+    post(
+        api,
+        key,
+        device,
+        steady(datetime(2026, 11, 1, tzinfo=BERLIN), datetime(2026, 11, 2, tzinfo=BERLIN), 1000),
+    )
+    page.goto(f"{server.url}/#/devices/{device}")
+    page.get_by_label("Period containing").fill("2026-11-01")
+    page.get_by_label("Period containing").dispatch_event("change")
+    page.get_by_role("button", name="By day").click()
+    expected = [["1 Nov", "24.000", "12.00"], ["2 Nov", "0.000", "0.00"]]
+
+    def first_days() -> list[list[str]]:
+        return [r[:3] for r in rows(page, ".usage-table") if r[0] in ("1 Nov", "2 Nov")]
+
+    deadline = time.monotonic() + 20
+    while first_days() != expected and time.monotonic() < deadline:
+        page.get_by_role("button", name="By day").click()  # usage is asynchronous: ask again
+        page.wait_for_timeout(500)
+    assert first_days() == expected
+    page.get_by_role("button", name="← Previous").click()
+    expect(page.locator(".usage-table tbody tr").first).to_contain_text("25 Oct")
+    assert rows(page, ".usage-table")[0][:3] == ["25 Oct", "25.000", "7.50"]  # kept its price
+
+    # -- insights, then out and back in ----------------------------------------------------
+    page.get_by_role("link", name="Insights").click()
+    expect(page.get_by_role("heading", name="Anomalies")).to_be_visible()
+    check_page(page, f"{tag}-insights")
+    page.get_by_role("button", name="Sign out").click()
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    page.reload()  # no session survives a sign-out
+    expect(page.get_by_role("heading", name="Sign in")).to_be_visible()
+    # By keyboard alone: the field has focus, Tab moves on, Enter submits.
+    expect(page.get_by_label("E-mail")).to_be_focused()
+    page.keyboard.type(email)
+    page.keyboard.press("Tab")
+    page.keyboard.type(PASSWORD)
+    page.keyboard.press("Enter")
+    expect(page.get_by_role("heading", name="Power now")).to_be_visible()
+    page.reload()  # the session cookie brings a new access token after a reload
+    expect(page.get_by_role("heading", name="Power now")).to_be_visible()
+    assert not errors, errors
+    context.close()
+
+
+def test_desktop_journey(server: ServiceProcess, browser: object) -> None:
+    journey(server, browser, {"width": 1280, "height": 900}, "desktop")
+
+
+def test_phone_journey(server: ServiceProcess, browser: object) -> None:
+    journey(server, browser, {"width": 360, "height": 740}, "phone")
+
+
+def test_simulate_prints_accounts_to_sign_in_with(server: ServiceProcess, browser: object) -> None:
+    args = ["simulate", "--homes", "1", "--seed", "5", "--backfill", "--days", "0.01"]
+    done = run_command([*args, "--duration", "0", "--url", server.url], {}, timeout_s=300)
+    assert done.returncode == 0, done.stderr
+    head, _, rest = done.stdout.partition("\n")
+    password = re.fullmatch(r"accounts \(password for each: '(.+)'\):", head)[1]
+    (email,) = rest.split()
+    context = browser.new_context()
+    page = context.new_page()
+    page.goto(server.url + "/#/signin")
+    page.get_by_label("E-mail").fill(email)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", name="Power now")).to_be_visible()
+    expect(page.locator(".tile").first).to_be_visible()
+    assert page.locator(".tile").count() >= 5  # a meter and four plugs, at least
+    context.close()
+
+
+def test_an_admin_manages_users_from_settings(
+    server: ServiceProcess, browser: object, home_dir: Path
+) -> None:
+    email = f"admin-{uuid.uuid4().hex[:8]}@example.com"
+    env = embedded_env(home_dir, ET_ADMIN_PASSWORD=PASSWORD)
+    made = run_command(["create-admin", email], env)
+    assert made.returncode == 0, made.stderr
+    user = f"user-{uuid.uuid4().hex[:8]}@example.com"
+    r = httpx.post(server.url + "/api/v1/auth/register", json={"email": user, "password": PASSWORD})
+    assert r.status_code == 201
+    context = browser.new_context(bypass_csp=True)  # bypass: to inject axe
+    page = context.new_page()
+    page.goto(server.url + "/#/signin")
+    page.get_by_label("E-mail").fill(email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", name="No devices yet")).to_be_visible()
+    page.get_by_role("link", name="Settings").click()
+    expect(page.get_by_role("heading", name="Users (admin)")).to_be_visible()
+    page.get_by_label(f"{user} disabled").check()
+    page.get_by_role("row", name=user).get_by_role("button", name="Save").click()
+    expect(page.get_by_label(f"{user} disabled")).to_be_checked()
+    check_page(page, "desktop-admin")
+    refused = httpx.post(
+        server.url + "/api/v1/auth/login", json={"email": user, "password": PASSWORD}
+    )
+    assert refused.status_code == 401  # disabled from the page: signing in is refused
+    context.close()

@@ -1,0 +1,122 @@
+"""The anomaly detector of services/insights/detection.py on small series, expected values by
+hand. Four weeks of history (UTC, from Monday 2 March 2026) and the day judged after them."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+
+import numpy as np
+import pytest
+
+from energy_tracker.services.insights import detection as dt
+from energy_tracker.services.insights import evaluate as ev
+from energy_tracker.services.insights import forecasting as fc
+
+approx = pytest.approx
+MONDAY = int(datetime(2026, 3, 2, tzinfo=UTC).timestamp())
+DAY = 28 * 24  # the first hour of the day judged
+
+
+def detect(kwh: np.ndarray, first: int = DAY) -> list[dt.Event]:
+    cal = fc.calendar_of(MONDAY, kwh.size, UTC, None)
+    return dt.detect(kwh, cal, first, kwh.size)
+
+
+def flat(days: int = 29, kwh: float = 0.2) -> np.ndarray:
+    return np.full(days * 24, kwh)
+
+
+def test_a_load_stuck_on_for_six_hours() -> None:
+    # 0.2 kWh every hour, then 2 kW more from 10:00 to 16:00. Each hour's 10th percentile over
+    # the 28 days before is 0.2: 2.2 - 0.2 = 2.0 >= 1.7 on 6 hours running. Expected 6 x 0.2;
+    # the spread is the 0.05 kWh floor (no range at all): (2.2 - 0.2) / 0.05 = 40 spreads.
+    kwh = flat()
+    kwh[DAY + 10 : DAY + 16] += 2.0
+    assert detect(kwh) == [
+        dt.Event("stuck_on", DAY + 10, DAY + 16, approx(6 * 2.2), approx(6 * 0.2), approx(40.0))
+    ]
+
+
+def test_five_hours_are_not_stuck_on_but_unusual_at_a_quiet_hour() -> None:
+    # Each hour is quiet (its 90th percentile, 0.2, within 0.1 kWh of the home's 10th
+    # percentile, 0.2) and 2.2 is at least 1 kWh above the highest seen at that hour (0.2).
+    kwh = flat()
+    kwh[DAY + 10 : DAY + 15] += 2.0
+    assert [(e.kind, e.first, e.end) for e in detect(kwh)] == [("unusual_hour", DAY + 10, DAY + 15)]
+
+
+def test_a_spike_at_a_busy_hour_and_usage_at_a_quiet_one() -> None:
+    # 0.2 an hour but 1.0 at 18:00 every day. Judged at 18:00, the hours 17:00 to 19:00 of 28
+    # days: 56 x 0.2 and 28 x 1.0; 10th percentile 0.2, median 0.2, 90th (rank 74.7 of 0-83)
+    # 1.0, highest 1.0; 18:00's own 90th percentile 1.0 is not quiet. 2.5 is 1.5 above the
+    # highest: a spike, (2.5 - 0.2) / (0.8 / 2.563) = 7.369 spreads. 1.9 (0.9 above) is not.
+    # At 03:00 (quiet, highest 0.2), 1.3 is 1.1 above: an unusual hour, (1.3 - 0.2) / 0.05 = 22.
+    kwh = flat()
+    kwh[18::24] = 1.0
+    kwh[DAY + 18] = 2.5
+    kwh[DAY + 3] = 1.3
+    assert detect(kwh) == [
+        dt.Event("unusual_hour", DAY + 3, DAY + 4, approx(1.3), approx(0.2), approx(22.0)),
+        dt.Event("spike", DAY + 18, DAY + 19, approx(2.5), approx(0.2), approx(7.3686, abs=1e-4)),
+    ]
+    kwh[DAY + 18] = 1.9
+    assert [e.kind for e in detect(kwh)] == ["unusual_hour"]
+
+
+def test_a_meter_gone_silent() -> None:
+    # Three hours without data from 05:00: silence, expected at the week before's 0.2 an hour,
+    # 0.6 kWh; score 3 / 3 = 1. Two hours without data (from 20:00) are not news.
+    kwh = flat()
+    kwh[DAY + 5 : DAY + 8] = np.nan
+    kwh[DAY + 20 : DAY + 22] = np.nan
+    assert detect(kwh) == [dt.Event("silence", DAY + 5, DAY + 8, 0.0, approx(0.6), 1.0)]
+
+
+def test_silence_after_a_mostly_silent_week_is_not_news() -> None:
+    # The week before had only 100 of its 168 hours recorded, below 75 %.
+    kwh = flat()
+    kwh[DAY - 168 : DAY - 100] = np.nan
+    kwh[DAY + 5 : DAY + 8] = np.nan
+    assert [e.kind for e in detect(kwh)] == []
+
+
+def test_a_baseload_step_of_two_days() -> None:
+    # 0.2 an hour for 28 days, then 0.4 (200 W more, always on) for two days. Each day's
+    # always-on level (10th percentile of its hours) steps from 0.2 to 0.4; the 28 days before
+    # each have median 0.2 and MAD 0 (the second day's include the first's 0.4 once), so the
+    # spread is the 0.05 floor: 0.2 >= max(0.15, 3 x 0.05). Over 48 hours: 0.4 x 48 against
+    # 0.2 x 48; score 0.2 / 0.05 = 4.
+    kwh = np.concatenate([flat(28), flat(2, 0.4)])
+    assert detect(kwh) == [
+        dt.Event("baseload_step", DAY, DAY + 48, approx(19.2), approx(9.6), approx(4.0))
+    ]
+    # One day is not a step.
+    assert detect(kwh[: DAY + 24]) == []
+
+
+def test_no_history_judges_nothing() -> None:
+    kwh = flat(1, 5.0)
+    kwh[3:8] = np.nan
+    assert detect(kwh, first=0) == []
+
+
+def test_the_backtest_finds_every_fault_injected_into_a_steady_home() -> None:
+    # 130 days of 0.2 kWh an hour: nothing to find in it; each fault injected every 10 days
+    # after the warm-up (35 days) and the detector's history (56) is found: 2.2 for 6 h lifts
+    # each hour 2.0 above its 10th percentile; +0.3 for a week lifts the always-on level 0.3
+    # above 0.2 (spread: the 0.05 floor); 6 h without data follow a recorded week; +3 kWh is
+    # 3 above the highest at a quiet hour (an unusual hour counts as the spike it is).
+    kwh = flat(130)
+    data = ev.DataSet("steady", "test", MONDAY, kwh, fc.calendar_of(MONDAY, kwh.size, UTC, None))
+    result = ev.Result("steady")
+    ev.backtest_anomalies(data, result)
+    # Faults start at the midnights of days 92, 102, 112 and 122 (day 91 is the first judged;
+    # the week-long step from day 122 ends with day 128, a day before the data's end): 4 each.
+    assert result.recall == {
+        "2 kW load stuck on for 6 h": (4, 4),
+        "+300 W baseload for a week": (4, 4),
+        "6 h of silence": (4, 4),
+        "3 kWh spike in an hour": (4, 4),
+    }
+    assert (result.false_alarms, result.data_silences) == (0, 0)
+    assert result.alarm_months == approx(39 / 30.4375)

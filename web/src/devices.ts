@@ -1,0 +1,90 @@
+// Adding a device: its key is shown once, with ready-to-copy ways to send readings.
+import { api } from "./api";
+import { clear, errorBox, field, h, select } from "./dom";
+
+export const DEVICE_TYPES: [string, string][] = [
+  ["meter", "Meter"],
+  ["plug", "Smart plug"],
+  ["solar", "Solar inverter"],
+  ["battery", "Battery"],
+  ["ev_charger", "EV charger"],
+  ["heat_pump", "Heat pump"],
+  ["other", "Other"],
+];
+
+function copyBlock(label: string, text: string): HTMLElement {
+  const pre = h("pre", { tabindex: 0, "aria-label": label }, h("code", {}, text));
+  const btn = h("button", {
+    type: "button",
+    class: "secondary",
+    onclick: async () => {
+      await navigator.clipboard?.writeText(text).catch(() => undefined);
+      btn.textContent = "Copied";
+    },
+  }, "Copy");
+  return h("div", { class: "copy" }, h("h4", {}, label), pre, btn);
+}
+
+export function keyExamples(device: { id: string; api_key: string }): HTMLElement {
+  const origin = location.origin;
+  const id = device.id;
+  const key = device.api_key;
+  const now = "$(date -u +%Y-%m-%dT%H:%M:%SZ)";
+  return h(
+    "section",
+    { class: "card key", "aria-labelledby": "key-title" },
+    h("h3", { id: "key-title" }, "The device key: shown only this once"),
+    h("p", {}, "Copy it now. Only its hash is stored; if you lose it, rotate the key on the device page."),
+    copyBlock("Device key", key),
+    copyBlock(
+      "Send a reading with curl",
+      `curl -s ${origin}/api/v1/readings -H 'x-device-key: ${key}' \\\n  -H 'content-type: application/json' \\\n  -d '{"device_id":"${id}","ts":"'${now}'","power_w":1200}'`,
+    ),
+    copyBlock(
+      "MQTT, our JSON (topic et/<device id>/readings)",
+      `mosquitto_pub -t 'et/${id}/readings' -m '{"device_id":"${id}","ts":"'${now}'","power_w":1200}'`,
+    ),
+    copyBlock(
+      "MQTT from a Shelly (Gen2 script)",
+      `MQTT.publish("et/${id}/readings", JSON.stringify(Shelly.getComponentStatus("switch:0")));`,
+    ),
+    copyBlock(
+      "MQTT from Tasmota (set the device's metadata, then point its telemetry at the broker)",
+      `curl -s -X PATCH ${origin}/api/v1/devices/${id} -H "authorization: Bearer $TOKEN" \\\n  -H 'content-type: application/json' -d '{"metadata":{"tasmota_topic":"<tasmota topic>"}}'`,
+    ),
+    copyBlock(
+      "Import history from a CSV (columns ts, power_w and/or energy_wh)",
+      `energy-tracker import meter.csv --device ${id}`,
+    ),
+  );
+}
+
+/** The form that adds a device; `done` gets the created device (with its key). */
+export function addDeviceForm(done: (device: any) => void): HTMLElement {
+  const name = h("input", { type: "text", name: "name", required: true, maxlength: 200 });
+  const type = select("type", DEVICE_TYPES, "plug");
+  const tz = h("input", { type: "text", name: "timezone", placeholder: "the household's" });
+  const out = h("div", {});
+  return h(
+    "form",
+    {
+      class: "card",
+      "aria-labelledby": "add-device",
+      onsubmit: async (e: Event) => {
+        e.preventDefault();
+        clear(out);
+        try {
+          const device = await api("POST", "/devices", { name: name.value, type: type.value, timezone: tz.value || null });
+          clear(out, keyExamples(device));
+          done(device);
+        } catch (err) {
+          clear(out, errorBox(err));
+        }
+      },
+    },
+    h("h2", { id: "add-device" }, "Add a device"),
+    h("div", { class: "row" }, field("Name", name), field("Type", type), field("Time zone (optional)", tz, "IANA name, e.g. Europe/Berlin")),
+    h("button", { type: "submit" }, "Add device"),
+    out,
+  );
+}
