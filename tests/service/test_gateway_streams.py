@@ -13,8 +13,8 @@ import uvicorn
 
 from energy_tracker.app import create_app
 from energy_tracker.config import Settings
+from energy_tracker.core.rate_limits import parse_rate_limits
 from energy_tracker.services.gateway.proxy import MAX_STREAMS_PER_CALLER
-from energy_tracker.services.gateway.ratelimit import parse_rate_limits
 from tests.processes import free_port
 from tests.service.test_alerts_api import running
 

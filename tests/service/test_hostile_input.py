@@ -13,7 +13,7 @@ from fastapi import FastAPI
 
 from energy_tracker.app import create_admin, create_app, migrate
 from energy_tracker.config import SERVICE_NAMES, Settings
-from energy_tracker.services.gateway.ratelimit import parse_rate_limits
+from energy_tracker.core.rate_limits import parse_rate_limits
 
 API = "/api/v1"
 PASSWORD = "correct horse battery"

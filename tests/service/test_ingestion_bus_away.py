@@ -14,7 +14,7 @@ from energy_tracker.app import create_app, migrate
 from energy_tracker.config import Settings
 from energy_tracker.core.bus.factory import bus_from_url
 from energy_tracker.core.events import ENERGY_READINGS, parse_readings_recorded
-from energy_tracker.services.gateway.ratelimit import parse_rate_limits
+from energy_tracker.core.rate_limits import parse_rate_limits
 from tests.kafka_broker import tansu
 
 API = "/api/v1"
