@@ -57,6 +57,10 @@ class ProxyClients:
         )
         self.open_streams: Counter[str] = Counter()
 
+    @property
+    def is_closed(self) -> bool:
+        return self.requests.is_closed and self.streams.is_closed
+
     async def aclose(self) -> None:
         await self.requests.aclose()
         await self.streams.aclose()

@@ -148,7 +148,7 @@ async def refresh(
     return await _tokens(request, store, user, response if body is None else None)
 
 
-@router.delete("/auth/refresh", status_code=204)
+@router.delete("/auth/refresh", status_code=204, responses=answers(401))
 async def end_session(
     request: Request, response: Response, store: UserStore = Depends(users)
 ) -> None:
