@@ -75,7 +75,7 @@ async def first_attempt(alerting: Alerting, url: str) -> tuple[str, int | None, 
     await alerting.rule(channels=[{"type": "webhook", "url": url, "secret": "s"}])
     await alerting.readings((-1, 2500.0))
     (delivery,) = await alerting.notify(lambda ds: ds[0].attempts >= 1, rounds=20)
-    (attempt,) = (await alerting.store.attempts_of([delivery.id]))[delivery.id]
+    (attempt,) = (await alerting.store.deliveries.attempts_of([delivery.id]))[delivery.id]
     return delivery.status, attempt.status_code, attempt.error
 
 
