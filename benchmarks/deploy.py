@@ -8,9 +8,11 @@ runs, which is what the benchmark reports.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import secrets
+import shutil
 import signal
 import socket
 import subprocess
@@ -69,6 +71,19 @@ class Proc:
                 return round(int(line.split()[1]) / 1024, 1)
         return None
 
+    def cpu_s(self) -> float:
+        """CPU time the process has used so far (user + system), in seconds."""
+        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def written_bytes(self) -> int:
+        """Bytes the process has caused to be written to storage so far (not sockets, not
+        bytes rewritten in the page cache before they reach the disk)."""
+        for line in Path(f"/proc/{self.pid}/io").read_text().splitlines():
+            if line.startswith("write_bytes:"):
+                return int(line.split()[1])
+        return 0
+
     def terminate(self) -> None:
         if self.popen.poll() is None:
             self.popen.send_signal(signal.SIGTERM)
@@ -110,6 +125,23 @@ def _listening(port: int) -> bool:
     with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
         return True
     return False
+
+
+MOSQUITTO = shutil.which("mosquitto") or next(
+    (p for p in ("/usr/sbin/mosquitto",) if Path(p).exists()), None
+)
+
+
+def start_mosquitto(workdir: Path) -> tuple[Proc, int]:
+    """A private Mosquitto (default limits) on a free port, so the shared one on 1883 and the
+    subscribers of others never see the benchmark's messages; (process, port)."""
+    assert MOSQUITTO is not None
+    port = free_port()
+    conf = workdir / "mosquitto.conf"
+    conf.write_text(f"listener {port} 127.0.0.1\nallow_anonymous true\n")
+    proc = Proc("mosquitto", [MOSQUITTO, "-c", str(conf)], {}, workdir / "mosquitto.log")
+    wait_until("mosquitto", lambda: _listening(port), START_TIMEOUT_S, [proc])
+    return proc, port
 
 
 def start_tansu(workdir: Path) -> tuple[Proc, str]:
@@ -192,6 +224,22 @@ class Deployment:
     def check_alive(self) -> None:
         for proc in self.procs:
             proc.check_alive()
+
+    async def idle_cost(self, seconds: float) -> dict[str, float]:
+        """With nothing arriving: the share of one core all the processes use, and the bytes
+        they write to storage, over `seconds`."""
+        cpu = sum(p.cpu_s() for p in self.procs)
+        written = sum(p.written_bytes() for p in self.procs)
+        began = time.monotonic()
+        await asyncio.sleep(seconds)
+        took = time.monotonic() - began
+        return {
+            "seconds": round(took, 1),
+            "cpu_percent_of_a_core": round(
+                (sum(p.cpu_s() for p in self.procs) - cpu) / took * 100, 2
+            ),
+            "bytes_written": sum(p.written_bytes() for p in self.procs) - written,
+        }
 
     def stop(self) -> None:
         """All at once: each takes a few seconds to leave its consumer groups and drain."""

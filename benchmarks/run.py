@@ -3,8 +3,11 @@
 For each mode, `embedded` (`energy-tracker up`: the SQLite bus and stores, one process) and
 `kafka+postgresql` (Tansu, PostgreSQL, one `serve` process per service behind the gateway):
 
-1. the bus's own limit: produce, then consume, N one-reading records (bus_limit.py);
-2. the time-series store's own write limit for raw readings (store_limit.py);
+1. the bus's own limit: produce, then consume, the records the pipeline sends (one per device
+   and POST, bus_limit.py), in readings/s;
+2. the time-series store's own write limit for raw readings (store_limit.py), and the floor:
+   the pipeline's POST bodies parsed, validated, stored and bucketed in one process with no
+   HTTP and no bus (floor.py), the rate no design of the plumbing can beat here;
 3. the pipeline: simulated homes POST their readings in batches through the gateway, from
    several load processes, until every reading is counted in the usage buckets (each home's
    month buckets polled through the API: the sum of `samples`); readings/s;
@@ -12,13 +15,18 @@ For each mode, `embedded` (`energy-tracker up`: the SQLite bus and stores, one p
    quarter bucket it filled, and from a live probe reading's 202 to the `alert-events`
    transition it causes, both watched through the bus adapter; p50/p99;
 5. usage queries on a store of at least 10M readings (query_store.py); p50/p99;
-6. the peak RSS (VmHWM) of every process under load.
+6. the peak RSS (VmHWM) of every process under load;
+7. the idle cost, before any load: the CPU all the processes use (/proc/<pid>/stat) and the
+   bytes they write to storage (/proc/<pid>/io write_bytes) while nothing arrives.
+8. the live workload (live.py): devices sending one reading per POST (wrk) and per MQTT message
+   (a private Mosquitto), end to end, and single requests on the idle deployment.
 
 Results: benchmarks/results/latest.json and latest.md (quick runs: quick.json and quick.md);
 a full run also puts its table into README.md, between the bench markers.
 
     python benchmarks/run.py            # make bench:       every figure, at most 10 minutes
-    python benchmarks/run.py --quick    # make bench-quick: small N, at most a minute
+    python benchmarks/run.py --quick    # make bench-quick: small N, about two minutes
+    python benchmarks/run.py --live-only  # the live workload alone (results in live.*)
 """
 
 from __future__ import annotations
@@ -38,7 +46,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -46,7 +54,9 @@ from typing import Any
 
 import bus_limit
 import deploy
+import floor
 import httpx
+import live
 import load
 import orjson
 import query_store
@@ -87,7 +97,9 @@ class Sizes:
     query_target: int
     query_days: int
     query_reps: int
+    idle_s: float
     budget_s: float
+    live: live.LiveSizes
 
 
 FULL = Sizes(
@@ -99,7 +111,16 @@ FULL = Sizes(
     query_target=10_000_000,
     query_days=365,
     query_reps=200,
+    idle_s=20,
     budget_s=600,
+    live=live.LiveSizes(
+        devices=10_000,
+        http_seconds=20,
+        connections=64,
+        mqtt_per_device=10,
+        mqtt_processes=2,
+        idle_requests=200,
+    ),
 )
 QUICK = Sizes(
     bus_records=20_000,
@@ -110,7 +131,16 @@ QUICK = Sizes(
     query_target=0,  # quick runs query what the pipeline stored
     query_days=0,
     query_reps=15,
-    budget_s=60,
+    idle_s=3,
+    budget_s=120,
+    live=live.LiveSizes(
+        devices=200,
+        http_seconds=2,
+        connections=32,
+        mqtt_per_device=3,
+        mqtt_processes=2,
+        idle_requests=40,
+    ),
 )
 
 
@@ -489,6 +519,86 @@ async def query_phase(
     return timed
 
 
+@contextlib.asynccontextmanager
+async def app_deployment(
+    mode: str, args: argparse.Namespace, workdir: Path, secret: str, clock: Clock
+) -> AsyncIterator[tuple[deploy.Deployment, int | None]]:
+    """The application of `mode` (and its broker, databases and a private Mosquitto for the
+    live workload's MQTT leg), running; (deployment, Mosquitto's port or None)."""
+    pg, pid = args.pg_url, os.getpid()
+    tansu: deploy.Proc | None = None
+    mosquitto, mqtt_port = None, None
+    if deploy.MOSQUITTO is not None:
+        mosquitto, mqtt_port = deploy.start_mosquitto(workdir)
+    else:
+        clock.say("  no mosquitto here: the live workload runs without its MQTT leg")
+    mqtt_url = f"mqtt://127.0.0.1:{mqtt_port}" if mqtt_port else None
+    try:
+        if mode == EMBEDDED:
+            cm: contextlib.AbstractContextManager = deploy.embedded(
+                workdir / "app", secret, mqtt_url=mqtt_url
+            )
+        else:
+            tansu, kafka = deploy.start_tansu(workdir)
+            db = await deploy.create_database(pg, f"et_bench_{pid}")
+            from energy_tracker.app import ROUTERS
+
+            cm = deploy.split(
+                workdir / "app",
+                secret,
+                list(ROUTERS),
+                bus_url=kafka,
+                db_url=db,
+                tsdb_url=db,
+                mqtt_url=mqtt_url,
+            )
+        with cm as deployment:
+            if tansu is not None:
+                deployment.procs.insert(0, tansu)
+            yield deployment, mqtt_port
+    finally:
+        if tansu is not None:
+            tansu.stop()
+            await deploy.drop_database(pg, f"et_bench_{pid}")
+        if mosquitto is not None:
+            mosquitto.stop()
+
+
+async def live_workload(
+    deployment: deploy.Deployment,
+    mqtt_port: int | None,
+    sizes: Sizes,
+    args: argparse.Namespace,
+    clock: Clock,
+    mode: str,
+) -> dict[str, Any]:
+    with profiling(deployment.procs, args.profile, f"live-{mode.split('+')[0]}"):
+        result = await live.run(
+            deployment.gateway_url,
+            mqtt_port,
+            sizes.live,
+            lambda: EventWatcher.start(deployment.bus_url, 1),
+            clock.say,
+            clock.left,
+        )
+    deployment.check_alive()
+    return result
+
+
+async def live_mode(
+    mode: str,
+    sizes: Sizes,
+    args: argparse.Namespace,
+    clock: Clock,
+    workdir: Path,
+    secret: str,
+) -> dict[str, Any]:
+    """--live-only: a deployment for the live workload alone."""
+    async with app_deployment(mode, args, workdir, secret, clock) as (deployment, mqtt_port):
+        measured = await live_workload(deployment, mqtt_port, sizes, args, clock, mode)
+        return {"mode": mode, "live": measured, "peak_rss_mb": deployment.peak_rss_mb()}
+
+
 async def run_mode(
     mode: str, sizes: Sizes, args: argparse.Namespace, clock: Clock, workdir: Path
 ) -> dict[str, Any]:
@@ -496,50 +606,46 @@ async def run_mode(
     secret = deploy.new_secret()
     pg = args.pg_url
     pid = os.getpid()
+    if args.live_only:
+        return await live_mode(mode, sizes, args, clock, workdir, secret)
     tansu: deploy.Proc | None = None
     if mode == EMBEDDED:
         limit_bus = f"embedded:///{workdir}/limit/bus.db"
         limit_store = f"sqlite:///{workdir}/limit/series.db"
+        floor_store = f"sqlite:///{workdir}/floor/series.db"
     else:
         tansu, limit_bus = deploy.start_tansu(workdir)
         limit_store = await deploy.create_database(pg, f"et_bench_limit_{pid}")
+        floor_store = await deploy.create_database(pg, f"et_bench_floor_{pid}")
+    work = floor.workload(SEED, sizes.homes, sizes.bus_records, args.quarters_per_post, INTERVAL_MS)
     try:
-        clock.say(f"  bus limit: {sizes.bus_records:,} records")
-        bus = await asyncio.wait_for(bus_limit.measure(limit_bus, sizes.bus_records), clock.left())
-        clock.say(f"  {bus.through_per_s:,.0f} records/s; store limit: {sizes.store_rows:,} rows")
+        clock.say(f"  bus limit: {work.readings:,} readings in the pipeline's records")
+        bus = await asyncio.wait_for(bus_limit.measure(limit_bus, work), clock.left())
+        clock.say(f"  {bus.readings_per_s:,.0f} readings/s; store limit: {sizes.store_rows:,} rows")
         store = await asyncio.wait_for(
             store_limit.measure(limit_store, sizes.store_rows), clock.left()
         )
-        clock.say(f"  {store.add_per_s:,.0f} rows/s")
+        clock.say(f"  {store.add_per_s:,.0f} rows/s; floor: {work.readings:,} readings")
+        bottom = await asyncio.wait_for(floor.measure(floor_store, work), clock.left())
+        clock.say(f"  {bottom.readings_per_s:,.0f} readings/s")
     finally:
         if tansu is not None:
             tansu.stop()
             await deploy.drop_database(pg, f"et_bench_limit_{pid}")
+            await deploy.drop_database(pg, f"et_bench_floor_{pid}")
 
-    if mode == EMBEDDED:
-        cm: contextlib.AbstractContextManager = deploy.embedded(workdir / "app", secret)
-    else:
-        tansu, kafka = deploy.start_tansu(workdir)
-        db = await deploy.create_database(pg, f"et_bench_{pid}")
-        from energy_tracker.app import ROUTERS
-
-        cm = deploy.split(
-            workdir / "app", secret, list(ROUTERS), bus_url=kafka, db_url=db, tsdb_url=db
-        )
-    try:
-        with cm as deployment:
-            if tansu is not None:
-                deployment.procs.insert(0, tansu)
-            measured, stored = await pipeline(deployment, sizes, args, clock, mode.split("+")[0])
-            if args.quick:
-                # A quick run queries the little the pipeline stored: no second deployment.
-                clock.say(f"  {sizes.query_reps} of each query on {stored.readings:,} readings")
-                queries = await query_store.time_queries(deployment, stored, sizes.query_reps, SEED)
-            rss = deployment.peak_rss_mb()
-    finally:
-        if tansu is not None:
-            tansu.stop()
-            await deploy.drop_database(pg, f"et_bench_{pid}")
+    async with app_deployment(mode, args, workdir, secret, clock) as (deployment, mqtt_port):
+        await asyncio.sleep(min(5.0, sizes.idle_s))  # past the start's own writes
+        clock.say(f"  idle for {sizes.idle_s:g} s")
+        idle = await deployment.idle_cost(sizes.idle_s)
+        clock.say(f"  {idle['cpu_percent_of_a_core']:.2f} % of a core, {idle['bytes_written']:,} B")
+        measured, stored = await pipeline(deployment, sizes, args, clock, mode.split("+")[0])
+        if args.quick:
+            # A quick run queries the little the pipeline stored: no second deployment.
+            clock.say(f"  {sizes.query_reps} of each query on {stored.readings:,} readings")
+            queries = await query_store.time_queries(deployment, stored, sizes.query_reps, SEED)
+        measured["live"] = await live_workload(deployment, mqtt_port, sizes, args, clock, mode)
+        rss = deployment.peak_rss_mb()
 
     if not args.quick:
         queries = await query_phase(mode, sizes, args, clock, workdir, secret)
@@ -547,15 +653,18 @@ async def run_mode(
     return {
         "mode": mode,
         "pipeline_readings_per_s": measured.pop("pipeline_readings_per_s"),
-        "bus_limit_readings_per_s": round(bus.through_per_s),
+        "bus_limit_readings_per_s": round(bus.readings_per_s),
+        "floor_readings_per_s": round(bottom.readings_per_s),
         "store_limit_rows_per_s": round(store.add_per_s),
         "p50_ms_reading_to_usage": measured.pop("p50_ms_reading_to_usage"),
         "p99_ms_reading_to_usage": measured.pop("p99_ms_reading_to_usage"),
         "p99_ms_reading_to_alert": measured.pop("p99_ms_reading_to_alert"),
         "query_p99_ms": max(queries[n]["p99_ms"] for n in names),
         "peak_rss_mb": rss,
+        "idle": idle,
         "bus": {
             "records": bus.records,
+            "readings": bus.readings,
             "record_bytes": round(bus.record_bytes),
             "produce_per_s": round(bus.produce_per_s),
             "consume_per_s": round(bus.consume_per_s),
@@ -608,8 +717,8 @@ def _n(value: float | None, unit: str = "") -> str:
 
 
 def table(results: list[dict[str, Any]], host: dict[str, Any], when: str, seconds: float) -> str:
-    def ratio(r: dict[str, Any]) -> str:
-        return f"{r['pipeline_readings_per_s'] / r['bus_limit_readings_per_s']:.2f}"
+    def ratio(r: dict[str, Any], limit: str) -> str:
+        return f"{r['pipeline_readings_per_s'] / r[limit]:.2f}"
 
     def latency(r: dict[str, Any]) -> str:
         return f"{r['p50_ms_reading_to_usage']:,.0f} / {r['p99_ms_reading_to_usage']:,.0f}"
@@ -617,20 +726,64 @@ def table(results: list[dict[str, Any]], host: dict[str, Any], when: str, second
     def rss(r: dict[str, Any]) -> str:
         return ", ".join(f"{k} {_n(v)}" for k, v in r["peak_rss_mb"].items())
 
-    rows: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
+    def live_row(leg: str, key: str) -> Callable[[dict[str, Any]], str]:
+        return lambda r: _n(r.get("live", {}).get(leg, {}).get(key))
+
+    def missing(r: dict[str, Any]) -> str:
+        legs = r.get("live", {})
+        return " / ".join(
+            _n(legs[g]["not_counted_by_end"]) if g in legs else "n/a" for g in ("http", "mqtt")
+        )
+
+    def idle(r: dict[str, Any]) -> str:
+        i = r.get("live", {}).get("idle")
+        if i is None:
+            return "n/a"
+        post, get, hz = i["post_one_reading"], i["get_device"], i["healthz"]
+        return (
+            f"{post['p50_ms']:.1f} / {post['p99_ms']:.1f}; {get['p50_ms']:.1f}; {hz['p50_ms']:.1f}"
+        )
+
+    devices = _n(next((r["live"]["devices"] for r in results if "live" in r), None))
+    batch_rows: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
         ("pipeline, readings/s (POST → usage buckets)", lambda r: _n(r["pipeline_readings_per_s"])),
         (
-            "bus limit, readings/s (produce, then consume)",
+            "bus limit, readings/s (the pipeline's records: produce, then consume)",
             lambda r: _n(r["bus_limit_readings_per_s"]),
         ),
         ("store limit, raw rows/s", lambda r: _n(r["store_limit_rows_per_s"])),
-        ("pipeline ÷ bus limit", ratio),
+        (
+            "floor, readings/s (parse, validate, store, buckets: no HTTP, no bus)",
+            lambda r: _n(r["floor_readings_per_s"]),
+        ),
+        ("pipeline ÷ bus limit", lambda r: ratio(r, "bus_limit_readings_per_s")),
+        ("pipeline ÷ floor", lambda r: ratio(r, "floor_readings_per_s")),
         ("reading → usage bucket p50 / p99, ms (at half rate)", latency),
         ("reading → alert p99, ms", lambda r: _n(r["p99_ms_reading_to_alert"])),
         ("usage query p99, ms (worst of three)", lambda r: f"{r['query_p99_ms']:,.1f}"),
         ("… on a store of, readings", lambda r: _n(r["queries"]["store_readings"])),
         ("peak RSS, MB", rss),
+        (
+            "idle: % of a core, bytes written (nothing arriving)",
+            lambda r: f"{r['idle']['cpu_percent_of_a_core']:.2f} %, {r['idle']['bytes_written']:,}",
+        ),
     ]
+    live_rows: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
+        (
+            f"live, HTTP: readings/s, one per POST ({devices} devices)",
+            live_row("http", "readings_per_s"),
+        ),
+        ("live, HTTP: POSTs answered/s", live_row("http", "accepted_per_s")),
+        ("live, HTTP: 202 → bucket p99, ms", live_row("http", "p99_ms_202_to_bucket")),
+        ("live, MQTT: readings/s, one per QoS 1 message", live_row("mqtt", "readings_per_s")),
+        ("live: acknowledged, not counted by the end of the wait, HTTP / MQTT", missing),
+        ("idle: one POST p50 / p99; GET one device p50; /healthz p50, ms", idle),
+    ]
+    rows = (
+        live_rows
+        if all("pipeline_readings_per_s" not in r for r in results)
+        else (batch_rows + live_rows)
+    )
     lines = [
         "| | " + " | ".join(r["mode"] for r in results) + " |",
         "|---|" + "---:|" * len(results),
@@ -684,6 +837,12 @@ async def main_async(args: argparse.Namespace, sizes: Sizes, modes: list[str]) -
     workdir = Path(tempfile.mkdtemp(prefix="et-bench-"))
     results = []
     try:
+        if args.queries_only:
+            for mode in modes:
+                clock.say(mode)
+                timed = await query_phase(mode, sizes, args, clock, workdir, deploy.new_secret())
+                print(orjson.dumps({mode: timed}, option=orjson.OPT_INDENT_2).decode())
+            return
         for mode in modes:
             results.append(await run_mode(mode, sizes, args, clock, workdir))
     finally:
@@ -695,20 +854,20 @@ async def main_async(args: argparse.Namespace, sizes: Sizes, modes: list[str]) -
         r["machine"] = host
         r["measured_at"] = when
         r["quick"] = args.quick
-    name = "quick" if args.quick else "latest"
+    name = "live" if args.live_only else "quick" if args.quick else "latest"
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
     clock.over_budget()
     markdown = table(results, host, when, clock.elapsed())
     (RESULTS / f"{name}.md").write_text(markdown)
-    if not args.quick:
+    if not args.quick and not args.live_only:
         update_readme(markdown)
     print(markdown)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--quick", action="store_true", help="small N, at most a minute")
+    parser.add_argument("--quick", action="store_true", help="small N, about two minutes")
     parser.add_argument(
         "--modes", default=f"{EMBEDDED},{KAFKA}", help="comma-separated; default: both"
     )
@@ -725,9 +884,15 @@ def main() -> None:
         default=True,
         help="build the 10M-reading query store when it is not cached yet",
     )
+    parser.add_argument(
+        "--queries-only", action="store_true", help="only time the usage queries (not saved)"
+    )
     parser.add_argument("--profile", type=Path, help="py-spy each process into this directory")
     parser.add_argument("--budget", type=float, help="seconds the run may take")
     parser.add_argument("--keep", action="store_true", help="keep the logs and data")
+    parser.add_argument(
+        "--live-only", action="store_true", help="only the live workload (results in live.*)"
+    )
     args = parser.parse_args()
     gc.set_threshold(50_000)  # as the services do (cli.py): this builds millions of readings
     sizes = QUICK if args.quick else FULL

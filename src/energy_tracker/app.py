@@ -12,7 +12,7 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass, field
-from typing import Protocol
+from typing import Any, Protocol
 
 from fastapi import APIRouter, FastAPI
 
@@ -21,6 +21,7 @@ from energy_tracker.config import SERVICE_NAMES, Settings
 from energy_tracker.core.bus.base import EventBus
 from energy_tracker.core.bus.factory import bus_from_url
 from energy_tracker.core.bus.runner import ConsumeLoop
+from energy_tracker.core.credentials import CredentialCache
 from energy_tracker.core.events import TOPICS
 from energy_tracker.core.http import (
     Authenticator,
@@ -204,8 +205,9 @@ def _wire_shared(app: FastAPI, settings: Settings, rt: Runtime) -> Shared:
     app.state.directory = shared.devices
     app.state.series = rt.series
     app.state.limiter = rt.limiter
+    app.state.credentials = CredentialCache(Directory(shared.users, shared.devices))
     app.state.authenticator = Authenticator(
-        Directory(shared.users, shared.devices), app.state.secret, settings.jwt_issuer
+        app.state.credentials, app.state.secret, settings.jwt_issuer
     )
     return shared
 
@@ -216,7 +218,12 @@ def _wire_ingestion(app: FastAPI, settings: Settings, rt: Runtime, shared: Share
         return
     app.state.recorder = ReadingRecorder(rt.bus, shared.devices, settings.retention_days)
     if settings.mqtt_url:
-        ingester = mqtt.MqttIngester(settings.mqtt_url, app.state.recorder, shared.devices)
+        ingester = mqtt.MqttIngester(
+            settings.mqtt_url,
+            app.state.recorder,
+            shared.devices,
+            place=str(settings.data_dir.resolve()),
+        )
         _run_worker(rt, "ingestion:mqtt", ingester)
 
 
@@ -359,14 +366,18 @@ def _api_schema(app: FastAPI, services: list[str]) -> dict:
     if app.openapi_schema is None:
         from fastapi.openapi.utils import get_openapi
         from pydantic import TypeAdapter
+        from pydantic.json_schema import JsonSchemaMode
 
         documented = APIRouter()
         for service in services:
             documented.include_router(ROUTERS[service], prefix=API_PREFIX)
         schema = get_openapi(title=app.title, version=app.version, routes=documented.routes)
         document_errors(schema, [r for s in services for r in ROUTERS[s].routes], API_PREFIX)
+        bodies: list[tuple[str, JsonSchemaMode, TypeAdapter[Any]]] = [
+            (name, "validation", body) for name, body in ingestion_api.HAND_PARSED_BODIES.items()
+        ]
         _, defs = TypeAdapter.json_schemas(
-            [(name, "validation", body) for name, body in ingestion_api.HAND_PARSED_BODIES.items()],
+            bodies,
             ref_template="#/components/schemas/{model}",
         )
         schema.setdefault("components", {}).setdefault("schemas", {}).update(defs["$defs"])

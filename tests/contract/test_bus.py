@@ -24,7 +24,7 @@ import orjson
 import pytest
 
 from energy_tracker.core.bus.base import Consumer, EventBus, Message
-from energy_tracker.core.bus.embedded import EmbeddedBus
+from energy_tracker.core.bus.embedded import EmbeddedBus, EmbeddedConsumer
 from energy_tracker.core.bus.factory import bus_from_url
 from energy_tracker.core.bus.runner import ConsumeLoop, Rejected, dlq_topic
 from energy_tracker.core.errors import BackendUnavailable, UnsupportedUrl
@@ -126,6 +126,33 @@ async def test_each_key_keeps_its_order(bus: EventBus, names: Names) -> None:
         assert len(seqs) == keys
         assert all(s == list(range(per_key)) for s in seqs.values())
         assert all(len(p) == 1 for p in partitions.values())
+        await consumer.close()
+
+
+async def test_concurrent_one_record_publishes_are_all_kept_in_order_per_key(
+    bus: EventBus, names: Names
+) -> None:
+    """Live devices: thousands of callers at once, each publishing one record, as HTTP requests
+    do. Every publish that returned is consumed, and a key's records, published one after
+    another by their own caller, keep that order (group commit folds them into shared writes)."""
+    keys, per_key = 500, 6
+
+    async def device(k: int) -> None:
+        for seq in range(per_key):
+            await bus.publish(names.topic, [(f"dev-{k}".encode(), f"{k}:{seq}".encode())])
+
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        await bus.ensure_topics([names.topic])
+        await asyncio.gather(*(device(k) for k in range(keys)))
+        consumer = await bus.subscribe(names.topic, names.group)
+        got = await drain(consumer, keys * per_key)
+        seqs: dict[bytes, list[int]] = defaultdict(list)
+        for m in got:
+            seqs[m.key].append(int(m.value.split(b":")[1]))
+        assert len(got) == keys * per_key
+        assert len(seqs) == keys
+        assert all(s == list(range(per_key)) for s in seqs.values())
+        assert await quiet(consumer, 0.5) == []
         await consumer.close()
 
 
@@ -402,6 +429,95 @@ async def test_embedded_members_in_two_processes_split_the_partitions(tmp_path: 
         assert parts[0] | parts[1] == set(range(8))
         for b in buses:
             await b.stop()
+
+
+def data_version(conn: sqlite3.Connection) -> int:
+    """Changes each time another connection commits to the file."""
+    return conn.execute("PRAGMA data_version").fetchone()[0]
+
+
+async def test_embedded_idle_members_write_nothing(tmp_path: Path) -> None:
+    """Once a member has committed all it read it writes nothing, for many session timeouts,
+    and is not expired for it: it is judged by its process. Another process's records still
+    wake it at once."""
+    path = str(tmp_path / "bus.db")
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        bus = EmbeddedBus(path, 8, session_timeout_s=0.4)
+        other = EmbeddedBus(path, 8, session_timeout_s=0.4)  # another process's bus
+        await bus.start()
+        await other.start()
+        try:
+            consumer = await bus.subscribe("quiet", "group")
+            assert isinstance(consumer, EmbeddedConsumer)
+            await bus.publish("quiet", [(f"dev-{i}".encode(), b"v") for i in range(20)])
+            await consumer.commit(await drain(consumer, 20))
+            with contextlib.closing(sqlite3.connect(path)) as outside:
+                before = data_version(outside)
+                assert await quiet(consumer, 1.6) == []  # four session timeouts, polling
+                assert data_version(outside) == before
+                (member,) = outside.execute("SELECT member FROM members").fetchall()
+            assert member == (consumer.member,)  # still the group's only member
+
+            await other.publish("quiet", [(b"dev-1", b"late")])
+            started = time.monotonic()
+            assert values(await consumer.poll(10, timeout_s=5.0)) == [b"late"]
+            assert time.monotonic() - started < 1.0
+        finally:
+            await other.stop()
+            await bus.stop()
+
+
+_IDLE_MEMBER = """
+import asyncio, sys
+from energy_tracker.core.bus.embedded import EmbeddedBus
+
+async def main():
+    bus = EmbeddedBus(sys.argv[1], 8, session_timeout_s=1.0)
+    await bus.start()
+    consumer = await bus.subscribe("shared", "group")
+    got = 0
+    while True:
+        batch = await consumer.poll(1000, timeout_s=0.5)
+        await consumer.commit(batch)
+        if batch:
+            got += len(batch)
+            print(got, flush=True)
+
+asyncio.run(main())
+"""
+
+
+async def test_embedded_idle_member_lives_as_long_as_its_process(tmp_path: Path) -> None:
+    """An idle member keeps its partitions past the session timeout while its process runs,
+    and loses them once the process is killed."""
+    path = str(tmp_path / "bus.db")
+    async with asyncio.timeout(TEST_TIMEOUT_S):
+        bus = EmbeddedBus(path, 8, session_timeout_s=1.0)
+        await bus.start()
+        child = await asyncio.create_subprocess_exec(
+            sys.executable, "-c", _IDLE_MEMBER, path, stdout=asyncio.subprocess.PIPE
+        )
+        assert child.stdout is not None
+        try:
+            records = [(f"dev-{i}".encode(), f"v{i}".encode()) for i in range(40)]
+            await bus.publish("shared", records)
+            assert int(await child.stdout.readline()) == 40  # all its partitions, committed
+            consumer = await bus.subscribe("shared", "group")
+            assert await quiet(consumer, 2.5) == []  # both idle, past two session timeouts
+
+            await bus.publish("shared", records)
+            mine = await drain(consumer, 1)
+            mine += await quiet(consumer, 1.0)
+            assert 0 < len(mine) < 40  # the idle child kept its share and read it
+            assert int(await child.stdout.readline()) == 80 - len(mine)
+        finally:
+            os.kill(child.pid, signal.SIGKILL)
+            await child.wait()
+        await bus.publish("shared", records)
+        assert sorted(values(await drain(consumer, 40, timeout_s=10))) == sorted(
+            v for _, v in records
+        )
+        await bus.stop()
 
 
 # -- configuration ------------------------------------------------------------------------------

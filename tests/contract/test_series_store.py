@@ -7,9 +7,12 @@ server it exercises the monthly-partition layout, so several tests span months o
 from __future__ import annotations
 
 import asyncio
+import re
+import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
 
+import asyncpg
 import pytest
 
 from energy_tracker.core.errors import BackendUnavailable, UnsupportedUrl
@@ -476,6 +479,110 @@ async def test_granularities_are_kept_apart(store: SeriesStore) -> None:
     ):
         got = await store.buckets([A], granularity, JAN, FEB)
         assert [(b.granularity, b.energy_wh) for b in got] == [(granularity, energy)]
+
+
+async def test_summed_buckets_adds_devices_period_by_period(store: SeriesStore) -> None:
+    day = 24 * HOUR
+    await store.put_buckets(
+        [
+            Bucket(A, Granularity.DAY, JAN, 1000.0, 0.25, 96, 96, 9600.0, 50.0, 200.0, 3),
+            Bucket(A, Granularity.DAY, JAN + day, 2000.0, 0.5, 96, 96, 19200.0, 80.0, 300.0, 1),
+            Bucket(B, Granularity.DAY, JAN, 500.0, 0.125, 48, 40, 2000.0, 10.0, 900.0, 2),
+            Bucket(B, Granularity.DAY, JAN + 2 * day, 250.0, 0.0625, 10, 0, 0.0, None, None, 1),
+            Bucket(C, Granularity.DAY, JAN, 7.0, 1.0, 1, 1, 7.0, 7.0, 7.0, 1),  # not asked for
+            Bucket(A, Granularity.HOUR, JAN, 99.0, 9.0, 9, 9, 9.0, 9.0, 9.0, 1),  # other grain
+            Bucket(A, Granularity.DAY, JAN + 3 * day, 5.0, 0.5, 1, 1, 5.0, 5.0, 5.0, 1),  # after
+        ]
+    )
+    got = await store.summed_buckets([A, B, "never-seen", A], Granularity.DAY, JAN, JAN + 3 * day)
+    # By hand: day 1 is A + B (1000 + 500 Wh, 0.25 + 0.125, 96 + 48 samples, 96 + 40 power
+    # samples, 9600 + 2000 W summed, min(50, 10), max(200, 900)); day 2 is A alone; day 3 is
+    # B alone, without power. Every total is device "*", version 0.
+    assert got == [
+        Bucket("*", Granularity.DAY, JAN, 1500.0, 0.375, 144, 136, 11600.0, 10.0, 900.0, 0),
+        Bucket("*", Granularity.DAY, JAN + day, 2000.0, 0.5, 96, 96, 19200.0, 80.0, 300.0, 0),
+        Bucket("*", Granularity.DAY, JAN + 2 * day, 250.0, 0.0625, 10, 0, 0.0, None, None, 0),
+    ]
+    assert await store.summed_buckets([], Granularity.DAY, JAN, FEB) == []
+    assert await store.summed_buckets(["never-seen"], Granularity.DAY, JAN, FEB) == []
+    assert await store.summed_buckets([A], Granularity.DAY, FEB, JAN) == []
+
+
+# -- query plans -------------------------------------------------------------------------------
+
+PLAN_DEVICES = 300
+PLAN_READINGS_EACH = 200
+DAY = 24 * HOUR
+SQLITE_PARAMS: dict[str, tuple | dict] = {
+    "buckets": (1, "day", JAN, JAN + DAY),
+    "summed_buckets": ("[1, 2]", "day", JAN, JAN + DAY),
+    "readings_page": {"s": 1, "low": JAN, "end": JAN + DAY, "limit": 10},
+    "readings_around": {"s": 1, "start": JAN, "end": JAN + DAY},
+    "count_readings": (1, JAN, JAN + DAY),
+}
+POSTGRES_PARAMS: dict[str, tuple] = {
+    "buckets_many": (["plan-0001"], ["day"], [JAN], [JAN + DAY]),
+    "summed_buckets": (["plan-0001", "plan-0002"], "day", JAN, JAN + DAY),
+    "readings_page": (1, JAN, JAN + DAY, 10),
+    "readings_around_many": (["plan-0001"], [JAN], [JAN + DAY]),
+    "count_readings_many": (["plan-0001"], [JAN], [JAN + DAY]),
+}
+
+
+async def test_no_read_scans_a_whole_table(store: SeriesStore, store_url: str, kind: str) -> None:
+    """Each read statement finds its rows through a key, on a store big enough for a planner
+    to prefer the key: a whole-table scan is what grows with history (10M readings). (On
+    PostgreSQL the series table, one row a device, may be hashed whole while it is this small:
+    a few hundred rows cost less than its index.)"""
+    devices = [f"plan-{i:04d}" for i in range(PLAN_DEVICES)]
+    await store.add_readings(
+        [
+            Reading(d, JAN + i * 60_000, power_w=1.0)
+            for d in devices
+            for i in range(PLAN_READINGS_EACH)
+        ]
+    )
+    await store.put_buckets(
+        [
+            Bucket(d, g, JAN + i * HOUR, 1.0, version=1)
+            for d in devices
+            for g in Granularity
+            for i in range(30)
+        ]
+    )
+    if kind == "sqlite":
+        from energy_tracker.core.stores.timeseries import sqlite
+
+        db = sqlite3.connect(sqlite.sqlite_path(store_url))
+        try:
+            for name, sql in sqlite.READ_STATEMENTS.items():
+                params = SQLITE_PARAMS[name]
+                plan = [row[3] for row in db.execute(f"EXPLAIN QUERY PLAN {sql}", params)]
+                scans = [
+                    step for step in plan if re.match(r"SCAN (readings|buckets|series)\b", step)
+                ]
+                assert not scans, f"{name}: {plan}"
+        finally:
+            db.close()
+        return
+    from energy_tracker.core.stores.timeseries import postgres
+
+    conn = await asyncpg.connect(store_url)
+    try:
+        await conn.execute("ANALYZE")
+        for name, sql in postgres.READ_STATEMENTS.items():
+            params = POSTGRES_PARAMS[name]
+            plan = [row[0] for row in await conn.fetch(f"EXPLAIN {sql}", *params)]
+            # An empty relation (cost 0.00..0.00: the default partition) may be scanned.
+            scans = [
+                step
+                for step in plan
+                if re.search(r"Seq Scan on (readings|buckets)", step)
+                and "cost=0.00..0.00 " not in step
+            ]
+            assert not scans, f"{name}: {plan}"
+    finally:
+        await conn.close()
 
 
 # -- retention, schema, failures ---------------------------------------------------------------

@@ -10,6 +10,8 @@ from typing import Any
 
 import httpx
 
+from energy_tracker.core.credentials import CREDENTIAL_TTL_S
+
 PASSWORD = "correct horse battery"
 
 
@@ -52,6 +54,20 @@ def post_reading(
     if device_id is not None:
         reading["device_id"] = device_id
     return http.post(api + "/readings", json=reading, headers={"X-Device-Key": key})
+
+
+def status_when(
+    send: Callable[[], httpx.Response], want: int, timeout_s: float = CREDENTIAL_TTL_S + 10
+) -> int:
+    """The status `send()` answers once it is `want`, or the last one when `timeout_s` runs out.
+
+    For a credential changed through another process: each process reuses what it looked up for
+    CREDENTIAL_TTL_S, so the change arrives there within that, not at once.
+    """
+    deadline = time.monotonic() + timeout_s
+    while (status := send().status_code) != want and time.monotonic() < deadline:
+        time.sleep(0.2)
+    return status
 
 
 def items_when(

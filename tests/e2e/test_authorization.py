@@ -21,7 +21,14 @@ import pytest
 from energy_tracker.app import create_app
 from energy_tracker.config import SERVICE_NAMES, Settings
 from energy_tracker.services.gateway.routes import API_PREFIX
-from tests.e2e.accounts import PASSWORD, items_when, logged_in, new_device, post_reading
+from tests.e2e.accounts import (
+    PASSWORD,
+    items_when,
+    logged_in,
+    new_device,
+    post_reading,
+    status_when,
+)
 from tests.forged_tokens import forged_tokens
 from tests.processes import ServiceProcess, embedded_env, run_command, running
 
@@ -203,12 +210,12 @@ def api_operations() -> set[tuple[str, str]]:
     app = create_app(Settings(data_dir=Path("unused")), SERVICE_NAMES, gateway=True)
     # FastAPI ≥ 0.120 nests included routers; iter_route_contexts flattens them (older: flat).
     flatten = getattr(fastapi.routing, "iter_route_contexts", None)
-    routes = list(flatten(app.routes)) if flatten else app.routes
+    routes: list[Any] = list(flatten(app.routes)) if flatten else app.routes
     return {
         (method, route.path.removeprefix(API_PREFIX))
         for route in routes
         if (getattr(route, "path", None) or "").startswith(API_PREFIX + "/")
-        for method in (getattr(route, "methods", None) or ()) - {"HEAD", "OPTIONS"}
+        for method in set(getattr(route, "methods", None) or ()) - {"HEAD", "OPTIONS"}
     }
 
 
@@ -385,8 +392,11 @@ def test_create_admin_promotes_and_a_demotion_applies_at_once(
     promoted = run_command(["create-admin", user.email], env)
     assert promoted.returncode == 0, promoted.stderr
     assert "is now an admin" in promoted.stdout
-    # The token was issued to a plain user; the role is the account's, so it counts at once.
-    assert world.http.get(world.api + "/users", headers=user.headers).status_code == 200
+    # The token was issued to a plain user; the role is the account's, so it counts: within the
+    # credential cache's lifetime, as the command is another process; a demotion through the
+    # API of this process counts at once.
+    users = world.api + "/users"
+    assert status_when(lambda: world.http.get(users, headers=user.headers), 200) == 200
     r = world.http.patch(
         world.api + f"/users/{user.user_id}", json={"role": "user"}, headers=world.admin.headers
     )

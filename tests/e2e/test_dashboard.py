@@ -15,6 +15,7 @@ import uuid
 from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 from zoneinfo import ZoneInfo
 
 import httpx
@@ -63,14 +64,14 @@ def server(home_dir: Path) -> Iterator[ServiceProcess]:
 
 
 @pytest.fixture(scope="module")
-def browser() -> Iterator[object]:
+def browser() -> Iterator[Any]:
     with sync_api.sync_playwright() as pw:
         b = launch(pw)
         yield b
         b.close()
 
 
-def check_page(page: object, name: str) -> None:
+def check_page(page: Any, name: str) -> None:
     """axe-core on the page as it is: no serious or critical violation; then a screenshot."""
     page.add_script_tag(path=str(AXE))
     found = page.evaluate(
@@ -99,14 +100,14 @@ def steady(day_start: datetime, day_end: datetime, watts: float) -> list[tuple[i
     return [(ts, watts) for ts in range(start, end + 1, 300_000)]
 
 
-def rows(page: object, table: str) -> list[list[str]]:
+def rows(page: Any, table: str) -> list[list[str]]:
     return page.eval_on_selector_all(
         f"{table} tbody tr",
         "trs => trs.map(tr => [...tr.children].map(c => c.textContent.trim()))",
     )
 
 
-def journey(server: ServiceProcess, browser: object, viewport: dict[str, int], tag: str) -> None:
+def journey(server: ServiceProcess, browser: Any, viewport: dict[str, int], tag: str) -> None:
     api = server.url + "/api/v1"
     email = f"{tag}-{uuid.uuid4().hex[:8]}@example.com"
     context = browser.new_context(viewport=viewport, bypass_csp=True)  # bypass: to inject axe
@@ -149,7 +150,9 @@ def journey(server: ServiceProcess, browser: object, viewport: dict[str, int], t
     key = key_block.inner_text().strip()
     assert key.startswith("etk_")
     curl = page.get_by_label("Send a reading with curl").inner_text()
-    device = re.search(r'"device_id":"([^"]+)"', curl)[1]
+    found = re.search(r'"device_id":"([^"]+)"', curl)
+    assert found is not None, curl
+    device = found[1]
     check_page(page, f"{tag}-device-added")
 
     # -- history: the 25-hour day of 2026-10-25 in Berlin at a steady 1,000 W ------------------
@@ -274,20 +277,22 @@ def journey(server: ServiceProcess, browser: object, viewport: dict[str, int], t
     context.close()
 
 
-def test_desktop_journey(server: ServiceProcess, browser: object) -> None:
+def test_desktop_journey(server: ServiceProcess, browser: Any) -> None:
     journey(server, browser, {"width": 1280, "height": 900}, "desktop")
 
 
-def test_phone_journey(server: ServiceProcess, browser: object) -> None:
+def test_phone_journey(server: ServiceProcess, browser: Any) -> None:
     journey(server, browser, {"width": 360, "height": 740}, "phone")
 
 
-def test_simulate_prints_accounts_to_sign_in_with(server: ServiceProcess, browser: object) -> None:
+def test_simulate_prints_accounts_to_sign_in_with(server: ServiceProcess, browser: Any) -> None:
     args = ["simulate", "--homes", "1", "--seed", "5", "--backfill", "--days", "0.01"]
     done = run_command([*args, "--duration", "0", "--url", server.url], {}, timeout_s=300)
     assert done.returncode == 0, done.stderr
     head, _, rest = done.stdout.partition("\n")
-    password = re.fullmatch(r"accounts \(password for each: '(.+)'\):", head)[1]
+    said = re.fullmatch(r"accounts \(password for each: '(.+)'\):", head)
+    assert said is not None, head
+    password = said[1]
     (email,) = rest.split()
     context = browser.new_context()
     page = context.new_page()
@@ -302,7 +307,7 @@ def test_simulate_prints_accounts_to_sign_in_with(server: ServiceProcess, browse
 
 
 def test_an_admin_manages_users_from_settings(
-    server: ServiceProcess, browser: object, home_dir: Path
+    server: ServiceProcess, browser: Any, home_dir: Path
 ) -> None:
     email = f"admin-{uuid.uuid4().hex[:8]}@example.com"
     env = embedded_env(home_dir, ET_ADMIN_PASSWORD=PASSWORD)

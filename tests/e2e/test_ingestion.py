@@ -37,7 +37,8 @@ def hour_ago(hours: int) -> int:
 @pytest.fixture
 def with_mqtt(tmp_path: Path) -> Iterator[ServiceProcess]:
     require("mosquitto", *MOSQUITTO)
-    url = f"mqtt://{MOSQUITTO[0]}:{MOSQUITTO[1]}"
+    # The shared broker keeps no session of a test that is over.
+    url = f"mqtt://{MOSQUITTO[0]}:{MOSQUITTO[1]}?session_expiry=0"
     with running_up(tmp_path, ET_RATE_LIMITS="off", ET_MQTT_URL=url) as proc:
         assert proc.has_logged("MQTT: subscribed", timeout_s=30), proc.log()
         yield proc

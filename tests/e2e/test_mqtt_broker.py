@@ -16,7 +16,7 @@ import paho.mqtt.publish
 import pytest
 
 from tests.backends import IN_CI, reachable
-from tests.e2e.accounts import items_when, new_device, signed_up
+from tests.e2e.accounts import items_when, logged_in, new_device, signed_up
 from tests.processes import embedded_env, free_port, run_command, running_up
 
 MIN = 60_000
@@ -26,7 +26,7 @@ HOUR = 60 * MIN
 class Mosquitto:
     """A private broker process; `restart` keeps its port."""
 
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, settings: str = "") -> None:
         binary = shutil.which("mosquitto") or "/usr/sbin/mosquitto"
         if not Path(binary).exists():
             if IN_CI:
@@ -34,7 +34,7 @@ class Mosquitto:
             pytest.skip("mosquitto is not installed")
         self.port = free_port()
         self.conf = tmp_path / "mosquitto.conf"
-        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n")
+        self.conf.write_text(f"listener {self.port} 127.0.0.1\nallow_anonymous true\n{settings}")
         self.binary = binary
         self.proc: subprocess.Popen[bytes] | None = None
         self.start()
@@ -101,6 +101,82 @@ def test_a_lost_broker_is_reconnected(tmp_path: Path, broker: Mosquitto) -> None
                 lambda i: bool(i) and i[0]["samples"] == 2,
             )
             assert [i["samples"] for i in items] == [2]
+
+
+def test_what_is_sent_while_ingestion_is_down_arrives_after_its_restart(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    """A persistent session: the broker keeps what arrives for the stopped ingester and hands
+    it over when the same installation (same data directory) comes back. With a clean session
+    all of it was lost."""
+    url = f"mqtt://127.0.0.1:{broker.port}?session_expiry=300"
+    t = (int(time.time() * 1000) // HOUR - 2) * HOUR
+    with running_up(tmp_path, ET_RATE_LIMITS="off", ET_MQTT_URL=url) as proc:
+        assert proc.has_logged("MQTT: subscribed"), proc.log()
+        api = proc.url + "/api/v1"
+        with httpx.Client(timeout=30.0) as http:
+            auth = signed_up(http, api, "down@example.com")
+            device, _ = new_device(http, api, auth)
+    send_many(broker.port, device, [t + i * MIN for i in range(40)])
+    with running_up(tmp_path, ET_RATE_LIMITS="off", ET_MQTT_URL=url) as proc:
+        api = proc.url + "/api/v1"
+        with httpx.Client(timeout=30.0) as http:
+            auth = logged_in(http, api, "down@example.com")
+            items = items_when(
+                http,
+                f"{api}/devices/{device}/usage",
+                auth,
+                {"granularity": "hour", "from": str(t), "to": str(t + HOUR)},
+                lambda i: bool(i) and i[0]["samples"] == 40,
+            )
+            assert [i["samples"] for i in items] == [40]
+
+
+def test_what_the_broker_drops_is_in_the_metrics(tmp_path: Path) -> None:
+    """A broker that keeps at most 5 messages for an absent subscriber drops the other 10 of 15;
+    /metrics says so (Mosquitto's own count), instead of the loss going unseen."""
+    broker = Mosquitto(tmp_path, "max_queued_messages 5\nsys_interval 1\n")
+    try:
+        url = f"mqtt://127.0.0.1:{broker.port}?session_expiry=300"
+        t = (int(time.time() * 1000) // HOUR - 2) * HOUR
+        with running_up(tmp_path, ET_RATE_LIMITS="off", ET_MQTT_URL=url) as proc:
+            assert proc.has_logged("MQTT: subscribed"), proc.log()
+        send_many(broker.port, "some-device", [t + i * MIN for i in range(15)])
+        with running_up(tmp_path, ET_RATE_LIMITS="off", ET_MQTT_URL=url) as proc:
+            deadline = time.monotonic() + 30
+            dropped = None
+            with httpx.Client(timeout=30.0) as http:
+                while dropped != 10.0 and time.monotonic() < deadline:
+                    time.sleep(0.5)
+                    dropped = metric(http.get(proc.url + "/metrics").text, DROPPED)
+            assert dropped == 10.0
+    finally:
+        broker.stop()
+
+
+DROPPED = "et_mqtt_broker_dropped_messages"
+
+
+def metric(text: str, name: str) -> float | None:
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    return None
+
+
+def send_many(port: int, device: str, times: list[int]) -> None:
+    paho.mqtt.publish.multiple(
+        [
+            {
+                "topic": f"et/{device}/readings",
+                "payload": orjson.dumps({"ts": ts, "power_w": 100.0}),
+                "qos": 1,
+            }
+            for ts in times
+        ],
+        hostname="127.0.0.1",
+        port=port,
+    )
 
 
 def send(port: int, device: str, ts: int, watts: float) -> None:

@@ -5,13 +5,14 @@ notify exactly once. Expected values are worked out by hand in each test."""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
 from energy_tracker.core.bus.base import Message
 from energy_tracker.core.bus.embedded import EmbeddedBus
-from energy_tracker.core.bus.runner import ConsumeLoop
+from energy_tracker.core.bus.runner import ConsumeLoop, Rejected
 from energy_tracker.core.energy import period_end, period_start
 from energy_tracker.core.events import ENERGY_READINGS, USAGE_EVENTS, Reading, readings_recorded
 from energy_tracker.core.stores.timeseries.base import Bucket, Granularity
@@ -134,7 +135,7 @@ async def test_consumer_killed_after_evaluating_before_committing_notifies_once(
     await alerting.bus.publish(ENERGY_READINGS, records)
     handled: list[int] = []
 
-    async def evaluate_then_die(batch: list[Message]) -> list:
+    async def evaluate_then_die(batch: Sequence[Message]) -> list[Rejected]:
         await alerting.evaluator.handle_readings(batch)
         handled.append(len(batch))
         raise asyncio.CancelledError  # the process dies before the loop commits the offsets
@@ -148,7 +149,7 @@ async def test_consumer_killed_after_evaluating_before_committing_notifies_once(
     # The restarted consumer gets the same 50 messages again, and commits this time.
     restarted: ConsumeLoop
 
-    async def evaluate(batch: list[Message]) -> list:
+    async def evaluate(batch: Sequence[Message]) -> list[Rejected]:
         rejected = await alerting.evaluator.handle_readings(batch)
         handled.append(len(batch))
         restarted.stop()

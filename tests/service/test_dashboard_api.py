@@ -39,7 +39,7 @@ async def serving(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
         tsdb_url=f"sqlite:///{data}/series.db",
         jwt_secret="dashboard-api-test-secret-0123456789abcdef",
         http_port=free_port(),
-        rate_limits="off",
+        rate_limits=None,
     )
     await migrate(settings)
     app = create_app(settings, SERVICE_NAMES, gateway=True)

@@ -70,7 +70,7 @@ async def device_buckets(
     tz: ZoneInfo,
 ) -> list[Bucket]:
     """Stored buckets, or for days/months in another zone than the device's, sums of quarters."""
-    if granularity in (Granularity.QUARTER, Granularity.HOUR) or ZoneInfo(device_zone) == tz:
+    if _stored_as_asked(granularity, device_zone, tz):
         return await store.buckets([device_id], granularity, lo, hi)
     starts = period_starts(lo, hi, granularity, tz)
     if not starts:
@@ -87,6 +87,32 @@ async def device_buckets(
         if last > first:
             out.append(rollup(device_id, granularity, s, quarters[first:last]))
     return out
+
+
+async def summed_buckets(
+    store: SeriesStore,
+    devices: Iterable[tuple[str, str]],
+    granularity: Granularity,
+    lo: int,
+    hi: int,
+    tz: ZoneInfo,
+) -> list[Bucket]:
+    """Several (device id, device zone) added period by period (device "*"). The devices whose
+    stored buckets are the asked periods are summed by the store in one query; only a device
+    whose day or month is another zone's adds its own periods (from its quarters)."""
+    stored: list[str] = []
+    others: list[Bucket] = []
+    for device_id, device_zone in devices:
+        if _stored_as_asked(granularity, device_zone, tz):
+            stored.append(device_id)
+        else:
+            others += await device_buckets(store, device_id, device_zone, granularity, lo, hi, tz)
+    totals = await store.summed_buckets(stored, granularity, lo, hi)
+    return summed(granularity, totals + others) if others else totals
+
+
+def _stored_as_asked(granularity: Granularity, device_zone: str, tz: ZoneInfo) -> bool:
+    return granularity in (Granularity.QUARTER, Granularity.HOUR) or ZoneInfo(device_zone) == tz
 
 
 def summed(granularity: Granularity, buckets: Iterable[Bucket]) -> list[Bucket]:

@@ -237,8 +237,8 @@ def forbidden(message: str = "not allowed") -> ApiError:
     return ApiError(403, "forbidden", message)
 
 
-def not_found(what: str) -> ApiError:
-    return ApiError(404, "not_found", f"{what} not found")
+def not_found(what: str, details: Any = None) -> ApiError:
+    return ApiError(404, "not_found", f"{what} not found", details)
 
 
 class Owned(Protocol):
@@ -249,11 +249,11 @@ class Owned(Protocol):
 OwnedT = TypeVar("OwnedT", bound=Owned)
 
 
-def visible_to(identity: Identity, found: OwnedT | None, what: str) -> OwnedT:
+def visible_to(identity: Identity, found: OwnedT | None, what: str, details: Any = None) -> OwnedT:
     """`found` if the caller may see it; 404 otherwise, the same answer as for an id that does
     not exist, so the ids of others' things are never confirmed."""
     if found is None or not identity.can_see(found.owner_id):
-        raise not_found(what)
+        raise not_found(what, details)
     return found
 
 
@@ -264,10 +264,13 @@ def device_directory(request: Request) -> DeviceDirectory:
 
 
 async def visible_device(
-    identity: Identity, directory: DeviceDirectory, device_id: str
+    identity: Identity, directory: DeviceDirectory, device_id: str, field: str | None = None
 ) -> DeviceContext:
-    """The context of a device the caller may see; 404 otherwise (see `visible_to`)."""
-    return visible_to(identity, (await directory.contexts([device_id])).get(device_id), "device")
+    """The context of a device the caller may see; 404 otherwise (see `visible_to`), naming
+    `field` when the id came from a query or body field rather than the path."""
+    details = None if field is None else [{"field": field, "message": "not one of your devices"}]
+    found = (await directory.contexts([device_id])).get(device_id)
+    return visible_to(identity, found, "device", details)
 
 
 async def user_identity(request: Request) -> Identity:
@@ -292,7 +295,8 @@ async def admin_identity(request: Request) -> Identity:
 def shutting_down(request: Request) -> asyncio.Event:
     """Set when the server begins to stop: long-lived streams end on it, so a stop never waits
     for a client to hang up."""
-    return request.app.state.shutting_down
+    event: asyncio.Event = request.app.state.shutting_down
+    return event
 
 
 def json_bytes(value: Any) -> bytes:

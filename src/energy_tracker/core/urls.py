@@ -3,16 +3,25 @@ services connect with them, and the simulator publishes with them."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import secrets
 import socket
 import ssl
 from dataclasses import dataclass
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiomqtt
+from paho.mqtt.packettypes import PacketTypes
+from paho.mqtt.properties import Properties
 
 from energy_tracker.core.errors import UnsupportedUrl
+
+SESSION_EXPIRY_S = 86_400
+"""How long the broker keeps an ingester's session (and its messages) while it is away."""
+RECEIVE_MAXIMUM = 65_535
+"""The most unacknowledged messages the broker may send an ingester (MQTT 5's limit)."""
 
 SMTP_SUPPORTED = "smtp://[user:password@]host[:port][?from=address] or smtps://…"
 
@@ -54,7 +63,8 @@ class SmtpServer:
 
 @dataclass(frozen=True, slots=True)
 class BrokerSettings:
-    """What ET_MQTT_URL says: mqtt[s]://[user:password@]host[:port][?shared=group]."""
+    """What ET_MQTT_URL says:
+    mqtt[s]://[user:password@]host[:port][?shared=group&client_id=id&session_expiry=seconds]."""
 
     host: str
     port: int
@@ -62,6 +72,8 @@ class BrokerSettings:
     password: str | None
     tls: bool
     shared_group: str | None
+    client_id: str | None = None
+    session_expiry_s: int = SESSION_EXPIRY_S
 
     @classmethod
     def from_url(cls, url: str) -> BrokerSettings:
@@ -74,27 +86,59 @@ class BrokerSettings:
             port = parts.port or (8883 if tls else 1883)
         except ValueError:
             raise UnsupportedUrl("ET_MQTT_URL", url, "a numeric port") from None
-        shared = parse_qs(parts.query).get("shared", [None])[0]
+        query = parse_qs(parts.query)
+        expiry = query.get("session_expiry", [str(SESSION_EXPIRY_S)])[0]
+        if not expiry.isdigit():
+            raise UnsupportedUrl("ET_MQTT_URL", url, "session_expiry in whole seconds")
         return cls(
             host=parts.hostname,
             port=port,
             username=unquote(parts.username) if parts.username else None,
             password=unquote(parts.password) if parts.password else None,
             tls=tls,
-            shared_group=shared,
+            shared_group=query.get("shared", [None])[0],
+            client_id=query.get("client_id", [None])[0],
+            session_expiry_s=int(expiry),
         )
 
-    def client(self) -> aiomqtt.Client:
-        """A client for this broker, not yet connected (enter it to connect)."""
-        # A unique client id: two processes with one id would keep disconnecting each other.
-        identifier = f"energy-tracker-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
-        return aiomqtt.Client(
+    def client(self, session: str | None = None) -> aiomqtt.Client:
+        """A client for this broker, not yet connected (enter it to connect); with `session` (a
+        client id), one that resumes that persistent MQTT 5 session, lets the broker send up to
+        RECEIVE_MAXIMUM unacknowledged messages, and acknowledges each only when told
+        (`client._client.ack`)."""
+        common: dict[str, Any] = {
+            "username": self.username,
+            "password": self.password,
+            "keepalive": 30,
+            "timeout": 5.0,
+            "tls_context": ssl.create_default_context() if self.tls else None,
+        }
+        if session is None:
+            # A throwaway id: two processes with one id would keep disconnecting each other.
+            identifier = (
+                f"energy-tracker-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+            )
+            return aiomqtt.Client(self.host, self.port, identifier=identifier, **common)
+        connect = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
+        connect.SessionExpiryInterval = self.session_expiry_s
+        connect.ReceiveMaximum = RECEIVE_MAXIMUM
+        client = aiomqtt.Client(
             self.host,
             self.port,
-            username=self.username,
-            password=self.password,
-            identifier=identifier,
-            keepalive=30,
-            timeout=5.0,
-            tls_context=ssl.create_default_context() if self.tls else None,
+            identifier=session,
+            protocol=aiomqtt.ProtocolVersion.V5,
+            clean_start=False,
+            properties=connect,
+            **common,
         )
+        # aiomqtt has no switch for it; paho's own: PUBACK only when `ack` is called.
+        client._client.manual_ack_set(True)
+        return client
+
+    def session_id(self, place: str) -> str:
+        """`client_id` from the URL, else one stable for this host and `place` (the data
+        directory), so the same installation resumes its session after a restart."""
+        if self.client_id:
+            return self.client_id
+        digest = hashlib.sha256(f"{place}|{self.shared_group}".encode()).hexdigest()[:12]
+        return f"energy-tracker-{socket.gethostname()}-{digest}"

@@ -19,6 +19,15 @@ Why it is shaped this way:
   A newly owned partition starts at the group's committed offset.
 - SQLite calls block, so each bus runs them on one dedicated thread with its own connection;
   that thread also serialises all access to the connection and to the consumers' positions.
+- One writer per log, with group commit (`GroupCommit`): what many callers publish while the
+  previous append is being written goes into the next append, one transaction for all of it,
+  so one-reading requests do not each pay a transaction and queue behind each other.
+- Idle costs nothing: a consumer waits for an event, set by a publish in this process or, for
+  other processes' commits, by one watcher per bus that reads SQLite's `data_version` (a
+  counter in shared memory, no disk read). A member heartbeats only while it holds records it
+  has not committed; once it has committed all it read it marks itself idle (heartbeat
+  `+inf`), and an idle member counts as alive as long as its process does (its id starts with
+  its pid and the process's start time). So with nothing arriving, nothing is written.
 - The log is trimmed (`trim`, every minute): what every group that reads a topic has committed
   is deleted, so a household box does not keep every reading twice, forever. A group keeps its
   records until it commits them, however long it is away; a group that is gone for good must be
@@ -30,6 +39,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
+import os
 import sqlite3
 import time
 import uuid
@@ -41,6 +52,7 @@ from pathlib import Path
 from typing import TypeVar
 
 from energy_tracker.core.bus.base import Consumer, EventBus, Message
+from energy_tracker.core.bus.group_commit import GroupCommit
 from energy_tracker.core.errors import BackendUnavailable
 
 log = logging.getLogger(__name__)
@@ -92,9 +104,39 @@ _TRIM_AT_MOST = 100_000
 """Records deleted per partition and pass: a long backlog goes in steps, so the write lock is
 never held for long."""
 
-_WAIT_MIN_S = 0.005
-_WAIT_MAX_S = 0.05
-"""Poll backoff bounds: short enough for low latency across processes, long enough to stay idle."""
+_SET_HEARTBEAT = "UPDATE members SET heartbeat = ? WHERE grp = ? AND topic_id = ? AND member = ?"
+
+_WATCH_MIN_S = 0.05
+_WATCH_MAX_S = 0.4
+"""How often the watcher looks for other processes' commits (their records' added latency):
+at the shortest while they come, backing off to the longest while none do."""
+
+IDLE = math.inf
+"""The heartbeat of a member that has committed everything it read: judged by its process."""
+
+
+def _process_start(pid: int) -> str | None:
+    """The start time of process `pid` (clock ticks since boot), None when there is no such
+    process or no /proc to ask: with the pid it names one process, even after pid reuse."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    return stat.rsplit(")", 1)[1].split()[19]
+
+
+def _member_id() -> str:
+    """`pid.start.random`: an idle member's liveness is its process's (see `_alive`)."""
+    pid = os.getpid()
+    return f"{pid}.{_process_start(pid) or 'x'}.{uuid.uuid4().hex}"
+
+
+def _alive(member: str) -> bool:
+    """Whether the process of an idle member still runs. A member id without a process start
+    (no /proc) cannot be judged so: it never goes idle (`EmbeddedConsumer._may_idle`)."""
+    pid, _, rest = member.partition(".")
+    start = rest.partition(".")[0]
+    return pid.isdigit() and start not in ("", "x") and _process_start(int(pid)) == start
 
 
 class EmbeddedBus(EventBus):
@@ -124,8 +166,13 @@ class EmbeddedBus(EventBus):
         self._topics: dict[str, tuple[int, int]] = {}
         self._consumers: set[EmbeddedConsumer] = set()
         self._trimming: asyncio.Task[None] | None = None
-        # Set and replaced after every publish: pollers in this process wake at once.
+        self._watching: asyncio.Task[None] | None = None
+        self._group_commit = GroupCommit(self._write)
+        # Set and replaced after every publish here or commit elsewhere: consumers wake at once.
         self.new_records = asyncio.Event()
+        # Bumped with new_records: a consumer that saw no records at one value need not look
+        # again (nor resync its group) until it moves.
+        self.changes = 0
 
     # -- thread plumbing --------------------------------------------------------------------
 
@@ -165,6 +212,38 @@ class EmbeddedBus(EventBus):
             self._executor = None
             raise BackendUnavailable("ET_BUS_URL", self.url, str(exc)) from None
         self._trimming = asyncio.create_task(self._trim_periodically(), name="bus-trim")
+        self._watching = asyncio.create_task(self._watch(), name="bus-watch")
+
+    def changed(self) -> None:
+        """Wake every consumer of this process: there may be new records or members."""
+        self.changes += 1
+        self.new_records.set()
+        self.new_records = asyncio.Event()
+
+    async def _watch(self) -> None:
+        """Wake the consumers when another connection (another process) has committed.
+
+        PRAGMA data_version changes only for other connections' commits, never for this
+        bus's own, which `publish` signals itself."""
+        last = None
+        pause = _WATCH_MIN_S
+        while True:
+            await asyncio.sleep(pause)
+            try:
+                version = await self.in_thread(self._data_version)
+            except sqlite3.Error as exc:
+                log.warning("watching the bus log failed: %s", exc)
+                continue
+            if last is not None and version != last:
+                self.changed()
+                pause = _WATCH_MIN_S
+            else:
+                pause = min(pause * 2, _WATCH_MAX_S)
+            last = version
+
+    def _data_version(self) -> int:
+        (version,) = self.conn.execute("PRAGMA data_version").fetchone()
+        return int(version)
 
     def _open(self) -> None:
         Path(self.path).parent.mkdir(parents=True, exist_ok=True)
@@ -181,11 +260,13 @@ class EmbeddedBus(EventBus):
         self._conn = conn
 
     async def stop(self) -> None:
-        if self._trimming is not None:
-            self._trimming.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._trimming
-            self._trimming = None
+        await self._group_commit.flush()
+        for task in (self._trimming, self._watching):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+        self._trimming = self._watching = None
         for consumer in list(self._consumers):
             await consumer.close()
         if self._executor is None:
@@ -219,14 +300,16 @@ class EmbeddedBus(EventBus):
 
     def _trim(self, conn: sqlite3.Connection) -> int:
         readers: dict[int, set[str]] = {}
+        for grp, topic_id in conn.execute("SELECT grp, topic_id FROM committed"):
+            readers.setdefault(topic_id, set()).add(grp)
         # A member whose process died stays in `members` until its group next syncs; a group
         # that never comes back must not pin the log, so only live members count.
-        for grp, topic_id in conn.execute(
-            "SELECT grp, topic_id FROM committed"
-            " UNION SELECT grp, topic_id FROM members WHERE heartbeat >= ?",
-            (time.time() - self.session_timeout_s,),
-        ):
-            readers.setdefault(topic_id, set()).add(grp)
+        now = time.time()
+        for grp, topic_id, member, heartbeat in conn.execute(
+            "SELECT grp, topic_id, member, heartbeat FROM members"
+        ).fetchall():
+            if not self.expired(member, heartbeat, now):
+                readers.setdefault(topic_id, set()).add(grp)
         committed = {
             (grp, topic_id, part): next_seq
             for grp, topic_id, part, next_seq in conn.execute(
@@ -235,7 +318,7 @@ class EmbeddedBus(EventBus):
         }
         deleted = 0
         for topic_id, partitions in conn.execute("SELECT id, partitions FROM topics").fetchall():
-            groups = readers.get(topic_id)
+            groups = readers.get(topic_id, set())
             for part in range(partitions) if groups else ():
                 read = min(committed.get((g, topic_id, part), 0) for g in groups)
                 first, last = conn.execute(
@@ -249,6 +332,13 @@ class EmbeddedBus(EventBus):
                     (topic_id, part, min(read, last, first + _TRIM_AT_MOST)),
                 ).rowcount
         return deleted
+
+    def expired(self, member: str, heartbeat: float, now: float) -> bool:
+        """A busy member is gone when its heartbeat is older than the session timeout, an idle
+        one when its process is."""
+        if heartbeat == IDLE:
+            return not _alive(member)
+        return heartbeat < now - self.session_timeout_s
 
     async def ensure_topics(self, topics: Sequence[str]) -> None:
         for topic in topics:
@@ -267,49 +357,57 @@ class EmbeddedBus(EventBus):
                     "INSERT OR IGNORE INTO topics (name, partitions) VALUES (?, ?)",
                     (topic, self.partitions),
                 )
-                return conn.execute(
+                topic_id, partitions = conn.execute(
                     "SELECT id, partitions FROM topics WHERE name = ?", (topic,)
                 ).fetchone()
+                return topic_id, partitions
 
             info = self._topics[topic] = self.transaction(create)
         return info
 
     async def publish(self, topic: str, records: Sequence[tuple[bytes, bytes]]) -> None:
-        if not records:
-            return
-        await self.in_thread(self._append, topic, records)
-        self.new_records.set()
-        self.new_records = asyncio.Event()
+        await self._group_commit.publish(topic, records)
 
-    def _append(self, topic: str, records: Sequence[tuple[bytes, bytes]]) -> None:
-        topic_id, partitions = self.topic_info(topic)
-        keys: list[list[bytes]] = [[] for _ in range(partitions)]
-        values: list[list[bytes]] = [[] for _ in range(partitions)]
-        for key, value in records:
-            # crc32: stable across processes and Python runs, unlike hash(); fast in C.
-            p = zlib.crc32(key) % partitions
-            keys[p].append(key)
-            values[p].append(value)
+    async def _write(self, batch: dict[str, list[tuple[bytes, bytes]]]) -> None:
+        """One group-commit round: every topic's records in one transaction."""
+        await self.in_thread(self._append, batch)
+        self.changed()
+
+    def _append(self, batch: dict[str, list[tuple[bytes, bytes]]]) -> None:
+        # Topics are created (each in its own transaction) before the append's transaction.
+        appends = []
+        for topic, records in batch.items():
+            topic_id, partitions = self.topic_info(topic)
+            keys: list[list[bytes]] = [[] for _ in range(partitions)]
+            values: list[list[bytes]] = [[] for _ in range(partitions)]
+            for key, value in records:
+                # crc32: stable across processes and Python runs, unlike hash(); fast in C.
+                p = zlib.crc32(key) % partitions
+                keys[p].append(key)
+                values[p].append(value)
+            appends.append((topic_id, keys, values))
 
         def append(conn: sqlite3.Connection) -> None:
-            for p in range(partitions):
-                if not keys[p]:
-                    continue
-                (last,) = conn.execute(
-                    "SELECT max(seq) FROM messages WHERE topic_id = ? AND part = ?",
-                    (topic_id, p),
-                ).fetchone()
-                conn.executemany(
-                    "INSERT INTO messages (topic_id, part, seq, key, value) VALUES (?, ?, ?, ?, ?)",
-                    zip(
-                        repeat(topic_id),
-                        repeat(p),
-                        count(0 if last is None else last + 1),
-                        keys[p],
-                        values[p],
-                        strict=False,
-                    ),
-                )
+            for topic_id, keys, values in appends:
+                for p, (part_keys, part_values) in enumerate(zip(keys, values, strict=True)):
+                    if not part_keys:
+                        continue
+                    (last,) = conn.execute(
+                        "SELECT max(seq) FROM messages WHERE topic_id = ? AND part = ?",
+                        (topic_id, p),
+                    ).fetchone()
+                    conn.executemany(
+                        "INSERT INTO messages (topic_id, part, seq, key, value)"
+                        " VALUES (?, ?, ?, ?, ?)",
+                        zip(
+                            repeat(topic_id),
+                            repeat(p),
+                            count(0 if last is None else last + 1),
+                            part_keys,
+                            part_values,
+                            strict=False,
+                        ),
+                    )
 
         self.transaction(append)
 
@@ -333,9 +431,15 @@ class EmbeddedConsumer(Consumer):
         self.topic_id = topic_id
         self.partitions = partitions
         self.group = group
-        self.member = uuid.uuid4().hex
+        self.member = _member_id()
+        # An id without a process start cannot be judged by its process: it always heartbeats.
+        self._may_idle = _alive(self.member)
         self._positions: dict[int, int] = {}
+        self._committed: dict[int, int] = {}  # the group's commits we know, owned partitions
+        self._beat_written = 0.0  # the last heartbeat written (IDLE: marked idle)
         self._last_sync = float("-inf")
+        self._synced_at = -1  # bus.changes at the last sync
+        self._empty_at = -1  # bus.changes when a fetch last found nothing
         self._rotation = 0
         self._heartbeat: asyncio.Task[None] | None = None
         self._closed = False
@@ -352,10 +456,17 @@ class EmbeddedConsumer(Consumer):
             except sqlite3.Error as exc:
                 log.warning("group %s on %s: heartbeat failed: %s", self.group, self.topic, exc)
 
+    def _busy(self) -> bool:
+        """Whether this member holds records it has not committed."""
+        return any(pos > self._committed.get(p, 0) for p, pos in self._positions.items())
+
     def _touch(self) -> None:
+        """Heartbeat, unless idle: an idle member is judged by its process, and writes nothing."""
+        if self._may_idle and not self._busy():
+            return
+        self._beat_written = time.time()
         self.bus.conn.execute(
-            "UPDATE members SET heartbeat = ? WHERE grp = ? AND topic_id = ? AND member = ?",
-            (time.time(), self.group, self.topic_id, self.member),
+            _SET_HEARTBEAT, (self._beat_written, self.group, self.topic_id, self.member)
         )
 
     def sync_membership(self) -> None:
@@ -363,30 +474,37 @@ class EmbeddedConsumer(Consumer):
         key = (self.group, self.topic_id)
 
         def sync(conn: sqlite3.Connection) -> tuple[bool, set[int], dict[int, int]]:
+            # Writes only what changed: an idle group that nobody joins or leaves stays unwritten.
             now = time.time()
-            dead = conn.execute(
-                "SELECT member FROM members WHERE grp = ? AND topic_id = ? AND heartbeat < ?",
-                (*key, now - self.bus.session_timeout_s),
-            ).fetchall()
-            for (member,) in dead:
-                log.info("member %s of group %s on %s expired", member, self.group, self.topic)
+            beats = dict(
                 conn.execute(
-                    "DELETE FROM members WHERE grp = ? AND topic_id = ? AND member = ?",
-                    (*key, member),
+                    "SELECT member, heartbeat FROM members WHERE grp = ? AND topic_id = ?", key
                 )
-                conn.execute(
-                    "DELETE FROM owners WHERE grp = ? AND topic_id = ? AND member = ?",
-                    (*key, member),
-                )
-            rejoined = not conn.execute(
-                "UPDATE members SET heartbeat = ? WHERE grp = ? AND topic_id = ? AND member = ?",
-                (now, *key, self.member),
-            ).rowcount
+            )
+            for member, heartbeat in list(beats.items()):
+                if self.bus.expired(member, heartbeat, now):
+                    log.info("member %s of group %s on %s expired", member, self.group, self.topic)
+                    conn.execute(
+                        "DELETE FROM members WHERE grp = ? AND topic_id = ? AND member = ?",
+                        (*key, member),
+                    )
+                    conn.execute(
+                        "DELETE FROM owners WHERE grp = ? AND topic_id = ? AND member = ?",
+                        (*key, member),
+                    )
+                    del beats[member]
+            rejoined = self.member not in beats
+            beat = IDLE if self._may_idle and not self._busy() else now
             if rejoined:
                 conn.execute(
                     "INSERT INTO members (grp, topic_id, member, heartbeat) VALUES (?, ?, ?, ?)",
-                    (*key, self.member, now),
+                    (*key, self.member, beat),
                 )
+            elif beat == IDLE and beats[self.member] != IDLE:
+                conn.execute(_SET_HEARTBEAT, (beat, *key, self.member))
+            else:
+                beat = beats[self.member]  # a busy member's heartbeat is _beat's to refresh
+            self._beat_written = beat
             live = sorted(
                 m
                 for (m,) in conn.execute(
@@ -416,20 +534,36 @@ class EmbeddedConsumer(Consumer):
             )
             return rejoined, owned, committed
 
+        changes = self.bus.changes
         rejoined, owned, committed = self.bus.transaction(sync)
         if rejoined:
             # Expired or new: whatever we read before may have been re-read and committed by others.
             self._positions.clear()
         self._positions = {p: self._positions.get(p, committed.get(p, 0)) for p in owned}
+        self._committed = {p: committed.get(p, 0) for p in owned}
         self._last_sync = time.monotonic()
+        self._synced_at = changes
+
+    def _sync_due(self) -> bool:
+        """After a change (a publish here, a commit elsewhere), at most every rebalance check;
+        without one, only to find members that died (they commit nothing when they do)."""
+        since = time.monotonic() - self._last_sync
+        if self.bus.changes != self._synced_at:
+            return since >= self.bus.rebalance_check_s
+        return since >= self.bus.session_timeout_s / 2
 
     def _fetch(self, max_records: int) -> list[Message]:
         """Up to `max_records` from the owned partitions, starting at a rotating partition so a
-        busy partition cannot starve the others."""
-        if time.monotonic() - self._last_sync >= self.bus.rebalance_check_s:
+        busy partition cannot starve the others. Nothing is read again while nothing changed
+        since a fetch found nothing."""
+        changes = self.bus.changes
+        if self._sync_due():
             self.sync_membership()
+        elif changes == self._empty_at:
+            return []
         owned = sorted(self._positions)
         if not owned:
+            self._empty_at = changes
             return []
         start = self._rotation % len(owned)
         self._rotation += 1
@@ -446,6 +580,10 @@ class EmbeddedConsumer(Consumer):
             if rows:
                 out.extend(Message(self.topic, p, seq, key, value) for seq, key, value in rows)
                 self._positions[p] = rows[-1][0] + 1
+        if not out:
+            self._empty_at = changes
+        elif self._beat_written == IDLE:
+            self._touch()  # busy again: heartbeat, so a hung process loses its partitions
         return out
 
     async def poll(self, max_records: int = 1000, timeout_s: float = 1.0) -> list[Message]:
@@ -453,7 +591,6 @@ class EmbeddedConsumer(Consumer):
             raise RuntimeError("poll on a closed consumer")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout_s
-        wait = _WAIT_MIN_S
         while True:
             # Taken before fetching, so a publish in between wakes the wait below.
             new_records = self.bus.new_records
@@ -461,11 +598,10 @@ class EmbeddedConsumer(Consumer):
             remaining = deadline - loop.time()
             if batch or remaining <= 0:
                 return batch
-            # Another process's publish is not signalled: back off between checks instead.
+            # Woken by a publish here or, through the bus's watcher, a commit elsewhere.
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(min(wait, remaining)):
+                async with asyncio.timeout(remaining):
                     await new_records.wait()
-            wait = min(wait * 2, _WAIT_MAX_S)
 
     async def commit(self, messages: Sequence[Message]) -> None:
         offsets: dict[int, int] = {}
@@ -479,6 +615,12 @@ class EmbeddedConsumer(Consumer):
         already started from the older commit, so these records are delivered again anyway."""
         key = (self.group, self.topic_id)
 
+        def goes_idle(done: dict[int, int]) -> bool:
+            """Whether, with `done` committed, this member holds nothing uncommitted and is not
+            marked idle yet."""
+            busy = any(pos > done.get(p, 0) for p, pos in self._positions.items())
+            return self._may_idle and not busy and self._beat_written != IDLE
+
         def commit(conn: sqlite3.Connection) -> list[int]:
             owners = dict(
                 conn.execute("SELECT part, member FROM owners WHERE grp = ? AND topic_id = ?", key)
@@ -489,9 +631,18 @@ class EmbeddedConsumer(Consumer):
                 " ON CONFLICT DO UPDATE SET next_seq = excluded.next_seq",
                 [(*key, p, n) for p, n in offsets.items() if p not in lost],
             )
+            done = {**self._committed, **{p: n for p, n in offsets.items() if p not in lost}}
+            if goes_idle(done):
+                # All read is committed: idle from here, judged by the process, in this
+                # same transaction (so idling costs no write of its own).
+                conn.execute(_SET_HEARTBEAT, (IDLE, *key, self.member))
             return lost
 
         lost = self.bus.transaction(commit)
+        done = {p: n for p, n in offsets.items() if p not in lost}
+        if goes_idle({**self._committed, **done}):
+            self._beat_written = IDLE
+        self._committed.update(done)
         if lost:
             log.warning(
                 "group %s on %s: commit skipped for partitions %s now owned by another member;"

@@ -8,7 +8,9 @@ with `create_batch` and sent with `send_batch` reach ~540k. Records are split by
 the default partitioner's murmur2 hash, so a key lands where any Kafka client would put it and its
 order holds; one partition's batches are sent one after another (aiokafka keeps one request in
 flight per partition) and `publish` returns only when every batch is acknowledged by all
-in-sync replicas.
+in-sync replicas. Across requests, `GroupCommit` plays the part of the producer's linger: what
+callers publish while a produce is in flight goes out together in the next one, so one-reading
+requests share round trips instead of each paying one.
 """
 
 from __future__ import annotations
@@ -31,6 +33,7 @@ from aiokafka.errors import (
 from aiokafka.partitioner import murmur2
 
 from energy_tracker.core.bus.base import Consumer, EventBus, Message
+from energy_tracker.core.bus.group_commit import GroupCommit
 from energy_tracker.core.errors import BackendUnavailable
 
 log = logging.getLogger(__name__)
@@ -74,6 +77,7 @@ class KafkaBus(EventBus):
         # because brokers that auto-create (Tansu does) would pick their own partition count.
         self._topics: set[str] = set()
         self._consumers: set[KafkaConsumer] = set()
+        self._group_commit = GroupCommit(self._write)
 
     @property
     def producer(self) -> AIOKafkaProducer:
@@ -102,6 +106,7 @@ class KafkaBus(EventBus):
             raise BackendUnavailable("ET_BUS_URL", self.url, reason) from None
 
     async def stop(self) -> None:
+        await self._group_commit.flush()
         for consumer in list(self._consumers):
             await consumer.close()
         await self._disconnect()
@@ -134,11 +139,13 @@ class KafkaBus(EventBus):
         # give up sooner, so ingestion can answer 503 while the client still waits. Records a
         # timed-out send still delivers are duplicates the consumers ignore.
         async with asyncio.timeout(self.publish_timeout_s):
-            await self._publish(topic, records)
+            await self._group_commit.publish(topic, records)
 
-    async def _publish(self, topic: str, records: Sequence[tuple[bytes, bytes]]) -> None:
-        if not records:
-            return
+    async def _write(self, batch: dict[str, list[tuple[bytes, bytes]]]) -> None:
+        """One group-commit round: every topic's records, acknowledged by all in-sync replicas."""
+        await asyncio.gather(*(self._produce(topic, records) for topic, records in batch.items()))
+
+    async def _produce(self, topic: str, records: Sequence[tuple[bytes, bytes]]) -> None:
         await self.ensure_topics([topic])
         partitions = sorted(await self.producer.partitions_for(topic))
         count = len(partitions)

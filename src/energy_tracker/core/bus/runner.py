@@ -10,7 +10,6 @@ goes to the DLQ with the error, and the partition moves on.
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import contextlib
 import logging
@@ -22,6 +21,7 @@ import orjson
 
 from energy_tracker.core.bus.base import EventBus, Message
 from energy_tracker.core.failures import is_transient
+from energy_tracker.core.loops import Backoff, Stopper
 
 log = logging.getLogger(__name__)
 
@@ -86,17 +86,18 @@ class ConsumeLoop:
         self.handler = handler
         self.max_records = max_records
         self.retry_pause_s = retry_pause_s
-        self._stopping = asyncio.Event()
+        self._stopper = Stopper()
 
     async def run(self) -> None:
         """Consume until stopped. When the bus itself fails (a broker restart), the member
         leaves, waits and joins again: what it had not committed is delivered again."""
-        pause = self.retry_pause_s
-        while not self._stopping.is_set():
+        backoff = Backoff(self.retry_pause_s, MAX_RETRY_PAUSE_S)
+        while not self._stopper.stopped:
             try:
                 await self._consume()
                 return
             except Exception as exc:  # any bus failure means: rejoin later
+                pause = backoff.next()
                 log.warning(
                     "consumer %s/%s lost the bus (%s); rejoining in %.0f s",
                     self.group,
@@ -104,31 +105,28 @@ class ConsumeLoop:
                     exc,
                     pause,
                 )
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._stopping.wait(), pause)
-                pause = min(pause * 2, MAX_RETRY_PAUSE_S)
+                await self._stopper.sleep(pause)
 
     async def _consume(self) -> None:
         consumer = await self.bus.subscribe(self.topic, self.group)
         try:
-            while not self._stopping.is_set():
+            while not self._stopper.stopped:
                 batch = await consumer.poll(self.max_records, timeout_s=0.5)
                 if not batch:
                     continue
-                pause = self.retry_pause_s
-                while not self._stopping.is_set():
+                waiting = Backoff(self.retry_pause_s, MAX_RETRY_PAUSE_S)
+                while not self._stopper.stopped:
                     if await self._process(batch):
                         await consumer.commit(batch)
                         break
-                    with contextlib.suppress(asyncio.TimeoutError):
-                        await asyncio.wait_for(self._stopping.wait(), pause)
-                    pause = min(pause * 2, MAX_RETRY_PAUSE_S)
+                    await self._stopper.sleep(waiting.next())
         finally:
             with contextlib.suppress(Exception):
                 await consumer.close()
 
     def stop(self) -> None:
-        self._stopping.set()
+        """End `run` once the batch in hand is dealt with."""
+        self._stopper.stop()
 
     async def _process(self, batch: Sequence[Message]) -> bool:
         """Handle a batch; True once it is fully dealt with (done or dead-lettered), False when

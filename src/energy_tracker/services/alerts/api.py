@@ -27,6 +27,7 @@ from energy_tracker.core.http import (
     visible_to,
 )
 from energy_tracker.core.inputs import Offset
+from energy_tracker.core.sse import polled_events, sse_frame, sse_response
 from energy_tracker.core.stores.metadata import Conflict
 from energy_tracker.core.stores.timeseries.base import SeriesStore
 from energy_tracker.services.alerts.lifecycle import alert_view
@@ -64,6 +65,7 @@ STREAM_OVERLAP = timedelta(seconds=5)
 
 
 def service(request: Request) -> AlertService:
+    """FastAPI dependency: the alerts service's parts this process runs."""
     return request.app.state.alerts
 
 
@@ -80,6 +82,7 @@ def _invalid(problems: list[dict[str, str]]) -> ApiError:
 
 
 def rule_out(rule: AlertRule) -> dict[str, Any]:
+    """A rule as the API shows it: webhook secrets never leave the service."""
     return {
         "id": rule.id,
         "user_id": rule.owner_id,
@@ -119,6 +122,7 @@ async def _target_problems(
 
 
 async def visible_rule(store: AlertStore, rule_id: str, identity: Identity) -> AlertRule:
+    """The rule if the caller may see it; 404 otherwise (see `visible_to`)."""
     return visible_to(identity, await store.rules.get(rule_id), "alert rule")
 
 
@@ -129,6 +133,7 @@ async def create_rule(
     alerting: AlertService = Depends(service),
     directory: DeviceDirectory = Depends(device_directory),
 ) -> dict[str, Any]:
+    """Create a rule on one of your devices, or on all of them summed (no device_id)."""
     fields = body.model_dump()
     problems = rule_problems(fields)
     problems += await _target_problems(directory, identity, fields, alerting.deny_private)
@@ -204,6 +209,7 @@ async def list_rules(
     identity: Identity = Depends(user_identity),
     alerting: AlertService = Depends(service),
 ) -> dict[str, Any]:
+    """Your rules (an admin's: everyone's), oldest first."""
     owner = None if identity.is_admin else identity.user_id
     rules = await alerting.store.rules.list(owner, limit=limit, offset=offset)
     return {"items": [rule_out(r) for r in rules]}
@@ -215,6 +221,7 @@ async def get_rule(
     identity: Identity = Depends(user_identity),
     alerting: AlertService = Depends(service),
 ) -> dict[str, Any]:
+    """One of your rules."""
     return rule_out(await visible_rule(alerting.store, rule_id, identity))
 
 
@@ -226,6 +233,7 @@ async def update_rule(
     alerting: AlertService = Depends(service),
     directory: DeviceDirectory = Depends(device_directory),
 ) -> dict[str, Any]:
+    """Change a rule; the result is checked as a whole, as on creation."""
     rule = await visible_rule(alerting.store, rule_id, identity)
     patch = body.model_dump(exclude_unset=True)
     problems = patch_problems(vars(rule), patch)
@@ -306,6 +314,7 @@ async def _alerts_out(
 
 
 async def visible_alert(store: AlertStore, alert_id: str, identity: Identity) -> Alert:
+    """The alert if the caller may see it; 404 otherwise (see `visible_to`)."""
     return visible_to(identity, await store.alerts.get(alert_id), "alert")
 
 
@@ -353,11 +362,7 @@ async def alert_stream(
     since = _now()
     if last_event_id:
         since = await alerting.store.transitions.recorded_at(last_event_id, owner) or since
-    return StreamingResponse(
-        _transitions(request, alerting.store, owner, since, last_event_id),
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    return sse_response(_transitions(request, alerting.store, owner, since, last_event_id))
 
 
 async def _transitions(
@@ -365,10 +370,11 @@ async def _transitions(
 ) -> AsyncIterator[bytes]:
     """Polls the transitions table; ids already sent within the overlap window are skipped."""
     sent: dict[str, datetime] = {seen_id: since} if seen_id else {}
-    yield b"retry: 3000\n\n"
-    quiet_since = time.monotonic()
     stopping = shutting_down(request)
-    while not stopping.is_set() and not await request.is_disconnected():
+
+    async def poll() -> tuple[list[bytes], bool]:
+        nonlocal since, sent
+        frames = []
         # Page by (recorded_at, id) through the overlap window and beyond: a page full of rows
         # already sent must not be read again and again (more than a page of transitions in
         # the window, or at one instant, once stalled the stream for good).
@@ -380,17 +386,20 @@ async def _transitions(
                     continue
                 sent[tid] = recorded
                 since = max(since, recorded)
-                data = orjson.dumps(payload).decode()
-                yield f"id: {tid}\nevent: {payload['state']}\ndata: {data}\n\n".encode()
-                quiet_since = time.monotonic()
+                frames.append(sse_frame(tid, payload["state"], orjson.dumps(payload)))
             if len(page) < STREAM_PAGE:
                 break
             cursor = (page[-1][1], page[-1][0])
         sent = {t: at for t, at in sent.items() if at >= since - STREAM_OVERLAP}
-        if time.monotonic() - quiet_since >= STREAM_KEEPALIVE_S:
-            yield b": keep-alive\n\n"
-            quiet_since = time.monotonic()
-        await asyncio.sleep(STREAM_POLL_S)
+        return frames, False
+
+    async def stopped() -> bool:
+        return stopping.is_set() or await request.is_disconnected()
+
+    async for frame in polled_events(
+        b"retry: 3000\n\n", poll, lambda: asyncio.sleep(STREAM_POLL_S), stopped, STREAM_KEEPALIVE_S
+    ):
+        yield frame
 
 
 @router.get("/alerts/{alert_id}", response_model=AlertOut)

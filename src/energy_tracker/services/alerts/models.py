@@ -60,7 +60,7 @@ class AlertRule:
     device_id: str | None
     name: str
     metric: str  # one of METRICS
-    period: str  # one of PERIODS
+    period: str  # one of PERIODS: "instant", or the usage granularity (hour, day, month) summed
     op: str  # "gt" or "lt"
     threshold: float
     clear_threshold: float | None

@@ -31,6 +31,7 @@ import httpx
 import orjson
 
 from energy_tracker import __version__
+from energy_tracker.core.loops import Stopper
 from energy_tracker.core.urls import SmtpServer
 from energy_tracker.services.alerts.models import Attempt, Delivery
 from energy_tracker.services.alerts.store.deliveries import DeliveryOutbox
@@ -92,7 +93,7 @@ class Dispatcher:
         self.clock = clock
         self.concurrency = concurrency
         self._wake = asyncio.Event()
-        self._stopping = asyncio.Event()
+        self._stopper = Stopper()
         self._sending: set[asyncio.Task[None]] = set()
         # No proxies from the environment: the checked address must be the one connected to.
         self._http = httpx.AsyncClient(timeout=timeout_s, follow_redirects=False, trust_env=False)
@@ -102,13 +103,13 @@ class Dispatcher:
         self._wake.set()
 
     def stop(self) -> None:
-        self._stopping.set()
+        self._stopper.stop()
         self._wake.set()
 
     async def run(self) -> None:
         """Poll and send until stopped; sends in flight are allowed to finish."""
         try:
-            while not self._stopping.is_set():
+            while not self._stopper.stopped:
                 try:
                     await self.dispatch_due()
                 except Exception:

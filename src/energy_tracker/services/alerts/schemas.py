@@ -18,8 +18,8 @@ Period = Literal["instant", "hour", "day", "month"]
 Op = Literal["gt", "lt"]
 Severity = Literal["info", "warning", "critical"]
 Finite = Annotated[float, Field(allow_inf_nan=False, ge=-1e12, le=1e12)]
-# A window (for, cooldown) is whole seconds, none of them negative; at most 30 days.
-Window = Annotated[int, Field(ge=0, le=30 * 86_400)]
+# A wait (for, cooldown) is whole seconds, none of them negative; at most 30 days.
+Seconds = Annotated[int, Field(ge=0, le=30 * 86_400)]
 MAX_SILENCE_S = 30 * 86_400
 
 
@@ -60,8 +60,8 @@ class RuleIn(Strict):
     op: Op = "gt"
     threshold: Finite = Field(description="W, kWh, currency, or for silence seconds.")
     clear_threshold: Finite | None = None
-    for_s: Window = 0
-    cooldown_s: Window = 0
+    for_s: Seconds = 0
+    cooldown_s: Seconds = 0
     severity: Severity = "warning"
     channels: list[Channel] = Field(default_factory=list, max_length=10)
 
@@ -74,8 +74,8 @@ class RulePatch(Strict):
     op: Op | None = None
     threshold: Finite | None = None
     clear_threshold: Finite | None = None
-    for_s: Window | None = None
-    cooldown_s: Window | None = None
+    for_s: Seconds | None = None
+    cooldown_s: Seconds | None = None
     severity: Severity | None = None
     channels: list[Channel] | None = Field(default=None, max_length=10)
 

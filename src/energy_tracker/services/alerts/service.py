@@ -3,14 +3,13 @@ use: the evaluator's consume loops, its periodic check and the notification disp
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 
 from energy_tracker.core.bus.base import EventBus
 from energy_tracker.core.bus.runner import ConsumeLoop
 from energy_tracker.core.directory import DeviceDirectory
 from energy_tracker.core.failures import is_transient
+from energy_tracker.core.loops import Stopper, every
 from energy_tracker.core.urls import SmtpServer
 from energy_tracker.services.alerts.consumer import AlertEvaluator
 from energy_tracker.services.alerts.notify import Dispatcher
@@ -27,24 +26,22 @@ class PeriodicCheck:
     def __init__(self, evaluator: AlertEvaluator, interval_s: float = CHECK_INTERVAL_S) -> None:
         self.evaluator = evaluator
         self.interval_s = interval_s
-        self._stopping = asyncio.Event()
+        self._stopper = Stopper()
 
     async def run(self) -> None:
         """Check, then wait a while, until stopped; a failed check is logged and retried."""
-        while not self._stopping.is_set():
-            try:
-                await self.evaluator.check()
-            except Exception as exc:
-                if is_transient(exc):
-                    log.info("periodic alert check skipped: %s", exc)
-                else:
-                    log.exception("periodic alert check failed; trying again")
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self.interval_s)
+
+        def failed(exc: Exception) -> None:
+            if is_transient(exc):
+                log.info("periodic alert check skipped: %s", exc)
+            else:
+                log.error("periodic alert check failed; trying again", exc_info=exc)
+
+        await every(self.interval_s, self._stopper, self.evaluator.check, failed)
 
     def stop(self) -> None:
         """End `run` at its next wait."""
-        self._stopping.set()
+        self._stopper.stop()
 
 
 class AlertService:

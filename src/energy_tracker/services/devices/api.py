@@ -7,6 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Request
 
 from energy_tracker.core.auth import Identity, new_device_key, secret_digest
+from energy_tracker.core.credentials import CredentialCache, credentials
 from energy_tracker.core.errors import ApiError
 from energy_tracker.core.http import answers, not_found, user_identity, visible_to
 from energy_tracker.core.inputs import TASMOTA_META_KEY, Offset
@@ -21,6 +22,7 @@ Limit = Annotated[int, Query(ge=1, le=1000)]
 
 
 def devices(request: Request) -> DeviceStore:
+    """FastAPI dependency: the devices store."""
     return request.app.state.devices
 
 
@@ -34,10 +36,12 @@ async def devices_out(store: DeviceStore, found: list[Device]) -> list[dict]:
 
 
 async def one_device_out(store: DeviceStore, device: Device) -> dict:
+    """One device as the API shows it, its zone resolved against its owner."""
     return (await devices_out(store, [device]))[0]
 
 
 def device_out(device: Device, timezone: str) -> dict:
+    """A device as the API shows it, in `timezone` (its own, else its owner's)."""
     return {
         "id": device.id,
         "owner_id": device.owner_id,
@@ -52,6 +56,7 @@ def device_out(device: Device, timezone: str) -> dict:
 
 
 async def visible_device(store: DeviceStore, device_id: str, identity: Identity) -> Device:
+    """The device if the caller may see it; 404 otherwise (see `visible_to`)."""
     return visible_to(identity, await store.get(device_id), "device")
 
 
@@ -75,6 +80,7 @@ async def create_device(
     identity: Identity = Depends(user_identity),
     store: DeviceStore = Depends(devices),
 ) -> dict:
+    """Register a device; its ingest key is in this answer only."""
     await _unclaimed(store, body.metadata, None)
     key = new_device_key()
     device = await store.create(
@@ -96,6 +102,7 @@ async def list_devices(
     identity: Identity = Depends(user_identity),
     store: DeviceStore = Depends(devices),
 ) -> list[dict]:
+    """Your devices (an admin's: everyone's), oldest first."""
     owner = None if identity.is_admin else identity.user_id
     return await devices_out(store, await store.list(owner, limit=limit, offset=offset))
 
@@ -106,6 +113,7 @@ async def get_device(
     identity: Identity = Depends(user_identity),
     store: DeviceStore = Depends(devices),
 ) -> dict:
+    """One of your devices."""
     return await one_device_out(store, await visible_device(store, device_id, identity))
 
 
@@ -115,13 +123,16 @@ async def update_device(
     body: DevicePatch,
     identity: Identity = Depends(user_identity),
     store: DeviceStore = Depends(devices),
+    cache: CredentialCache = Depends(credentials),
 ) -> dict:
+    """Change a device's fields; `timezone: null` makes it follow its owner's."""
     await visible_device(store, device_id, identity)
     fields = body.model_dump(exclude_unset=True)
     if "metadata" in fields:
         fields["meta"] = fields.pop("metadata")
         await _unclaimed(store, fields["meta"], device_id)
     device = await store.update(device_id, **fields)
+    cache.forget_device(device_id)
     if device is None:
         raise not_found("device")
     return await one_device_out(store, device)
@@ -132,9 +143,12 @@ async def delete_device(
     device_id: DeviceId,
     identity: Identity = Depends(user_identity),
     store: DeviceStore = Depends(devices),
+    cache: CredentialCache = Depends(credentials),
 ) -> None:
+    """Delete one of your devices."""
     await visible_device(store, device_id, identity)
     await store.delete(device_id)
+    cache.forget_device(device_id)
 
 
 @router.post("/devices/{device_id}/rotate-key", response_model=DeviceWithKey)
@@ -142,8 +156,11 @@ async def rotate_key(
     device_id: DeviceId,
     identity: Identity = Depends(user_identity),
     store: DeviceStore = Depends(devices),
+    cache: CredentialCache = Depends(credentials),
 ) -> dict:
+    """Issue a new ingest key: the old one stops working at once."""
     device = await visible_device(store, device_id, identity)
     key = new_device_key()
     await store.set_key_hash(device_id, secret_digest(key))
+    cache.forget_device(device_id)
     return {**await one_device_out(store, device), "api_key": key}

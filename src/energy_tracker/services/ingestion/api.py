@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import orjson
 from fastapi import APIRouter, Depends, Request
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from energy_tracker.core.auth import Identity
 from energy_tracker.core.errors import ApiError
@@ -21,10 +23,14 @@ MAX_BODY_BYTES = READINGS_BODY_BYTES  # also the largest MQTT payload
 
 router = APIRouter(tags=["ingestion"])
 # Parsed by hand in post_readings (one orjson pass, per-item errors); documented by app.py.
-HAND_PARSED_BODIES = {"ReadingIn": ONE_READING, "ReadingBatchIn": READING_BATCH}
+HAND_PARSED_BODIES: dict[str, TypeAdapter[Any]] = {
+    "ReadingIn": ONE_READING,
+    "ReadingBatchIn": READING_BATCH,
+}
 
 
 def recorder(request: Request) -> ReadingRecorder:
+    """FastAPI dependency: the reading recorder (checks, then publishes)."""
     return request.app.state.recorder
 
 

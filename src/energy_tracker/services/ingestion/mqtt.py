@@ -5,12 +5,22 @@ Messages are taken in small batches (whatever has arrived, up to MAX_BATCH_MESSA
 a message that cannot be read or breaks a rule goes to `energy-readings.dlq` whole, with the
 reason, its topic and its original bytes. A lost broker is reconnected with a growing pause.
 
-Delivery: the MQTT client acknowledges a QoS 1 message when it receives it, and the session is
-clean, so what devices publish while this process is down, or what it holds when killed, is not
-redelivered; readings are held in memory and retried while the bus refuses them. Whoever can
-publish to the broker can send readings for any device: the broker's ACLs are the boundary.
-Several ingestion processes split the messages between them with `?shared=<group>` on the URL
-(an MQTT shared subscription); without it every process takes every message.
+Delivery, so that no message the broker took is lost on this side:
+- A persistent session (MQTT 5, clean start off, `?session_expiry=` seconds, one day by default)
+  under a stable client id: `?client_id=` on the URL, else one derived from the host and the data
+  directory, so a restarted process resumes its session and the broker keeps what arrives while
+  it is down (up to the broker's own `max_queued_messages`). Two processes must not share an id:
+  replicas on one host with one data directory each need their own `client_id`.
+- A large in-flight window (Receive Maximum 65,535): the broker sends a burst straight on instead
+  of queueing it behind 20 unacknowledged messages, where its queue limit would drop the rest.
+- A QoS 1 message is acknowledged only after the bus has durably accepted its readings (or its
+  dead letter); a process killed before that gets it again from the broker.
+- What the broker reports it dropped (`$SYS/broker/publish/messages/dropped`, Mosquitto) is in
+  /metrics as `et_mqtt_broker_dropped_messages`, so a loss on the broker's side is seen.
+Readings are retried while the bus refuses them. Whoever can publish to the broker can send
+readings for any device: the broker's ACLs are the boundary. Several ingestion processes split
+the messages between them with `?shared=<group>` on the URL (an MQTT shared subscription);
+without it every process takes every message.
 """
 
 from __future__ import annotations
@@ -24,11 +34,13 @@ from datetime import UTC, datetime
 from zoneinfo import ZoneInfo
 
 import aiomqtt
+from prometheus_client import Gauge
 
 from energy_tracker.core.bus.runner import dead_letter_record, dlq_topic
 from energy_tracker.core.directory import DeviceDirectory
 from energy_tracker.core.errors import BackendUnavailable
 from energy_tracker.core.events import ENERGY_READINGS, Reading
+from energy_tracker.core.loops import Backoff, Stopper
 from energy_tracker.core.urls import BrokerSettings
 from energy_tracker.services.ingestion.api import MAX_BODY_BYTES
 from energy_tracker.services.ingestion.payloads import (
@@ -51,6 +63,12 @@ MAX_CACHED_NAMES = 10_000
 MAX_KEPT_BYTES = 64 * 1024
 RETRY_PAUSE_S = (0.5, 30.0)
 """First and longest pause between attempts, for both the broker and the bus."""
+BROKER_DROPPED = "$SYS/broker/publish/messages/dropped"
+
+DROPPED = Gauge(
+    "et_mqtt_broker_dropped_messages",
+    "Messages the MQTT broker reports it dropped (queue or in-flight limits), since it started",
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +78,8 @@ class Received:
     topic: str
     payload: bytes
     received_ms: int
+    mid: int = 0
+    qos: int = 0
 
 
 def topic_filters(broker: BrokerSettings) -> list[str]:
@@ -89,38 +109,44 @@ class _Target:
 class MqttIngester:
     """Subscribes, turns messages into readings or dead letters, and reconnects when cut off."""
 
-    def __init__(self, url: str, recorder: ReadingRecorder, directory: DeviceDirectory) -> None:
+    def __init__(
+        self, url: str, recorder: ReadingRecorder, directory: DeviceDirectory, place: str = ""
+    ) -> None:
         self.url = url
         self.broker = BrokerSettings.from_url(url)
+        self.session = self.broker.session_id(place)
         self.recorder = recorder
         self.directory = directory
         self._names: dict[str, _Target] = {}
-        self._stopping = asyncio.Event()
+        self._stopper = Stopper()
 
     async def run(self) -> None:
         """Receive until stopped, reconnecting after every loss of the broker."""
-        pause = RETRY_PAUSE_S[0]
-        while not self._stopping.is_set():
+        backoff = Backoff(*RETRY_PAUSE_S)
+        while not self._stopper.stopped:
             try:
-                async with self.broker.client() as client:
+                async with self.broker.client(self.session) as client:
                     for topic_filter in topic_filters(self.broker):
                         await client.subscribe(topic_filter, qos=1)
+                    # Mosquitto publishes it when it changes; other brokers may not have it.
+                    await client.subscribe(BROKER_DROPPED, qos=0)
                     log.info("MQTT: subscribed to %s", ", ".join(topic_filters(self.broker)))
-                    pause = RETRY_PAUSE_S[0]
+                    backoff.reset()
                     await self._receive(client)
             except aiomqtt.MqttError as exc:
-                if self._stopping.is_set():
+                if self._stopper.stopped:
                     break
+                pause = backoff.next()
                 log.warning("MQTT broker lost (%s); reconnecting in %.1f s", exc, pause)
-                await self._pause(pause)
-                pause = min(pause * 2, RETRY_PAUSE_S[1])
+                await self._stopper.sleep(pause)
 
     def stop(self) -> None:
-        self._stopping.set()
+        """End `run`: the batch in hand is still published (or said to be lost)."""
+        self._stopper.stop()
 
     async def _receive(self, client: aiomqtt.Client) -> None:
         messages = client.messages
-        stopping = asyncio.ensure_future(self._stopping.wait())
+        stopping = asyncio.ensure_future(self._stopper.wait())
         try:
             while True:
                 first = asyncio.ensure_future(anext(messages))
@@ -131,12 +157,19 @@ class MqttIngester:
                 batch = [_received(first.result())]
                 while len(batch) < MAX_BATCH_MESSAGES and len(messages) > 0:
                     batch.append(_received(await anext(messages)))
-                await self.handle(batch)
+                readings = [m for m in batch if not _broker_report(m)]
+                if readings and not await self.handle(readings):
+                    return
+                # Only now does the broker hear that they are ours: the bus has them.
+                for m in readings:
+                    if m.qos:
+                        client._client.ack(m.mid, m.qos)
         finally:
             stopping.cancel()
 
-    async def handle(self, batch: Sequence[Received]) -> None:
-        """Publish the readings of the good messages and dead-letter the others, each with why."""
+    async def handle(self, batch: Sequence[Received]) -> bool:
+        """Publish the readings of the good messages and dead-letter the others, each with why;
+        False when a stop came while the bus still refused them (they must not be acknowledged)."""
         parsed: dict[int, list[Reading]] = {}
         reasons: dict[int, str] = {}
         for index, message in enumerate(batch):
@@ -148,15 +181,17 @@ class MqttIngester:
         for p in await self.recorder.check(candidates):
             reasons.setdefault(p["index"], f"{p['field']}: {p['message']}")
         good = [r for i, readings in parsed.items() if i not in reasons for r in readings]
-        if good:
-            await self._until_accepted(lambda: self.recorder.publish(good), len(good))
+        if good and not await self._until_accepted(lambda: self.recorder.publish(good), len(good)):
+            return False
         if reasons:
             letters = [_dead_letter(batch[i], reason) for i, reason in sorted(reasons.items())]
-            await self._until_accepted(
+            if not await self._until_accepted(
                 lambda: self.recorder.bus.publish(dlq_topic(ENERGY_READINGS), letters),
                 len(letters),
-            )
+            ):
+                return False
             log.warning("MQTT: %d message(s) sent to the DLQ", len(letters))
+        return True
 
     async def _parse(self, message: Received) -> list[Reading]:
         if len(message.payload) > MAX_BODY_BYTES:
@@ -199,34 +234,44 @@ class MqttIngester:
         self._names[name] = target
         return target
 
-    async def _until_accepted(self, publish: Callable[[], Awaitable[object]], count: int) -> None:
-        """Retry a bus publish until it is accepted: the messages were acknowledged to the broker
-        already, so giving up would lose them. Only a stop ends the wait, and says what is lost."""
-        pause = RETRY_PAUSE_S[0]
+    async def _until_accepted(self, publish: Callable[[], Awaitable[object]], count: int) -> bool:
+        """Retry a bus publish until it is accepted (True). Only a stop ends the wait (False):
+        the messages are then left unacknowledged, for the broker to deliver again."""
+        backoff = Backoff(*RETRY_PAUSE_S)
         while True:
             try:
                 await publish()
-                return
+                return True
             except Exception as exc:  # whatever the adapter raises: PublishFailed, its own
-                if self._stopping.is_set():
-                    log.error("MQTT: %d record(s) lost at shutdown: the bus refused them", count)
-                    return
+                if self._stopper.stopped:
+                    log.error(
+                        "MQTT: stopping while the bus refuses %d record(s): left unacknowledged,"
+                        " the broker delivers them again",
+                        count,
+                    )
+                    return False
                 log.warning("MQTT: the bus refused %d record(s) (%s); retrying", count, exc)
-                await self._pause(pause)
-                pause = min(pause * 2, RETRY_PAUSE_S[1])
-
-    async def _pause(self, seconds: float) -> None:
-        try:
-            await asyncio.wait_for(self._stopping.wait(), seconds)
-        except TimeoutError:
-            pass
+                await self._stopper.sleep(backoff.next())
 
 
 def _received(message: aiomqtt.Message) -> Received:
     payload = message.payload
     if not isinstance(payload, bytes | bytearray):
         payload = str(payload).encode() if payload is not None else b""
-    return Received(message.topic.value, bytes(payload), int(time.time() * 1000))
+    return Received(
+        message.topic.value, bytes(payload), int(time.time() * 1000), message.mid, message.qos
+    )
+
+
+def _broker_report(message: Received) -> bool:
+    """True for the broker's own report of dropped messages, which goes to /metrics."""
+    if message.topic != BROKER_DROPPED:
+        return False
+    try:
+        DROPPED.set(int(message.payload))
+    except ValueError:
+        log.warning("MQTT: unreadable %s: %r", BROKER_DROPPED, message.payload[:40])
+    return True
 
 
 def _dead_letter(message: Received, reason: str) -> tuple[bytes, bytes]:

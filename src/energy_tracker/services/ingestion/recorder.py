@@ -13,7 +13,7 @@ import logging
 import time
 from collections import defaultdict
 from collections.abc import Collection, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, cast
 
 from energy_tracker.core.auth import Identity
 from energy_tracker.core.bus.base import EventBus
@@ -30,6 +30,15 @@ TOO_OLD = "older than the retention window"
 
 Problem = dict[str, Any]
 """A broken rule: {"index", "field", "message"}; `index` is whatever the caller numbered by."""
+
+
+def mistimed_by(ts: int, oldest: int, newest: int) -> str | None:
+    """Why a reading at `ts` lies outside the accepted window [oldest, newest]; None inside."""
+    if ts > newest:
+        return FUTURE
+    if ts < oldest:
+        return TOO_OLD
+    return None
 
 
 class PublishFailed(Exception):
@@ -58,16 +67,13 @@ class ReadingRecorder:
         oldest, newest = self.window()
         for index, item in enumerate(items):
             device_id = item.get("device_id") or own
-            ts = item["ts"]
+            ts = cast(int, item["ts"])  # epoch ms once validated
             if device_id is None:
                 problems.append(problem(index, "device_id", "required"))
             elif is_device and device_id != own:
                 problems.append(problem(index, "device_id", "not the device of this key"))
-            elif ts > newest:
-                problems.append(problem(index, "ts", FUTURE))
-                mistimed.add(device_id)
-            elif ts < oldest:
-                problems.append(problem(index, "ts", TOO_OLD))
+            elif (mistime := mistimed_by(ts, oldest, newest)) is not None:
+                problems.append(problem(index, "ts", mistime))
                 mistimed.add(device_id)
             else:
                 try:
@@ -109,10 +115,8 @@ class ReadingRecorder:
         oldest, newest = self.window()
         problems: list[Problem] = []
         for index, reading in candidates:
-            if reading.ts > newest:
-                problems.append(problem(index, "ts", FUTURE))
-            elif reading.ts < oldest:
-                problems.append(problem(index, "ts", TOO_OLD))
+            if (mistime := mistimed_by(reading.ts, oldest, newest)) is not None:
+                problems.append(problem(index, "ts", mistime))
         if caller is not None and caller.kind == "device":
             return problems
         refused = await self.refusals({r.device_id for _, r in candidates}, caller)

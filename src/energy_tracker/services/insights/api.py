@@ -14,7 +14,7 @@ from energy_tracker.core import bucket_queries as queries
 from energy_tracker.core.auth import Identity
 from energy_tracker.core.directory import DeviceDirectory
 from energy_tracker.core.errors import ApiError
-from energy_tracker.core.http import device_directory, user_identity
+from energy_tracker.core.http import device_directory, user_identity, visible_device
 from energy_tracker.core.stores.timeseries.base import SeriesStore
 from energy_tracker.services.insights import reports
 from energy_tracker.services.insights.reports import DeviceRef, Subject
@@ -27,6 +27,7 @@ YEARS = range(1971, 9000)
 
 
 def series(request: Request) -> SeriesStore:
+    """FastAPI dependency: the time-series store."""
     return request.app.state.series
 
 
@@ -73,15 +74,7 @@ async def subject(
 ) -> Subject:
     """FastAPI dependency: whose usage, in which zone, as of when, from the query."""
     if device_id is not None:
-        ctx = (await directory.contexts([device_id])).get(device_id)
-        if ctx is None or not identity.can_see(ctx.owner_id):
-            # The same answer for another's device as for none, so ids are not confirmed.
-            raise ApiError(
-                404,
-                "not_found",
-                "device not found",
-                [{"field": "device_id", "message": "not one of your devices"}],
-            )
+        ctx = await visible_device(identity, directory, device_id, field="device_id")
         devices = [DeviceRef(device_id, ctx.name, ctx.timezone)]
         home_zone, currency = ctx.timezone, ctx.currency
     else:

@@ -22,7 +22,7 @@ hour or day counts only where the actual and every guess compared exist.
 from __future__ import annotations
 
 import lzma
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -95,8 +95,8 @@ UCI_SERIES = {
 MIN_MINUTES = 45
 
 
-def _uci_values(text: str, column: int) -> np.ndarray:
-    parts = (line.split(",")[column] for line in text)
+def _uci_values(lines: Iterable[str], column: int) -> np.ndarray:
+    parts = (line.split(",")[column] for line in lines)
     return np.array([np.nan if v in ("?", "") else float(v) for v in parts], dtype=float)
 
 

@@ -24,6 +24,7 @@ from energy_tracker.core.http import (
     user_identity,
     visible_device,
 )
+from energy_tracker.core.sse import sse_response
 from energy_tracker.core.stores.timeseries.base import Bucket, Granularity, SeriesStore
 from energy_tracker.services.usage.live import reading_events
 
@@ -48,6 +49,7 @@ hours, 3,660 days or 1,200 months, so one query is a bounded amount of work for 
 
 
 def series(request: Request) -> SeriesStore:
+    """FastAPI dependency: the time-series store."""
     return request.app.state.series
 
 
@@ -61,6 +63,7 @@ class UsageQuery:
     tz: str | None
 
     def span(self, zone: ZoneInfo) -> tuple[int, int]:
+        """[from, to) in epoch ms, the start aligned to a bucket in `zone`; 422 when invalid."""
         return _range(self.granularity, self.start, self.end, zone)
 
 
@@ -118,6 +121,7 @@ async def device_usage(
     store: SeriesStore = Depends(series),
     directory: DeviceDirectory = Depends(device_directory),
 ) -> dict[str, Any]:
+    """One of your devices' buckets, period by period (default zone: the device's)."""
     ctx = await visible_device(identity, directory, device_id)
     zone = queries.zone(query.tz or ctx.timezone)
     lo, hi = query.span(zone)
@@ -144,14 +148,9 @@ async def user_usage(
     profile = await directory.owner_profile(identity.user_id)
     zone = queries.zone(query.tz or (profile.timezone if profile else "UTC"))
     lo, hi = query.span(zone)
-    per_device = [
-        b
-        for ctx in own
-        for b in await queries.device_buckets(
-            store, ctx.device_id, ctx.timezone, query.granularity, lo, hi, zone
-        )
-    ]
-    items = [_item(b, zone) for b in queries.summed(query.granularity, per_device)]
+    devices_zones = [(ctx.device_id, ctx.timezone) for ctx in own]
+    totals = await queries.summed_buckets(store, devices_zones, query.granularity, lo, hi, zone)
+    items = [_item(b, zone) for b in totals]
     return {"granularity": query.granularity, "timezone": zone.key, "items": items}
 
 
@@ -201,11 +200,7 @@ async def device_live(
         _reading_item,
         shutting_down(request),
     )
-    return StreamingResponse(
-        events,
-        media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
-    )
+    return sse_response(events)
 
 
 def _reading_item(r: Reading) -> dict[str, Any]:

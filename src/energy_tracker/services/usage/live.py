@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from collections import defaultdict
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from typing import Any
@@ -23,6 +22,7 @@ from typing import Any
 import orjson
 
 from energy_tracker.core.events import Reading
+from energy_tracker.core.sse import polled_events, sse_frame
 from energy_tracker.core.stores.timeseries.base import SeriesStore
 
 POLL_S = 1.0
@@ -73,21 +73,23 @@ async def reading_events(
         if after_ts is None:
             latest = await store.readings_around(device_id, _END_OF_TIME, _END_OF_TIME)
             after_ts = latest[-1].ts - 1 if latest else -1
-        last_write = time.monotonic()
-        yield b": connected\n\n"
-        while not stopping.is_set():
+        last = after_ts
+
+        async def poll() -> tuple[list[bytes], bool]:
+            nonlocal last
             stored.clear()  # before the query, so a store during the query still wakes us
-            rows = await store.readings_page(device_id, 0, _END_OF_TIME, after_ts, PAGE)
-            for r in rows:
-                yield b"id: %d\nevent: reading\ndata: %s\n\n" % (r.ts, orjson.dumps(item(r)))
-                after_ts = r.ts
-            now = time.monotonic()
+            rows = await store.readings_page(device_id, 0, _END_OF_TIME, last, PAGE)
             if rows:
-                last_write = now
-                if len(rows) == PAGE:
-                    continue
-            elif now - last_write >= heartbeat_s:
-                yield b": keep-alive\n\n"
-                last_write = now
+                last = rows[-1].ts
+            frames = [sse_frame(r.ts, "reading", orjson.dumps(item(r))) for r in rows]
+            return frames, len(rows) == PAGE
+
+        async def wait() -> None:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(stored.wait(), poll_s)
+
+        async def stopped() -> bool:
+            return stopping.is_set()
+
+        async for frame in polled_events(b": connected\n\n", poll, wait, stopped, heartbeat_s):
+            yield frame

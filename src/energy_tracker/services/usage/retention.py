@@ -7,11 +7,10 @@ energy of the segment between them. So the raw series is pruned one day behind t
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import logging
 import time
 
+from energy_tracker.core.loops import Stopper, every
 from energy_tracker.core.stores.timeseries.base import SeriesStore
 
 log = logging.getLogger(__name__)
@@ -28,7 +27,7 @@ class RetentionTask:
         self.series = series
         self.retention_ms = retention_days * DAY_MS
         self.every_s = every_s
-        self._stopping = asyncio.Event()
+        self._stopper = Stopper()
 
     def cutoff(self, now_ms: int) -> int:
         """Readings with ts before this are deleted."""
@@ -43,13 +42,13 @@ class RetentionTask:
         return deleted
 
     async def run(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                await self.prune()
-            except Exception as exc:  # a store outage: try again at the next round
-                log.warning("retention: pruning failed (%s); retrying later", exc)
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), self.every_s)
+        """Prune now and every `every_s` until stopped; a store outage waits for the next round."""
+
+        def failed(exc: Exception) -> None:
+            log.warning("retention: pruning failed (%s); retrying later", exc)
+
+        await every(self.every_s, self._stopper, self.prune, failed)
 
     def stop(self) -> None:
-        self._stopping.set()
+        """End `run` at its next wait."""
+        self._stopper.stop()

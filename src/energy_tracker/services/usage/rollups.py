@@ -48,7 +48,7 @@ class DeviceReadings:
 
 
 @dataclass(frozen=True, slots=True)
-class _Window:
+class _Affected:
     """The quarters [q_lo, q_hi) a device's new readings touch, and the wider spans of stored
     buckets needed to re-sum the hours, days and months holding them."""
 
@@ -89,24 +89,24 @@ def _sums(
     return out
 
 
-def _window(q_lo: int, q_hi: int, tz: ZoneInfo) -> _Window:
+def _affected(q_lo: int, q_hi: int, tz: ZoneInfo) -> _Affected:
     # Where the offset is not a whole number of hours (India, Nepal, Newfoundland) an hour
     # straddles two local days, so the quarters of the touched hours AND days are both needed.
     d_lo, d_hi = period_start(q_lo, D, tz), period_end(period_start(q_hi - 1, D, tz), D, tz)
     h_lo, h_hi = period_start(q_lo, H), period_end(period_start(q_hi - 1, H), H)
     m_lo = period_start(d_lo, M, tz)
     m_hi = period_end(period_start(d_hi - 1, M, tz), M, tz)
-    return _Window(q_lo, q_hi, (min(d_lo, h_lo), max(d_hi, h_hi)), (h_lo, h_hi), (m_lo, m_hi))
+    return _Affected(q_lo, q_hi, (min(d_lo, h_lo), max(d_hi, h_hi)), (h_lo, h_hi), (m_lo, m_hi))
 
 
 @dataclass(frozen=True, slots=True)
 class _Plan:
-    """What recomputing one device's buckets reads: the span of its new readings, the window of
+    """What recomputing one device's buckets reads: the span of its new readings, the
     buckets they may change, and whether the store is known to hold exactly the new readings
     between the span's ends (then those are not read back)."""
 
     span: tuple[int, int]  # first and last new ts
-    window: _Window
+    affected: _Affected
     held: bool = False
 
 
@@ -148,7 +148,7 @@ class Rollups:
         return [
             bucket
             for device_id, plan in plans.items()
-            for bucket in self._diff(device_id, batch[device_id], plan.window, loaded[device_id])
+            for bucket in self._diff(device_id, batch[device_id], plan.affected, loaded[device_id])
         ]
 
     async def _plan(self, batch: dict[str, DeviceReadings]) -> dict[str, _Plan]:
@@ -169,7 +169,7 @@ class Rollups:
             before = max(near[0].ts, lo - self.reach_ms) if near else lo
             q_lo = period_start(min(lo, before), Q)
             q_hi = period_start(max(hi, near[-1].ts if near else hi), Q) + QUARTER_MS
-            plans[device_id] = _Plan((lo, hi), _window(q_lo, q_hi, batch[device_id].tz))
+            plans[device_id] = _Plan((lo, hi), _affected(q_lo, q_hi, batch[device_id].tz))
         return plans
 
     async def _mark_held(
@@ -192,9 +192,9 @@ class Rollups:
                 window
                 for d, p in plans.items()
                 for window in (
-                    ((d, p.window.q_lo, p.span[0]), (d, p.span[1] + 1, p.window.q_hi))
+                    ((d, p.affected.q_lo, p.span[0]), (d, p.span[1] + 1, p.affected.q_hi))
                     if p.held
-                    else ((d, p.window.q_lo, p.window.q_hi),)
+                    else ((d, p.affected.q_lo, p.affected.q_hi),)
                 )
             ]
         )
@@ -212,10 +212,10 @@ class Rollups:
                 query
                 for d, p in plans.items()
                 for query in (
-                    (d, Q, *p.window.quarters),
-                    (d, H, *p.window.hours),
-                    (d, D, *p.window.months),
-                    (d, M, *p.window.months),
+                    (d, Q, *p.affected.quarters),
+                    (d, H, *p.affected.hours),
+                    (d, D, *p.affected.months),
+                    (d, M, *p.affected.months),
                 )
             ]
         )
@@ -227,7 +227,7 @@ class Rollups:
         }
 
     def _diff(
-        self, device_id: str, new: DeviceReadings, window: _Window, loaded: _Loaded
+        self, device_id: str, new: DeviceReadings, affected: _Affected, loaded: _Loaded
     ) -> list[Bucket]:
         """No I/O: the device's quarters integrated afresh, and the hours, days and months
         holding a changed quarter re-summed; what differs from the stored buckets."""
@@ -235,8 +235,8 @@ class Rollups:
         fresh = quarter_buckets(
             device_id,
             loaded.rows,
-            window.q_lo,
-            window.q_hi,
+            affected.q_lo,
+            affected.q_hi,
             max_gap_ms=self.max_gap_ms,
             tz=new.tz,
             tariff=new.tariff,
@@ -247,7 +247,7 @@ class Rollups:
         fresh += [
             Bucket(device_id, Q, start)
             for start in quarters
-            if window.q_lo <= start < window.q_hi and start not in kept
+            if affected.q_lo <= start < affected.q_hi and start not in kept
         ]
         changed_quarters = _changes(fresh, quarters)
         if not changed_quarters:

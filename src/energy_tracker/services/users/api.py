@@ -16,6 +16,7 @@ from energy_tracker.core.auth import (
     secret_digest,
     verify_password,
 )
+from energy_tracker.core.credentials import CredentialCache, credentials
 from energy_tracker.core.errors import ApiError
 from energy_tracker.core.http import (
     admin_identity,
@@ -50,10 +51,12 @@ UserId = Annotated[str, Path(max_length=64)]
 
 
 def users(request: Request) -> UserStore:
+    """FastAPI dependency: the users store."""
     return request.app.state.users
 
 
 def user_out(user: User) -> UserOut:
+    """A user as the API shows them: never the password hash."""
     return UserOut(
         id=user.id,
         email=user.email,
@@ -97,6 +100,7 @@ async def _tokens(
 
 @router.post("/auth/register", status_code=201, response_model=UserOut, responses=answers(409))
 async def register(body: RegisterIn, store: UserStore = Depends(users)) -> UserOut:
+    """Create an account; 409 when the email is taken."""
     try:
         user = await store.create(str(body.email), await hash_password(body.password), body.name)
     except Conflict:
@@ -165,6 +169,7 @@ async def end_session(
 async def logout(
     body: RefreshIn, _: Identity = Depends(user_identity), store: UserStore = Depends(users)
 ) -> None:
+    """Revoke a refresh token."""
     await store.revoke_refresh_token(secret_digest(body.refresh_token))
 
 
@@ -172,6 +177,7 @@ async def logout(
 async def me(
     identity: Identity = Depends(user_identity), store: UserStore = Depends(users)
 ) -> UserOut:
+    """Your account."""
     user = await store.get(identity.user_id)
     if user is None:
         raise not_found("user")
@@ -184,6 +190,7 @@ async def update_me(
     identity: Identity = Depends(user_identity),
     store: UserStore = Depends(users),
 ) -> UserOut:
+    """Change your name, time zone, currency or tariff."""
     fields = body.model_dump(exclude_unset=True)
     if "tariff" in fields and body.tariff is not None:
         fields["tariff"] = body.tariff.model_dump(exclude_none=True)
@@ -200,6 +207,7 @@ async def list_users(
     _: Identity = Depends(admin_identity),
     store: UserStore = Depends(users),
 ) -> list[UserOut]:
+    """Every account, oldest first (admins only)."""
     return [user_out(u) for u in await store.list(limit=limit, offset=offset)]
 
 
@@ -209,10 +217,13 @@ async def admin_update(
     body: AdminUserPatch,
     _: Identity = Depends(admin_identity),
     store: UserStore = Depends(users),
+    cache: CredentialCache = Depends(credentials),
 ) -> UserOut:
+    """Change a user's role or disable them (admins only); disabling signs them out."""
     user = await store.update(user_id, **body.model_dump(exclude_none=True))
     if user is None:
         raise not_found("user")
+    cache.forget_user(user_id)
     if body.disabled:
         await store.revoke_user_tokens(user_id)
     return user_out(user)

@@ -27,7 +27,7 @@ class Granularity(StrEnum):
 # Finest first: the order of `buckets_many` within a device (the values' own order is arbitrary).
 _GRANULARITY_RANK = {g: rank for rank, g in enumerate(Granularity)}
 
-Window = tuple[str, int, int]
+Span = tuple[str, int, int]
 """(device_id, start, end) of `SeriesStore.readings_around_many`."""
 
 BucketQuery = tuple[str, Granularity, int, int]
@@ -52,6 +52,7 @@ class Bucket:
 
     @property
     def avg_power_w(self) -> float | None:
+        """Mean power over the bucket's samples; None when it has none."""
         return self.power_sum_w / self.power_samples if self.power_samples else None
 
     def same_values(self, other: Bucket) -> bool:
@@ -90,7 +91,7 @@ class SeriesStore(ABC):
         """
 
     @abstractmethod
-    async def readings_around_many(self, windows: Sequence[Window]) -> dict[str, list[Reading]]:
+    async def readings_around_many(self, windows: Sequence[Span]) -> dict[str, list[Reading]]:
         """For each (device_id, start, end): readings with start <= ts < end plus the last one
         before start and the first one at or after end (when they exist), in time order, which
         is what integration over [start, end) needs, in one round trip. A device may appear in
@@ -102,7 +103,7 @@ class SeriesStore(ABC):
         """
 
     @abstractmethod
-    async def count_readings_many(self, windows: Sequence[Window]) -> dict[str, int]:
+    async def count_readings_many(self, windows: Sequence[Span]) -> dict[str, int]:
         """For each (device_id, start, end), one window per device: how many readings it holds
         with start <= ts < end (0 for a device never seen), in one round trip. Counting is far
         cheaper than reading back readings the caller already holds (`Rollups`)."""
@@ -137,6 +138,15 @@ class SeriesStore(ABC):
         return await self.buckets_many([(d, granularity, start, end) for d in device_ids])
 
     @abstractmethod
+    async def summed_buckets(
+        self, device_ids: Sequence[str], granularity: Granularity, start: int, end: int
+    ) -> list[Bucket]:
+        """The buckets of these devices with start <= period start < end added period by
+        period (device "*", version 0), in time order: summed by the store in one indexed
+        query, so a household's month by day reads its devices' day rows and sends back one
+        row a day. Unknown devices add nothing."""
+
+    @abstractmethod
     async def put_buckets(self, buckets: Sequence[Bucket]) -> None:
         """Insert or replace buckets (whole rows, version included)."""
 
@@ -145,7 +155,7 @@ class SeriesStore(ABC):
         """Drop raw readings older than `ts` (retention); buckets stay. Returns how many."""
 
 
-def merge_windows(windows: Iterable[Window]) -> list[Window]:
+def merge_windows(windows: Iterable[Span]) -> list[Span]:
     """The windows sorted by device then start, with an inverted window made empty at its start
     and a device's overlapping or touching windows merged into one, so no reading is fetched
     twice by those.
@@ -155,7 +165,7 @@ def merge_windows(windows: Iterable[Window]) -> list[Window]:
     either inside it or the first at or after end2, so around(start1, end2) is the union of the
     two. Windows with a gap between them stay apart (the readings in the gap are not wanted).
     """
-    merged: list[Window] = []
+    merged: list[Span] = []
     for device_id, start, end in sorted((d, s, max(e, s)) for d, s, e in windows):
         if merged and merged[-1][0] == device_id and start <= merged[-1][2]:
             merged[-1] = (device_id, merged[-1][1], max(merged[-1][2], end))
@@ -168,7 +178,7 @@ _BY_TS = attrgetter("ts")
 
 
 def group_readings(
-    windows: Sequence[Window], readings: Iterable[Reading]
+    windows: Sequence[Span], readings: Iterable[Reading]
 ) -> dict[str, list[Reading]]:
     """The result of `readings_around_many` from the readings an adapter fetched for the
     `merge_windows` windows, each window's readings in time order: every device of `windows`

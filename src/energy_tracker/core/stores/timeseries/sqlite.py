@@ -5,8 +5,11 @@ is keyed by (series INTEGER, ts INTEGER) WITHOUT ROWID: rows are stored in key o
 device's readings over a time range are one contiguous B-tree scan. The map never changes once a
 device has an id, so every process sharing the file can cache it forever.
 
-sqlite3 calls block, so they all run on one dedicated thread that owns the connection: the event
-loop never waits on the disk, and the connection is never shared between threads.
+sqlite3 calls block, so they run on dedicated threads, each owning its connection: the event
+loop never waits on the disk, and a connection is never shared between threads. Writes and the
+consumer's reads run on the writer's thread; the usage API's reads (buckets, pages of readings)
+run on a reader thread with its own connection, so a query never queues behind a batch being
+written (WAL lets one writer and readers work at once, and a read sees every committed write).
 """
 
 from __future__ import annotations
@@ -31,7 +34,7 @@ from energy_tracker.core.stores.timeseries.base import (
     BucketQuery,
     Granularity,
     SeriesStore,
-    Window,
+    Span,
     group_readings,
     merge_bucket_queries,
     merge_windows,
@@ -118,6 +121,26 @@ _AROUND = f"""
 _COUNT = "SELECT count(*) FROM readings WHERE series = ? AND ts >= ? AND ts < ?"
 _BUCKETS = f"""SELECT {_BUCKET_COLUMNS} FROM buckets
     WHERE series = ? AND granularity = ? AND start >= ? AND start < ? ORDER BY start"""
+# One PK range scan per device (the IN list), added up by SQLite: a household's month by day is
+# one row a day back to Python, however many devices it has.
+_SUMMED = """SELECT start, sum(energy_wh), sum(cost), sum(samples), sum(power_samples),
+        sum(power_sum_w), min(min_power_w), max(max_power_w), 0
+    FROM buckets
+    WHERE series IN (SELECT value FROM json_each(?)) AND granularity = ? AND start >= ?
+        AND start < ?
+    GROUP BY start ORDER BY start"""
+_PAGE = f"""SELECT {_READING_COLUMNS} FROM readings
+    WHERE series = :s AND ts >= :low AND ts < :end ORDER BY ts LIMIT :limit"""
+
+READ_STATEMENTS: dict[str, str] = {
+    "buckets": _BUCKETS,
+    "summed_buckets": _SUMMED,
+    "readings_page": _PAGE,
+    "readings_around": _AROUND,
+    "count_readings": _COUNT,
+}
+"""Every read statement by name: the plan test (tests/contract) checks that none of them scans
+a whole table."""
 
 Row = tuple[int, int, float | None, float | None, float | None, float | None]
 
@@ -139,7 +162,9 @@ class SqliteSeriesStore(SeriesStore):
         self._path = Path(path)
         self._url = url or f"sqlite:///{self._path}"
         self._executor: ThreadPoolExecutor | None = None
+        self._reader: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
+        self._read_conn: sqlite3.Connection | None = None
         self._series: dict[str, int] = {}
 
     @classmethod
@@ -150,19 +175,23 @@ class SqliteSeriesStore(SeriesStore):
 
     async def start(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="series-sqlite")
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="series-sqlite-read")
         try:
-            await self._run(self._open)
+            await self._run(self._open)  # first: it creates the file and sets WAL mode
+            await self._read(self._open_reader)
         except (OSError, sqlite3.Error) as exc:
-            self._executor.shutdown(wait=False)
-            self._executor = None
+            await self.stop()
             raise BackendUnavailable(VARIABLE, self._url, str(exc)) from None
 
     async def stop(self) -> None:
-        if self._executor is None:
-            return
-        await self._run(self._close)
-        self._executor.shutdown(wait=True)
-        self._executor = None
+        if self._reader is not None:
+            await self._read(self._close_reader)
+            self._reader.shutdown(wait=True)
+            self._reader = None
+        if self._executor is not None:
+            await self._run(self._close)
+            self._executor.shutdown(wait=True)
+            self._executor = None
 
     async def migrate(self) -> None:
         await self._run(self._migrate)
@@ -174,13 +203,13 @@ class SqliteSeriesStore(SeriesStore):
             return []
         return await self._run(lambda: self._add_readings(readings))
 
-    async def readings_around_many(self, windows: Sequence[Window]) -> dict[str, list[Reading]]:
+    async def readings_around_many(self, windows: Sequence[Span]) -> dict[str, list[Reading]]:
         if not windows:
             return {}
         merged = merge_windows(windows)
         return await self._run(lambda: self._readings_around_many(merged))
 
-    async def count_readings_many(self, windows: Sequence[Window]) -> dict[str, int]:
+    async def count_readings_many(self, windows: Sequence[Span]) -> dict[str, int]:
         return await self._run(lambda: self._count_readings_many(windows)) if windows else {}
 
     async def readings_page(
@@ -188,17 +217,21 @@ class SqliteSeriesStore(SeriesStore):
     ) -> list[Reading]:
         low = start if after_ts is None else max(start, after_ts + 1)
         # max(limit, 0): to SQLite, a negative LIMIT means no limit at all.
-        sql = f"""SELECT {_READING_COLUMNS} FROM readings
-                  WHERE series = :s AND ts >= :low AND ts < :end ORDER BY ts LIMIT :limit"""
-        return await self._run(
-            lambda: self._read(device_id, sql, {"low": low, "end": end, "limit": max(limit, 0)})
-        )
+        params = {"low": low, "end": end, "limit": max(limit, 0)}
+        return await self._read(lambda: self._page(device_id, params))
 
     async def buckets_many(self, queries: Sequence[BucketQuery]) -> list[Bucket]:
         merged = merge_bucket_queries(queries)
         if not merged:
             return []
-        return await self._run(lambda: self._buckets_many(merged))
+        return await self._read(lambda: self._buckets_many(merged))
+
+    async def summed_buckets(
+        self, device_ids: Sequence[str], granularity: Granularity, start: int, end: int
+    ) -> list[Bucket]:
+        if not device_ids or start >= end:
+            return []
+        return await self._read(lambda: self._summed(device_ids, granularity, start, end))
 
     async def put_buckets(self, buckets: Sequence[Bucket]) -> None:
         if buckets:
@@ -210,9 +243,16 @@ class SqliteSeriesStore(SeriesStore):
     # -- on the store's thread ---------------------------------------------------------------
 
     async def _run(self, fn: Callable[[], T]) -> T:
+        """`fn` on the writer's thread."""
         if self._executor is None:
             raise RuntimeError("SqliteSeriesStore used before start() or after stop()")
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn)
+
+    async def _read(self, fn: Callable[[], T]) -> T:
+        """`fn` on the reader's thread."""
+        if self._reader is None:
+            raise RuntimeError("SqliteSeriesStore used before start() or after stop()")
+        return await asyncio.get_running_loop().run_in_executor(self._reader, fn)
 
     def _open(self) -> None:
         self._path.parent.mkdir(parents=True, exist_ok=True)
@@ -235,28 +275,49 @@ class SqliteSeriesStore(SeriesStore):
             self._conn.close()
             self._conn = None
 
+    def _open_reader(self) -> None:
+        conn = sqlite3.connect(self._path, isolation_level=None)
+        conn.execute("PRAGMA query_only=1")
+        conn.execute("PRAGMA busy_timeout=5000")
+        conn.execute("PRAGMA cache_size=-32768")
+        self._read_conn = conn
+
+    def _close_reader(self) -> None:
+        if self._read_conn is not None:
+            self._read_conn.close()
+            self._read_conn = None
+
     @property
     def _db(self) -> sqlite3.Connection:
         if self._conn is None:
             raise RuntimeError("SqliteSeriesStore used before start() or after stop()")
         return self._conn
 
+    @property
+    def _read_db(self) -> sqlite3.Connection:
+        if self._read_conn is None:
+            raise RuntimeError("SqliteSeriesStore used before start() or after stop()")
+        return self._read_conn
+
     def _migrate(self) -> None:
         with _write(self._db) as db:
             for ddl in _SCHEMA:
                 db.execute(ddl)
 
-    def _series_ids(self, device_ids: Iterable[str], create: bool) -> Mapping[str, int]:
+    def _series_ids(
+        self, device_ids: Iterable[str], create: bool, db: sqlite3.Connection | None = None
+    ) -> Mapping[str, int]:
         """Device id -> series id, holding these devices (unknown ones get an id when `create`,
         else stay absent). It is the cache itself: copying it for every batch costs more than
-        the lookups.
+        the lookups. `db` is the connection of the calling thread (default: the writer's); only
+        the writer creates ids.
 
         New ids are committed on their own, before any readings, so the cache never holds an id
         that a rolled-back transaction took away again.
         """
         missing = list({d for d in device_ids if d not in self._series})
         if missing:
-            db = self._db
+            db = db or self._db
             if create:
                 with _write(db):
                     db.executemany(
@@ -302,14 +363,15 @@ class SqliteSeriesStore(SeriesStore):
                     fresh.append(reading)
             return fresh
 
-    def _read(self, device_id: str, sql: str, params: dict[str, int]) -> list[Reading]:
-        series = self._series_ids((device_id,), create=False).get(device_id)
+    def _page(self, device_id: str, params: dict[str, int]) -> list[Reading]:
+        db = self._read_db
+        series = self._series_ids((device_id,), create=False, db=db).get(device_id)
         if series is None:
             return []
-        rows = self._db.execute(sql, {**params, "s": series})
+        rows = db.execute(_PAGE, {**params, "s": series})
         return list(starmap(partial(Reading, device_id), rows))
 
-    def _readings_around_many(self, windows: list[Window]) -> dict[str, list[Reading]]:
+    def _readings_around_many(self, windows: list[Span]) -> dict[str, list[Reading]]:
         """One small indexed query per window, all on this thread in one hop: each is a few
         B-tree descents, far cheaper than the executor hop a call would otherwise cost."""
         ids = self._series_ids((w[0] for w in windows), create=False)
@@ -322,7 +384,7 @@ class SqliteSeriesStore(SeriesStore):
                 found.extend(starmap(partial(Reading, device_id), rows))
         return group_readings(windows, found)
 
-    def _count_readings_many(self, windows: Sequence[Window]) -> dict[str, int]:
+    def _count_readings_many(self, windows: Sequence[Span]) -> dict[str, int]:
         ids = self._series_ids((w[0] for w in windows), create=False)
         db = self._db
         counts = dict.fromkeys((w[0] for w in windows), 0)
@@ -334,8 +396,8 @@ class SqliteSeriesStore(SeriesStore):
 
     def _buckets_many(self, queries: list[BucketQuery]) -> list[Bucket]:
         """One PK range scan per query, in the queries' order, which is the result's order."""
-        ids = self._series_ids((q[0] for q in queries), create=False)
-        db = self._db
+        db = self._read_db
+        ids = self._series_ids((q[0] for q in queries), create=False, db=db)
         out: list[Bucket] = []
         for device_id, granularity, start, end in queries:
             series = ids.get(device_id)
@@ -343,6 +405,19 @@ class SqliteSeriesStore(SeriesStore):
                 rows = db.execute(_BUCKETS, (series, granularity.value, start, end))
                 out.extend(Bucket(device_id, granularity, *row) for row in rows)
         return out
+
+    def _summed(
+        self, device_ids: Sequence[str], granularity: Granularity, start: int, end: int
+    ) -> list[Bucket]:
+        db = self._read_db
+        ids = self._series_ids(device_ids, create=False, db=db)
+        series = sorted({ids[d] for d in device_ids if d in ids})
+        if not series:
+            return []
+        rows = db.execute(
+            _SUMMED, (orjson.dumps(series), Granularity(granularity).value, start, end)
+        )
+        return [Bucket("*", granularity, *row) for row in rows]
 
     def _put_buckets(self, buckets: Sequence[Bucket]) -> None:
         ids = self._series_ids((b.device_id for b in buckets), create=True)

@@ -10,6 +10,8 @@ exactly these tables however the schema module evolves later.
 
 from __future__ import annotations
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import mysql
@@ -22,7 +24,7 @@ depends_on = None
 # Aware timestamps: TIMESTAMPTZ on PostgreSQL; MySQL gets microseconds so creation order survives.
 TIMESTAMP = sa.DateTime(timezone=True).with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
 # On MySQL/MariaDB every table is InnoDB (foreign keys, row locks) and utf8mb4 (any text).
-TABLE_OPTIONS = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4"}
+TABLE_OPTIONS: dict[str, Any] = {"mysql_engine": "InnoDB", "mysql_charset": "utf8mb4"}
 
 
 def upgrade() -> None:

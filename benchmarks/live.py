@@ -1,0 +1,374 @@
+"""The live workload: many devices, each sending one reading per HTTP POST or per MQTT message.
+
+That is how smart plugs, Shellies and meter readers send (and the shape of ThingsBoard's and
+emoncms's published figures), unlike the batch pipeline, where one POST carries thousands of
+readings. Measured on a running deployment:
+
+1. idle latency: sequential single-reading POSTs with a device key, authenticated GETs of one
+   small resource, and /healthz for scale; p50/p99;
+2. HTTP: wrk (benchmarks/live.lua) POSTs one reading per request, each from the next of
+   `devices` devices with its own key, from `connections` keep-alive connections; meanwhile a
+   probe device posts one reading into a quarter of its own every PROBE_EVERY_S, timed from its
+   202 to that quarter's bucket on `usage-events`. End to end: readings counted in the usage
+   buckets (the owners' month buckets, through the API) over the time from the first POST to
+   the count reaching what was acknowledged (or the wait running out: what was acknowledged but
+   not counted by then is reported, `not_counted_by_end`);
+3. MQTT: several publisher processes send one QoS 1 message per reading for the same devices to
+   the deployment's broker; end to end the same way, over what the broker acknowledged.
+
+httpx cannot be the HTTP load generator here (one Python process tops out near the server's
+own rate); wrk is installed by `scripts/ensure-tools.sh` (`make bench` and `make bench-quick`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import multiprocessing
+import re
+import shutil
+import statistics
+import subprocess
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Protocol
+
+import httpx
+import orjson
+
+from energy_tracker.core.energy import QUARTER_MS
+from energy_tracker.simulator.driver import Gateway
+
+HERE = Path(__file__).resolve().parent
+LIVE_LUA = HERE / "live.lua"
+DEVICES_PER_OWNER = 1000
+INTERVAL_MS = 10_000
+PROBE_EVERY_S = 0.05
+PASSWORD = "live devices, not a secret"
+
+
+class Watcher(Protocol):
+    """What the live workload needs of run.py's EventWatcher."""
+
+    usage: dict[tuple[str, int], float]
+
+    async def wait_for(
+        self, seen: dict[tuple[str, int], float], keys: set[tuple[str, int]], timeout_s: float
+    ) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class Device:
+    id: str
+    key: str
+
+
+@dataclass
+class Fleet:
+    """Owners (their Authorization headers) and their devices; the probe's owner is apart, so
+    the probe's readings are not in the owners' counts."""
+
+    owners: list[dict[str, str]]
+    devices: list[Device]
+    probe: Device
+
+
+async def enroll(gateway: Gateway, devices: int, tag: str) -> Fleet:
+    """`devices` devices of DEVICES_PER_OWNER each per owner, and the probe, through the API."""
+    owners = (devices + DEVICES_PER_OWNER - 1) // DEVICES_PER_OWNER + 1
+    # Few at a time: concurrent writes to the SQLite metadata store fail with "database is
+    # locked" (a read transaction upgraded to a write; issue 13); this is setup, not load.
+    gate = asyncio.Semaphore(4)
+    signing_up = asyncio.Semaphore(1)
+
+    async def owner(i: int) -> dict[str, str]:
+        email = f"live-{tag}-{i}@example.com"
+        async with signing_up:
+            creds = {"email": email, "password": PASSWORD}
+            await gateway.call("POST", "/auth/register", ok=(201,), json=creds)
+            return {"Authorization": f"Bearer {await gateway.login(email, PASSWORD)}"}
+
+    async def device(auth: dict[str, str], i: int) -> Device:
+        async with gate:
+            body = {"name": f"plug {i}", "type": "plug"}
+            made = (await gateway.call("POST", "/devices", json=body, headers=auth)).json()
+            return Device(made["id"], made["api_key"])
+
+    auths = list(await asyncio.gather(*(owner(i) for i in range(owners))))
+    made = list(
+        await asyncio.gather(
+            *(device(auths[i // DEVICES_PER_OWNER], i) for i in range(devices)),
+            device(auths[-1], devices),
+        )
+    )
+    return Fleet(auths[:-1], made[:-1], made[-1])
+
+
+def idle_latency(base_url: str, auth: dict[str, str], device: Device, n: int) -> dict[str, Any]:
+    """p50/p99 (ms) of `n` sequential requests of each kind, nothing else running."""
+    api = base_url + "/api/v1"
+    first = int(time.time() * 1000) - 6 * 3_600_000
+    key = {"X-Device-Key": device.key}
+    kinds: dict[str, Callable[[httpx.Client, int], httpx.Response]] = {
+        "healthz": lambda c, i: c.get(base_url + "/healthz"),
+        "get_device": lambda c, i: c.get(f"{api}/devices/{device.id}", headers=auth),
+        "get_me": lambda c, i: c.get(f"{api}/users/me", headers=auth),
+        "post_one_reading": lambda c, i: c.post(
+            f"{api}/readings", json={"ts": first + i * INTERVAL_MS, "power_w": 50.0}, headers=key
+        ),
+    }
+    out: dict[str, Any] = {}
+    with httpx.Client(timeout=30.0) as client:
+        for name, send in kinds.items():
+            send(client, n)  # the connection, and whatever is done once, outside the timing
+            times = []
+            for i in range(n):
+                began = time.perf_counter()
+                r = send(client, i)
+                times.append((time.perf_counter() - began) * 1000)
+                if r.status_code >= 300:
+                    raise RuntimeError(f"idle {name}: {r.status_code} {r.text[:200]}")
+            out[name] = {"p50_ms": _pct(times, 50), "p99_ms": _pct(times, 99)}
+    return out
+
+
+def _pct(values: Sequence[float], p: int) -> float:
+    return round(statistics.quantiles(values, n=100, method="inclusive")[p - 1], 2)
+
+
+@dataclass
+class WrkResult:
+    requests: int
+    refused: int
+    seconds: float
+    p50_ms: float
+    p99_ms: float
+
+
+_UNITS_MS = {"us": 0.001, "ms": 1.0, "s": 1000.0}
+
+
+def run_wrk(
+    url: str, keys: Path, first_ms: int, seconds: float, connections: int, threads: int = 2
+) -> WrkResult:
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        raise RuntimeError("wrk is not installed: run scripts/ensure-tools.sh")
+    argv = [wrk, f"-t{threads}", f"-c{connections}", f"-d{seconds:g}s", "--latency"]
+    argv += ["--timeout", "10s", "-s", str(LIVE_LUA), url, "--", str(keys)]
+    argv += [str(first_ms), str(threads)]
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=seconds + 60, check=True)
+    text = out.stdout
+    done = re.search(r"(\d+) requests in ([\d.]+)(\w+)", text)
+    if done is None:
+        raise RuntimeError(f"wrk said:\n{text}\n{out.stderr}")
+    refused = re.search(r"Non-2xx or 3xx responses: (\d+)", text)
+    errors = re.search(r"Socket errors: .*timeout (\d+)", text)
+    pct = {p: re.search(rf"\s{p}%\s+([\d.]+)(us|ms|s)\b", text) for p in (50, 99)}
+    unit = {"ms": 0.001, "s": 1.0, "m": 60.0}[done.group(3)]
+    return WrkResult(
+        requests=int(done.group(1)),
+        refused=(int(refused.group(1)) if refused else 0) + (int(errors.group(1)) if errors else 0),
+        seconds=float(done.group(2)) * unit,
+        p50_ms=float(m.group(1)) * _UNITS_MS[m.group(2)] if (m := pct[50]) else float("nan"),
+        p99_ms=float(m.group(1)) * _UNITS_MS[m.group(2)] if (m := pct[99]) else float("nan"),
+    )
+
+
+def _publish_share(port: int, device_ids: list[str], per_device: int, first_ms: int) -> int:
+    """One publisher process: `per_device` QoS 1 messages for each device, round after round;
+    returns how many the broker acknowledged."""
+    import paho.mqtt.client as mqtt
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"live-{uuid.uuid4().hex}")
+    client.max_inflight_messages_set(1000)
+    client.max_queued_messages_set(0)
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    try:
+        sent = []
+        for n in range(per_device):
+            ts = first_ms + n * INTERVAL_MS
+            for d in device_ids:
+                payload = orjson.dumps({"ts": ts, "power_w": 100.5 + n})
+                sent.append(client.publish(f"et/{d}/readings", payload, qos=1))
+        acked = 0
+        for info in sent:
+            info.wait_for_publish(timeout=120)
+            acked += info.is_published()
+        return acked
+    finally:
+        client.loop_stop()
+        client.disconnect()
+
+
+def publish_mqtt(
+    port: int, devices: Sequence[Device], per_device: int, first_ms: int, processes: int
+) -> int:
+    ids = [d.id for d in devices]
+    shares = [(port, ids[p::processes], per_device, first_ms) for p in range(processes)]
+    with multiprocessing.get_context("spawn").Pool(processes) as pool:
+        return sum(pool.starmap(_publish_share, shares))
+
+
+async def counted(gateway: Gateway, owners: Sequence[dict[str, str]]) -> int:
+    """Readings in the owners' usage buckets (the sum of their month buckets' samples)."""
+    params = {"granularity": "month", "from": "0", "to": str(int(time.time() * 1000) + 1)}
+
+    async def one(auth: dict[str, str]) -> int:
+        r = await gateway.call("GET", "/usage", params=params, headers=auth)
+        return sum(item["samples"] for item in r.json()["items"])
+
+    return sum(await asyncio.gather(*(one(a) for a in owners)))
+
+
+async def wait_counted(
+    gateway: Gateway, owners: Sequence[dict[str, str]], want: int, timeout_s: float
+) -> tuple[int, float]:
+    """(count, when) once the count reaches `want`, or what it is when `timeout_s` runs out."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        now, got = time.time(), await counted(gateway, owners)
+        if got >= want or time.monotonic() > deadline:
+            return got, now
+        await asyncio.sleep(0.1)
+
+
+async def probe(
+    gateway: Gateway, device: Device, first_ms: int, until: asyncio.Event
+) -> dict[tuple[str, int], float]:
+    """One reading per quarter of its own every PROBE_EVERY_S; {(device, quarter): its 202}."""
+    accepted: dict[tuple[str, int], float] = {}
+    headers = {"X-Device-Key": device.key}
+    i = 0
+    while not until.is_set():
+        ts = first_ms + i * QUARTER_MS
+        await gateway.call("POST", "/readings", json={"ts": ts, "power_w": 10.0}, headers=headers)
+        accepted[(device.id, ts)] = time.time()
+        i += 1
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(until.wait(), PROBE_EVERY_S)
+    return accepted
+
+
+@dataclass(frozen=True)
+class LiveSizes:
+    devices: int
+    http_seconds: float
+    connections: int
+    mqtt_per_device: int
+    mqtt_processes: int
+    idle_requests: int
+
+
+async def run(
+    base_url: str,
+    mqtt_port: int | None,
+    sizes: LiveSizes,
+    watcher: Callable[[], Awaitable[Watcher]],
+    say: Callable[[str], None],
+    left: Callable[[float], float],
+) -> dict[str, Any]:
+    """The live workload on a running deployment; its figures."""
+    now = int(time.time() * 1000)
+    probe_first = now // QUARTER_MS * QUARTER_MS - 30 * 86_400_000  # a quarter each, a month ago
+    async with httpx.AsyncClient(timeout=60.0, limits=httpx.Limits(max_connections=16)) as c:
+        gateway = Gateway(c, base_url)
+        say(f"  live: enrolling {sizes.devices:,} devices")
+        fleet = await asyncio.wait_for(
+            enroll(gateway, sizes.devices, uuid.uuid4().hex[:8]), left(900)
+        )
+        idle = await asyncio.to_thread(
+            idle_latency, base_url, fleet.owners[0], fleet.devices[0], sizes.idle_requests
+        )
+        say(
+            "  idle: POST one reading p50 {post_one_reading[p50_ms]} ms, GET one device"
+            " p50 {get_device[p50_ms]} ms, /healthz p50 {healthz[p50_ms]} ms".format(**idle)
+        )
+        before = await counted(gateway, fleet.owners)
+        watching = await asyncio.wait_for(watcher(), left(60))
+
+        try:
+            with tempfile.TemporaryDirectory() as tmp:
+                keys = Path(tmp) / "keys.txt"
+                keys.write_text("".join(d.key + "\n" for d in fleet.devices))
+                say(f"  live HTTP: wrk, {sizes.connections} connections, {sizes.http_seconds:g} s")
+                stop_probe = asyncio.Event()
+                probing = asyncio.create_task(probe(gateway, fleet.probe, probe_first, stop_probe))
+                began = time.time()
+                try:
+                    wrk = await asyncio.to_thread(
+                        run_wrk,
+                        base_url + "/api/v1/readings",
+                        keys,
+                        now - 3 * 3_600_000,
+                        sizes.http_seconds,
+                        sizes.connections,
+                    )
+                finally:
+                    stop_probe.set()
+                    accepted = await probing
+            acked = wrk.requests - wrk.refused
+            total, done = await wait_counted(gateway, fleet.owners, before + acked, left(120))
+            http_counted = total - before
+            await watching.wait_for(watching.usage, set(accepted), left(30))
+            delays = [
+                (watching.usage[k] - at) * 1000 for k, at in accepted.items() if k in watching.usage
+            ]
+        finally:
+            await watching.stop()
+        http = {
+            "posts": wrk.requests,
+            "refused": wrk.refused,
+            "acknowledged": acked,
+            "counted": http_counted,
+            "not_counted_by_end": max(0, acked - http_counted),
+            "accepted_per_s": round(wrk.requests / wrk.seconds),
+            "readings_per_s": round(http_counted / (done - began)),
+            "post_p50_ms_under_load": wrk.p50_ms,
+            "post_p99_ms_under_load": wrk.p99_ms,
+            "probe_readings": len(accepted),
+            "probe_seen": len(delays),
+            "p50_ms_202_to_bucket": _pct(delays, 50) if len(delays) > 1 else None,
+            "p99_ms_202_to_bucket": _pct(delays, 99) if len(delays) > 1 else None,
+        }
+        say(
+            f"  {http['readings_per_s']:,} readings/s end to end ({http['accepted_per_s']:,}"
+            f" POSTs/s answered), p99 202 -> bucket {http['p99_ms_202_to_bucket']} ms,"
+            f" not counted {http['not_counted_by_end']}"
+        )
+        result: dict[str, Any] = {"devices": sizes.devices, "idle": idle, "http": http}
+        if mqtt_port is not None:
+            messages = sizes.devices * sizes.mqtt_per_device
+            say(f"  live MQTT: {messages:,} QoS 1 messages from {sizes.mqtt_processes} processes")
+            began = time.time()
+            published = await asyncio.to_thread(
+                publish_mqtt,
+                mqtt_port,
+                fleet.devices,
+                sizes.mqtt_per_device,
+                now - 6 * 3_600_000,
+                sizes.mqtt_processes,
+            )
+            sent_s = time.time() - began
+            got, done = await wait_counted(gateway, fleet.owners, total + published, left(180))
+            result["mqtt"] = {
+                "messages": messages,
+                "acknowledged_by_broker": published,
+                "counted": got - total,
+                "not_counted_by_end": max(0, published - (got - total)),
+                "published_per_s": round(published / sent_s),
+                "readings_per_s": round((got - total) / (done - began)),
+            }
+            say(
+                f"  {result['mqtt']['readings_per_s']:,} readings/s end to end"
+                f" ({result['mqtt']['published_per_s']:,} msg/s published),"
+                f" not counted {result['mqtt']['not_counted_by_end']}"
+            )
+    return result

@@ -1,0 +1,93 @@
+"""A short-lived cache in front of the identity look-ups every authenticated request makes.
+
+Why: without it every request pays one or two metadata-database transactions (a user's current
+role, or a device key's device and owner) before it does anything, several milliseconds each on
+SQLite, which caps the whole API near a hundred requests a second. The answers change only when
+an account or a device is changed, which is rare.
+
+How it stays right:
+- In this process, every route that changes what a look-up answers (a user disabled, enabled or
+  given another role; a device disabled, enabled, deleted or given a new key) calls
+  `forget_user` or `forget_device` before it answers, so the change takes effect on the very
+  next request here.
+- Across processes (split deployments, several replicas) nothing is signalled: an entry lives at
+  most `ttl_s` (CREDENTIAL_TTL_S, 5 s), so a change made through another process takes effect
+  here within that.
+- Refusals are cached too (an unknown key hammering the API costs one query per period), and
+  the cache is bounded: when full, it starts again empty.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from fastapi import Request
+
+from energy_tracker.core.http import IdentityDirectory
+
+CREDENTIAL_TTL_S = 5.0
+"""How long a look-up's answer is reused: how late a change made in another process arrives."""
+MAX_ENTRIES = 100_000
+
+
+class CredentialCache(IdentityDirectory):
+    """An IdentityDirectory that remembers its source's answers for `ttl_s` at most."""
+
+    def __init__(
+        self,
+        source: IdentityDirectory,
+        ttl_s: float = CREDENTIAL_TTL_S,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.source = source
+        self.ttl_s = ttl_s
+        self.clock = clock
+        self._roles: dict[str, tuple[float, str | None]] = {}
+        self._keys: dict[str, tuple[float, tuple[str, str] | None]] = {}
+
+    async def user_role(self, user_id: str) -> str | None:
+        now = self.clock()
+        hit = self._roles.get(user_id)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        role = await self.source.user_role(user_id)
+        _remember(self._roles, user_id, (now + self.ttl_s, role))
+        return role
+
+    async def device_for_key_digest(self, digest: str) -> tuple[str, str] | None:
+        now = self.clock()
+        hit = self._keys.get(digest)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        found = await self.source.device_for_key_digest(digest)
+        _remember(self._keys, digest, (now + self.ttl_s, found))
+        return found
+
+    def forget_user(self, user_id: str) -> None:
+        """The account changed (disabled, enabled, role): its role and its devices' keys."""
+        self._roles.pop(user_id, None)
+        # A disabled owner disables their devices' keys; refusals may now be wrong as well.
+        self._keys = {
+            d: v for d, v in self._keys.items() if v[1] is not None and v[1][1] != user_id
+        }
+
+    def forget_device(self, device_id: str) -> None:
+        """The device changed (disabled, enabled, deleted, new key): every key answer about it,
+        and the cached refusals, one of which may be its new or re-enabled key."""
+        self._keys = {
+            d: v for d, v in self._keys.items() if v[1] is not None and v[1][0] != device_id
+        }
+
+
+def _remember(entries: dict[str, Any], key: str, value: Any) -> None:
+    if len(entries) >= MAX_ENTRIES:
+        entries.clear()
+    entries[key] = value
+
+
+def credentials(request: Request) -> CredentialCache:
+    """FastAPI dependency: this process's credential cache, for routes that change credentials."""
+    cache: CredentialCache = request.app.state.credentials
+    return cache
