@@ -49,7 +49,7 @@ def segments(readings: list[Reading]) -> list[tuple[int, int, float]]:
         if a.energy_wh is not None and b.energy_wh is not None:
             energy = b.energy_wh - a.energy_wh if b.energy_wh >= a.energy_wh else b.energy_wh
             out.append((max(a.ts, b.ts - COUNTER_SPREAD_MS), b.ts, energy))
-        elif b.ts - a.ts <= MAX_GAP:
+        elif a.power_w is not None and b.power_w is not None and b.ts - a.ts <= MAX_GAP:
             out.append((a.ts, b.ts, (a.power_w + b.power_w) / 2 * (b.ts - a.ts) / HOUR))
     return out
 

@@ -364,7 +364,7 @@ def document_errors(schema: dict[str, Any], routes: Iterable[Any], prefix: str) 
         named = [p.name for d in dependants for p in (*d.path_params, *d.query_params)]
         if any(name.endswith("_id") for name in named):
             statuses.add(404)
-        for method in route.methods:
+        for method in route.methods or ():
             operation = schema["paths"][prefix + route.path_format][method.lower()]
             own = statuses | ({413} if method not in ("GET", "HEAD") else set())
             responses = operation.setdefault("responses", {})

@@ -104,7 +104,7 @@ def _is_json(scope: Scope) -> bool:
     for name, value in scope["headers"]:
         if name == b"content-type":
             kind = value.split(b";", 1)[0].strip().lower()
-            return kind == b"application/json" or kind.endswith(b"+json")
+            return bool(kind == b"application/json" or kind.endswith(b"+json"))
     return True  # FastAPI reads a body without a content type as JSON
 
 
