@@ -22,17 +22,16 @@ SPAN = 3 * 24 * 3_600_000
 
 async def _buckets(readings: list[Reading], chunks: list[list[Reading]]) -> dict:
     """Every bucket of the device after delivering `chunks`, one message each."""
+    out: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
-        async for h in _harness(Path(tmp), "Europe/Berlin"):
+        async for h in _harness(Path(tmp), "Europe/Berlin"):  # yields once, then stops it all
             for chunk in chunks:
                 await h.deliver([Reading(h.device_id, r.ts, r.power_w, r.energy_wh) for r in chunk])
-            out = {}
             for g in Granularity:
                 for b in await h.series.buckets([h.device_id], g, T0 - 86_400_000, T0 + 2 * SPAN):
                     if b.samples or b.energy_wh:  # a bucket emptied by a later message is kept
                         out[(g, b.start)] = (b.energy_wh, b.samples, b.max_power_w)
-            return out
-    raise AssertionError("no harness")
+    return out
 
 
 @settings(
