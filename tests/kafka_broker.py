@@ -13,6 +13,8 @@ import subprocess
 import tempfile
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass
 
 import pytest
 
@@ -41,14 +43,22 @@ def _tansu_binary() -> str:
         pytest.skip(f"{reason} leg skipped")
 
 
-@pytest.fixture(scope="session")
-def kafka_url() -> Iterator[str]:
-    """`kafka://127.0.0.1:PORT` of a broker shared by the session; tests use unique names."""
-    if url := os.environ.get("ET_TEST_KAFKA_URL"):
-        yield url
-        return
+@dataclass(frozen=True)
+class Broker:
+    proc: subprocess.Popen[bytes]
+    port: int
+
+    @property
+    def url(self) -> str:
+        return f"kafka://127.0.0.1:{self.port}"
+
+
+@contextmanager
+def tansu(port: int | None = None) -> Iterator[Broker]:
+    """A Tansu broker (memory storage) listening on `port` (a free one by default), stopped
+    afterwards; a test may kill it and start another on the same port."""
     binary = _tansu_binary()
-    port = _free_port()
+    port = port or _free_port()
     listener = f"tcp://127.0.0.1:{port}"
     # A file, not a pipe: a pipe nobody drains would block the broker once it fills up.
     output = tempfile.TemporaryFile()
@@ -76,12 +86,23 @@ def kafka_url() -> Iterator[str]:
             if time.monotonic() > deadline:
                 pytest.fail(f"Tansu did not listen on {listener} within {_START_TIMEOUT_S:g} s")
             time.sleep(0.05)
-        yield f"kafka://127.0.0.1:{port}"
+        yield Broker(proc, port)
     finally:
-        proc.terminate()
+        if proc.poll() is None:
+            proc.terminate()
         try:
             proc.wait(timeout=5)
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
         output.close()
+
+
+@pytest.fixture(scope="session")
+def kafka_url() -> Iterator[str]:
+    """`kafka://127.0.0.1:PORT` of a broker shared by the session; tests use unique names."""
+    if url := os.environ.get("ET_TEST_KAFKA_URL"):
+        yield url
+        return
+    with tansu() as broker:
+        yield broker.url

@@ -14,7 +14,6 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-import httpx
 from fastapi import APIRouter, FastAPI
 
 from energy_tracker import __version__
@@ -27,9 +26,11 @@ from energy_tracker.core.events import TOPICS
 from energy_tracker.core.http import (
     Authenticator,
     RequestIdMiddleware,
+    document_errors,
     install_error_handlers,
     install_health,
 )
+from energy_tracker.core.inputs import BodyGuard
 from energy_tracker.core.stores.metadata import Database
 from energy_tracker.core.stores.timeseries.base import SeriesStore
 from energy_tracker.core.stores.timeseries.factory import series_store_from_url
@@ -41,7 +42,7 @@ from energy_tracker.services.devices import api as devices_api
 from energy_tracker.services.devices.store import DeviceStore
 from energy_tracker.services.gateway.dashboard import install_dashboard
 from energy_tracker.services.gateway.middleware import install_gateway_middleware
-from energy_tracker.services.gateway.proxy import install_proxy
+from energy_tracker.services.gateway.proxy import ProxyClients, install_proxy
 from energy_tracker.services.gateway.ratelimit import RateLimiter, rate_limiter_for
 from energy_tracker.services.gateway.routes import API_PREFIX
 from energy_tracker.services.ingestion import api as ingestion_api
@@ -318,7 +319,7 @@ def _lifespan(
                     wire(app, settings, rt, shared)
             yield
         finally:
-            proxy_client: httpx.AsyncClient | None = app.state.proxy_client
+            proxy_client: ProxyClients | None = app.state.proxy_client
             if proxy_client is not None:
                 await proxy_client.aclose()
             await stop_runtime(rt)
@@ -352,6 +353,7 @@ def create_app(
     app.state.shutting_down = asyncio.Event()
     if gateway:
         install_gateway_middleware(app, settings)
+    app.add_middleware(BodyGuard)
     app.add_middleware(RequestIdMiddleware, service="gateway" if gateway else "+".join(local))
     install_error_handlers(app)
     install_health(app, _readiness(app))
@@ -406,6 +408,7 @@ def _api_schema(app: FastAPI, services: list[str]) -> dict:
         for service in services:
             documented.include_router(ROUTERS[service], prefix=API_PREFIX)
         schema = get_openapi(title=app.title, version=app.version, routes=documented.routes)
+        document_errors(schema, [r for s in services for r in ROUTERS[s].routes], API_PREFIX)
         bodies: list[tuple[str, JsonSchemaMode, TypeAdapter[Any]]] = [
             (name, "validation", body) for name, body in ingestion_api.HAND_PARSED_BODIES.items()
         ]

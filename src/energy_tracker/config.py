@@ -15,6 +15,7 @@ from energy_tracker.core.rate_limits import (
 )
 from energy_tracker.core.urls import SmtpServer
 
+MIN_SECRET_LENGTH = 32
 SERVICE_NAMES = ("gateway", "users", "devices", "ingestion", "usage", "alerts", "insights")
 
 
@@ -42,8 +43,10 @@ class Settings(BaseSettings):
     alerts_url: str | None = None
     insights_url: str | None = None
 
-    # Secret that signs user access tokens; every service verifies tokens with it.
-    jwt_secret: str | None = None
+    # Secret that signs user access tokens; every service verifies tokens with it. HS256 with a
+    # guessable secret is a forgeable token, so a short one (the README's old `change-me`) is
+    # refused at start.
+    jwt_secret: str | None = Field(default=None, min_length=MIN_SECRET_LENGTH)
     jwt_issuer: str = "energy-tracker"
     access_token_ttl_s: int = 900
     bus_partitions: int = Field(default=8, ge=1)
@@ -103,14 +106,28 @@ class Settings(BaseSettings):
         return getattr(self, f"{name}_url", None)
 
     def secret(self) -> str:
-        """The token signing secret: configured, or generated once and kept in the data dir."""
+        """The token signing secret: configured, or generated once and kept in the data dir.
+
+        The file is created readable by its owner only and whole: written under another name
+        with mode 0600 from the start, then renamed into place, so no other user can read it
+        and no concurrent start reads half of it (the first rename wins; the others read it).
+        """
         if self.jwt_secret:
             return self.jwt_secret
         path = self.data_dir / "jwt-secret"
         if not path.exists():
+            import os
             import secrets
 
             self.data_dir.mkdir(parents=True, exist_ok=True)
-            path.write_text(secrets.token_urlsafe(48))
-            path.chmod(0o600)
+            partial = path.with_name(f".jwt-secret.{os.getpid()}")
+            fd = os.open(partial, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w") as out:
+                out.write(secrets.token_urlsafe(48))
+            try:
+                os.link(partial, path)  # fails if another process got there first
+            except FileExistsError:
+                pass
+            finally:
+                partial.unlink()
         return path.read_text().strip()

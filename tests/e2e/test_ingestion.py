@@ -352,9 +352,17 @@ def test_csv_import(plain: ServiceProcess, tmp_path: Path) -> None:
             assert f"bad.csv:{line}:" in result.stderr, result.stderr
         assert "nothing imported" in result.stderr
         assert "bad.csv:4:" not in result.stderr and "bad.csv:10:" not in result.stderr
-        time.sleep(1.0)
-        r = http.get(f"{api}/devices/{device}/readings", headers=auth)
-        assert r.json()["items"] == []
+        # A marker sent after it: one device's messages are consumed in order, so once the
+        # marker is stored, anything the refused import had published would be stored too.
+        marker = t - 10 * MIN
+        r = http.post(
+            f"{api}/readings",
+            headers=auth,
+            json={"device_id": device, "ts": marker, "power_w": 1200.0},
+        )
+        assert r.status_code == 202, r.text
+        stored = items_when(http, f"{api}/devices/{device}/readings", auth, {}, bool)
+        assert [i["ts_ms"] for i in stored] == [marker]
 
         good_file = tmp_path / "good.csv"
         good_file.write_text("\n".join(rows) + "\n")
@@ -375,7 +383,15 @@ def test_csv_import(plain: ServiceProcess, tmp_path: Path) -> None:
         )
         assert [(i["energy_kwh"], i["samples"]) for i in items] == [(1.2, 60)] * 3
 
-        # --skip-bad imports the good rows of the bad file (already stored: nothing changes).
-        result = run_command(["import", str(bad_file), "--device", device, "--skip-bad"], env)
+        # --skip-bad imports the good rows of the bad file, into a device of their own so that
+        # they are seen to arrive: the 3 rows before the bad lines and the 174 after them.
+        other, _ = new_device(http, api, auth)
+        result = run_command(["import", str(bad_file), "--device", other, "--skip-bad"], env)
         assert result.returncode == 0, result.stderr
         assert "5 bad line(s) skipped" in result.stdout
+        good = [t + i * MIN for i in (0, 1, 2, *range(6, 181))]
+        params = {"limit": "1000"}
+        stored = items_when(
+            http, f"{api}/devices/{other}/readings", auth, params, lambda i: len(i) >= len(good)
+        )
+        assert [i["ts_ms"] for i in stored] == good

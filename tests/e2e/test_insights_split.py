@@ -22,7 +22,7 @@ DAY_MS, HOUR_MS = 86_400_000, 3_600_000
 def split(tmp_path: Path) -> Iterator[dict[str, ServiceProcess]]:
     services = ("users", "devices", "ingestion", "usage", "insights")
     with split_deployment(
-        tmp_path, services, {"ET_JWT_SECRET": "e2e-insights-split-0123456789"}
+        tmp_path, services, {"ET_JWT_SECRET": "e2e-insights-split-secret-0123456789"}
     ) as p:
         yield p
 

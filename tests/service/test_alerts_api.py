@@ -9,6 +9,7 @@ import contextlib
 import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +21,7 @@ import uvicorn
 from energy_tracker.app import create_app, migrate
 from energy_tracker.config import Settings
 from energy_tracker.core.stores.metadata import Database
+from energy_tracker.core.stores.schema import alert_transitions
 from energy_tracker.services.users.store import UserStore
 from tests.alert_receivers import WebhookReceiver
 from tests.processes import free_port
@@ -247,10 +249,18 @@ async def test_users_see_their_own_rules_and_admins_see_all(api: Api) -> None:
 # -- alerts ----------------------------------------------------------------------------------------
 
 
-async def _stream(http: httpx.AsyncClient, auth: dict[str, str], into: list[dict]) -> None:
-    """Collect the SSE events of /alerts/stream into `into` until cancelled."""
+async def _stream(
+    http: httpx.AsyncClient,
+    auth: dict[str, str],
+    into: list[dict],
+    opened: asyncio.Event | None = None,
+) -> None:
+    """Collect the SSE events of /alerts/stream into `into` until cancelled; `opened` is set
+    once the stream answered (from then on it misses nothing)."""
     async with http.stream("GET", "/alerts/stream", headers=auth, timeout=None) as r:
         assert r.headers["content-type"].startswith("text/event-stream")
+        if opened is not None:
+            opened.set()
         event: dict[str, Any] = {}
         async for line in r.aiter_lines():
             if not line:
@@ -272,9 +282,10 @@ async def test_readings_fire_notify_resolve_acknowledge_and_stream(
         await api.http.post("/alert-rules", json=a_rule(device, webhook.url), headers=auth)
     ).json()
     events: list[dict] = []
-    streaming = asyncio.create_task(_stream(api.http, auth, events))
+    opened = asyncio.Event()
+    streaming = asyncio.create_task(_stream(api.http, auth, events, opened))
     try:
-        await asyncio.sleep(0.3)  # the stream is open before anything happens
+        await asyncio.wait_for(opened.wait(), 30)  # the stream is open before anything happens
         now = int(time.time() * 1000)
 
         async def send(*watts: float) -> None:
@@ -333,6 +344,61 @@ async def test_readings_fire_notify_resolve_acknowledge_and_stream(
         assert len({e["id"] for e in events}) == 3
         stranger = await api.user("bob@example.com")
         assert (await api.http.get(f"/alerts/{alert['id']}", headers=stranger)).status_code == 404
+    finally:
+        streaming.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await streaming
+
+
+async def test_the_stream_pages_past_many_transitions_at_one_instant(api: Api) -> None:
+    # 600 transitions recorded at one instant (a burst of rules firing in one evaluation): the
+    # stream used to read the same first 500 again and again and never get past them.
+    auth = await api.user("ada@example.com")
+    device = await api.device(auth)
+    rule = (await api.http.post("/alert-rules", json=a_rule(device), headers=auth)).json()
+    now = int(time.time() * 1000)
+    readings = [{"device_id": device, "ts": now - 1000, "power_w": 2600.0}]
+    assert (
+        await api.http.post("/readings", json={"readings": readings}, headers=auth)
+    ).status_code == 202
+
+    async def fired() -> bool:
+        r = await api.http.get("/alerts", params={"state": "firing"}, headers=auth)
+        return len(r.json()["items"]) == 1
+
+    await eventually(fired)
+    alert = (await api.http.get("/alerts", headers=auth)).json()["items"][0]
+    owner = (await api.http.get("/users/me", headers=auth)).json()["id"]
+    at = datetime.now(UTC)
+    db = Database(api.settings.effective_db_url)
+    await db.start()
+    try:
+        async with db.begin() as conn:
+            await conn.execute(
+                alert_transitions.insert(),
+                [
+                    {
+                        "id": f"burst-{i:04d}",
+                        "alert_id": alert["id"],
+                        "owner_id": owner,
+                        "state": "firing",
+                        "payload": {"state": "firing", "rule_id": rule["id"], "n": i},
+                        "recorded_at": at,
+                        "published": True,
+                    }
+                    for i in range(600)
+                ],
+            )
+    finally:
+        await db.stop()
+    events: list[dict] = []
+    streaming = asyncio.create_task(_stream(api.http, auth, events))
+    try:
+
+        async def all_of_the_burst() -> bool:
+            return len({e["id"] for e in events if e["id"].startswith("burst-")}) == 600
+
+        await eventually(all_of_the_burst)
     finally:
         streaming.cancel()
         with contextlib.suppress(asyncio.CancelledError):

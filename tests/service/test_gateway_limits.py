@@ -144,6 +144,42 @@ async def test_failed_logins_are_limited_per_account_and_per_ip(gateway: Gateway
             assert (await elsewhere.post(API + "/auth/login", json=right)).status_code == 200
 
 
+async def test_a_padded_login_body_still_counts_against_its_account(gateway: Gateway) -> None:
+    # A login body over 16 KiB (padded with spaces) used to name no account, so guesses at one
+    # password went unlimited per account. Bodies are bounded (64 KiB) before the limit reads
+    # them, so a padded one counts like any other, and one past the bound is a 413.
+    async with gateway("login=2/1h") as app:
+        async with client(app, "192.0.2.1") as first:
+            await sign_up(first, "ada@example.com")
+        wrong = b'{"email": "ada@example.com", "password": "wrong!"' + b" " * 40_000 + b"}"
+        headers = {"content-type": "application/json"}
+        for ip in ("192.0.2.2", "192.0.2.3"):  # a new IP each time: only the account limits
+            async with client(app, ip) as http:
+                r = await http.post(API + "/auth/login", content=wrong, headers=headers)
+                assert r.status_code == 401, r.text
+        async with client(app, "192.0.2.4") as http:
+            right = {"email": "ada@example.com", "password": PASSWORD}
+            assert_rate_limited(await http.post(API + "/auth/login", json=right), 2)
+            huge = wrong.replace(b" " * 40_000, b" " * 70_000)
+            r = await http.post(API + "/auth/login", content=huge, headers=headers)
+            assert r.status_code == 413
+
+
+async def test_ipv6_clients_share_a_bucket_per_64_network(gateway: Gateway) -> None:
+    # A host gets a /64 (2^64 addresses): a bucket per address would be a bucket per request.
+    async with (
+        gateway("anonymous=2/1h") as app,
+        client(app, "2001:db8:1:2::1") as a,
+        client(app, "2001:db8:1:2:ffff:1:2:3") as same_net,
+        client(app, "2001:db8:1:3::1") as other_net,
+    ):
+        assert (await a.get(API + "/devices")).status_code == 401
+        assert (await same_net.get(API + "/devices")).status_code == 401
+        assert_rate_limited(await a.get(API + "/devices"), 2)
+        assert_rate_limited(await same_net.get(API + "/devices"), 2)
+        assert (await other_net.get(API + "/devices")).status_code == 401
+
+
 async def test_a_device_key_gets_its_own_bucket_once_it_has_worked(gateway: Gateway) -> None:
     async with gateway("anonymous=6/1h,device=2/1h") as app, client(app) as http:
         auth = await sign_up(http, "ada@example.com")  # 2 anonymous tokens spent (register, login)

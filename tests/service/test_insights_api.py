@@ -89,7 +89,7 @@ async def _build(data: Path) -> Home:
     await bus.ensure_topics(list(TOPICS))
     try:
         users, devices = UserStore(db), DeviceStore(db)
-        secret = hash_password(PASSWORD)
+        secret = await hash_password(PASSWORD)
         owner = await users.create("owner@example.com", secret)
         tariff = {"type": "flat", "price_per_kwh": PRICE}
         await users.update(owner.id, timezone="Europe/Berlin", tariff=tariff)

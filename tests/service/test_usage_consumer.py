@@ -249,6 +249,27 @@ async def test_a_counter_across_a_two_hour_gap_spreads_its_energy(utc: Harness) 
     assert await utc.energy_wh(Granularity.HOUR, h, h + 2 * HOUR) == [1000.0, 1000.0]
 
 
+async def test_counters_399_days_apart_touch_a_bounded_number_of_buckets(utc: Harness) -> None:
+    # 0 Wh on 1 January 2025 at 12:00, 1,000,000 Wh 399 days later at 12:00 (4 February 2026):
+    # the energy is real, so every bucket holding the closing day sums to it, but it lies on the
+    # last 24 h before the gap closes (COUNTER_SPREAD_MS), 1e6 / 24 = 41,666.667 Wh an hour,
+    # not on 38,000 quarters: 3 February 12:00-24:00 holds half (500,000 Wh), 4 February the
+    # other half, and nothing lies before 3 February 12:00.
+    a = ms("2025-01-01T12:00:00+00:00")
+    b = a + 399 * 24 * HOUR
+    assert b == ms("2026-02-04T12:00:00+00:00")
+    await utc.deliver(
+        [Reading(utc.device_id, a, energy_wh=0.0), Reading(utc.device_id, b, energy_wh=1e6)]
+    )
+    assert await utc.energy_wh(Granularity.DAY, b - 36 * HOUR, b) == [500_000.0, 500_000.0]
+    assert await utc.energy_wh(Granularity.HOUR, b - 24 * HOUR, b) == [41_666.666667] * 24
+    assert await utc.energy_wh(Granularity.MONTH, a - 12 * HOUR, b - 36 * 24 * HOUR) == [0.0]
+    assert await utc.energy_wh(Granularity.MONTH, ms("2026-02-01T00:00:00+00:00"), b) == [1e6]
+    # Events: 96 quarters with energy and the two holding a reading; 24 hours and the two
+    # holding a reading; 3 and 4 February and 1 January 2025; January 2025 and February 2026.
+    assert len(await utc.usage_events()) == 98 + 26 + 3 + 2
+
+
 async def test_time_of_use_across_its_band_edge(berlin_tou: Harness) -> None:
     # 2 kW every minute from 06:30 to 07:30 Berlin time on a winter day (UTC+1): 05:30-06:30 UTC.
     # Before 07:00 local: 0.5 h x 2 kW = 1 kWh at 0.18 = 0.18; after: 1 kWh at 0.40 = 0.40.

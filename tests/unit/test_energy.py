@@ -8,6 +8,7 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from energy_tracker.core.energy import (
+    COUNTER_SPREAD_MS,
     period_end,
     period_start,
     period_starts,
@@ -95,6 +96,44 @@ def test_month_buckets_follow_local_time() -> None:
 
 
 UTC_ZONE = ZoneInfo("UTC")
+
+
+DAY = 86_400_000
+QUARTER = 15 * 60 * 1000
+
+
+def test_a_counter_gap_of_days_is_spread_over_the_day_it_closes() -> None:
+    # A meter offline for three days: 0 Wh on 1 March at 12:00, 9,600 Wh on 4 March at 12:00.
+    # The 9,600 Wh are real but when they were used is not known, so they go on the last 24 h
+    # before the gap closes: 96 quarters of 9,600 / 96 = 100 Wh from 3 March 12:00, nothing
+    # before. Besides those, only the two quarters holding a reading come back (a sample each).
+    assert COUNTER_SPREAD_MS == DAY
+    a = ms("2026-03-01T12:00:00+00:00")
+    b = a + 3 * DAY
+    readings = [Reading("d", a, energy_wh=0.0), Reading("d", b, energy_wh=9600.0)]
+    quarters = quarter_buckets("d", readings, a, b + QUARTER, max_gap_ms=MAX_GAP)
+    energy = [(q.start, round(q.energy_wh, 9)) for q in quarters if q.energy_wh]
+    assert energy == [(b - DAY + i * QUARTER, 100.0) for i in range(96)]
+    assert [(q.start, q.samples) for q in quarters if q.samples] == [(a, 1), (b, 1)]
+    assert len(quarters) == 98
+
+
+def test_a_counter_gap_of_a_day_or_less_is_spread_over_all_of_it() -> None:
+    # 0 Wh at 00:00 and 2,400 Wh at 24:00 the same day: 100 Wh in every hour (25 Wh a quarter).
+    a = ms("2026-03-01T00:00:00+00:00")
+    readings = [Reading("d", a, energy_wh=0.0), Reading("d", a + DAY, energy_wh=2400.0)]
+    quarters = quarter_buckets("d", readings, a, a + DAY, max_gap_ms=MAX_GAP)
+    assert [round(q.energy_wh, 9) for q in quarters] == [25.0] * 96
+
+
+def test_only_quarters_with_something_in_them_come_back() -> None:
+    # Two power readings 399 days apart: no energy (a gap), a sample in each of two quarters;
+    # the 38,000-odd empty quarters between them are not built.
+    a = ms("2025-01-01T00:00:00+00:00")
+    b = a + 399 * DAY
+    readings = [Reading("d", a, power_w=100.0), Reading("d", b, power_w=100.0)]
+    quarters = quarter_buckets("d", readings, a, b + QUARTER, max_gap_ms=MAX_GAP)
+    assert [(q.start, q.samples, q.energy_wh) for q in quarters] == [(a, 1, 0.0), (b, 1, 0.0)]
 
 
 def test_period_starts_lists_every_overlapping_bucket() -> None:

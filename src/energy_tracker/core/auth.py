@@ -6,8 +6,10 @@ service reached directly, around the gateway, is as closed as it is behind it.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
+import threading
 import time
 import uuid
 from dataclasses import dataclass
@@ -48,15 +50,31 @@ def normalize_email(email: str) -> str:
 # -- passwords ---------------------------------------------------------------------------------
 
 
-def hash_password(password: str) -> str:
-    return _hasher.hash(password)
+# Argon2 takes 64 MiB and tens of milliseconds of CPU per call: it runs in a worker thread, so
+# the event loop keeps serving everyone else, and at most this many at once, so a burst of
+# logins costs a bounded amount of memory.
+_HASHING = threading.BoundedSemaphore(4)
 
 
-def verify_password(password_hash: str, password: str) -> bool:
-    try:
-        return _hasher.verify(password_hash, password)
-    except (VerificationError, InvalidHashError):
-        return False
+async def hash_password(password: str) -> str:
+    return await asyncio.to_thread(_hash, password)
+
+
+async def verify_password(password_hash: str, password: str) -> bool:
+    return await asyncio.to_thread(_verify, password_hash, password)
+
+
+def _hash(password: str) -> str:
+    with _HASHING:
+        return _hasher.hash(password)
+
+
+def _verify(password_hash: str, password: str) -> bool:
+    with _HASHING:
+        try:
+            return _hasher.verify(password_hash, password)
+        except (VerificationError, InvalidHashError):
+            return False
 
 
 # A hash to verify against when the account does not exist, so timing does not reveal accounts.

@@ -28,27 +28,36 @@ def zone(name: str, field: str = "tz") -> ZoneInfo:
         ) from None
 
 
+LATEST_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the last instant datetime holds
+
+
 def instant(value: str | None, field: str, tz: ZoneInfo) -> int | None:
-    """Epoch ms from RFC 3339 (with offset), a date (local midnight in `tz`) or epoch ms."""
+    """Epoch ms from RFC 3339 (with offset), a date (local midnight in `tz`) or epoch ms, from
+    1970 to the year 9999 (any other instant would overflow a store's or a clock's integer)."""
     if value is None:
         return None
+    at: int | None = None
     try:
         if value.isdigit():
-            return int(value)
-        if len(value) == 10:
+            at = int(value)
+        elif len(value) == 10:
             d = date.fromisoformat(value)
-            return int(datetime(d.year, d.month, d.day, tzinfo=tz).timestamp() * 1000)
-        parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    except ValueError:
-        parsed = None
-    if parsed is None or parsed.tzinfo is None:
+            at = int(datetime(d.year, d.month, d.day, tzinfo=tz).timestamp() * 1000)
+        else:
+            parsed = datetime.fromisoformat(value.replace("Z", "+00:00"))
+            if parsed.tzinfo is not None:
+                at = int(parsed.timestamp() * 1000)
+    except (ValueError, OverflowError):
+        pass
+    if at is None or not 0 <= at <= LATEST_MS:
         raise ApiError(
             422,
             "invalid",
-            f"{field} must be RFC 3339 with an offset, a date or epoch milliseconds",
+            f"{field} must be RFC 3339 with an offset, a date or epoch milliseconds, "
+            "from 1970 to 9999",
             [{"field": field, "message": "bad timestamp"}],
         )
-    return int(parsed.timestamp() * 1000)
+    return at
 
 
 async def device_buckets(

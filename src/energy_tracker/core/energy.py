@@ -4,6 +4,10 @@ Rules (shared/DESIGN.md):
 - Two consecutive counter values give the energy between them; a counter that went down was reset
   and its new value counts from zero.
 - Power alone is integrated with the trapezoid rule, never across a gap longer than `max_gap`.
+- A counter's energy over a gap of more than a day (a meter offline for days) is real but its
+  timing is not known: it is spread over the last day before the reading that closes the gap
+  (`COUNTER_SPREAD_MS`). The total stays right, and the buckets one reading can touch stay
+  bounded (96 quarters), however long the gap.
 - Energy of a segment spanning bucket edges is split in proportion to time.
 - 15-minute and hour buckets are UTC; day and month buckets follow the device's time zone.
   Every real time zone's offset is a multiple of 15 minutes, so a local day or month is always a
@@ -23,6 +27,8 @@ from energy_tracker.core.stores.timeseries.base import Bucket, Granularity
 QUARTER_MS = 15 * 60 * 1000
 HOUR_MS = 60 * 60 * 1000
 MS_PER_HOUR = 3_600_000.0
+COUNTER_SPREAD_MS = 24 * HOUR_MS
+"""The longest span a counter segment's energy is spread over, ending where its gap closes."""
 UTC = ZoneInfo("UTC")
 
 
@@ -113,11 +119,13 @@ def quarter_buckets(
     tz: ZoneInfo = UTC,
     tariff: dict[str, Any] | None = None,
 ) -> list[Bucket]:
-    """Every quarter bucket in [start, end) (both quarter-aligned), computed from `readings`.
+    """The quarter buckets in [start, end) (both quarter-aligned) that hold a sample or energy,
+    computed from `readings`, in time order.
 
     `readings` are the device's readings in time order, covering [start, end) plus the last one
     before `start` and the first one after: exactly what `SeriesStore.readings_around` returns.
-    Quarters with nothing in them come back empty, so a recomputation can clear them.
+    Quarters with nothing in them are left out (a span can be a year of them); a recomputation
+    clears the stored quarters it did not get back.
 
     This runs for every reading the platform stores, so it is one pass over plain lists (each
     reading counted as a sample, and the segment ending at it integrated), and the buckets are
@@ -147,23 +155,26 @@ def quarter_buckets(
         a, previous = previous, r
         if a is None or ts <= a.ts:
             continue
-        lo = a.ts if a.ts > start else start
-        hi = ts if ts < end else end
-        if hi <= lo:
-            continue
         # The segment's energy: two counter values give it (a counter that went down was reset,
-        # and its new value counts from zero); else power by the trapezoid rule, never across
-        # a gap longer than max_gap_ms; else it is unknown. Inline, as a function call was a
-        # good part of the cost of a reading here.
-        span = ts - a.ts
+        # and its new value counts from zero), spread over at most COUNTER_SPREAD_MS before
+        # `ts`; else power by the trapezoid rule, never across a gap longer than max_gap_ms;
+        # else it is unknown. Inline, as a function call was a good part of the cost of a
+        # reading here.
+        begin = a.ts
         if a.energy_wh is not None and r.energy_wh is not None:
             delta = r.energy_wh - a.energy_wh
             segment = r.energy_wh if delta < 0 else delta
-        elif a.power_w is not None and power is not None and span <= max_gap_ms:
-            segment = (a.power_w + power) / 2.0 * span / MS_PER_HOUR
+            if ts - begin > COUNTER_SPREAD_MS:
+                begin = ts - COUNTER_SPREAD_MS
+        elif a.power_w is not None and power is not None and ts - begin <= max_gap_ms:
+            segment = (a.power_w + power) / 2.0 * (ts - begin) / MS_PER_HOUR
         else:
             continue
-        per_ms = segment / span
+        lo = begin if begin > start else start
+        hi = ts if ts < end else end
+        if hi <= lo:
+            continue
+        per_ms = segment / (ts - begin)
         i = (lo - start) // QUARTER_MS
         q = start + i * QUARTER_MS
         while q < hi:
@@ -184,6 +195,7 @@ def quarter_buckets(
             highest[i],
         )
         for i, q in enumerate(range(start, end, QUARTER_MS))
+        if samples[i] or energy[i]
     ]
 
 

@@ -10,13 +10,14 @@ import contextvars
 import logging
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable, Iterator
 from typing import Any, Protocol, TypeVar
 
 import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from fastapi.routing import APIRoute
 from prometheus_client import CONTENT_TYPE_LATEST, Histogram, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -337,3 +338,80 @@ def shutting_down(request: Request) -> asyncio.Event:
 
 def json_bytes(value: Any) -> bytes:
     return orjson.dumps(value)
+
+
+# -- the OpenAPI document ------------------------------------------------------------------------
+
+_WHY = {
+    400: "the body is not JSON",
+    401: "no valid credentials",
+    403: "the credentials may not do this",
+    404: "no such thing visible to the caller",
+    409: "conflicts with what is stored",
+    413: "the body is over its limit",
+    422: "invalid input; `details` names each bad field",
+    429: "rate limited; Retry-After says when to come back",
+    503: "a service or a store it needs is unavailable; retry later",
+}
+_ERROR_SCHEMA = {
+    "type": "object",
+    "required": ["error"],
+    "properties": {
+        "error": {
+            "type": "object",
+            "required": ["code", "message"],
+            "properties": {
+                "code": {"type": "string"},
+                "message": {"type": "string"},
+                "details": {},
+            },
+        }
+    },
+}
+
+
+def answers(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a route's own error statuses (those no dependency implies: a 409 of its
+    store, a 401 of a login); `document_errors` gives them the error body."""
+    return {status: {"description": _WHY[status]} for status in statuses}
+
+
+def _dependants(dependant: Any) -> Iterator[Any]:
+    """A route's dependant and, depth first, those of its dependencies."""
+    yield dependant
+    for dependency in dependant.dependencies:
+        yield from _dependants(dependency)
+
+
+def document_errors(schema: dict[str, Any], routes: Iterable[Any], prefix: str) -> None:
+    """Lists on each operation every error status it can answer, with the error body: 422 and
+    429 everywhere (bad query, rate limits), 503 (a service or store away), 413 wherever a body
+    is read, 401 and 403 behind a sign-in, 404 where a parameter names a thing, and the route's
+    own.
+    `routes` are the services' own, mounted under `prefix`."""
+    schema.setdefault("components", {}).setdefault("schemas", {})["Error"] = _ERROR_SCHEMA
+    signed_in = {user_identity, user_or_device_identity, admin_identity}
+    for route in routes:
+        if not isinstance(route, APIRoute):
+            continue
+        statuses = {422, 429, 503}
+        dependants = list(_dependants(route.dependant))
+        if signed_in.intersection(d.call for d in dependants):
+            statuses |= {401, 403}
+        named = [p.name for d in dependants for p in (*d.path_params, *d.query_params)]
+        if any(name.endswith("_id") for name in named):
+            statuses.add(404)
+        for method in route.methods or ():
+            operation = schema["paths"][prefix + route.path_format][method.lower()]
+            own = statuses | ({413} if method not in ("GET", "HEAD") else set())
+            responses = operation.setdefault("responses", {})
+            for status in sorted(own | {int(s) for s in responses if s[0] in "45"}):
+                responses[str(status)] = {
+                    "description": responses.get(str(status), {}).get("description")
+                    or _WHY[status],
+                    "content": {
+                        "application/json": {"schema": {"$ref": "#/components/schemas/Error"}}
+                    },
+                }
+    for unused in ("HTTPValidationError", "ValidationError"):
+        schema["components"]["schemas"].pop(unused, None)

@@ -14,14 +14,16 @@ class Strict(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-def no_nul(value: str) -> str:
-    """PostgreSQL text cannot hold NUL, and no name needs one: refuse it as input, not as a 500."""
-    if "\x00" in value:
-        raise ValueError("must not contain NUL characters")
+def printable(value: str) -> str:
+    """Control characters (newline, NUL, escape...) have no place in a name: a newline breaks an
+    e-mail header, a NUL is refused by PostgreSQL."""
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise ValueError("must not contain control characters (newline, tab, NUL...)")
     return value
 
 
-Name = Annotated[str, Field(max_length=200), AfterValidator(no_nul)]
+Name = Annotated[str, Field(max_length=200), AfterValidator(printable)]
+"""A display name: of a user, a device, a rule, a token."""
 
 
 def not_null(value: Any) -> Any:

@@ -58,6 +58,7 @@ class KafkaBus(EventBus):
         client_id: str = "energy-tracker",
         session_timeout_ms: int = 10_000,
         connect_timeout_s: float = 5.0,
+        publish_timeout_s: float = 15.0,
         max_batch_bytes: int = 1 << 20,
         replication_factor: int = 1,
     ) -> None:
@@ -67,6 +68,7 @@ class KafkaBus(EventBus):
         self.client_id = client_id
         self.session_timeout_ms = session_timeout_ms
         self.connect_timeout_s = connect_timeout_s
+        self.publish_timeout_s = publish_timeout_s
         self.max_batch_bytes = max_batch_bytes
         self.replication_factor = replication_factor
         self._producer: AIOKafkaProducer | None = None
@@ -139,7 +141,11 @@ class KafkaBus(EventBus):
         self._topics.update(missing)
 
     async def publish(self, topic: str, records: Sequence[tuple[bytes, bytes]]) -> None:
-        await self._group_commit.publish(topic, records)
+        # A broker that is away would hold the caller for aiokafka's retries (40 s and more):
+        # give up sooner, so ingestion can answer 503 while the client still waits. Records a
+        # timed-out send still delivers are duplicates the consumers ignore.
+        async with asyncio.timeout(self.publish_timeout_s):
+            await self._group_commit.publish(topic, records)
 
     async def _write(self, batch: dict[str, list[tuple[bytes, bytes]]]) -> None:
         """One group-commit round: every topic's records, acknowledged by all in-sync replicas."""

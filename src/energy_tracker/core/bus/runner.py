@@ -1,11 +1,11 @@
 """The consume loop every service uses: poll a batch, handle it, dead-letter what is poison, commit.
 
 A handler returns the messages it refuses (bad data) with a reason; those go to `<topic>.dlq`.
-A handler that raises is retried message by message. A message failing with a transient error
-(the network, a database that is down: `TransientError` or `OSError`) stops the batch: nothing
-is committed and the batch is retried after a pause, so an outage never empties a topic into
-the DLQ. Any other failure is a bug or bad data in that one message: it goes to the DLQ with the
-error, and the partition moves on.
+A handler that raises a transient error (`core.failures.is_transient`: a store or the network
+away, a lock, a deadlock) stops the batch: nothing is committed and the batch is retried after a
+pause that doubles up to `MAX_RETRY_PAUSE_S`, so an outage never empties a topic into the DLQ.
+Any other failure is retried message by message, so that only the message that is itself bad
+goes to the DLQ with the error, and the partition moves on.
 """
 
 from __future__ import annotations
@@ -22,6 +22,7 @@ import orjson
 from prometheus_client import Gauge
 
 from energy_tracker.core.bus.base import Consumer, EventBus, Message
+from energy_tracker.core.failures import is_transient
 from energy_tracker.core.loops import Backoff, Stopper
 
 log = logging.getLogger(__name__)
@@ -35,12 +36,7 @@ class Rejected:
     reason: str
 
 
-class TransientError(Exception):
-    """Raised by a handler when a dependency is down and the batch should be retried as is."""
-
-
-TRANSIENT: tuple[type[BaseException], ...] = (TransientError, OSError, TimeoutError)
-
+MAX_RETRY_PAUSE_S = 30.0
 Handler = Callable[[Sequence[Message]], Awaitable[Sequence[Rejected]]]
 
 # One series per partition a member owns: after a rebalance the partitions move from one
@@ -113,7 +109,7 @@ class ConsumeLoop:
     async def run(self) -> None:
         """Consume until stopped. When the bus itself fails (a broker restart), the member
         leaves, waits and joins again: what it had not committed is delivered again."""
-        backoff = Backoff(self.retry_pause_s, 30.0)
+        backoff = Backoff(self.retry_pause_s, MAX_RETRY_PAUSE_S)
         while not self._stopper.stopped:
             try:
                 await self._consume()
@@ -139,11 +135,13 @@ class ConsumeLoop:
         try:
             while not self._stopper.stopped:
                 batch = await consumer.poll(self.max_records, timeout_s=0.5)
-                while batch and not self._stopper.stopped:
-                    if await self._process(batch):
-                        await consumer.commit(batch)
-                        break
-                    await asyncio.sleep(self.retry_pause_s)
+                if batch:
+                    waiting = Backoff(self.retry_pause_s, MAX_RETRY_PAUSE_S)
+                    while not self._stopper.stopped:
+                        if await self._process(batch):
+                            await consumer.commit(batch)
+                            break
+                        await self._stopper.sleep(waiting.next())
                 if loop.time() >= lag_at:
                     lag_at = loop.time() + LAG_EVERY_S
                     await self._report_lag(consumer)
@@ -172,10 +170,16 @@ class ConsumeLoop:
         self._stopper.stop()
 
     async def _process(self, batch: Sequence[Message]) -> bool:
-        """Handle a batch; True once it is fully dealt with (done or dead-lettered)."""
+        """Handle a batch; True once it is fully dealt with (done or dead-lettered), False when
+        a dependency is away and the whole batch must wait."""
         try:
             rejected = list(await self.handler(batch))
-        except Exception:
+        except Exception as exc:
+            if is_transient(exc):
+                log.warning(
+                    "transient failure on %s (%s): retrying the batch later", self.topic, exc
+                )
+                return False
             log.exception(
                 "handler failed on a batch of %d from %s; retrying one by one",
                 len(batch),
@@ -185,12 +189,14 @@ class ConsumeLoop:
             for message in batch:
                 try:
                     rejected.extend(await self.handler([message]))
-                except TRANSIENT as exc:
-                    log.warning(
-                        "transient failure on %s (%s): retrying the batch later", self.topic, exc
-                    )
-                    return False
-                except Exception as exc:  # any bus failure means: rejoin later
+                except Exception as exc:
+                    if is_transient(exc):
+                        log.warning(
+                            "transient failure on %s (%s): retrying the batch later",
+                            self.topic,
+                            exc,
+                        )
+                        return False
                     rejected.append(Rejected(message, f"{type(exc).__name__}: {exc}"))
         if rejected:
             await self.bus.publish(

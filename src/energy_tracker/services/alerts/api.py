@@ -18,6 +18,7 @@ from energy_tracker.core.auth import Identity
 from energy_tracker.core.directory import DeviceDirectory
 from energy_tracker.core.errors import ApiError
 from energy_tracker.core.http import (
+    answers,
     device_directory,
     not_found,
     shutting_down,
@@ -25,6 +26,7 @@ from energy_tracker.core.http import (
     visible_device,
     visible_to,
 )
+from energy_tracker.core.inputs import Offset
 from energy_tracker.core.sse import polled_events, sse_frame, sse_response
 from energy_tracker.core.stores.metadata import Conflict
 from energy_tracker.core.stores.timeseries.base import SeriesStore
@@ -56,6 +58,7 @@ router = APIRouter(tags=["alerts"])
 
 Id = Annotated[str, Path(max_length=64)]
 STREAM_POLL_S = 0.5
+STREAM_PAGE = 500
 STREAM_KEEPALIVE_S = 15.0
 # Transitions committed out of order by concurrent writers are caught within this window.
 STREAM_OVERLAP = timedelta(seconds=5)
@@ -123,7 +126,7 @@ async def visible_rule(store: AlertStore, rule_id: str, identity: Identity) -> A
     return visible_to(identity, await store.rules.get(rule_id), "alert rule")
 
 
-@router.post("/alert-rules", status_code=201, response_model=RuleOut)
+@router.post("/alert-rules", status_code=201, response_model=RuleOut, responses=answers(409))
 async def create_rule(
     body: RuleIn,
     identity: Identity = Depends(user_identity),
@@ -202,7 +205,7 @@ async def preview_rule(
 @router.get("/alert-rules", response_model=RuleList)
 async def list_rules(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
     identity: Identity = Depends(user_identity),
     alerting: AlertService = Depends(service),
 ) -> dict[str, Any]:
@@ -322,7 +325,7 @@ async def list_alerts(
     device_id: Annotated[str | None, Query(max_length=64)] = None,
     rule_id: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
     identity: Identity = Depends(user_identity),
     alerting: AlertService = Depends(service),
 ) -> dict[str, Any]:
@@ -372,14 +375,21 @@ async def _transitions(
     async def poll() -> tuple[list[bytes], bool]:
         nonlocal since, sent
         frames = []
-        for tid, recorded, payload in await store.transitions.since(
-            owner, since - STREAM_OVERLAP, 500
-        ):
-            if tid in sent:
-                continue
-            sent[tid] = recorded
-            since = max(since, recorded)
-            frames.append(sse_frame(tid, payload["state"], orjson.dumps(payload)))
+        # Page by (recorded_at, id) through the overlap window and beyond: a page full of rows
+        # already sent must not be read again and again (more than a page of transitions in
+        # the window, or at one instant, once stalled the stream for good).
+        cursor: tuple[datetime, str | None] = (since - STREAM_OVERLAP, None)
+        while True:
+            page = await store.transitions.since(owner, cursor[0], STREAM_PAGE, cursor[1])
+            for tid, recorded, payload in page:
+                if tid in sent:
+                    continue
+                sent[tid] = recorded
+                since = max(since, recorded)
+                frames.append(sse_frame(tid, payload["state"], orjson.dumps(payload)))
+            if len(page) < STREAM_PAGE:
+                break
+            cursor = (page[-1][1], page[-1][0])
         sent = {t: at for t, at in sent.items() if at >= since - STREAM_OVERLAP}
         return frames, False
 

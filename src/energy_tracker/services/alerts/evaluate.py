@@ -11,9 +11,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from prometheus_client import Counter, Histogram
-from sqlalchemy.exc import InterfaceError, OperationalError
 
-from energy_tracker.core.bus.runner import TransientError
+from energy_tracker.core.failures import TransientError, is_transient
 from energy_tracker.core.stores.metadata import Conflict
 from energy_tracker.services.alerts.lifecycle import Transition, apply_steps
 from energy_tracker.services.alerts.models import alert_id
@@ -75,8 +74,10 @@ async def evaluate(store: EvaluationStore, source: TaskSource, now: datetime) ->
                 await ev.save(t.rule.id, t.scope, before, outcome, t.period_end)
                 done.transitions += outcome.transitions
                 done.notify = done.notify or bool(outcome.deliveries)
-    except (Conflict, OperationalError, InterfaceError) as exc:
-        raise TransientError(f"alert evaluation not written: {exc}") from exc
+    except Exception as exc:
+        if isinstance(exc, Conflict) or is_transient(exc):
+            raise TransientError(f"alert evaluation not written: {exc}") from exc
+        raise
     for event in done.transitions:
         TRANSITIONS.labels(event.state).inc()
         if event.payload["metric"] == "power_w":

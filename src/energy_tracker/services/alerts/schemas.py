@@ -10,7 +10,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
 
-from energy_tracker.core.validators import Strict
+from energy_tracker.core.validators import Name, Strict
 from energy_tracker.services.alerts.targets import UnsafeTarget, split_webhook_url
 
 Metric = Literal["power_w", "energy_kwh", "cost", "silence"]
@@ -49,7 +49,7 @@ Channel = Annotated[WebhookChannel | EmailChannel, Field(discriminator="type")]
 
 
 class RuleIn(Strict):
-    name: str = Field(min_length=1, max_length=200)
+    name: Annotated[Name, Field(min_length=1)]
     device_id: str | None = Field(
         default=None, max_length=64, description="Null: all of your devices, summed."
     )
@@ -67,7 +67,7 @@ class RuleIn(Strict):
 
 
 class RulePatch(Strict):
-    name: str | None = Field(default=None, min_length=1, max_length=200)
+    name: Annotated[Name, Field(min_length=1)] | None = None
     device_id: str | None = Field(default=None, max_length=64)
     metric: Metric | None = None
     period: Period | None = None

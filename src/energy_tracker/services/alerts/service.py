@@ -6,8 +6,9 @@ from __future__ import annotations
 import logging
 
 from energy_tracker.core.bus.base import EventBus
-from energy_tracker.core.bus.runner import ConsumeLoop, TransientError
+from energy_tracker.core.bus.runner import ConsumeLoop
 from energy_tracker.core.directory import DeviceDirectory
+from energy_tracker.core.failures import is_transient
 from energy_tracker.core.loops import Stopper, every
 from energy_tracker.core.urls import SmtpServer
 from energy_tracker.services.alerts.consumer import AlertEvaluator
@@ -31,7 +32,7 @@ class PeriodicCheck:
         """Check, then wait a while, until stopped; a failed check is logged and retried."""
 
         def failed(exc: Exception) -> None:
-            if isinstance(exc, TransientError):
+            if is_transient(exc):
                 log.info("periodic alert check skipped: %s", exc)
             else:
                 log.error("periodic alert check failed; trying again", exc_info=exc)

@@ -83,6 +83,6 @@ async def resolve_webhook(url: str, deny_private: bool) -> list[IPAddress]:
     for address in addresses:
         reason = refusal(address, deny_private)
         if reason is not None:
-            shown = host if literal else f"{host} resolves to {address}, which"
-            raise UnsafeTarget(f"{shown} is {reason}")
+            # The address a name resolves to is not shown: it would map internal networks.
+            raise UnsafeTarget(f"{host} {'is' if literal else 'resolves to'} {reason}")
     return addresses

@@ -8,7 +8,9 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 
 from energy_tracker.core.auth import Identity, new_device_key, secret_digest
 from energy_tracker.core.credentials import CredentialCache, credentials
-from energy_tracker.core.http import not_found, user_identity, visible_to
+from energy_tracker.core.errors import ApiError
+from energy_tracker.core.http import answers, not_found, user_identity, visible_to
+from energy_tracker.core.inputs import TASMOTA_META_KEY, Offset
 from energy_tracker.services.devices.models import Device
 from energy_tracker.services.devices.schemas import DeviceIn, DeviceOut, DevicePatch, DeviceWithKey
 from energy_tracker.services.devices.store import DeviceStore
@@ -17,7 +19,6 @@ router = APIRouter(tags=["devices"])
 
 DeviceId = Annotated[str, Path(max_length=64)]
 Limit = Annotated[int, Query(ge=1, le=1000)]
-Offset = Annotated[int, Query(ge=0, le=1_000_000_000)]
 
 
 def devices(request: Request) -> DeviceStore:
@@ -59,13 +60,28 @@ async def visible_device(store: DeviceStore, device_id: str, identity: Identity)
     return visible_to(identity, await store.get(device_id), "device")
 
 
-@router.post("/devices", status_code=201, response_model=DeviceWithKey)
+async def _unclaimed(store: DeviceStore, meta: dict | None, device_id: str | None) -> None:
+    """409 when the metadata names a Tasmota topic another device has claimed."""
+    topic = (meta or {}).get(TASMOTA_META_KEY)
+    if isinstance(topic, str) and set(await store.ids_by_meta(TASMOTA_META_KEY, topic)) - {
+        device_id
+    }:
+        raise ApiError(
+            409,
+            "conflict",
+            f"{TASMOTA_META_KEY} {topic!r} is another device's",
+            [{"field": f"metadata.{TASMOTA_META_KEY}", "message": "already claimed"}],
+        )
+
+
+@router.post("/devices", status_code=201, response_model=DeviceWithKey, responses=answers(409))
 async def create_device(
     body: DeviceIn,
     identity: Identity = Depends(user_identity),
     store: DeviceStore = Depends(devices),
 ) -> dict:
     """Register a device; its ingest key is in this answer only."""
+    await _unclaimed(store, body.metadata, None)
     key = new_device_key()
     device = await store.create(
         identity.user_id,
@@ -101,7 +117,7 @@ async def get_device(
     return await one_device_out(store, await visible_device(store, device_id, identity))
 
 
-@router.patch("/devices/{device_id}", response_model=DeviceOut)
+@router.patch("/devices/{device_id}", response_model=DeviceOut, responses=answers(409))
 async def update_device(
     device_id: DeviceId,
     body: DevicePatch,
@@ -114,6 +130,7 @@ async def update_device(
     fields = body.model_dump(exclude_unset=True)
     if "metadata" in fields:
         fields["meta"] = fields.pop("metadata")
+        await _unclaimed(store, fields["meta"], device_id)
     device = await store.update(device_id, **fields)
     cache.forget_device(device_id)
     if device is None:

@@ -1,17 +1,26 @@
 """The gateway in split mode: forwards /api/v1/* to the owning service over HTTP.
 
 The caller's credentials travel on unchanged; every service verifies them itself.
+
+Server-Sent Event streams (`/live`, `/alerts/stream`) hold their upstream connection for as long
+as the client listens, so they have a pool of their own, and each caller (the user of a valid
+token, else the client address) may hold at most `MAX_STREAMS_PER_CALLER` at once (429 beyond):
+one user opening hundreds of streams once took every connection, and every other request
+waited 30 s and failed.
 """
 
 from __future__ import annotations
 
 import logging
+from collections import Counter
+from collections.abc import AsyncIterator
 
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.background import BackgroundTask
 
+from energy_tracker.core.auth import InvalidToken, verify_access_token
 from energy_tracker.core.http import error_response, request_id_var
 from energy_tracker.services.gateway.routes import API_PREFIX, service_for
 
@@ -31,12 +40,52 @@ _HOP_BY_HOP = {
 }
 
 
-def install_proxy(app: FastAPI, upstreams: dict[str, str]) -> httpx.AsyncClient:
+MAX_STREAMS_PER_CALLER = 10
+_STREAM_PATHS = ("/live", "/alerts/stream")
+
+
+class ProxyClients:
+    """The gateway's two connection pools: requests, and the long-lived streams."""
+
+    def __init__(self) -> None:
+        self.requests = httpx.AsyncClient(
+            timeout=httpx.Timeout(30.0, connect=5.0), limits=httpx.Limits(max_connections=200)
+        )
+        # No read timeout: a stream is quiet between events (a comment every 15 s at most).
+        self.streams = httpx.AsyncClient(
+            timeout=httpx.Timeout(None, connect=5.0), limits=httpx.Limits(max_connections=2000)
+        )
+        self.open_streams: Counter[str] = Counter()
+
+    @property
+    def is_closed(self) -> bool:
+        return self.requests.is_closed and self.streams.is_closed
+
+    async def aclose(self) -> None:
+        await self.requests.aclose()
+        await self.streams.aclose()
+
+
+def _caller(request: Request) -> str:
+    """Whose streams these are: the user of a token whose signature verifies, else the IP."""
+    scheme, _, token = request.headers.get("authorization", "").partition(" ")
+    if scheme.lower() == "bearer" and token:
+        state = request.app.state
+        try:
+            identity = verify_access_token(
+                token.strip(), secret=state.secret, issuer=state.settings.jwt_issuer
+            )
+        except InvalidToken:
+            pass
+        else:
+            return f"user:{identity.user_id}"
+    return f"ip:{request.client.host if request.client else 'unknown'}"
+
+
+def install_proxy(app: FastAPI, upstreams: dict[str, str]) -> ProxyClients:
     """Route every /api/v1 request to `upstreams[service]` (a base URL); the caller closes the
-    returned client at shutdown."""
-    client = httpx.AsyncClient(
-        timeout=httpx.Timeout(30.0, connect=5.0), limits=httpx.Limits(max_connections=200)
-    )
+    returned clients at shutdown."""
+    clients = ProxyClients()
 
     @app.api_route(
         API_PREFIX + "/{path:path}",
@@ -55,6 +104,16 @@ def install_proxy(app: FastAPI, upstreams: dict[str, str]) -> httpx.AsyncClient:
             if k.lower() not in _HOP_BY_HOP and k.lower() != "x-request-id"
         ]
         headers.append(("x-request-id", request_id_var.get()))
+        streaming = request.method == "GET" and request.url.path.endswith(_STREAM_PATHS)
+        client = clients.streams if streaming else clients.requests
+        caller = _caller(request) if streaming else ""
+        if streaming and clients.open_streams[caller] >= MAX_STREAMS_PER_CALLER:
+            return error_response(
+                429,
+                "rate_limited",
+                f"at most {MAX_STREAMS_PER_CALLER} open streams per caller: close one first",
+                headers={"Retry-After": "5"},
+            )
         forwarded = client.build_request(
             request.method,
             base.rstrip("/") + request.url.path,
@@ -77,16 +136,33 @@ def install_proxy(app: FastAPI, upstreams: dict[str, str]) -> httpx.AsyncClient:
             for k, v in upstream.headers.items()
             if k.lower() not in _HOP_BY_HOP and k.lower() not in ("x-request-id", "set-cookie")
         }
-        response = StreamingResponse(
-            upstream.aiter_raw(),
-            status_code=upstream.status_code,
-            headers=out_headers,
-            background=BackgroundTask(upstream.aclose),
-        )
-        # Each cookie stays a header of its own (joined with commas they would not parse).
-        response.raw_headers.extend(
-            (b"set-cookie", v.encode("latin-1")) for v in upstream.headers.get_list("set-cookie")
-        )
-        return response
+        if not streaming:
+            response = StreamingResponse(
+                upstream.aiter_raw(),
+                status_code=upstream.status_code,
+                headers=out_headers,
+                background=BackgroundTask(upstream.aclose),
+            )
+            # Each cookie stays a header of its own (joined with commas they would not parse).
+            response.raw_headers.extend(
+                (b"set-cookie", v.encode("latin-1"))
+                for v in upstream.headers.get_list("set-cookie")
+            )
+            return response
+        clients.open_streams[caller] += 1
 
-    return client
+        async def relay() -> AsyncIterator[bytes]:
+            # Counted until the relay ends, however it ends (the client gone, the upstream
+            # done, the gateway stopping).
+            try:
+                async for chunk in upstream.aiter_raw():
+                    yield chunk
+            finally:
+                clients.open_streams[caller] -= 1
+                if clients.open_streams[caller] <= 0:
+                    del clients.open_streams[caller]
+                await upstream.aclose()
+
+        return StreamingResponse(relay(), status_code=upstream.status_code, headers=out_headers)
+
+    return clients

@@ -10,7 +10,8 @@ from pydantic import TypeAdapter, ValidationError
 
 from energy_tracker.core.auth import Identity
 from energy_tracker.core.errors import ApiError
-from energy_tracker.core.http import user_or_device_identity
+from energy_tracker.core.http import answers, user_or_device_identity
+from energy_tracker.core.inputs import READINGS_BODY_BYTES
 from energy_tracker.services.ingestion.recorder import READINGS_REFUSED, ReadingRecorder
 from energy_tracker.services.ingestion.schemas import (
     ONE_READING,
@@ -18,7 +19,7 @@ from energy_tracker.services.ingestion.schemas import (
     AcceptedOut,
 )
 
-MAX_BODY_BYTES = 16 * 1024 * 1024
+MAX_BODY_BYTES = READINGS_BODY_BYTES  # also the largest MQTT payload
 
 router = APIRouter(tags=["ingestion"])
 # Parsed by hand in post_readings (one orjson pass, per-item errors); documented by app.py.
@@ -33,23 +34,11 @@ def recorder(request: Request) -> ReadingRecorder:
     return request.app.state.recorder
 
 
-async def _body(request: Request) -> bytes:
-    declared = request.headers.get("content-length")
-    if declared and declared.isdigit() and int(declared) > MAX_BODY_BYTES:
-        raise ApiError(413, "payload_too_large", f"body over {MAX_BODY_BYTES} bytes")
-    chunks, size = [], 0
-    async for chunk in request.stream():
-        size += len(chunk)
-        if size > MAX_BODY_BYTES:
-            raise ApiError(413, "payload_too_large", f"body over {MAX_BODY_BYTES} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
-
-
 @router.post(
     "/readings",
     status_code=202,
     response_model=AcceptedOut,
+    responses=answers(400),
     openapi_extra={
         "requestBody": {
             "required": True,
@@ -73,7 +62,7 @@ async def post_readings(
 ) -> AcceptedOut:
     """One reading or {"readings": [...]}: all accepted durably (202), or none (4xx/503)."""
     try:
-        raw = orjson.loads(await _body(request))
+        raw = orjson.loads(await request.body())  # bounded by BodyGuard
     except orjson.JSONDecodeError as exc:
         READINGS_REFUSED.labels("http", "schema").inc()
         raise ApiError(400, "bad_request", f"body is not JSON: {exc}") from None

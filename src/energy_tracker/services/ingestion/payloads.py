@@ -24,6 +24,7 @@ import orjson
 from pydantic import ValidationError
 
 from energy_tracker.core.events import Reading
+from energy_tracker.core.inputs import TASMOTA_META_KEY  # noqa: F401 - the MQTT ingester's
 from energy_tracker.services.ingestion.schemas import (
     MAX_BATCH,
     ONE_READING,
@@ -31,7 +32,6 @@ from energy_tracker.services.ingestion.schemas import (
     to_reading,
 )
 
-TASMOTA_META_KEY = "tasmota_topic"
 SHELLY_COMPONENTS = ("switch:0", "pm1:0")
 """Components of a Shelly status frame that feed the device (its first channel or meter)."""
 

@@ -24,6 +24,7 @@ from typing import Any
 from zoneinfo import ZoneInfo
 
 from energy_tracker.core.energy import (
+    COUNTER_SPREAD_MS,
     QUARTER_MS,
     period_end,
     period_start,
@@ -124,6 +125,9 @@ class Rollups:
     def __init__(self, series: SeriesStore, max_gap_ms: int) -> None:
         self.series = series
         self.max_gap_ms = max_gap_ms
+        # How far before a reading the segment ending at it can put energy: the stored reading
+        # before a batch may be a year older, but only this much of its segment needs redoing.
+        self.reach_ms = max(max_gap_ms, COUNTER_SPREAD_MS)
 
     async def recompute(
         self, batch: dict[str, DeviceReadings], all_new: bool = False
@@ -162,7 +166,8 @@ class Rollups:
         plans = {}
         for device_id, (lo, hi) in spans.items():
             near = neighbours.get(device_id) or []
-            q_lo = period_start(min(lo, near[0].ts if near else lo), Q)
+            before = max(near[0].ts, lo - self.reach_ms) if near else lo
+            q_lo = period_start(min(lo, before), Q)
             q_hi = period_start(max(hi, near[-1].ts if near else hi), Q) + QUARTER_MS
             plans[device_id] = _Plan((lo, hi), _affected(q_lo, q_hi, batch[device_id].tz))
         return plans
@@ -237,6 +242,13 @@ class Rollups:
             tariff=new.tariff,
         )
         quarters = stored[Q]
+        # A stored quarter of the window that came back empty-handed is cleared.
+        kept = {b.start for b in fresh}
+        fresh += [
+            Bucket(device_id, Q, start)
+            for start in quarters
+            if affected.q_lo <= start < affected.q_hi and start not in kept
+        ]
         changed_quarters = _changes(fresh, quarters)
         if not changed_quarters:
             return []

@@ -34,7 +34,7 @@ async def ensure_admin(store: UserStore, email: str, password: Callable[[], str]
     except ValidationError as exc:
         raise ValueError(f"the password is not acceptable: {_reason(exc)}") from None
     try:
-        user = await store.create(str(body.email), hash_password(body.password), role="admin")
+        user = await store.create(str(body.email), await hash_password(body.password), role="admin")
     except Conflict:
         raise ValueError(f"{email} was registered meanwhile: run the command again") from None
     return f"admin {user.email} created"

@@ -18,7 +18,13 @@ from energy_tracker.core.auth import (
 )
 from energy_tracker.core.credentials import CredentialCache, credentials
 from energy_tracker.core.errors import ApiError
-from energy_tracker.core.http import admin_identity, not_found, unauthorized, user_identity
+from energy_tracker.core.http import (
+    admin_identity,
+    answers,
+    not_found,
+    unauthorized,
+    user_identity,
+)
 from energy_tracker.core.stores.metadata import Conflict
 from energy_tracker.services.users.models import User
 from energy_tracker.services.users.schemas import (
@@ -92,24 +98,31 @@ async def _tokens(
     )
 
 
-@router.post("/auth/register", status_code=201, response_model=UserOut)
+@router.post("/auth/register", status_code=201, response_model=UserOut, responses=answers(409))
 async def register(body: RegisterIn, store: UserStore = Depends(users)) -> UserOut:
     """Create an account; 409 when the email is taken."""
     try:
-        user = await store.create(str(body.email), hash_password(body.password), body.name)
+        user = await store.create(str(body.email), await hash_password(body.password), body.name)
     except Conflict:
         raise ApiError(409, "conflict", "an account with this email exists") from None
     return user_out(user)
 
 
-@router.post("/auth/login", response_model=TokenOut, response_model_exclude_none=True)
+@router.post(
+    "/auth/login",
+    response_model=TokenOut,
+    response_model_exclude_none=True,
+    responses=answers(401),
+)
 async def login(
     body: LoginIn, request: Request, response: Response, store: UserStore = Depends(users)
 ) -> TokenOut:
     """Tokens for a valid email and password; `refresh_in_cookie` (a browser) puts the refresh
     token in an HttpOnly cookie scoped to /auth/refresh instead of the body."""
     user = await store.by_email(body.email)
-    valid = verify_password(user.password_hash if user else DUMMY_PASSWORD_HASH, body.password)
+    valid = await verify_password(
+        user.password_hash if user else DUMMY_PASSWORD_HASH, body.password
+    )
     if user is None or not valid or user.disabled:
         raise unauthorized("wrong email or password")
     return await _tokens(request, store, user, response if body.refresh_in_cookie else None)
@@ -139,7 +152,7 @@ async def refresh(
     return await _tokens(request, store, user, response if body is None else None)
 
 
-@router.delete("/auth/refresh", status_code=204)
+@router.delete("/auth/refresh", status_code=204, responses=answers(401))
 async def end_session(
     request: Request, response: Response, store: UserStore = Depends(users)
 ) -> None:

@@ -7,7 +7,7 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Row, false, select, update
+from sqlalchemy import Row, false, select, true, update
 from sqlalchemy.exc import IntegrityError
 
 from energy_tracker.core.auth import normalize_email
@@ -101,7 +101,9 @@ class UserStore:
         """Spend a refresh token: its user id if it was live, else None; it never works twice.
 
         The conditional UPDATE is the check: of two concurrent uses, the database lets only one
-        flip `revoked`, and only that one sees a row count of 1.
+        flip `revoked`, and only that one sees a row count of 1. A token used again after it was
+        spent was copied: whoever holds its successor (the thief or the owner) cannot be told
+        apart, so every refresh token of the account is revoked and each session signs in anew.
         """
         spend = (
             update(refresh_tokens)
@@ -112,13 +114,14 @@ class UserStore:
             )
             .values(revoked=True)
         )
+        owner = select(refresh_tokens.c.user_id).where(refresh_tokens.c.token_hash == token_hash)
         async with self._db.begin() as conn:
-            if (await conn.execute(spend)).rowcount != 1:
-                return None
-            owner = select(refresh_tokens.c.user_id).where(
-                refresh_tokens.c.token_hash == token_hash
-            )
-            return await conn.scalar(owner)
+            if (await conn.execute(spend)).rowcount == 1:
+                return await conn.scalar(owner)
+            reused = await conn.scalar(owner.where(refresh_tokens.c.revoked == true()))
+        if reused is not None:
+            await self.revoke_user_tokens(reused)
+        return None
 
     async def revoke_refresh_token(self, token_hash: str) -> None:
         """Make one refresh token unusable (logout); unknown hashes are ignored."""

@@ -8,7 +8,7 @@ from collections.abc import Collection, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import false, insert, select, update
+from sqlalchemy import and_, false, insert, or_, select, update
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from energy_tracker.core.stores.metadata import Database
@@ -23,16 +23,17 @@ class TransitionOutbox:
         self._db = db
 
     async def since(
-        self, owner_id: str | None, since: datetime, limit: int
+        self, owner_id: str | None, since: datetime, limit: int, after_id: str | None = None
     ) -> builtins.list[tuple[str, datetime, dict[str, Any]]]:
-        """(id, recorded_at, payload) of transitions recorded at or after `since`, in order."""
+        """(id, recorded_at, payload) of transitions recorded at or after `since`, in order of
+        (recorded_at, id); with `after_id`, only those after (since, after_id), so that a
+        caller pages on even when more than `limit` share one instant."""
+        at, tid = alert_transitions.c.recorded_at, alert_transitions.c.id
+        later = (
+            at >= since if after_id is None else or_(at > since, and_(at == since, tid > after_id))
+        )
         query = (
-            select(
-                alert_transitions.c.id, alert_transitions.c.recorded_at, alert_transitions.c.payload
-            )
-            .where(alert_transitions.c.recorded_at >= since)
-            .order_by(alert_transitions.c.recorded_at, alert_transitions.c.id)
-            .limit(limit)
+            select(tid, at, alert_transitions.c.payload).where(later).order_by(at, tid).limit(limit)
         )
         if owner_id is not None:
             query = query.where(alert_transitions.c.owner_id == owner_id)
