@@ -8,6 +8,7 @@ import re
 import threading
 import time
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import pytest
 
@@ -47,6 +48,11 @@ def no_threads_left_behind() -> Iterator[None]:
         time.sleep(0.02)
 
 
+def _coroutine_name(task: asyncio.Task[Any]) -> str:
+    coro = task.get_coro()
+    return getattr(coro, "__qualname__", repr(coro))
+
+
 @pytest.fixture(autouse=True)
 async def no_tasks_left_behind() -> AsyncIterator[None]:
     """Fail a test that leaves asyncio tasks pending on its event loop (checked after the
@@ -59,7 +65,8 @@ async def no_tasks_left_behind() -> AsyncIterator[None]:
             for task in left:
                 task.cancel()
             await asyncio.gather(*left, return_exceptions=True)
-            pytest.fail(f"tasks left pending: {', '.join(t.get_name() for t in left)}")
+            names = ", ".join(f"{t.get_name()} ({_coroutine_name(t)})" for t in left)
+            pytest.fail(f"tasks left pending: {names}")
         await asyncio.sleep(0.02)
 
 

@@ -9,7 +9,6 @@ import contextlib
 from pathlib import Path
 
 import httpx
-import pytest
 import uvicorn
 
 from energy_tracker.app import create_app
@@ -22,10 +21,6 @@ from tests.service.test_alerts_api import running
 API = "/api/v1"
 
 
-@pytest.mark.skip(
-    reason="passes, but since the merge of main's no_tasks_left_behind check a relay task of "
-    "the served gateway outlives the test (issue 13 left this open at the deadline)"
-)
 async def test_a_caller_holds_a_bounded_number_of_streams(tmp_path: Path) -> None:
     async with running(tmp_path / "services") as services:
         upstream = f"http://127.0.0.1:{services.settings.http_port}"

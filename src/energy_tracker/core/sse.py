@@ -3,10 +3,14 @@ every stream (live readings, alert transitions)."""
 
 from __future__ import annotations
 
+import asyncio
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import TypeVar
 
 from fastapi.responses import StreamingResponse
+
+T = TypeVar("T")
 
 KEEP_ALIVE = b": keep-alive\n\n"
 
@@ -38,7 +42,7 @@ async def polled_events(
     yield opening
     quiet_since = time.monotonic()
     while not await stopped():
-        frames, more = await poll()
+        frames, more = await _uncancelled(poll())
         for frame in frames:
             yield frame
         now = time.monotonic()
@@ -50,3 +54,12 @@ async def polled_events(
             yield KEEP_ALIVE
             quiet_since = now
         await wait()
+
+
+async def _uncancelled(query: Awaitable[T]) -> T:
+    """Await a store query that a client's going away must not cut half way: SQLAlchemy's
+    aiosqlite connection cancelled mid-query is closed by a task that never ends (one pending
+    task and one thread per dropped stream). The query finishes; its answer is dropped."""
+    task = asyncio.ensure_future(query)
+    task.add_done_callback(lambda t: t.cancelled() or t.exception())
+    return await asyncio.shield(task)

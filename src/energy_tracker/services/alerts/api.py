@@ -150,7 +150,10 @@ async def create_rule(
     "/alert-rules/preview",
     response_model=PreviewOut,
     response_model_by_alias=True,
-    responses={422: {"description": "an invalid rule, or one without a device"}},
+    responses={
+        **answers(404),
+        422: {"description": "an invalid rule, or one without a device"},
+    },
 )
 async def preview_rule(
     request: Request,
