@@ -4,6 +4,7 @@ check that no test leaves asyncio tasks or threads running behind it."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import re
 import threading
 import time
@@ -53,10 +54,12 @@ def _coroutine_name(task: asyncio.Task[Any]) -> str:
     return getattr(coro, "__qualname__", repr(coro))
 
 
-@pytest.fixture(autouse=True)
+@pytest.fixture
 async def no_tasks_left_behind() -> AsyncIterator[None]:
     """Fail a test that leaves asyncio tasks pending on its event loop (checked after the
-    test's other fixtures have been torn down); they are cancelled, so nothing runs on."""
+    test's other fixtures have been torn down); they are cancelled, so nothing runs on.
+    Used by every async test (see below); a sync test has no loop of its own to leave tasks on,
+    and one that drives a sync client with its own loop (Playwright) must not meet ours."""
     yield
     current = asyncio.current_task()
     deadline = time.monotonic() + SETTLE_S
@@ -68,6 +71,12 @@ async def no_tasks_left_behind() -> AsyncIterator[None]:
             names = ", ".join(f"{t.get_name()} ({_coroutine_name(t)})" for t in left)
             pytest.fail(f"tasks left pending: {names}")
         await asyncio.sleep(0.02)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        if isinstance(item, pytest.Function) and inspect.iscoroutinefunction(item.obj):
+            item.fixturenames.insert(0, "no_tasks_left_behind")
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
