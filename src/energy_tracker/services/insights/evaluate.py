@@ -141,56 +141,83 @@ def _mae(errors: np.ndarray) -> float:
     return float(np.mean(np.abs(errors))) if errors.size else float("nan")
 
 
+@dataclass
+class _Errors:
+    """The backtest's errors over every origin: the model's, its two baselines', and whether
+    each actual value fell inside the model's interval."""
+
+    model: list[np.ndarray] = field(default_factory=list)
+    naive: list[np.ndarray] = field(default_factory=list)
+    mean7: list[np.ndarray] = field(default_factory=list)
+    inside: list[np.ndarray] = field(default_factory=list)
+
+    def add(
+        self,
+        actual: np.ndarray,
+        f: fc.HourForecast | fc.DayForecast,
+        naive: np.ndarray,
+        mean7: np.ndarray,
+    ) -> None:
+        """One origin's targets; those where any of the four is missing are not judged."""
+        ok = ~(np.isnan(actual) | np.isnan(naive) | np.isnan(mean7) | np.isnan(f.kwh))
+        self.model.append(actual[ok] - f.kwh[ok])
+        self.naive.append(actual[ok] - naive[ok])
+        self.mean7.append(actual[ok] - mean7[ok])
+        self.inside.append((actual[ok] >= f.low[ok]) & (actual[ok] <= f.high[ok]))
+
+    def summary(self) -> tuple[int, float, float, float, float]:
+        """Targets judged, the model's MAE, the baselines' MAEs, and the interval coverage."""
+        m = np.concatenate(self.model)
+        return (
+            m.size,
+            _mae(m),
+            _mae(np.concatenate(self.naive)),
+            _mae(np.concatenate(self.mean7)),
+            float(np.concatenate(self.inside).mean()),
+        )
+
+
 def backtest_hours(ds: DataSet, result: Result) -> None:
     kwh, cal = ds.kwh, ds.cal
     n = kwh.size
     profile = fc.day_ahead_profile(kwh, cal, 0, n)
     errors_all = kwh - profile
-    model, naive, mean7, inside = [], [], [], []
+    errors = _Errors()
     for origin in range(WARMUP_H, n - HOURS_AHEAD, ORIGIN_STEP_H):
-        errors = errors_all[origin - fc.INTERVAL_DAYS * 24 : origin]
-        f = fc.forecast_hours(kwh, cal, origin, HOURS_AHEAD, errors)
+        own_errors = errors_all[origin - fc.INTERVAL_DAYS * 24 : origin]
+        f = fc.forecast_hours(kwh, cal, origin, HOURS_AHEAD, own_errors)
         targets = np.arange(origin, origin + HOURS_AHEAD)
-        actual = kwh[targets]
-        sn = kwh[targets - fc.WEEK_H]
         days7 = np.stack([kwh[origin - 24 * k + (targets - origin) % 24] for k in range(1, 8)])
         with np.errstate(all="ignore"):
             m7 = np.nanmean(days7, axis=0)
-        ok = ~(np.isnan(actual) | np.isnan(sn) | np.isnan(m7) | np.isnan(f.kwh))
-        model.append(actual[ok] - f.kwh[ok])
-        naive.append(actual[ok] - sn[ok])
-        mean7.append(actual[ok] - m7[ok])
-        inside.append((actual[ok] >= f.low[ok]) & (actual[ok] <= f.high[ok]))
-    m = np.concatenate(model)
-    result.hours = m.size
-    result.hour_mae = _mae(m)
-    result.hour_mae_naive = _mae(np.concatenate(naive))
-    result.hour_mae_mean7 = _mae(np.concatenate(mean7))
-    result.hour_coverage = float(np.concatenate(inside).mean())
+        errors.add(kwh[targets], f, kwh[targets - fc.WEEK_H], m7)
+    (
+        result.hours,
+        result.hour_mae,
+        result.hour_mae_naive,
+        result.hour_mae_mean7,
+        result.hour_coverage,
+    ) = errors.summary()
 
 
 def backtest_days(ds: DataSet, result: Result) -> None:
     days = fc.days_of(ds.kwh, ds.cal)
-    model, naive, mean7, inside = [], [], [], []
+    errors = _Errors()
     for origin in range(WARMUP_H // 24, days.kwh.size - DAYS_AHEAD):
         f = fc.forecast_days(days, origin, DAYS_AHEAD)
         targets = np.arange(origin, origin + DAYS_AHEAD)
-        actual = days.kwh[targets]
         sn = days.kwh[targets - 7]
         sn = np.where(targets - 7 < origin, sn, days.kwh[targets - 14])
         with np.errstate(all="ignore"):
             m7 = np.full(DAYS_AHEAD, np.nanmean(days.kwh[origin - 7 : origin]))
-        ok = ~(np.isnan(actual) | np.isnan(sn) | np.isnan(m7) | np.isnan(f.kwh))
-        model.append(actual[ok] - f.kwh[ok])
-        naive.append(actual[ok] - sn[ok])
-        mean7.append(actual[ok] - m7[ok])
-        inside.append((actual[ok] >= f.low[ok]) & (actual[ok] <= f.high[ok]))
-    m = np.concatenate(model)
-    result.days = m.size
-    result.day_mae = _mae(m)
-    result.day_mae_naive = _mae(np.concatenate(naive))
-    result.day_mae_mean7 = _mae(np.concatenate(mean7))
-    result.day_coverage = float(np.concatenate(inside).mean())
+        errors.add(days.kwh[targets], f, sn, m7)
+    (
+        result.days,
+        result.day_mae,
+        result.day_mae_naive,
+        result.day_mae_mean7,
+        result.day_coverage,
+    ) = errors.summary()
 
 
 def complete_months(days: fc.DaySeries) -> Iterator[int]:
