@@ -12,8 +12,11 @@ import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 import httpx
+
+from energy_tracker.config import Settings
 
 # Every server a process could reach; `embedded_env` clears them all, so that nothing comes in
 # from the environment pytest runs in.
@@ -25,6 +28,19 @@ SERVER_URLS = (
     "ET_MQTT_URL",
     "ET_SMTP_URL",
 )
+
+
+def embedded_settings(tmp_path: Path, jwt_secret: str, **options: Any) -> Settings:
+    """Settings of an in-process app on the embedded stores under `tmp_path/data`."""
+    data = tmp_path / "data"
+    return Settings(
+        data_dir=data,
+        bus_url=f"embedded:///{data}/bus.db",
+        db_url=f"sqlite:///{data}/meta.db",
+        tsdb_url=f"sqlite:///{data}/series.db",
+        jwt_secret=jwt_secret,
+        **options,
+    )
 
 
 def free_port() -> int:

@@ -24,7 +24,7 @@ from energy_tracker.core.stores.metadata import Database
 from energy_tracker.core.stores.schema import alert_transitions
 from energy_tracker.services.users.store import UserStore
 from tests.alert_receivers import WebhookReceiver
-from tests.processes import free_port
+from tests.processes import embedded_settings, free_port
 from tests.service.alerting import eventually
 
 SECRET = "api-test-secret"
@@ -50,15 +50,8 @@ class Api:
 
 @contextlib.asynccontextmanager
 async def running(tmp_path: Path, **options: Any) -> AsyncIterator[Api]:
-    data = tmp_path / "data"
-    settings = Settings(
-        data_dir=data,
-        bus_url=f"embedded:///{data}/bus.db",
-        db_url=f"sqlite:///{data}/meta.db",
-        tsdb_url=f"sqlite:///{data}/series.db",
-        jwt_secret="alerts-api-test-secret-0123456789abcdef",
-        http_port=free_port(),
-        **options,
+    settings = embedded_settings(
+        tmp_path, "alerts-api-test-secret-0123456789abcdef", http_port=free_port(), **options
     )
     await migrate(settings)
     app = create_app(settings, ["users", "devices", "ingestion", "alerts"], gateway=False)

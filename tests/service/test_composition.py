@@ -12,18 +12,12 @@ import pytest
 
 from energy_tracker.app import SERVICES, create_app, migrate
 from energy_tracker.config import Settings
+from tests.processes import embedded_settings
 
 
 def embedded(tmp_path: Path, **options: object) -> Settings:
-    data = tmp_path / "data"
-    return Settings(
-        data_dir=data,
-        bus_url=f"embedded:///{data}/bus.db",
-        db_url=f"sqlite:///{data}/meta.db",
-        tsdb_url=f"sqlite:///{data}/series.db",
-        jwt_secret="composition-test-secret-0123456789abcdef",
-        rate_limits=None,
-        **options,  # type: ignore[arg-type]
+    return embedded_settings(
+        tmp_path, "composition-test-secret-0123456789abcdef", rate_limits=None, **options
     )
 
 

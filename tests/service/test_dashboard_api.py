@@ -20,9 +20,9 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from energy_tracker.app import create_app, migrate
-from energy_tracker.config import SERVICE_NAMES, Settings
+from energy_tracker.config import SERVICE_NAMES
 from energy_tracker.services.gateway.dashboard import CSP, install_dashboard
-from tests.processes import free_port
+from tests.processes import embedded_settings, free_port
 from tests.service.alerting import eventually
 
 PASSWORD = "correct horse battery"
@@ -31,13 +31,9 @@ REFRESH_PATH = "/api/v1/auth/refresh"
 
 @contextlib.asynccontextmanager
 async def serving(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
-    data = tmp_path / "data"
-    settings = Settings(
-        data_dir=data,
-        bus_url=f"embedded:///{data}/bus.db",
-        db_url=f"sqlite:///{data}/meta.db",
-        tsdb_url=f"sqlite:///{data}/series.db",
-        jwt_secret="dashboard-api-test-secret-0123456789abcdef",
+    settings = embedded_settings(
+        tmp_path,
+        "dashboard-api-test-secret-0123456789abcdef",
         http_port=free_port(),
         rate_limits=None,
     )
