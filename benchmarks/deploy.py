@@ -62,12 +62,19 @@ class Proc:
 
     def peak_rss_mb(self) -> float | None:
         """The most memory the process has held resident (VmHWM), in MiB; None once it is gone."""
+        return self._status_mb("VmHWM")
+
+    def rss_mb(self) -> float | None:
+        """The memory the process holds resident now (VmRSS), in MiB; None once it is gone."""
+        return self._status_mb("VmRSS")
+
+    def _status_mb(self, key: str) -> float | None:
         try:
             status = Path(f"/proc/{self.pid}/status").read_text()
         except OSError:
             return None
         for line in status.splitlines():
-            if line.startswith("VmHWM:"):
+            if line.startswith(f"{key}:"):
                 return round(int(line.split()[1]) / 1024, 1)
         return None
 
@@ -217,6 +224,13 @@ class Deployment:
     gateway_url: str
     bus_url: str
     procs: list[Proc] = field(default_factory=list)
+    service_urls: list[str] = field(default_factory=list)
+    """Each split service's own address (its consumers' metrics are there, not behind the
+    gateway); empty when embedded."""
+
+    def metrics_urls(self) -> list[str]:
+        """Where every process's `/metrics` is: the services' own, or the one process's."""
+        return self.service_urls or [self.gateway_url]
 
     def peak_rss_mb(self) -> dict[str, float | None]:
         return {p.name: p.peak_rss_mb() for p in self.procs}
@@ -323,6 +337,7 @@ def split(
                 workdir / "gateway.log",
             )
         )
+        deployment.service_urls = list(routes.values())
         urls_to_check = [*routes.values(), deployment.gateway_url]
         wait_until(
             "energy-tracker services",

@@ -796,9 +796,10 @@ def table(results: list[dict[str, Any]], host: dict[str, Any], when: str, second
     return "\n".join(lines) + "\n"
 
 
-def update_readme(markdown: str) -> None:
+def update_readme(markdown: str, markers: tuple[str, str] = README_MARKERS) -> None:
+    """Put `markdown` into README.md between `markers` (left alone when they are not there)."""
     text = README.read_text()
-    start, end = README_MARKERS
+    start, end = markers
     if start not in text or end not in text:
         return
     head, rest = text.split(start, 1)
