@@ -20,9 +20,9 @@ from energy_tracker import __version__
 from energy_tracker.config import SERVICE_NAMES, Settings
 from energy_tracker.core.bus.base import EventBus
 from energy_tracker.core.bus.factory import bus_from_url
-from energy_tracker.core.bus.runner import ConsumeLoop
+from energy_tracker.core.bus.runner import ConsumeLoop, dlq_topic
 from energy_tracker.core.credentials import CredentialCache
-from energy_tracker.core.events import TOPICS
+from energy_tracker.core.events import ALERT_EVENTS, TOPICS
 from energy_tracker.core.http import (
     Authenticator,
     RequestIdMiddleware,
@@ -56,13 +56,16 @@ from energy_tracker.services.usage.live import StoredReadings
 from energy_tracker.services.usage.retention import RetentionTask
 from energy_tracker.services.users import api as users_api
 from energy_tracker.services.users.admins import ensure_admin
+from energy_tracker.services.users.pruning import RefreshTokenPruner
 from energy_tracker.services.users.store import UserStore
 
 log = logging.getLogger(__name__)
 
 # A store slower than this to answer `SELECT 1` counts as down for /readyz.
 READY_TIMEOUT_S = 2.0
-ALL_TOPICS = [*TOPICS, *(f"{t}.dlq" for t in TOPICS)]
+ALL_TOPICS = [*TOPICS, *(dlq_topic(t) for t in TOPICS)]
+# What no service consumes: kept only so far back (ET_BUS_UNREAD_KEEP) on the embedded bus.
+UNREAD_TOPICS = [ALERT_EVENTS, *(dlq_topic(t) for t in TOPICS)]
 
 
 class Directory:
@@ -107,6 +110,16 @@ class Runtime:
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
 
 
+def open_bus(settings: Settings) -> EventBus:
+    """The (unstarted) bus of ET_BUS_URL, with the retention of the topics no service reads."""
+    return bus_from_url(
+        settings.effective_bus_url,
+        settings.bus_partitions,
+        unread_topics=UNREAD_TOPICS,
+        unread_keep=settings.bus_unread_keep,
+    )
+
+
 async def migrate(settings: Settings) -> None:
     """Create or upgrade the metadata and time-series schemas, and the topics."""
     db = Database(settings.effective_db_url)
@@ -121,7 +134,7 @@ async def migrate(settings: Settings) -> None:
         await series.migrate()
     finally:
         await series.stop()
-    bus = bus_from_url(settings.effective_bus_url, settings.bus_partitions)
+    bus = open_bus(settings)
     await bus.start()
     try:
         await bus.ensure_topics(ALL_TOPICS)
@@ -157,7 +170,7 @@ async def start_runtime(
             rt.series = series_store_from_url(settings.effective_tsdb_url)
             await rt.series.start()
         if any(SERVICES[s].needs_bus for s in wanted if s in SERVICES):
-            rt.bus = bus_from_url(settings.effective_bus_url, settings.bus_partitions)
+            rt.bus = open_bus(settings)
             await rt.bus.start()
             await rt.bus.ensure_topics(ALL_TOPICS)
         if "ingestion" in wanted and settings.mqtt_url:
@@ -224,6 +237,12 @@ def _wire_shared(app: FastAPI, settings: Settings, rt: Runtime) -> Shared:
     return shared
 
 
+def _wire_users(app: FastAPI, settings: Settings, rt: Runtime, shared: Shared) -> None:
+    """The pruning of expired refresh tokens."""
+    pruner = RefreshTokenPruner(shared.users, settings.refresh_token_keep_days)
+    _run_worker(rt, "users:pruning", pruner)
+
+
 def _wire_ingestion(app: FastAPI, settings: Settings, rt: Runtime, shared: Shared) -> None:
     """The reading recorder behind POST /readings, and the MQTT subscriber when configured."""
     if rt.bus is None:
@@ -262,6 +281,7 @@ def _wire_alerts(app: FastAPI, settings: Settings, rt: Runtime, shared: Shared) 
         max_gap_ms=settings.max_gap_s * 1000,
         smtp=SmtpServer.from_url(settings.smtp_url) if settings.smtp_url else None,
         deny_private=settings.webhook_deny_private,
+        history_days=settings.alert_history_days,
     )
     for loop in app.state.alerts.loops():
         _run_loop(rt, loop)
@@ -281,7 +301,7 @@ Builder = Callable[[FastAPI, Settings, Runtime, Shared], None]
 @dataclass(frozen=True)
 class ServiceBuild:
     """How the root builds one service: its routes, the backends it needs, and what it starts
-    beyond the shared wiring (users and devices start nothing)."""
+    beyond the shared wiring (devices starts nothing)."""
 
     router: APIRouter
     needs_bus: bool = False
@@ -290,7 +310,7 @@ class ServiceBuild:
 
 
 SERVICES: dict[str, ServiceBuild] = {
-    "users": ServiceBuild(users_api.router),
+    "users": ServiceBuild(users_api.router, wire=_wire_users),
     "devices": ServiceBuild(devices_api.router),
     "ingestion": ServiceBuild(ingestion_api.router, needs_bus=True, wire=_wire_ingestion),
     "usage": ServiceBuild(usage_api.router, needs_bus=True, needs_series=True, wire=_wire_usage),

@@ -8,6 +8,7 @@ from typing import Annotated, Any, Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
+from energy_tracker.core.bus.embedded import UNREAD_KEEP
 from energy_tracker.core.rate_limits import (
     DEFAULT_RATE_LIMITS,
     RateLimits,
@@ -52,6 +53,12 @@ class Settings(BaseSettings):
     bus_partitions: int = Field(default=8, ge=1)
     max_gap_s: int = Field(default=900, ge=1)
     retention_days: int = Field(default=400, ge=1)
+    # How long what only grows is kept (each pruned hourly, in batches): resolved alerts with
+    # their transitions and notifications; refresh tokens past their expiry; the records of an
+    # embedded-bus topic that no consumer group reads (the DLQs), per partition.
+    alert_history_days: int = Field(default=90, ge=1)
+    refresh_token_keep_days: int = Field(default=30, ge=0)
+    bus_unread_keep: int = Field(default=UNREAD_KEEP, ge=1)
 
     # The gateway's limits per principal (see services/gateway/ratelimit.py); None: off.
     rate_limits: Annotated[RateLimits | None, NoDecode] = DEFAULT_RATE_LIMITS

@@ -541,6 +541,36 @@ async def test_embedded_idle_member_lives_as_long_as_its_process(tmp_path: Path)
         await bus.stop()
 
 
+async def test_embedded_topics_no_service_reads_keep_only_their_newest_records(
+    tmp_path: Path,
+) -> None:
+    bus = EmbeddedBus(
+        str(tmp_path / "bus.db"), 1, unread_topics=["readings.dlq", "alerts"], unread_keep=3
+    )
+    await bus.start()
+    try:
+        await bus.publish("readings.dlq", [(b"k", b"%d" % i) for i in range(10)])
+        await bus.publish("alerts", [(b"k", b"%d" % i) for i in range(5)])
+        # A topic a service reads, whose group has not come yet (its service starts later):
+        # nothing of it may go, however much there is.
+        await bus.publish("readings", [(b"k", b"%d" % i) for i in range(10)])
+        assert await bus.trim() == 7 + 2  # offsets 0..6 of the DLQ, 0..1 of "alerts"
+        dlq = await bus.subscribe("readings.dlq", "inspector")
+        assert values(await drain(dlq, 3)) == [b"7", b"8", b"9"]
+        late = await bus.subscribe("readings", "late")
+        assert values(await drain(late, 10)) == [b"%d" % i for i in range(10)]
+
+        # Once a group reads an unread topic, only what it has committed goes, as for any.
+        await bus.publish("readings.dlq", [(b"k", b"%d" % i) for i in range(10, 16)])
+        assert await bus.trim() == 0  # "inspector" is a member at offset 0: it keeps all
+        await dlq.commit(await drain(dlq, 6))  # offsets 10..15: it has read everything
+        assert await bus.trim() == 8  # 7..14; the last record stays, carrying the next offset
+        alerts = await bus.subscribe("alerts", "watcher")
+        assert values(await drain(alerts, 3)) == [b"2", b"3", b"4"]
+    finally:
+        await bus.stop()
+
+
 # -- configuration ------------------------------------------------------------------------------
 
 

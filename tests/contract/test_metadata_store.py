@@ -16,15 +16,16 @@ import pytest
 from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
-from sqlalchemy import Connection, delete, inspect, text
+from sqlalchemy import Connection, delete, inspect, select, text
 from sqlalchemy.exc import StatementError
 
 from energy_tracker.core.directory import DeviceContext, OwnerProfile
 from energy_tracker.core.errors import BackendUnavailable, UnsupportedUrl
 from energy_tracker.core.stores.metadata import Conflict, Database, alembic_config
-from energy_tracker.core.stores.schema import metadata, users
+from energy_tracker.core.stores.schema import metadata, refresh_tokens, users
 from energy_tracker.services.devices.models import Device
 from energy_tracker.services.devices.store import DeviceStore
+from energy_tracker.services.users.pruning import RefreshTokenPruner
 from energy_tracker.services.users.store import UserStore
 
 HASH_A = "a" * 64
@@ -414,6 +415,55 @@ async def test_duplicate_refresh_token_or_unknown_user_is_conflict(user_store: U
         await user_store.add_refresh_token(user.id, HASH_A, LATER)
     with pytest.raises(Conflict):
         await user_store.add_refresh_token("00000000-0000-0000-0000-000000000000", HASH_B, LATER)
+
+
+async def token_hashes(db: Database) -> set[str]:
+    async with db.begin() as conn:
+        return set((await conn.scalars(select(refresh_tokens.c.token_hash))).all())
+
+
+async def test_pruning_deletes_refresh_tokens_only_long_after_they_expired(
+    metadata_db: Database, user_store: UserStore
+) -> None:
+    user = await user_store.create("olga@example.com", "h")
+    now = datetime.now(UTC)
+    tokens = {  # hash: (expires at, revoked)
+        "1" * 64: (now - timedelta(days=40), False),  # expired 40 days ago: goes
+        "2" * 64: (now - timedelta(days=31), True),  # spent, expired 31 days ago: goes
+        "3" * 64: (now - timedelta(days=10), True),  # spent, expired 10 days ago: kept
+        "4" * 64: (now + timedelta(days=20), True),  # spent, still unexpired: kept
+        "5" * 64: (now + timedelta(days=20), False),  # valid: kept, and still works
+    }
+    for digest, (expires_at, revoked) in tokens.items():
+        await user_store.add_refresh_token(user.id, digest, expires_at)
+        if revoked:
+            await user_store.revoke_refresh_token(digest)
+
+    assert await RefreshTokenPruner(user_store, keep_days=30).prune() == 2
+    assert await token_hashes(metadata_db) == {"3" * 64, "4" * 64, "5" * 64}
+    # A spent token kept within the 30 days still gives the theft away: using it again
+    # revokes the account's other sessions.
+    assert await user_store.use_refresh_token("3" * 64, now) is None
+    assert await user_store.use_refresh_token("5" * 64, now) is None
+
+    # However late the pass says it is, a token not yet expired is never deleted.
+    far = int((now + timedelta(days=400)).timestamp() * 1000)
+    assert await RefreshTokenPruner(user_store, keep_days=0).prune(now_ms=far) == 1
+    assert await token_hashes(metadata_db) == {"4" * 64, "5" * 64}
+
+
+async def test_deleting_in_batches_deletes_every_match_and_nothing_else(
+    metadata_db: Database, user_store: UserStore
+) -> None:
+    user = await user_store.create("pia@example.com", "h")
+    expired = [f"{i}" * 64 for i in range(1, 8)]  # 7 rows: batches of 3, 3 and 1
+    for digest in expired:
+        await user_store.add_refresh_token(user.id, digest, NOW - timedelta(days=1))
+    await user_store.add_refresh_token(user.id, HASH_A, LATER)
+    gone = refresh_tokens.c.expires_at < NOW
+    assert await metadata_db.delete_in_batches(refresh_tokens, gone, batch=3) == 7
+    assert await token_hashes(metadata_db) == {HASH_A}
+    assert await metadata_db.delete_in_batches(refresh_tokens, gone, batch=3) == 0
 
 
 async def test_naive_datetimes_are_refused(user_store: UserStore) -> None:

@@ -3,15 +3,24 @@ writes that keep replicas from acting twice, and the merges that keep only what 
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from sqlalchemy import insert, select
 
 from energy_tracker.core.stores.metadata import Conflict, Database
+from energy_tracker.core.stores.schema import (
+    alert_deliveries,
+    alert_delivery_attempts,
+    alert_transitions,
+    alerts,
+)
 from energy_tracker.services.alerts.lifecycle import Outcome, apply_steps
 from energy_tracker.services.alerts.models import AlertRule, Seen, UsageValue
 from energy_tracker.services.alerts.rules import EvalState, run
+from energy_tracker.services.alerts.service import HistoryPruner
 from energy_tracker.services.alerts.store import AlertStore
 from energy_tracker.services.devices.store import DeviceStore
 from energy_tracker.services.users.store import UserStore
@@ -22,6 +31,7 @@ NOW_MS = round(NOW.timestamp() * 1000)
 
 @dataclass
 class World:
+    db: Database
     store: AlertStore
     user_id: str
     device_id: str
@@ -50,7 +60,7 @@ async def world(metadata_db: Database) -> World:
         severity="warning",
         channels=[{"type": "webhook", "url": "http://127.0.0.1:9/", "secret": "0123456789"}],
     )
-    return World(store, user.id, device.id, other.id, rule)
+    return World(metadata_db, store, user.id, device.id, other.id, rule)
 
 
 def fired(rule: AlertRule, at_ms: int = NOW_MS) -> Outcome:
@@ -166,6 +176,110 @@ async def test_deleting_a_rule_deletes_its_alerts(world: World) -> None:
     assert await world.store.rules.delete(world.rule.id)
     assert await world.store.alerts.list(None) == []
     assert await world.store.deliveries.due(NOW, 10) == []
+
+
+async def old_alert(
+    world: World,
+    state: str,
+    resolved_days_ago: float | None,
+    *,
+    published: bool = True,
+    delivery: str = "delivered",
+) -> str:
+    """An alert written as if long ago: started 200 days back, resolved `resolved_days_ago`
+    (None: still firing), one transition (`published` or not) and one notification in status
+    `delivery` with one attempt. Its id."""
+    now = datetime.now(UTC)
+    started = now - timedelta(days=200)
+    resolved = None if resolved_days_ago is None else now - timedelta(days=resolved_days_ago)
+    alert_id = str(uuid.uuid4())
+    delivery_id = str(uuid.uuid4())
+    async with world.db.begin() as conn:
+        await conn.execute(
+            insert(alerts).values(
+                id=alert_id,
+                rule_id=world.rule.id,
+                owner_id=world.user_id,
+                device_id=world.device_id,
+                state=state,
+                severity="warning",
+                value=2500.0,
+                peak_value=2500.0,
+                threshold=2000.0,
+                started_at=started,
+                resolved_at=resolved,
+                last_seen_at=resolved or now,
+            )
+        )
+        await conn.execute(
+            insert(alert_transitions).values(
+                id=str(uuid.uuid4()),
+                alert_id=alert_id,
+                owner_id=world.user_id,
+                state=state,
+                payload={},
+                recorded_at=resolved or started,
+                published=published,
+            )
+        )
+        await conn.execute(
+            insert(alert_deliveries).values(
+                id=delivery_id,
+                alert_id=alert_id,
+                channel="webhook",
+                target="http://127.0.0.1:9/",
+                event=state,
+                payload="{}",
+                status=delivery,
+                attempts=1,
+                next_attempt_at=started,
+                created_at=started,
+            )
+        )
+        await conn.execute(
+            insert(alert_delivery_attempts).values(
+                id=str(uuid.uuid4()), delivery_id=delivery_id, attempt=1, at=started, ok=False
+            )
+        )
+    return alert_id
+
+
+async def rows_of(world: World) -> dict[str, list[str]]:
+    """The alert id of every row left in each table pruning touches."""
+    attempts = select(alert_deliveries.c.alert_id).join(
+        alert_delivery_attempts, alert_delivery_attempts.c.delivery_id == alert_deliveries.c.id
+    )
+    async with world.db.begin() as conn:
+        return {
+            "alerts": sorted((await conn.scalars(select(alerts.c.id))).all()),
+            "transitions": sorted((await conn.scalars(select(alert_transitions.c.alert_id))).all()),
+            "deliveries": sorted((await conn.scalars(select(alert_deliveries.c.alert_id))).all()),
+            "attempts": sorted((await conn.scalars(attempts)).all()),
+        }
+
+
+async def test_pruning_deletes_only_long_resolved_alerts_that_nothing_waits_for(
+    world: World,
+) -> None:
+    gone = [
+        await old_alert(world, "resolved", 91),
+        await old_alert(world, "resolved", 120, delivery="failed"),  # given up on: done too
+    ]
+    kept = [
+        await old_alert(world, "resolved", 89),  # within the 90 days
+        await old_alert(world, "firing", None),  # firing for 200 days
+        await old_alert(world, "resolved", 150, published=False),  # not on the bus yet
+        await old_alert(world, "resolved", 150, delivery="pending"),  # still to be sent
+    ]
+    assert await HistoryPruner(world.store, history_days=90).prune() == 2
+    left = sorted(kept)
+    assert await rows_of(world) == {
+        "alerts": left,
+        "transitions": left,
+        "deliveries": left,
+        "attempts": left,
+    }
+    assert not set(gone) & set(left)
 
 
 def _fields(rule: AlertRule) -> dict:

@@ -1,12 +1,16 @@
 """Background loops' shared parts: the stop signal with its interruptible waits, the growing
 pause between retries, and the run-every-interval loop, so that each worker (consume loops, the
-MQTT subscriber, retention, the alert check, the dispatcher) stops and backs off the same way."""
+MQTT subscriber, the pruners, the alert check, the dispatcher) stops and backs off the same way."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import time
 from collections.abc import Awaitable, Callable
+
+log = logging.getLogger(__name__)
 
 
 class Stopper:
@@ -68,3 +72,40 @@ async def every(
         except Exception as exc:
             on_error(exc)
         await stopper.sleep(interval_s)
+
+
+class PruneTask:
+    """A background pruner: one pass now and then every `every_s`, deleting what is past its
+    keep (`prune_at`); a pass that fails (a store away) is logged and the next round retries.
+    Each kind of record that grows without bound has one subclass, in the service that owns it.
+    """
+
+    what = "record(s)"
+    """What is deleted, for the log line."""
+
+    def __init__(self, every_s: float) -> None:
+        self.every_s = every_s
+        self._stopper = Stopper()
+
+    async def prune_at(self, now_ms: int) -> int:
+        """Delete what is past its keep at `now_ms`; how many."""
+        raise NotImplementedError
+
+    async def prune(self, now_ms: int | None = None) -> int:
+        """One pass (at `now_ms`, default now); how many were deleted."""
+        deleted = await self.prune_at(int(time.time() * 1000) if now_ms is None else now_ms)
+        if deleted:
+            log.info("pruning: deleted %d %s", deleted, self.what)
+        return deleted
+
+    async def run(self) -> None:
+        """Prune now and every `every_s` until stopped."""
+
+        def failed(exc: Exception) -> None:
+            log.warning("pruning %s failed (%s); retrying later", self.what, exc)
+
+        await every(self.every_s, self._stopper, self.prune, failed)
+
+    def stop(self) -> None:
+        """End `run` at its next wait."""
+        self._stopper.stop()

@@ -31,7 +31,9 @@ Why it is shaped this way:
 - The log is trimmed (`trim`, every minute): what every group that reads a topic has committed
   is deleted, so a household box does not keep every reading twice, forever. A group keeps its
   records until it commits them, however long it is away; a group that is gone for good must be
-  deleted from `committed` by hand. Freed pages are reused, not returned to the disk.
+  deleted from `committed` by hand. A topic no service consumes (the DLQs, `alert-events`:
+  `unread_topics`) keeps its newest `unread_keep` records per partition while no group reads
+  it. Freed pages are reused, not returned to the disk.
 """
 
 from __future__ import annotations
@@ -45,7 +47,7 @@ import sqlite3
 import time
 import uuid
 import zlib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from itertools import count, repeat
 from pathlib import Path
@@ -104,6 +106,9 @@ _TRIM_AT_MOST = 100_000
 """Records deleted per partition and pass: a long backlog goes in steps, so the write lock is
 never held for long."""
 
+UNREAD_KEEP = 100_000
+"""Records per partition kept of a topic no group reads (ET_BUS_UNREAD_KEEP)."""
+
 _SET_HEARTBEAT = "UPDATE members SET heartbeat = ? WHERE grp = ? AND topic_id = ? AND member = ?"
 
 _WATCH_MIN_S = 0.05
@@ -155,8 +160,12 @@ class EmbeddedBus(EventBus):
         *,
         session_timeout_s: float = 10.0,
         rebalance_check_s: float = 0.2,
+        unread_topics: Collection[str] = (),
+        unread_keep: int = UNREAD_KEEP,
     ) -> None:
         self.path = path
+        self.unread_topics = frozenset(unread_topics)
+        self.unread_keep = max(1, unread_keep)
         self.url = f"embedded:///{path}"
         self.partitions = partitions
         self.session_timeout_s = session_timeout_s
@@ -293,8 +302,10 @@ class EmbeddedBus(EventBus):
 
         A group reads a topic when it has committed on it or has a live member on it; its
         position on a partition where it never committed is the start. Each partition keeps its last
-        record, which carries the partition's next offset (`_append`). Topics nobody reads,
-        such as the DLQs, keep everything.
+        record, which carries the partition's next offset (`_append`). A topic of
+        `unread_topics` (those no service consumes, such as the DLQs) that no group reads keeps
+        its newest `unread_keep` records per partition, for an operator to look at; any other
+        topic nobody reads yet keeps everything, for the readers still to come.
         """
         return await self.in_thread(self.transaction, self._trim)
 
@@ -317,15 +328,23 @@ class EmbeddedBus(EventBus):
             )
         }
         deleted = 0
-        for topic_id, partitions in conn.execute("SELECT id, partitions FROM topics").fetchall():
+        topics = conn.execute("SELECT id, name, partitions FROM topics").fetchall()
+        for topic_id, name, partitions in topics:
             groups = readers.get(topic_id, set())
-            for part in range(partitions) if groups else ():
-                read = min(committed.get((g, topic_id, part), 0) for g in groups)
+            if not groups and name not in self.unread_topics:
+                continue  # its readers have not come yet (a service not started): keep it all
+            for part in range(partitions):
                 first, last = conn.execute(
                     "SELECT min(seq), max(seq) FROM messages WHERE topic_id = ? AND part = ?",
                     (topic_id, part),
                 ).fetchone()
-                if last is None or read <= first:
+                if last is None:
+                    continue
+                if groups:
+                    read = min(committed.get((g, topic_id, part), 0) for g in groups)
+                else:  # nobody reads it, by design: the newest `unread_keep` stay
+                    read = last + 1 - self.unread_keep
+                if read <= first:
                     continue
                 deleted += conn.execute(
                     "DELETE FROM messages WHERE topic_id = ? AND part = ? AND seq < ?",

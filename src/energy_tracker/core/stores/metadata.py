@@ -20,7 +20,7 @@ from weakref import WeakKeyDictionary
 
 from alembic import command
 from alembic.config import Config
-from sqlalchemy import Connection, event, text
+from sqlalchemy import ColumnElement, Connection, Table, delete, event, select, text
 from sqlalchemy.engine import URL, make_url
 from sqlalchemy.exc import ArgumentError, DBAPIError
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
@@ -45,6 +45,9 @@ _DRIVERS = {
 }
 
 MIGRATIONS_DIR = Path(__file__).with_name("migrations")
+
+PRUNE_BATCH = 500
+"""Rows deleted per transaction when pruning (`Database.delete_in_batches`)."""
 
 # Any string, hashed by the server, identifying "the energy-tracker schema migration" lock.
 _MIGRATION_LOCK = "energy_tracker_migrate"
@@ -133,6 +136,27 @@ class Database:
     def begin(self) -> AbstractAsyncContextManager[AsyncConnection]:
         """A connection in a transaction: committed when the block ends, rolled back on error."""
         return self.engine.begin()
+
+    async def delete_in_batches(
+        self, table: Table, where: ColumnElement[bool], batch: int = PRUNE_BATCH
+    ) -> int:
+        """Delete the rows of `table` (keyed by `id`) that match `where`, `batch` at a time, each
+        batch its own short transaction, so pruning a large backlog never holds the write lock
+        (SQLite's, or InnoDB's row and gap locks) for long; how many were deleted.
+
+        The ids are picked first and deleted with `where` checked again in the same
+        transaction: MySQL refuses LIMIT in a DELETE's subquery, and a row that stopped
+        matching in between (an alert that fired again) stays.
+        """
+        deleted = 0
+        while True:
+            async with self.begin() as conn:
+                ids = (await conn.scalars(select(table.c.id).where(where).limit(batch))).all()
+                if ids:
+                    result = await conn.execute(delete(table).where(table.c.id.in_(ids), where))
+                    deleted += result.rowcount
+            if len(ids) < batch:
+                return deleted
 
     def _create_engine(self) -> AsyncEngine:
         url = self._async_url

@@ -4,12 +4,13 @@ use: the evaluator's consume loops, its periodic check and the notification disp
 from __future__ import annotations
 
 import logging
+from datetime import UTC, datetime, timedelta
 
 from energy_tracker.core.bus.base import EventBus
 from energy_tracker.core.bus.runner import ConsumeLoop
 from energy_tracker.core.directory import DeviceDirectory
 from energy_tracker.core.failures import is_transient
-from energy_tracker.core.loops import Stopper, every
+from energy_tracker.core.loops import PruneTask, Stopper, every
 from energy_tracker.core.urls import SmtpServer
 from energy_tracker.services.alerts.consumer import AlertEvaluator
 from energy_tracker.services.alerts.notify import Dispatcher
@@ -18,6 +19,7 @@ from energy_tracker.services.alerts.store import AlertStore
 log = logging.getLogger(__name__)
 
 CHECK_INTERVAL_S = 1.0
+PRUNE_EVERY_S = 3600.0
 
 
 class PeriodicCheck:
@@ -44,6 +46,22 @@ class PeriodicCheck:
         self._stopper.stop()
 
 
+class HistoryPruner(PruneTask):
+    """Deletes alerts resolved more than `history_days` ago, with their transitions and
+    notifications (AlertLog.prune_resolved says what is never deleted)."""
+
+    what = "resolved alert(s) past ET_ALERT_HISTORY_DAYS"
+
+    def __init__(self, store: AlertStore, history_days: int, every_s: float = PRUNE_EVERY_S):
+        super().__init__(every_s)
+        self.store = store
+        self.keep = timedelta(days=history_days)
+
+    async def prune_at(self, now_ms: int) -> int:
+        now = datetime.fromtimestamp(now_ms / 1000, UTC)
+        return await self.store.alerts.prune_resolved(now - self.keep)
+
+
 class AlertService:
     """The alerts service's parts, for the composition root to run and the routes to use."""
 
@@ -56,6 +74,7 @@ class AlertService:
         max_gap_ms: int,
         smtp: SmtpServer | None,
         deny_private: bool,
+        history_days: int,
     ) -> None:
         self.store = store
         self.deny_private = deny_private
@@ -64,11 +83,16 @@ class AlertService:
             bus, store, directory, max_gap_ms=max_gap_ms, on_deliveries=self.dispatcher.wake
         )
         self.check = PeriodicCheck(self.evaluator)
+        self.pruner = HistoryPruner(store, history_days)
 
     def loops(self) -> list[ConsumeLoop]:
         """The consume loops of group `alerts`."""
         return self.evaluator.loops()
 
-    def workers(self) -> dict[str, PeriodicCheck | Dispatcher]:
+    def workers(self) -> dict[str, PeriodicCheck | Dispatcher | HistoryPruner]:
         """The other background loops, by name; each has run() and stop()."""
-        return {"alerts:check": self.check, "alerts:dispatcher": self.dispatcher}
+        return {
+            "alerts:check": self.check,
+            "alerts:dispatcher": self.dispatcher,
+            "alerts:pruning": self.pruner,
+        }

@@ -141,6 +141,14 @@ class UserStore:
                 .values(revoked=True)
             )
 
+    async def prune_refresh_tokens(self, expired_before: datetime) -> int:
+        """Delete the refresh tokens that expired before `expired_before`, spent or not; how
+        many. A token still valid is never deleted: whatever `expired_before` is, only rows past
+        their own expiry go."""
+        now = datetime.now(UTC)
+        gone = refresh_tokens.c.expires_at < min(expired_before, now)
+        return await self._db.delete_in_batches(refresh_tokens, gone)
+
 
 def _user(row: Row[Any]) -> User:
     return User(**row._mapping)

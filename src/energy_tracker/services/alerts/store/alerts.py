@@ -6,10 +6,10 @@ import builtins
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, false, select, true, update
+from sqlalchemy import Row, exists, false, select, true, update
 
 from energy_tracker.core.stores.metadata import Database
-from energy_tracker.core.stores.schema import alerts
+from energy_tracker.core.stores.schema import alert_deliveries, alert_transitions, alerts
 from energy_tracker.services.alerts.lifecycle import ACKNOWLEDGED, Transition, transition
 from energy_tracker.services.alerts.models import Alert, AlertRule, datetime_to_ms
 from energy_tracker.services.alerts.store.transitions import insert_transitions
@@ -71,6 +71,28 @@ class AlertLog:
             event = transition(acked, rule, ACKNOWLEDGED, acked.value, datetime_to_ms(now), now)
             await insert_transitions(conn, [event])
         return acked, event
+
+    async def prune_resolved(self, before: datetime) -> int:
+        """Delete the alerts resolved before `before`, with their transitions, notifications
+        and attempts (the foreign keys cascade); how many alerts went.
+
+        Only what nothing needs any more: an alert still firing stays, and so does one with a
+        transition not yet on `alert-events` or a notification still pending (the dispatcher
+        may yet send it), however old.
+        """
+        unpublished = exists().where(
+            alert_transitions.c.alert_id == alerts.c.id, alert_transitions.c.published == false()
+        )
+        pending = exists().where(
+            alert_deliveries.c.alert_id == alerts.c.id, alert_deliveries.c.status == "pending"
+        )
+        done = (
+            (alerts.c.state == "resolved")
+            & (alerts.c.resolved_at < before)
+            & ~unpublished
+            & ~pending
+        )
+        return await self._db.delete_in_batches(alerts, done)
 
 
 def alert_from_row(row: Row[Any]) -> Alert:
