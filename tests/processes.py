@@ -1,20 +1,22 @@
 """Runs `energy-tracker` commands as real processes for the end-to-end tests: one process
 (`running`, `running_up`), a split deployment (`split_deployment`), or one command
-(`run_command`)."""
+(`run_command`); and an in-process app served for real on a port (`served`)."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
+from contextlib import asynccontextmanager, contextmanager
 from pathlib import Path
 from typing import Any
 
 import httpx
+import uvicorn
 
 from energy_tracker.config import Settings
 
@@ -47,6 +49,26 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+@asynccontextmanager
+async def served(app: Any, port: int) -> AsyncIterator[str]:
+    """`app` served by uvicorn on 127.0.0.1:`port` in a task of the test's loop (streams need a
+    real server: httpx's ASGI transport waits for a response's end); its base URL. Waits for
+    the start however loaded the machine is (the test's own timeout bounds it), failing at once
+    if the server stopped instead."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None))
+    serving = asyncio.create_task(server.serve())
+    try:
+        while not server.started:
+            if serving.done():
+                serving.result()  # why it stopped
+                raise RuntimeError("uvicorn stopped before it started")
+            await asyncio.sleep(0.02)
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        await asyncio.wait_for(serving, 60)
 
 
 def embedded_env(tmp_path: Path, **overrides: str) -> dict[str, str]:

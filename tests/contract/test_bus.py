@@ -413,12 +413,19 @@ async def test_embedded_dead_process_partitions_move_after_session_timeout(
         assert child.stdout is not None
         assert int(await child.stdout.readline()) == 40  # it owns every partition, uncommitted
         consumer = await bus.subscribe("shared", "group")
+        assert isinstance(consumer, EmbeddedConsumer)
         assert await consumer.poll(1000, timeout_s=0.3) == []  # the live member keeps them
         os.kill(child.pid, signal.SIGKILL)
         await child.wait()
-        started = time.monotonic()
-        got = await drain(consumer, 40, timeout_s=10)
-        assert time.monotonic() - started >= 0.5  # not before the dead member's session ended
+        with contextlib.closing(sqlite3.connect(path)) as conn:
+            (last_beat,) = conn.execute(
+                "SELECT max(heartbeat) FROM members WHERE member != ?", (consumer.member,)
+            ).fetchone()
+        got = await drain(consumer, 1, timeout_s=10)
+        # Not before the dead member's session ended (by the clock its heartbeat was written
+        # with): an order of events, not a duration.
+        assert time.time() >= last_beat + bus.session_timeout_s
+        got += await drain(consumer, 40 - len(got), timeout_s=10)
         assert sorted(values(got)) == sorted(f"v{i}".encode() for i in range(40))
         await bus.stop()
 
@@ -480,9 +487,10 @@ async def test_embedded_idle_members_write_nothing(tmp_path: Path) -> None:
             assert member == (consumer.member,)  # still the group's only member
 
             await other.publish("quiet", [(b"dev-1", b"late")])
-            started = time.monotonic()
-            assert values(await consumer.poll(10, timeout_s=5.0)) == [b"late"]
-            assert time.monotonic() - started < 1.0
+            # Woken by the watcher, not by the end of the poll's hour-long wait (the bound
+            # only keeps a broken watcher from hanging the suite).
+            late = await asyncio.wait_for(consumer.poll(10, timeout_s=3600), 60)
+            assert values(late) == [b"late"]
         finally:
             await other.stop()
             await bus.stop()
@@ -630,7 +638,7 @@ async def test_unopenable_embedded_file_names_the_url(tmp_path: Path) -> None:
 
 
 async def test_unreachable_kafka_fails_fast_naming_the_url() -> None:
-    started = time.monotonic()
+    # A guard against hanging (retrying for ever), not a speed check: the refusal comes at once.
     with pytest.raises(BackendUnavailable, match=r"ET_BUS_URL=kafka://127\.0\.0\.1:1 "):
-        await bus_from_url("kafka://127.0.0.1:1", PARTITIONS).start()
-    assert time.monotonic() - started < 10
+        async with asyncio.timeout(60):
+            await bus_from_url("kafka://127.0.0.1:1", PARTITIONS).start()

@@ -16,7 +16,6 @@ from typing import Any
 import httpx
 import orjson
 import pytest
-import uvicorn
 
 from energy_tracker.app import create_app, migrate
 from energy_tracker.config import Settings
@@ -24,7 +23,7 @@ from energy_tracker.core.stores.metadata import Database
 from energy_tracker.core.stores.schema import alert_transitions
 from energy_tracker.services.users.store import UserStore
 from tests.alert_receivers import WebhookReceiver
-from tests.processes import embedded_settings, free_port
+from tests.processes import embedded_settings, free_port, served
 from tests.service.alerting import eventually
 
 SECRET = "api-test-secret"
@@ -55,22 +54,11 @@ async def running(tmp_path: Path, **options: Any) -> AsyncIterator[Api]:
     )
     await migrate(settings)
     app = create_app(settings, ["users", "devices", "ingestion", "alerts"], gateway=False)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=settings.http_port, log_config=None)
-    )
-    serving = asyncio.create_task(server.serve())
-    try:
-        for _ in range(500):
-            if server.started or serving.done():
-                break
-            await asyncio.sleep(0.02)
-        assert server.started
-        base = f"http://127.0.0.1:{settings.http_port}/api/v1"
-        async with httpx.AsyncClient(base_url=base, timeout=10) as http:
-            yield Api(http, settings)
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(serving, 20)
+    async with (
+        served(app, settings.http_port) as url,
+        httpx.AsyncClient(base_url=url + "/api/v1", timeout=10) as http,
+    ):
+        yield Api(http, settings)
 
 
 @pytest.fixture

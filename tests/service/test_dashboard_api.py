@@ -5,7 +5,6 @@ readings, and the dashboard's files with their cache and security headers."""
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import gzip
 import time
@@ -15,14 +14,13 @@ from pathlib import Path
 
 import httpx
 import pytest
-import uvicorn
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from energy_tracker.app import create_app, migrate
 from energy_tracker.config import SERVICE_NAMES
 from energy_tracker.services.gateway.dashboard import CSP, install_dashboard
-from tests.processes import embedded_settings, free_port
+from tests.processes import embedded_settings, free_port, served
 from tests.service.alerting import eventually
 
 PASSWORD = "correct horse battery"
@@ -39,19 +37,11 @@ async def serving(tmp_path: Path) -> AsyncIterator[httpx.AsyncClient]:
     )
     await migrate(settings)
     app = create_app(settings, SERVICE_NAMES, gateway=True)
-    server = uvicorn.Server(
-        uvicorn.Config(app, host="127.0.0.1", port=settings.http_port, log_config=None)
-    )
-    task = asyncio.create_task(server.serve())
-    try:
-        await eventually(lambda: asyncio.sleep(0, server.started or task.done()))
-        assert server.started
-        base = f"http://127.0.0.1:{settings.http_port}"
-        async with httpx.AsyncClient(base_url=base, timeout=10) as http:
-            yield http
-    finally:
-        server.should_exit = True
-        await asyncio.wait_for(task, 20)
+    async with (
+        served(app, settings.http_port) as url,
+        httpx.AsyncClient(base_url=url, timeout=10) as http,
+    ):
+        yield http
 
 
 @pytest.fixture

@@ -9,13 +9,12 @@ import contextlib
 from pathlib import Path
 
 import httpx
-import uvicorn
 
 from energy_tracker.app import create_app
 from energy_tracker.config import Settings
 from energy_tracker.core.rate_limits import parse_rate_limits
 from energy_tracker.services.gateway.proxy import MAX_STREAMS_PER_CALLER
-from tests.processes import free_port
+from tests.processes import free_port, served
 from tests.service.test_alerts_api import running
 
 API = "/api/v1"
@@ -33,36 +32,27 @@ async def test_a_caller_holds_a_bounded_number_of_streams(tmp_path: Path) -> Non
             devices_url=upstream,
             alerts_url=upstream,
         )
-        # Served for real: httpx's ASGI transport would wait for a stream's end before answering.
-        port = free_port()
-        server = uvicorn.Server(
-            uvicorn.Config(create_app(settings, [], gateway=True), port=port, log_config=None)
-        )
-        serving = asyncio.create_task(server.serve())
-        try:
-            while not server.started:
-                assert not serving.done()
-                await asyncio.sleep(0.02)
-            async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=10) as http:
-                ada = await services.user("ada@example.com")
-                bob = await services.user("bob@example.com")
-                async with contextlib.AsyncExitStack() as streams:
-                    for _ in range(MAX_STREAMS_PER_CALLER):
-                        r = await streams.enter_async_context(
-                            http.stream("GET", API + "/alerts/stream", headers=ada, timeout=None)
-                        )
-                        assert r.status_code == 200
-                    async with http.stream("GET", API + "/alerts/stream", headers=ada) as r:
-                        assert r.status_code == 429
-                        assert "open streams" in (await r.aread()).decode()
-                    for auth in (ada, bob):
-                        r = await asyncio.wait_for(http.get(API + "/alerts", headers=auth), 10)
-                        assert r.status_code == 200, r.text
-                    async with http.stream("GET", API + "/alerts/stream", headers=bob) as r:
-                        assert r.status_code == 200
-                # Closed streams are given back.
-                async with http.stream("GET", API + "/alerts/stream", headers=ada) as r:
+        app = create_app(settings, [], gateway=True)
+        async with (
+            served(app, free_port()) as url,
+            httpx.AsyncClient(base_url=url, timeout=10) as http,
+        ):
+            ada = await services.user("ada@example.com")
+            bob = await services.user("bob@example.com")
+            async with contextlib.AsyncExitStack() as streams:
+                for _ in range(MAX_STREAMS_PER_CALLER):
+                    r = await streams.enter_async_context(
+                        http.stream("GET", API + "/alerts/stream", headers=ada, timeout=None)
+                    )
                     assert r.status_code == 200
-        finally:
-            server.should_exit = True
-            await asyncio.wait_for(serving, 20)
+                async with http.stream("GET", API + "/alerts/stream", headers=ada) as r:
+                    assert r.status_code == 429
+                    assert "open streams" in (await r.aread()).decode()
+                for auth in (ada, bob):
+                    r = await asyncio.wait_for(http.get(API + "/alerts", headers=auth), 10)
+                    assert r.status_code == 200, r.text
+                async with http.stream("GET", API + "/alerts/stream", headers=bob) as r:
+                    assert r.status_code == 200
+            # Closed streams are given back.
+            async with http.stream("GET", API + "/alerts/stream", headers=ada) as r:
+                assert r.status_code == 200

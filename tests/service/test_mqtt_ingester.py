@@ -5,6 +5,7 @@ whole with its reason, one bad message never holding back the good ones of its b
 from __future__ import annotations
 
 import base64
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,8 +21,11 @@ from energy_tracker.services.ingestion.mqtt import MqttIngester, Received
 from energy_tracker.services.ingestion.recorder import ReadingRecorder
 from energy_tracker.services.users.store import UserStore
 
-NOW = 1_790_000_000_000  # the receive time given to every message
 MIN = 60_000
+# The receive time given to every message: the real clock's (on a whole minute), so the readings
+# stay inside the 400-day window around it whenever the suite runs. A fixed date would be
+# refused once the real clock had moved 400 days past it.
+NOW = int(time.time() * 1000) // MIN * MIN
 
 
 @dataclass
@@ -55,7 +59,7 @@ async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
     await devices.update(off.id, disabled=True)
     for key, name in (("c", "twin"), ("d", "twin")):
         await devices.create(user.id, name, "plug", key * 64, meta={"tasmota_topic": "twin"})
-    # A retention window of 400 days around the real clock: NOW (in 2026) is inside it.
+    # A retention window of 400 days around the real clock, which NOW is on.
     recorder = ReadingRecorder(bus, devices, retention_days=400)
     try:
         yield Setup(
