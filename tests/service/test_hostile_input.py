@@ -248,11 +248,15 @@ async def test_a_refresh_token_used_twice_revokes_every_session(
 
 async def test_logout_ends_its_refresh_token(http: httpx.AsyncClient, auth: dict[str, str]) -> None:
     tokens = await login_tokens(http, "a@example.com")
+    other_session = (await login_tokens(http, "a@example.com"))["refresh_token"]
     bearer = {"Authorization": f"Bearer {tokens['access_token']}"}
     r = await http.post(
         API + "/auth/logout", headers=bearer, json={"refresh_token": tokens["refresh_token"]}
     )
     assert r.status_code == 204, r.text
+    # Only that session ended: another one's token still refreshes (so the 401 below is the
+    # logout's doing, not a refresh route that refuses everything).
+    assert (await refresh(http, other_session)).status_code == 200
     assert (await refresh(http, tokens["refresh_token"])).status_code == 401
 
 
@@ -264,7 +268,16 @@ async def test_disabling_a_user_ends_their_refresh_tokens(
         "Authorization": f"Bearer {(await login_tokens(http, 'root@example.com'))['access_token']}"
     }
     tokens = await login_tokens(http, "a@example.com")
+    r = await refresh(http, tokens["refresh_token"])  # a working session, rotated once
+    assert r.status_code == 200, r.text
+    rotated = r.json()["refresh_token"]
     me = (await http.get(API + "/users/me", headers=auth)).json()["id"]
     r = await http.patch(f"{API}/users/{me}", headers=admin, json={"disabled": True})
     assert r.status_code == 200, r.text
-    assert (await refresh(http, tokens["refresh_token"])).status_code == 401
+    assert (await refresh(http, rotated)).status_code == 401
+    # Enabled again, the old session stays ended: disabling revoked it, it did not just
+    # refuse it while disabled.
+    r = await http.patch(f"{API}/users/{me}", headers=admin, json={"disabled": False})
+    assert r.status_code == 200, r.text
+    assert (await refresh(http, rotated)).status_code == 401
+    assert (await login_tokens(http, "a@example.com"))["refresh_token"]
