@@ -7,8 +7,11 @@ holding its write lock longer than its busy timeout."""
 from __future__ import annotations
 
 import asyncio
+import logging
 import sqlite3
 from pathlib import Path
+
+import pytest
 
 from energy_tracker.core.bus.runner import dlq_topic
 from energy_tracker.core.events import ENERGY_READINGS, Reading, readings_recorded
@@ -18,7 +21,10 @@ from tests.service.test_usage_consumer import _harness
 HOUR = 3_600_000
 
 
-async def test_a_locked_store_is_waited_out_not_dead_lettered(tmp_path: Path) -> None:
+async def test_a_locked_store_is_waited_out_not_dead_lettered(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "energy_tracker.core.bus.runner")
     async for h in _harness(tmp_path, "UTC"):
         loop = h.consumer.loop()
         loop.retry_pause_s = 0.2
@@ -30,9 +36,13 @@ async def test_a_locked_store_is_waited_out_not_dead_lettered(tmp_path: Path) ->
         task = asyncio.create_task(loop.run())
         try:
             await h.bus.publish(ENERGY_READINGS, [readings_recorded(h.device_id, readings)])
-            # Longer than two tries of the store (5 s busy timeout each): the batch and then its
-            # one-by-one retry fail, where the one-by-one retry used to dead-letter the message.
-            await asyncio.sleep(12)
+            # Two tries of the store fail (5 s busy timeout each), where the one-by-one retry
+            # after the first used to dead-letter the message: waited for, however slow the
+            # machine, by the consumer's own word that it is retrying.
+            async with asyncio.timeout(120):  # a guard against waiting for ever, not a timing
+                while sum("transient failure" in r.getMessage() for r in caplog.records) < 2:
+                    assert not task.done(), "the consume loop ended"
+                    await asyncio.sleep(0.1)
             lock.execute("ROLLBACK")
             for _ in range(300):
                 if await h.energy_wh(Granularity.HOUR, start, start + 1):
