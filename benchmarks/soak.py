@@ -62,6 +62,8 @@ class Soak:
     rate: float
     samples: list[Sample] = field(default_factory=list)
     sent: int = 0
+    loaded_s: float | None = None
+    drained_s: float | None = None
 
 
 async def consumer_lag(client: httpx.AsyncClient, deployment: deploy.Deployment) -> dict[str, int]:
@@ -102,9 +104,9 @@ async def sampler(
 
 async def drive(
     deployment: deploy.Deployment, args: argparse.Namespace, soak: Soak, clock: run.Clock
-) -> tuple[float, float]:
+) -> None:
     """Register the homes, hold the load for `args.minutes`, then wait until every reading is
-    counted; (seconds of load, seconds to drain after it)."""
+    counted; the seconds of load and of the drain after it go into `soak`."""
     homes = make_homes(run.SEED, args.homes)
     full_quarter = QUARTER_MS // run.INTERVAL_MS
     per_round = sum(len(h.devices) for h in homes) * args.quarters_per_post * full_quarter
@@ -161,18 +163,23 @@ async def drive(
                         soak.sent += s.readings
                     deployment.check_alive()
                 loaded = time.monotonic() - began
+                soak.loaded_s = loaded
                 clock.say(f"load done: {soak.sent:,} readings in {loaded:,.0f} s; draining")
+                # The access tokens of registration have expired by now (the load processes
+                # renew their own): counting needs fresh ones.
+                for account in accounts:
+                    account.token = await gateway.login(account.email)
                 drain_began = time.monotonic()
                 drain_clock = run.Clock(DRAIN_LIMIT_S / 2)
                 await run.wait_counted(gateway, accounts, expected, drain_clock)
                 drained = time.monotonic() - drain_began
+                soak.drained_s = drained
             finally:
                 stop.set()
                 await sampling
         finally:
             if fleet is not None:
                 fleet.close()
-    return loaded, drained
 
 
 def _growth(samples: list[Sample], name: str) -> str:
@@ -190,12 +197,16 @@ def table(result: dict[str, Any]) -> str:
     names = list(samples[0].rss_mb) if samples else []
     head = ["minute", "readings sent", *(f"RSS {n}, MiB" for n in names)]
     head += [f"lag {g}" for g in groups]
+    if result["error"]:
+        outcome = f"it failed: {result['error']}"
+    else:
+        outcome = f"every one counted {result['drain_seconds']:,.0f} s after the load stopped"
     lines = [
         f"Soak of commit {result['machine']['commit']}, {result['measured_at']}, mode "
-        f"`{result['mode']}`: {result['offered_readings_per_s']:,} readings/s offered (target "
-        f"{result['target_readings_per_s']:,}) for {result['load_seconds'] / 60:.1f} min, "
-        f"{result['readings']:,} readings; every one counted {result['drain_seconds']:,.0f} s "
-        f"after the load stopped. RSS growth (minute 1 → end): "
+        f"`{result['mode']}`: {result['offered_readings_per_s'] or 0:,} readings/s offered "
+        f"(target {result['target_readings_per_s']:,}) for "
+        f"{(result['load_seconds'] or 0) / 60:.1f} min, {result['readings']:,} readings; "
+        f"{outcome}. RSS growth (minute 1 → end): "
         + ", ".join(f"{n} {_growth(samples, n)} MiB" for n in names)
         + f". Machine: {result['machine']['cpu']}, {result['machine']['cores']} cores, shared "
         "with other work while it ran.",
@@ -223,26 +234,32 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     soak = Soak(rate=args.rate or default_rate())
     workdir = Path(tempfile.mkdtemp(prefix="et-soak-"))
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    error = None
     try:
         async with run.app_deployment(args.mode, args, workdir, deploy.new_secret(), clock) as (
             deployment,
             _,
         ):
-            loaded, drained = await drive(deployment, args, soak, clock)
+            await drive(deployment, args, soak, clock)
+    except Exception as exc:  # what was sampled until then is still worth keeping
+        error = f"{type(exc).__name__}: {exc}"
+        clock.say(f"the soak failed: {error}")
     finally:
         if not args.keep:
             shutil.rmtree(workdir, ignore_errors=True)
         else:
             clock.say(f"logs and data kept in {workdir}")
+    loaded = soak.loaded_s
     return {
         "mode": args.mode,
         "measured_at": when,
         "machine": run.machine(),
         "target_readings_per_s": round(soak.rate),
-        "offered_readings_per_s": round(soak.sent / loaded),
+        "offered_readings_per_s": round(soak.sent / loaded) if loaded else None,
         "readings": soak.sent,
-        "load_seconds": round(loaded, 1),
-        "drain_seconds": round(drained, 1),
+        "load_seconds": round(loaded, 1) if loaded else None,
+        "drain_seconds": round(soak.drained_s, 1) if soak.drained_s is not None else None,
+        "error": error,
         "samples": [s.__dict__ for s in soak.samples],
     }
 
@@ -262,14 +279,16 @@ def main() -> None:
     gc.set_threshold(50_000)  # as the benchmark does: the bodies are millions of objects
     result = asyncio.run(main_async(args))
     markdown = table(result)
+    print(markdown)
     short = args.minutes < 30
     name = "soak-short" if short else "soak"
     run.RESULTS.mkdir(parents=True, exist_ok=True)
     (run.RESULTS / f"{name}.json").write_bytes(orjson.dumps(result, option=orjson.OPT_INDENT_2))
     (run.RESULTS / f"{name}.md").write_text(markdown)
+    if result["error"]:
+        raise SystemExit(1)
     if not short:
         run.update_readme(markdown, README_MARKERS)
-    print(markdown)
 
 
 if __name__ == "__main__":

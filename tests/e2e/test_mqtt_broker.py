@@ -17,6 +17,7 @@ import pytest
 
 from tests.backends import IN_CI, reachable
 from tests.e2e.accounts import items_when, logged_in, new_device, signed_up
+from tests.private_servers import private_postgres
 from tests.processes import embedded_env, free_port, run_command, running_up
 
 MIN = 60_000
@@ -135,6 +136,47 @@ def test_what_is_sent_while_ingestion_is_down_arrives_after_its_restart(
                 lambda i: bool(i) and i[0]["samples"] == 40,
             )
             assert [i["samples"] for i in items] == [40]
+
+
+def test_a_database_away_is_waited_out_not_the_end_of_the_ingester(
+    tmp_path: Path, broker: Mosquitto
+) -> None:
+    """The device look-up of an MQTT reading meets a metadata database that is down (a private
+    PostgreSQL, stopped as a crash would): the ingester leaves the message unacknowledged and
+    tries again, instead of stopping for good (it used to: only MQTT errors were caught), and
+    the reading arrives once the database is back. Readings sent after that still arrive."""
+    url = f"mqtt://127.0.0.1:{broker.port}"
+    t = (int(time.time() * 1000) // HOUR - 2) * HOUR
+    with private_postgres(tmp_path / "pg") as pg:
+        env = {"ET_RATE_LIMITS": "off", "ET_MQTT_URL": url, "ET_DB_URL": pg.url}
+        with running_up(tmp_path, **env) as proc:
+            assert proc.has_logged("MQTT: subscribed"), proc.log()
+            api = proc.url + "/api/v1"
+            with httpx.Client(timeout=30.0) as http:
+                auth = signed_up(http, api, "pg@example.com")
+                device, _ = new_device(http, api, auth)  # never looked up by the ingester yet
+                pg.kill()
+                send(broker.port, device, t, 100.0)
+                # It met the database away: /readyz names it (waiting, or stopped for good).
+                deadline = time.monotonic() + 60
+                while "ingestion:mqtt" not in http.get(proc.url + "/readyz").json().get(
+                    "failing", []
+                ):
+                    assert time.monotonic() < deadline, proc.log()
+                    time.sleep(0.2)
+                pg.start()
+                hour = {"granularity": "hour", "from": str(t), "to": str(t + HOUR)}
+                usage = f"{api}/devices/{device}/usage"
+                items = items_when(
+                    http, usage, auth, hour, lambda i: bool(i) and i[0]["samples"] == 1
+                )
+                assert [i["samples"] for i in items] == [1]
+                send(broker.port, device, t + 30 * MIN, 100.0)
+                items = items_when(
+                    http, usage, auth, hour, lambda i: bool(i) and i[0]["samples"] == 2
+                )
+                assert [i["samples"] for i in items] == [2]
+                assert http.get(proc.url + "/readyz").status_code == 200
 
 
 def test_what_the_broker_drops_is_in_the_metrics(tmp_path: Path) -> None:

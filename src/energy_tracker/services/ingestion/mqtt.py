@@ -3,7 +3,8 @@
 Messages are taken in small batches (whatever has arrived, up to MAX_BATCH_MESSAGES), parsed by
 `payloads`, checked by the same `ReadingRecorder` rules as HTTP, and published in one bus call;
 a message that cannot be read or breaks a rule goes to `energy-readings.dlq` whole, with the
-reason, its topic and its original bytes. A lost broker is reconnected with a growing pause.
+reason, its topic and its original bytes. A lost broker is reconnected with a growing pause, and
+so is the broker after a store the batch needed was away (the batch is not acknowledged).
 
 Delivery, so that no message the broker took is lost on this side:
 - A persistent session (MQTT 5, clean start off, `?session_expiry=` seconds, one day by default)
@@ -40,6 +41,7 @@ from energy_tracker.core.bus.runner import dead_letter_record, dlq_topic
 from energy_tracker.core.directory import DeviceDirectory
 from energy_tracker.core.errors import BackendUnavailable
 from energy_tracker.core.events import ENERGY_READINGS, Reading
+from energy_tracker.core.failures import is_transient
 from energy_tracker.core.loops import Backoff, Stopper
 from energy_tracker.core.urls import BrokerSettings
 from energy_tracker.services.ingestion.api import MAX_BODY_BYTES
@@ -146,6 +148,21 @@ class MqttIngester:
                     break
                 pause = backoff.next()
                 log.warning("MQTT broker lost (%s); reconnecting in %.1f s", exc, pause)
+                await self._stopper.sleep(pause)
+            except Exception as exc:
+                # A store away (the device look-up's database): the batch in hand was not
+                # acknowledged, so the broker hands it over again once this reconnects. Only
+                # a permanent error (a bug) ends the ingester, which /readyz then names.
+                self.ready = False
+                if not is_transient(exc):
+                    raise
+                pause = backoff.next()
+                log.warning(
+                    "MQTT: a store is away (%s); the batch stays unacknowledged, receiving"
+                    " again in %.1f s",
+                    exc,
+                    pause,
+                )
                 await self._stopper.sleep(pause)
 
     def stop(self) -> None:
