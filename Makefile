@@ -55,7 +55,7 @@ unit: $(VENV)/.installed-test
 ## fuzz: schemathesis against the OpenAPI document, 700 cases per operation (over 20,000 in
 ## all; `make test` runs a short leg of the same test)
 fuzz: $(VENV)/.installed-test
-	ET_FUZZ_CASES=700 $(BIN)/python -m pytest -q -p no:cacheprovider -o timeout=7200 tests/e2e/test_fuzz_api.py
+	ET_FUZZ_CASES=700 $(BIN)/python -m pytest -q -s -p no:cacheprovider -o timeout=7200 tests/e2e/test_fuzz_api.py
 
 lint: $(VENV)/.installed-test
 	$(BIN)/ruff check src tests benchmarks

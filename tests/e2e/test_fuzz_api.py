@@ -9,6 +9,7 @@ left out: they answer 200 and then never end, which no generated case can judge.
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -57,7 +58,8 @@ def test_no_server_error_and_no_undocumented_status(
         path_regex=r"/(live|stream)$"
     )
     failures: list[str] = []
-    cases = 0
+    cases = operations = 0
+    began = time.monotonic()
     for result in api_schema.get_all_operations():
         operation = result.ok()  # type: ignore[union-attr]  # an invalid schema fails here
 
@@ -79,9 +81,13 @@ def test_no_server_error_and_no_undocumented_status(
                 timeout=30,
             )
 
+        operations += 1
         try:
             run()
         except Exception as exc:  # one operation's failure must not hide the others'
             failures.append(f"{operation.method.upper()} {operation.path}: {exc}"[:2000])
+    # The figures the README quotes (`make fuzz` shows them: it runs pytest with -s).
+    took = time.monotonic() - began
+    print(f"\nfuzz: {cases} cases, {operations} operations, {len(failures)} failing, {took:.0f} s")
     assert not failures, "\n\n".join(failures)
     assert cases >= CASES * 20  # every operation was exercised
