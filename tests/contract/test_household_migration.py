@@ -108,8 +108,14 @@ def _populate(connection: Connection) -> None:
     connection.execute(
         _devices.insert(),
         [
-            {"id": f"d-{owner}-{n}", "owner_id": f"u-{owner}", "name": f"{owner} {n}",
-             "type": "plug", "api_key_hash": f"{owner}{n}".ljust(64, "0"), "created_at": at}
+            {
+                "id": f"d-{owner}-{n}",
+                "owner_id": f"u-{owner}",
+                "name": f"{owner} {n}",
+                "type": "plug",
+                "api_key_hash": f"{owner}{n}".ljust(64, "0"),
+                "created_at": at,
+            }
             for owner in ("alice", "bob")
             for n in (1, 2)
         ],
@@ -117,25 +123,52 @@ def _populate(connection: Connection) -> None:
     connection.execute(
         _rules.insert(),
         [
-            {"id": f"r-{owner}", "owner_id": f"u-{owner}", "device_id": device, "name": "r",
-             "metric": "power_w", "period": "instant", "op": "gt", "threshold": 1.0,
-             "severity": "info", "channels": [], "created_at": at, "updated_at": at}
+            {
+                "id": f"r-{owner}",
+                "owner_id": f"u-{owner}",
+                "device_id": device,
+                "name": "r",
+                "metric": "power_w",
+                "period": "instant",
+                "op": "gt",
+                "threshold": 1.0,
+                "severity": "info",
+                "channels": [],
+                "created_at": at,
+                "updated_at": at,
+            }
             for owner, device in (("alice", None), ("bob", "d-bob-1"))
         ],
     )
     connection.execute(
         _alerts.insert(),
         [
-            {"id": "a-bob", "rule_id": "r-bob", "owner_id": "u-bob", "device_id": "d-bob-1",
-             "state": "firing", "severity": "info", "value": 5.0, "peak_value": 5.0,
-             "threshold": 1.0, "started_at": at, "last_seen_at": at}
+            {
+                "id": "a-bob",
+                "rule_id": "r-bob",
+                "owner_id": "u-bob",
+                "device_id": "d-bob-1",
+                "state": "firing",
+                "severity": "info",
+                "value": 5.0,
+                "peak_value": 5.0,
+                "threshold": 1.0,
+                "started_at": at,
+                "last_seen_at": at,
+            }
         ],
     )
     connection.execute(
         _transitions.insert(),
         [
-            {"id": "t-bob", "alert_id": "a-bob", "owner_id": "u-bob", "state": "firing",
-             "payload": {"id": "a-bob"}, "recorded_at": at}
+            {
+                "id": "t-bob",
+                "alert_id": "a-bob",
+                "owner_id": "u-bob",
+                "state": "firing",
+                "payload": {"id": "a-bob"},
+                "recorded_at": at,
+            }
         ],
     )
 

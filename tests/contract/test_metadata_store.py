@@ -513,9 +513,7 @@ async def test_list_devices_of_one_owner_or_all(
     await device_store.create(sam.id, "s1", "solar", "2" * 64)
     await device_store.create(rita.id, "r2", "battery", "3" * 64)
     homes = HouseholdStore(device_store._db)
-    (rita_home, _), (sam_home, _) = [
-        (await homes.memberships(u.id))[0] for u in (rita, sam)
-    ]
+    (rita_home, _), (sam_home, _) = [(await homes.memberships(u.id))[0] for u in (rita, sam)]
     assert [d.name for d in await device_store.list([rita_home])] == ["r1", "r2"]
     assert [d.name for d in await device_store.list([sam_home])] == ["s1"]
     assert [d.name for d in await device_store.list([rita_home, sam_home])] == ["r1", "s1", "r2"]
@@ -601,15 +599,11 @@ async def test_contexts_resolve_zone_tariff_and_enabled_in_one_batch(
     owner_off = await device_store.create(xavier.id, "solar", "solar", "4" * 64)
     # Xavier registers a device in Wendy's household: it is priced and dated as hers.
     await household_store.add_member(wendy_home, xavier.id, "member", NOW)
-    guest = await device_store.create(
-        xavier.id, "guest", "plug", "5" * 64, household_id=wendy_home
-    )
+    guest = await device_store.create(xavier.id, "guest", "plug", "5" * 64, household_id=wendy_home)
     flat = {"type": "flat", "price_per_kwh": 0.3}
 
-    contexts = await device_store.contexts(
-        [inherits.id, own_zone.id, switched_off.id, owner_off.id, inherits.id, "unknown-id"]
-        + [guest.id]
-    )
+    asked = [inherits.id, own_zone.id, switched_off.id, owner_off.id, inherits.id, "unknown-id"]
+    contexts = await device_store.contexts([*asked, guest.id])
     assert contexts == {
         inherits.id: DeviceContext(
             inherits.id, wendy.id, "meter", "Europe/Berlin", "EUR", flat, True, wendy_home

@@ -15,7 +15,7 @@ import orjson
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
-from energy_tracker.core.authz import Caller
+from energy_tracker.core.authz import Action, Caller, allows
 from energy_tracker.core.directory import DeviceDirectory
 from energy_tracker.core.errors import ApiError
 from energy_tracker.core.http import (
@@ -148,8 +148,10 @@ async def create_rule(
     fields = body.model_dump()
     household_id = fields.pop("household_id")
     if household_id is None and body.device_id is not None:
-        ctx = await visible_device(caller, directory, body.device_id, field="device_id")
-        household_id = ctx.household_id
+        # The device's household, if it is one of the caller's (else the 422 below says so).
+        ctx = (await directory.contexts([body.device_id])).get(body.device_id)
+        if ctx is not None and allows(caller.identity, ctx.household_id, Action.READ):
+            household_id = ctx.household_id
     household_id = caller.home(household_id)
     problems = rule_problems(fields)
     problems += await _target_problems(directory, household_id, fields, alerting.deny_private)
