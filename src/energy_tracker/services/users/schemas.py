@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    ConfigDict,
     EmailStr,
     Field,
     field_validator,
@@ -98,8 +99,18 @@ class SettingsPatch(Strict):
         return fields
 
 
+def _deprecate_settings(schema: dict[str, Any]) -> None:
+    for field in ("timezone", "currency", "tariff"):
+        schema["properties"][field]["deprecated"] = True
+        schema["properties"][field]["description"] = (
+            "Deprecated (one release): your own household's; PATCH /households/{id}."
+        )
+
+
 class ProfilePatch(SettingsPatch):
     """Your name; and, deprecated, the settings of your own household."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_deprecate_settings)
 
     name: Name | None = None
 
