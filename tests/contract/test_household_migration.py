@@ -8,6 +8,7 @@ may change. Then down again, and the settings must be back on the users.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 
 import sqlalchemy as sa
@@ -54,7 +55,7 @@ _transitions = sa.table(
 )
 
 
-def _to(revision: str, *, down: bool = False) -> object:
+def _to(revision: str, *, down: bool = False) -> Callable[[Connection], None]:
     def run(connection: Connection) -> None:
         config = alembic_config()
         config.attributes["connection"] = connection
