@@ -174,6 +174,12 @@ def _populate(connection: Connection) -> None:
     )
 
 
+def _tariffs(connection: Connection) -> dict[str, object]:
+    query = sa.select(sa.column("id"), sa.column("tariff", sa.JSON(none_as_null=True)))
+    rows = connection.execute(query.select_from(sa.table("households"))).all()
+    return {str(row.id): row.tariff for row in rows}
+
+
 def _rows(connection: Connection, sql: str) -> list[tuple[object, ...]]:
     return [tuple(row) for row in connection.execute(sa.text(sql)).all()]
 
@@ -193,16 +199,7 @@ async def test_upgrade_moves_every_users_things_into_their_own_household(
                 _rows,
                 "SELECT id, name, timezone, currency, country FROM households ORDER BY id",
             )
-            tariffs = await conn.run_sync(
-                lambda c: {
-                    row.id: row.tariff
-                    for row in c.execute(
-                        sa.select(
-                            sa.column("id"), sa.column("tariff", sa.JSON(none_as_null=True))
-                        ).select_from(sa.table("households"))
-                    )
-                }
-            )
+            tariffs = await conn.run_sync(_tariffs)
             members = await conn.run_sync(
                 _rows,
                 "SELECT household_id, user_id, role, notify_email FROM household_members"
