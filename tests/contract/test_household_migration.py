@@ -175,8 +175,12 @@ def _populate(connection: Connection) -> None:
 
 
 def _tariffs(connection: Connection) -> dict[str, object]:
-    query = sa.select(sa.column("id"), sa.column("tariff", sa.JSON(none_as_null=True)))
-    rows = connection.execute(query.select_from(sa.table("households"))).all()
+    households = sa.table(
+        "households",
+        sa.column("id", sa.String),
+        sa.column("tariff", sa.JSON(none_as_null=True)),
+    )
+    rows = connection.execute(sa.select(households.c.id, households.c.tariff)).all()
     return {str(row.id): row.tariff for row in rows}
 
 
