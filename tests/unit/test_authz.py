@@ -94,3 +94,11 @@ def test_the_readme_shows_the_tables_of_the_code() -> None:
         need = rule.action.value if rule.need is Need.HOUSEHOLD and rule.action else rule.need
         row = f"| `{method} {path}` | {need} |"
         assert row in text, f"README lacks the route row {row!r}"
+
+
+def test_every_operation_of_the_app_has_a_rule_and_every_rule_an_operation() -> None:
+    from tests.e2e.test_authorization import api_operations
+
+    operations = api_operations()
+    assert sorted(operations - ROUTES.keys()) == [], "operations missing from core.authz.ROUTES"
+    assert sorted(ROUTES.keys() - operations) == [], "rules of operations that do not exist"
