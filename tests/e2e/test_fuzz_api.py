@@ -31,8 +31,13 @@ PASSWORD = "correct horse battery"
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ServiceProcess]:
     tmp: Path = tmp_path_factory.mktemp("fuzz")
+    # A token that outlives the run (`make fuzz` takes half an hour): with the default 15
+    # minutes every later case was an expired token's 401, which most operations document.
     with running_up(
-        tmp, ET_RATE_LIMITS="off", ET_JWT_SECRET="fuzz-secret-0123456789-0123456789"
+        tmp,
+        ET_RATE_LIMITS="off",
+        ET_JWT_SECRET="fuzz-secret-0123456789-0123456789",
+        ET_ACCESS_TOKEN_TTL_S="86400",
     ) as p:
         yield p
 

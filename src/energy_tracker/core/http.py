@@ -385,6 +385,16 @@ def _dependants(dependant: Any) -> Iterator[Any]:
         yield from _dependants(dependency)
 
 
+def _api_routes(routes: Iterable[Any]) -> Iterator[APIRoute]:
+    """The API routes among `routes`, and those of the routers included in them (FastAPI keeps
+    an included router as one entry, `original_router`, not as copies of its routes)."""
+    for route in routes:
+        if isinstance(route, APIRoute):
+            yield route
+        elif (included := getattr(route, "original_router", None)) is not None:
+            yield from _api_routes(included.routes)
+
+
 def document_errors(schema: dict[str, Any], routes: Iterable[Any], prefix: str) -> None:
     """Lists on each operation every error status it can answer, with the error body: 422 and
     429 everywhere (bad query, rate limits), 503 (a service or store away), 413 wherever a body
@@ -393,9 +403,7 @@ def document_errors(schema: dict[str, Any], routes: Iterable[Any], prefix: str) 
     `routes` are the services' own, mounted under `prefix`."""
     schema.setdefault("components", {}).setdefault("schemas", {})["Error"] = _ERROR_SCHEMA
     signed_in = {user_identity, user_or_device_identity, admin_identity, authorized}
-    for route in routes:
-        if not isinstance(route, APIRoute):
-            continue
+    for route in _api_routes(routes):
         statuses = {422, 429, 503}
         dependants = list(_dependants(route.dependant))
         if signed_in.intersection(d.call for d in dependants):
