@@ -234,6 +234,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     soak = Soak(rate=args.rate or default_rate())
     workdir = Path(tempfile.mkdtemp(prefix="et-soak-"))
     when = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    host = run.machine()  # now: the commit that runs, not the one checked out at the end
     error = None
     try:
         async with run.app_deployment(args.mode, args, workdir, deploy.new_secret(), clock) as (
@@ -253,7 +254,7 @@ async def main_async(args: argparse.Namespace) -> dict[str, Any]:
     return {
         "mode": args.mode,
         "measured_at": when,
-        "machine": run.machine(),
+        "machine": host,
         "target_readings_per_s": round(soak.rate),
         "offered_readings_per_s": round(soak.sent / loaded) if loaded else None,
         "readings": soak.sent,
