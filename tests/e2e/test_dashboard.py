@@ -428,3 +428,56 @@ def test_an_admin_manages_users_from_settings(
     )
     assert refused.status_code == 401  # disabled from the page: signing in is refused
     context.close()
+
+
+def _sign_in(page: Any, url: str, email: str) -> None:
+    page.goto(url + "/#/signin")
+    page.get_by_label("E-mail").fill(email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+
+
+def test_an_owner_shares_the_household_and_a_member_switches_to_it(
+    server: ServiceProcess, browser: Any
+) -> None:
+    owner, guest = (f"{who}-{uuid.uuid4().hex[:8]}@example.com" for who in ("owner", "guest"))
+    for email in (owner, guest):
+        r = httpx.post(
+            server.url + "/api/v1/auth/register", json={"email": email, "password": PASSWORD}
+        )
+        assert r.status_code == 201
+    context = browser.new_context(bypass_csp=True)  # bypass: to inject axe
+    page = context.new_page()
+    _sign_in(page, server.url, owner)
+    expect(page.get_by_role("heading", name="No devices yet")).to_be_visible()
+    page.get_by_role("link", name="Settings").click()
+    expect(page.get_by_role("heading", name="Members")).to_be_visible()
+    page.get_by_label("Household name").fill("Rose Cottage")
+    page.get_by_role("button", name="Save settings").click()
+    expect(page.get_by_role("status").first).to_contain_text("Saved")
+
+    # Invite the guest (an existing account: joins at once) as a viewer, make them a member.
+    page.get_by_label("Invite by e-mail").fill(guest)
+    page.get_by_label("Role", exact=True).select_option("viewer")
+    page.get_by_role("button", name="Invite").click()
+    expect(page.get_by_label(f"Role of {guest}")).to_have_value("viewer")
+    page.get_by_label(f"Role of {guest}").select_option("member")
+    expect(page.locator("#status")).to_have_text(f"{guest} is now member")
+    check_page(page, "desktop-members")
+
+    # The guest has two households now: the switcher shows the shared one.
+    other = browser.new_context(bypass_csp=True)
+    theirs = other.new_page()
+    _sign_in(theirs, server.url, guest)
+    switch = theirs.get_by_label("Household")
+    expect(switch).to_be_visible()
+    switch.select_option(label="Rose Cottage (member)")
+    expect(theirs.get_by_role("heading", name="Rose Cottage")).to_be_visible()
+    theirs.get_by_role("link", name="Settings").click()
+    expect(theirs.get_by_role("group", name=re.compile("only its owner"))).to_be_visible()
+    other.close()
+
+    # Removed by the owner, the guest is no longer listed.
+    page.get_by_role("button", name=f"Remove {guest}").click()
+    expect(page.get_by_label(f"Role of {guest}")).to_have_count(0)
+    context.close()

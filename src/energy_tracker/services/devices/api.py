@@ -82,7 +82,7 @@ async def _unclaimed(store: DeviceStore, meta: dict | None, device_id: str | Non
         )
 
 
-@router.post("/devices", status_code=201, response_model=DeviceWithKey, responses=answers(409))
+@router.post("/devices", status_code=201, response_model=DeviceWithKey, responses=answers(404, 409))
 async def create_device(
     body: DeviceIn,
     caller: Caller = Depends(authorized),
