@@ -11,6 +11,8 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from energy_tracker.core.consumption import DEFAULT_ROLE, Placement, Role
+
 
 @dataclass(frozen=True)
 class DeviceContext:
@@ -23,6 +25,13 @@ class DeviceContext:
     currency: str  # the owner's
     tariff: dict[str, Any] | None  # the owner's
     enabled: bool  # neither the device nor its owner is disabled
+    role: Role = DEFAULT_ROLE  # what it measures in its home (core.consumption)
+    parent_id: str | None = None  # the device a sub-meter sits inside
+
+    @property
+    def placement(self) -> Placement:
+        """Its place in its home's consumption formula."""
+        return Placement(self.device_id, self.role, self.parent_id)
 
 
 @dataclass(frozen=True)

@@ -7,11 +7,13 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Path, Query, Request
 
 from energy_tracker.core.auth import Identity, new_device_key, secret_digest
+from energy_tracker.core.consumption import Role
 from energy_tracker.core.credentials import CredentialCache, credentials
 from energy_tracker.core.errors import ApiError
 from energy_tracker.core.http import answers, not_found, user_identity, visible_to
 from energy_tracker.core.inputs import TASMOTA_META_KEY, Offset
 from energy_tracker.services.devices.models import Device
+from energy_tracker.services.devices.placement import check_placement
 from energy_tracker.services.devices.schemas import DeviceIn, DeviceOut, DevicePatch, DeviceWithKey
 from energy_tracker.services.devices.store import DeviceStore
 
@@ -52,6 +54,8 @@ def device_out(device: Device, timezone: str) -> dict:
         "metadata": device.meta,
         "disabled": device.disabled,
         "created_at": device.created_at.isoformat(),
+        "role": device.role,
+        "parent_id": device.parent_id,
     }
 
 
@@ -82,6 +86,7 @@ async def create_device(
 ) -> dict:
     """Register a device; its ingest key is in this answer only."""
     await _unclaimed(store, body.metadata, None)
+    check_placement(await store.owned_by(identity.user_id), None, body.role, body.parent_id)
     key = new_device_key()
     device = await store.create(
         identity.user_id,
@@ -91,6 +96,8 @@ async def create_device(
         timezone=body.timezone,
         location=body.location,
         meta=body.metadata,
+        role=body.role,
+        parent_id=body.parent_id,
     )
     return {**await one_device_out(store, device), "api_key": key}
 
@@ -126,8 +133,15 @@ async def update_device(
     cache: CredentialCache = Depends(credentials),
 ) -> dict:
     """Change a device's fields; `timezone: null` makes it follow its owner's."""
-    await visible_device(store, device_id, identity)
+    current = await visible_device(store, device_id, identity)
     fields = body.model_dump(exclude_unset=True)
+    if "role" in fields or "parent_id" in fields:
+        check_placement(
+            await store.owned_by(current.owner_id),
+            device_id,
+            Role(fields.get("role", current.role)),
+            fields.get("parent_id", current.parent_id),
+        )
     if "metadata" in fields:
         fields["meta"] = fields.pop("metadata")
         await _unclaimed(store, fields["meta"], device_id)

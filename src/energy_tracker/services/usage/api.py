@@ -13,6 +13,7 @@ from fastapi.responses import StreamingResponse
 
 from energy_tracker.core import bucket_queries as queries
 from energy_tracker.core.auth import Identity
+from energy_tracker.core.consumption import HouseholdBucket, Layout
 from energy_tracker.core.bucket_queries import LATEST_MS
 from energy_tracker.core.directory import DeviceDirectory
 from energy_tracker.core.energy import period_start
@@ -143,15 +144,70 @@ async def user_usage(
     store: SeriesStore = Depends(series),
     directory: DeviceDirectory = Depends(device_directory),
 ) -> dict[str, Any]:
-    """The sum over all of the caller's devices, period by period."""
+    """The caller's home period by period, each kWh once: `energy_kwh` is what the home
+    consumed (grid import - export + production - battery with a grid meter, else the sum of its
+    top-level loads), `cost` what crossed the meter; each item adds the terms and `other_kwh`
+    (what no top-level load explains), and `breakdown` gives each top-level load's share of the
+    whole span."""
     own = await directory.owned_by(identity.user_id)
     profile = await directory.owner_profile(identity.user_id)
-    zone = queries.zone(query.tz or (profile.timezone if profile else "UTC"))
+    home_zone = queries.zone(profile.timezone if profile else "UTC")
+    zone = queries.zone(query.tz) if query.tz else home_zone
     lo, hi = query.span(zone)
-    devices_zones = [(ctx.device_id, ctx.timezone) for ctx in own]
-    totals = await queries.summed_buckets(store, devices_zones, query.granularity, lo, hi, zone)
-    items = [_item(b, zone) for b in totals]
-    return {"granularity": query.granularity, "timezone": zone.key, "items": items}
+    tariff = own[0].tariff if own else None
+    periods = await queries.household(
+        store, own, query.granularity, lo, hi, zone, tariff, home_zone
+    )
+    layout = Layout.of(ctx.placement for ctx in own)
+    items = [_household_item(p, layout, zone) for p in periods]
+    consumed = sum(p.bucket.energy_wh for p in periods)
+    breakdown, explained = [], 0.0
+    for ctx in own:
+        if ctx.device_id in layout.loads:
+            buckets = await queries.device_buckets(
+                store, ctx.device_id, ctx.timezone, query.granularity, lo, hi, zone
+            )
+            energy = sum(b.energy_wh for b in buckets)
+            explained += energy
+            breakdown.append(_share(ctx.device_id, ctx.name, ctx.role, energy, consumed))
+    if layout.metered:
+        breakdown.append(_share(None, "other", None, consumed - explained, consumed))
+    return {
+        "granularity": query.granularity,
+        "timezone": zone.key,
+        "items": items,
+        "metered": layout.metered,
+        "consumption_kwh": _kwh(consumed),
+        "breakdown": breakdown,
+    }
+
+
+def _kwh(energy_wh: float) -> float:
+    return round(energy_wh / 1000.0, 6)
+
+
+def _household_item(period: HouseholdBucket, layout: Layout, tz: ZoneInfo) -> dict[str, Any]:
+    flows = period.flows
+    return {
+        **_item(period.bucket, tz),
+        "grid_kwh": _kwh(flows.grid) if layout.grid else None,
+        "production_kwh": _kwh(flows.production) if layout.production else None,
+        "battery_kwh": _kwh(flows.battery) if layout.battery else None,
+        "loads_kwh": _kwh(flows.loads) if layout.loads else None,
+        "other_kwh": None if period.other_wh is None else _kwh(period.other_wh),
+    }
+
+
+def _share(
+    device_id: str | None, name: str, role: str | None, energy_wh: float, consumed_wh: float
+) -> dict[str, Any]:
+    return {
+        "device_id": device_id,
+        "name": name,
+        "role": role,
+        "energy_kwh": _kwh(energy_wh),
+        "share_pct": round(energy_wh / consumed_wh * 100.0, 3) if consumed_wh > 0 else None,
+    }
 
 
 @router.get("/devices/{device_id}/readings")
