@@ -175,6 +175,23 @@ def other(flows: Flows, metered: bool) -> float | None:
     return consumption(flows, metered) - flows.loads if metered else None
 
 
+def billed(costs: Flows, metered: bool) -> float:
+    """The cost of the home from its terms' costs: the grid meter's (priced import and export,
+    quarter by quarter), else its top-level loads'. (An unmetered home with production or a
+    battery is priced better from its quarters: `exchange_costs`.)"""
+    return costs.grid if metered else costs.loads
+
+
+def household_total(
+    layout: Layout, energy_wh: Mapping[str, float], cost: Mapping[str, float]
+) -> tuple[float, float]:
+    """(consumption, cost) of one period from each device's energy and cost in it."""
+    return (
+        consumption(Flows.of(layout, energy_wh), layout.metered),
+        billed(Flows.of(layout, cost), layout.metered),
+    )
+
+
 def exchange(flows: Flows, metered: bool) -> float:
     """What crossed the boundary (> 0 imported): the meter's, else the loads less production,
     plus what the battery took."""
@@ -210,7 +227,6 @@ def household_buckets(
     for group, buckets in terms.items():
         for b in buckets:
             by_start[b.start][group] = b
-    cost_group = Group.GRID if layout.metered else Group.LOADS
     formula = [g for g in _formula(layout.metered) if layout.members(g)]
     out = []
     for start, parts in sorted(by_start.items()):
@@ -218,7 +234,7 @@ def household_buckets(
         power = Flows(*(_mean(parts.get(g)) for g in Group))
         total = Bucket("*", granularity, start)
         total.energy_wh = consumption(energy, layout.metered)
-        total.cost = parts[cost_group].cost if cost_group in parts else 0.0
+        total.cost = billed(Flows(*(parts[g].cost if g in parts else 0.0 for g in Group)), layout.metered)
         total.samples = sum(b.samples for b in parts.values())
         total.power_samples = sum(parts[g].power_samples for g in formula if g in parts)
         if total.power_samples:

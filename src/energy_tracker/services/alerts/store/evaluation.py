@@ -31,6 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from energy_tracker.core.consumption import Layout, Placement, Role
 from energy_tracker.core.stores.metadata import Conflict, Database
 from energy_tracker.core.stores.schema import (
     alert_deliveries,
@@ -263,14 +264,13 @@ class Evaluation:
             )
         return list(fresh.values())
 
-    async def usage_sum(
+    async def usage_of(
         self, owner_id: str, granularity: str, period_start: int
-    ) -> tuple[float, float]:
-        """(kWh, cost) of one period summed over the owner's devices."""
+    ) -> dict[str, tuple[float, float]]:
+        """(kWh, cost) of one period of each of the owner's devices that has it."""
         c = alert_usage.c
         query = (
-            select(func.coalesce(func.sum(c.energy_kwh), 0.0), func.coalesce(func.sum(c.cost), 0.0))
-            .select_from(alert_usage)
+            select(c.device_id, c.energy_kwh, c.cost)
             .join(devices, devices.c.id == c.device_id)
             .where(
                 devices.c.owner_id == owner_id,
@@ -278,8 +278,19 @@ class Evaluation:
                 c.period_start == period_start,
             )
         )
-        energy, cost = (await self.conn.execute(query)).one()
-        return float(energy), float(cost)
+        rows = (await self.conn.execute(query)).all()
+        return {row.device_id: (float(row.energy_kwh), float(row.cost)) for row in rows}
+
+    async def layouts(self, owner_ids: Collection[str]) -> dict[str, Layout]:
+        """How each owner's devices add up (core.consumption), every owner asked included."""
+        placed: dict[str, list[Placement]] = {o: [] for o in owner_ids}
+        if owner_ids:
+            query = select(
+                devices.c.id, devices.c.owner_id, devices.c.role, devices.c.parent_id
+            ).where(devices.c.owner_id.in_(owner_ids))
+            for row in (await self.conn.execute(query)).all():
+                placed[row.owner_id].append(Placement(row.id, Role(row.role), row.parent_id))
+        return {o: Layout.of(p) for o, p in placed.items()}
 
     async def save(
         self,
