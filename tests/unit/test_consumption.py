@@ -53,7 +53,11 @@ def bucket(device: str, wh: float, cost: float = 0.0, start: int = H, **kw: floa
 def test_layout_puts_each_device_in_one_term() -> None:
     layout = Layout.of(FULL)
     assert layout.metered
-    assert (layout.grid, layout.production, layout.battery) == (("meter",), ("solar",), ("battery",))
+    assert (layout.grid, layout.production, layout.battery) == (
+        ("meter",),
+        ("solar",),
+        ("battery",),
+    )
     # The kettle has no parent: top level. The fridge and the circuit sit in the meter: top
     # level. The TV sits inside the circuit, a load: it only breaks the circuit down.
     assert layout.loads == ("fridge", "kettle", "circuit")
