@@ -430,8 +430,8 @@ def test_summary_of_a_metered_home_counts_each_kwh_once(api: Api) -> None:
         (plug, {"role": "sub", "parent_id": meter}),
     ]
     try:
-        for device, body in placed:
-            r = api.http.patch(f"{api.url}/devices/{device}", json=body, headers=owner)
+        for device, place in placed:
+            r = api.http.patch(f"{api.url}/devices/{device}", json=place, headers=owner)
             assert r.status_code == 200, r.text
         body = api.ok("/insights/summary", at=AT)
         assert body["month_to_date"]["energy_kwh"] == pytest.approx(51.2)

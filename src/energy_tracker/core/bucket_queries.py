@@ -132,9 +132,9 @@ def summed(granularity: Granularity, buckets: Iterable[Bucket]) -> list[Bucket]:
     return [rollup("*", granularity, s, parts) for s, parts in sorted(by_start.items())]
 
 
-def combined(layout: Layout, granularity: Granularity, buckets: Iterable[Bucket]) -> list[
-    HouseholdBucket
-]:
+def combined(
+    layout: Layout, granularity: Granularity, buckets: Iterable[Bucket]
+) -> list[HouseholdBucket]:
     """A household's periods from its devices' buckets (each device's, any order): each term
     of the consumption formula summed, then combined (`consumption.household_buckets`)."""
     term_of = {d: g for g, members in layout.groups().items() for d in members}

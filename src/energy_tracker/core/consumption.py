@@ -234,7 +234,9 @@ def household_buckets(
         power = Flows(*(_mean(parts.get(g)) for g in Group))
         total = Bucket("*", granularity, start)
         total.energy_wh = consumption(energy, layout.metered)
-        total.cost = billed(Flows(*(parts[g].cost if g in parts else 0.0 for g in Group)), layout.metered)
+        total.cost = billed(
+            Flows(*(parts[g].cost if g in parts else 0.0 for g in Group)), layout.metered
+        )
         total.samples = sum(b.samples for b in parts.values())
         total.power_samples = sum(parts[g].power_samples for g in formula if g in parts)
         if total.power_samples:

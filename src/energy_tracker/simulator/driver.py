@@ -99,7 +99,7 @@ class Gateway:
         listed = (await self.call("GET", "/devices?limit=100", headers=auth)).json()
         ids = {d["name"]: d["id"] for d in listed}
         placed = {d["id"]: (d.get("role"), d.get("parent_id")) for d in listed}
-        keys = {}
+        keys: dict[str, str] = {}
         # Parents first (the specs list the meter before what sits behind it): a sub-meter is
         # created, or placed again on a later run, inside the meter's id.
         for spec in home.devices:

@@ -67,7 +67,7 @@ class TotalOut(Out):
 
 class DeviceShareOut(Out):
     device_id: str | None = Field(
-        description="Null for \"other\": what the home's meter saw that no device of its own "
+        description='Null for "other": what the home\'s meter saw that no device of its own '
         "explains."
     )
     name: str

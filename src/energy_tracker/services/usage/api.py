@@ -13,8 +13,8 @@ from fastapi.responses import StreamingResponse
 
 from energy_tracker.core import bucket_queries as queries
 from energy_tracker.core.auth import Identity
-from energy_tracker.core.consumption import HouseholdBucket, Layout
 from energy_tracker.core.bucket_queries import LATEST_MS
+from energy_tracker.core.consumption import HouseholdBucket, Layout
 from energy_tracker.core.directory import DeviceDirectory
 from energy_tracker.core.energy import period_start
 from energy_tracker.core.errors import ApiError

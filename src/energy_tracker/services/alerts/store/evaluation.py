@@ -21,7 +21,6 @@ from sqlalchemy import (
     case,
     delete,
     false,
-    func,
     insert,
     or_,
     select,
