@@ -334,3 +334,47 @@ def test_an_admin_manages_users_from_settings(
     )
     assert refused.status_code == 401  # disabled from the page: signing in is refused
     context.close()
+
+
+def test_a_metered_home_shows_what_it_consumes_once_and_other(
+    server: ServiceProcess, browser: Any
+) -> None:
+    api = server.url + "/api/v1"
+    email = f"metered-{uuid.uuid4().hex[:8]}@example.com"
+    r = httpx.post(api + "/auth/register", json={"email": email, "password": PASSWORD})
+    assert r.status_code == 201, r.text
+    r = httpx.post(api + "/auth/login", json={"email": email, "password": PASSWORD})
+    auth = {"Authorization": f"Bearer {r.json()['access_token']}"}
+    assert httpx.patch(api + "/users/me", json={"timezone": "UTC"}, headers=auth).is_success
+
+    def device(**body: Any) -> tuple[str, str]:
+        r = httpx.post(api + "/devices", json=body, headers=auth)
+        assert r.status_code == 201, r.text
+        return r.json()["id"], r.json()["api_key"]
+
+    meter, meter_key = device(name="main meter", type="meter", role="grid")
+    plug, plug_key = device(name="fridge plug", type="plug", role="sub", parent_id=meter)
+    # The last 3 minutes: the meter 2,000 W (0.100 kWh), the fridge behind it 500 W (0.025 kWh,
+    # inside the meter's). The home consumes 2,000 W now, not 2,500; today 0.100 kWh, of which
+    # 0.100 - 0.025 = 0.075 kWh no plug explains ("other").
+    now = int(time.time() * 1000)
+    instants = (now - 180_000, now - 90_000, now)
+    post(api, meter_key, meter, [(ts, 2000.0) for ts in instants])
+    post(api, plug_key, plug, [(ts, 500.0) for ts in instants])
+    context = browser.new_context(bypass_csp=True)  # bypass: to inject axe
+    page = context.new_page()
+    page.goto(server.url + "/#/signin")
+    page.get_by_label("E-mail").fill(email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", name="Power now")).to_be_visible()
+    expect(page.locator(f'output[data-device="{plug}"]')).to_have_text("500 W")
+    expect(page.locator("#total-power")).to_have_text("2,000 W")
+    expect(page.get_by_test_id("today-kwh")).to_have_text("0.100 kWh")
+    expect(page.get_by_test_id("today-other")).to_have_text("0.075 kWh")
+    # The add-device form offers the meter as what a new plug sits inside.
+    page.locator("summary", has_text="Add a device").click()
+    page.get_by_label("Role").select_option("sub")
+    page.get_by_label("Inside").select_option(label="main meter")
+    check_page(page, "metered-home")
+    context.close()
