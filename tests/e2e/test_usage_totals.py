@@ -222,3 +222,38 @@ def test_bad_roles_and_parents_are_422_naming_the_field(up_process: ServiceProce
         assert refused("PATCH", f"/devices/{meter}", {"role": None}) == "role"
         r = http.get(api + f"/devices/{plug}", headers=auth)
         assert (r.json()["role"], r.json()["parent_id"]) == ("sub", meter)
+
+
+def test_a_home_without_a_meter_but_with_solar_is_priced_quarter_by_quarter(
+    up_process: ServiceProcess,
+) -> None:
+    api = up_process.url + "/api/v1"
+    tariff = {"type": "flat", "price_per_kwh": 0.30, "export_price_per_kwh": 0.08}
+    with httpx.Client(timeout=30.0) as http:
+        auth = signed_up(http, api, timezone="UTC", tariff=tariff)
+        plug, _ = new_device(http, api, auth, name="plug", type="plug")
+        panel, _ = new_device(http, api, auth, name="balcony", type="solar", role="production")
+        # No meter: what crossed the boundary is the plug less the panel, quarter by quarter.
+        # 10:00-11:00: plug 1,000 W, panel 600 W: 0.1 kWh imported each quarter, 0.4 kWh at
+        # 0.30 = 0.12. 12:00-13:00: plug 200 W, panel 1,000 W: 0.2 kWh exported each quarter,
+        # 0.8 kWh at 0.08 = -0.064. The day: 0.12 - 0.064 = 0.056, where the plug's own cost
+        # (1.2 kWh as imports) would say 0.36. Consumption: the plug's 1.0 + 0.2 = 1.2 kWh.
+        morning, noon = "2026-11-20T10:00:00+00:00", "2026-11-20T12:00:00+00:00"
+        readings = (
+            steady(plug, morning, 60, 1000.0)
+            + steady(panel, morning, 60, 600.0)
+            + steady(plug, noon, 60, 200.0)
+            + steady(panel, noon, 60, 1000.0)
+        )
+        r = http.post(api + "/readings", json={"readings": readings}, headers=auth)
+        assert r.status_code == 202, r.text
+        day = {"granularity": "day", "from": "2026-11-20", "to": "2026-11-21"}
+        # 4 series of 61 readings: 244 samples once every one is counted.
+        (item,) = items_when(
+            http, api + "/usage", auth, day, lambda i: len(i) == 1 and i[0]["samples"] == 244
+        )
+        assert (item["energy_kwh"], item["cost"], item["production_kwh"]) == (
+            pytest.approx(1.2),
+            pytest.approx(0.056),
+            pytest.approx(1.6),
+        )
