@@ -100,6 +100,13 @@ def steady(day_start: datetime, day_end: datetime, watts: float) -> list[tuple[i
     return [(ts, watts) for ts in range(start, end + 1, 300_000)]
 
 
+def sign_in(page: Any, server: ServiceProcess, email: str, password: str) -> None:
+    page.goto(server.url + "/#/signin")
+    page.get_by_label("E-mail").fill(email)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+
+
 def rows(page: Any, table: str) -> list[list[str]]:
     return page.eval_on_selector_all(
         f"{table} tbody tr",
@@ -296,10 +303,7 @@ def test_simulate_prints_accounts_to_sign_in_with(server: ServiceProcess, browse
     (email,) = rest.split()
     context = browser.new_context()
     page = context.new_page()
-    page.goto(server.url + "/#/signin")
-    page.get_by_label("E-mail").fill(email)
-    page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Sign in").click()
+    sign_in(page, server, email, password)
     expect(page.get_by_role("heading", name="Power now")).to_be_visible()
     expect(page.locator(".tile").first).to_be_visible()
     assert page.locator(".tile").count() >= 5  # a meter and four plugs, at least
@@ -318,10 +322,7 @@ def test_an_admin_manages_users_from_settings(
     assert r.status_code == 201
     context = browser.new_context(bypass_csp=True)  # bypass: to inject axe
     page = context.new_page()
-    page.goto(server.url + "/#/signin")
-    page.get_by_label("E-mail").fill(email)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
+    sign_in(page, server, email, PASSWORD)
     expect(page.get_by_role("heading", name="No devices yet")).to_be_visible()
     page.get_by_role("link", name="Settings").click()
     expect(page.get_by_role("heading", name="Users (admin)")).to_be_visible()
@@ -363,10 +364,7 @@ def test_a_metered_home_shows_what_it_consumes_once_and_other(
     post(api, plug_key, plug, [(ts, 500.0) for ts in instants])
     context = browser.new_context(bypass_csp=True)  # bypass: to inject axe
     page = context.new_page()
-    page.goto(server.url + "/#/signin")
-    page.get_by_label("E-mail").fill(email)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
+    sign_in(page, server, email, PASSWORD)
     expect(page.get_by_role("heading", name="Power now")).to_be_visible()
     expect(page.locator(f'output[data-device="{plug}"]')).to_have_text("500 W")
     expect(page.locator("#total-power")).to_have_text("2,000 W")

@@ -14,6 +14,7 @@ from tests.e2e.accounts import items_when, new_device, signed_up
 from tests.processes import ServiceProcess, running_up
 
 MINUTE_MS = 60_000
+TARIFF = {"type": "flat", "price_per_kwh": 0.30, "export_price_per_kwh": 0.08}
 
 
 def ms(iso: str) -> int:
@@ -27,6 +28,23 @@ def steady(device_id: str, start_iso: str, minutes: int, watts: float) -> list[d
         {"device_id": device_id, "ts": start + i * MINUTE_MS, "power_w": watts}
         for i in range(minutes + 1)
     ]
+
+
+def day_once_counted(
+    http: httpx.Client, api: str, auth: dict[str, str], readings: list[dict], day: str
+) -> dict:
+    """POST `readings` (all on the local `day`) and return the day's item of `GET /usage` once
+    every one of them is counted (a sample each)."""
+    r = http.post(api + "/readings", json={"readings": readings}, headers=auth)
+    assert r.status_code == 202, r.text
+    (item,) = items_when(
+        http,
+        api + "/usage",
+        auth,
+        {"granularity": "day", "from": day, "to": day + "T23:59:59Z"},
+        lambda i: len(i) == 1 and i[0]["samples"] == len(readings),
+    )
+    return item
 
 
 @pytest.fixture
@@ -87,9 +105,8 @@ def test_a_metered_home_with_solar_and_a_battery_counts_each_kwh_once(
     up_process: ServiceProcess,
 ) -> None:
     api = up_process.url + "/api/v1"
-    tariff = {"type": "flat", "price_per_kwh": 0.30, "export_price_per_kwh": 0.08}
     with httpx.Client(timeout=30.0) as http:
-        auth = signed_up(http, api, timezone="UTC", tariff=tariff)
+        auth = signed_up(http, api, timezone="UTC", tariff=TARIFF)
         meter, _ = new_device(http, api, auth, name="meter", role="grid")
         solar, _ = new_device(http, api, auth, name="roof", type="solar", role="production")
         battery, _ = new_device(http, api, auth, name="battery", type="battery", role="battery")
@@ -117,13 +134,8 @@ def test_a_metered_home_with_solar_and_a_battery_counts_each_kwh_once(
             + steady(fridge, noon, 60, 100.0)
             + steady(kettle, noon, 60, 200.0)
         )
-        r = http.post(api + "/readings", json={"readings": readings}, headers=auth)
-        assert r.status_code == 202, r.text
+        item = day_once_counted(http, api, auth, readings, "2026-11-20")
         day = {"granularity": "day", "from": "2026-11-20", "to": "2026-11-21"}
-        # 9 series of 61 readings, all in the day: 549 samples once every one is counted.
-        (item,) = items_when(
-            http, api + "/usage", auth, day, lambda i: len(i) == 1 and i[0]["samples"] == 549
-        )
         assert item["energy_kwh"] == pytest.approx(2.0)
         assert item["cost"] == pytest.approx(0.18)
         # The terms: grid 1.0 - 1.5 = -0.5, production 3.0, battery -0.5 + 1.0 = 0.5, the
@@ -177,12 +189,8 @@ def test_a_home_of_plugs_only_sums_its_plugs(up_process: ServiceProcess) -> None
         readings = steady(lamp, "2026-11-20T10:00:00+00:00", 60, 100.0) + steady(
             heater, "2026-11-20T10:00:00+00:00", 60, 300.0
         )
-        r = http.post(api + "/readings", json={"readings": readings}, headers=auth)
-        assert r.status_code == 202, r.text
+        item = day_once_counted(http, api, auth, readings, "2026-11-20")
         day = {"granularity": "day", "from": "2026-11-20", "to": "2026-11-21"}
-        (item,) = items_when(
-            http, api + "/usage", auth, day, lambda i: len(i) == 1 and i[0]["samples"] == 122
-        )
         assert (item["energy_kwh"], item["other_kwh"], item["grid_kwh"]) == (
             pytest.approx(0.4),
             None,
@@ -228,9 +236,8 @@ def test_a_home_without_a_meter_but_with_solar_is_priced_quarter_by_quarter(
     up_process: ServiceProcess,
 ) -> None:
     api = up_process.url + "/api/v1"
-    tariff = {"type": "flat", "price_per_kwh": 0.30, "export_price_per_kwh": 0.08}
     with httpx.Client(timeout=30.0) as http:
-        auth = signed_up(http, api, timezone="UTC", tariff=tariff)
+        auth = signed_up(http, api, timezone="UTC", tariff=TARIFF)
         plug, _ = new_device(http, api, auth, name="plug", type="plug")
         panel, _ = new_device(http, api, auth, name="balcony", type="solar", role="production")
         # No meter: what crossed the boundary is the plug less the panel, quarter by quarter.
@@ -245,13 +252,7 @@ def test_a_home_without_a_meter_but_with_solar_is_priced_quarter_by_quarter(
             + steady(plug, noon, 60, 200.0)
             + steady(panel, noon, 60, 1000.0)
         )
-        r = http.post(api + "/readings", json={"readings": readings}, headers=auth)
-        assert r.status_code == 202, r.text
-        day = {"granularity": "day", "from": "2026-11-20", "to": "2026-11-21"}
-        # 4 series of 61 readings: 244 samples once every one is counted.
-        (item,) = items_when(
-            http, api + "/usage", auth, day, lambda i: len(i) == 1 and i[0]["samples"] == 244
-        )
+        item = day_once_counted(http, api, auth, readings, "2026-11-20")
         assert (item["energy_kwh"], item["cost"], item["production_kwh"]) == (
             pytest.approx(1.2),
             pytest.approx(0.056),

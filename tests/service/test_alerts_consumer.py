@@ -144,17 +144,24 @@ async def test_summed_power_of_a_metered_home_counts_each_watt_once(alerting: Al
     assert (alert.state, alert.value) == ("resolved", 500.0)
 
 
-async def test_summed_energy_of_a_metered_home_counts_each_kwh_once(alerting: Alerting) -> None:
-    # Energy this hour above 2.5 kWh. The meter imported 2.0 kWh; the kettle behind it used 1.5
-    # (already in the meter's 2.0: adds nothing, where a plain sum made 3.5 and fired); the
-    # solar made 1.0 kWh, used at home: 2.0 + 1.0 = 3.0 kWh consumed: fires.
+async def _metered_hour(alerting: Alerting, metric: str, threshold: float) -> tuple[str, str, int]:
+    """(meter, solar, hour): a rule on the home's `metric` this hour, and the hour's usage so
+    far: the meter 2.0 kWh (0.60), the kettle behind it 1.5 kWh (0.45)."""
     meter, solar = await _metered_home(alerting)
     await alerting.rule(
-        metric="energy_kwh", period="hour", device_id=None, threshold=2.5, clear_threshold=None
+        metric=metric, period="hour", device_id=None, threshold=threshold, clear_threshold=None
     )
     hour = period_start(alerting.clock.ms(), Granularity.HOUR)
     await alerting.usage(_bucket(meter, Granularity.HOUR, hour, 2.0, 0.6, 1))
     await alerting.usage(_bucket(alerting.device_id, Granularity.HOUR, hour, 1.5, 0.45, 1))
+    return meter, solar, hour
+
+
+async def test_summed_energy_of_a_metered_home_counts_each_kwh_once(alerting: Alerting) -> None:
+    # Energy this hour above 2.5 kWh. The meter imported 2.0 kWh; the kettle behind it used 1.5
+    # (already in the meter's 2.0: adds nothing, where a plain sum made 3.5 and fired); the
+    # solar made 1.0 kWh, used at home: 2.0 + 1.0 = 3.0 kWh consumed: fires.
+    _, solar, hour = await _metered_hour(alerting, "energy_kwh", 2.5)
     assert await alerting.alerts() == []
     await alerting.usage(_bucket(solar, Granularity.HOUR, hour, 1.0, 0.3, 1))
     (alert,) = await alerting.alerts()
@@ -165,13 +172,7 @@ async def test_summed_cost_of_a_metered_home_is_the_meters(alerting: Alerting) -
     # Cost this hour above 0.70: the meter's 2.0 kWh cost 0.60; the kettle behind it (0.45) and
     # the solar (0.30, its output priced as if bought) are no expense: 0.60 stays under, where
     # a plain sum (1.35) fired. The meter's hour grows to 2.5 kWh, 0.75: fires at 0.75.
-    meter, solar = await _metered_home(alerting)
-    await alerting.rule(
-        metric="cost", period="hour", device_id=None, threshold=0.7, clear_threshold=None
-    )
-    hour = period_start(alerting.clock.ms(), Granularity.HOUR)
-    await alerting.usage(_bucket(meter, Granularity.HOUR, hour, 2.0, 0.6, 1))
-    await alerting.usage(_bucket(alerting.device_id, Granularity.HOUR, hour, 1.5, 0.45, 1))
+    meter, solar, hour = await _metered_hour(alerting, "cost", 0.7)
     await alerting.usage(_bucket(solar, Granularity.HOUR, hour, 1.0, 0.3, 1))
     assert await alerting.alerts() == []
     await alerting.usage(_bucket(meter, Granularity.HOUR, hour, 2.5, 0.75, 2))
