@@ -154,7 +154,7 @@ def test_an_unmetered_home_with_solar_is_priced_quarter_by_quarter() -> None:
 
 
 def ctx(device_id: str, role: Role = Role.CONSUMER, parent: str | None = None) -> DeviceContext:
-    return DeviceContext(device_id, "u", device_id, "UTC", "EUR", None, True, role, parent)
+    return DeviceContext(device_id, "u", device_id, "UTC", "EUR", None, True, "h", role, parent)
 
 
 HOME = [

@@ -14,6 +14,7 @@ interface Device {
   type: string;
   disabled: boolean;
   timezone: string;
+  household_id: string;
   role: string;
   parent_id: string | null;
 }
@@ -85,7 +86,9 @@ export function homePage(): Page {
       // Every request of the first view at once: the page is ready after one round trip.
       const [listed] = await Promise.all([api<Device[]>("GET", "/devices?limit=1000"), totals()]);
       // An admin is listed everyone's devices; the home is the caller's own, like its totals.
-      const devices = listed.filter((d) => d.owner_id === me.id);
+      // The household is the one of the caller's own devices (what GET /usage answers first).
+      const household = listed.find((d) => d.owner_id === me.id)?.household_id;
+      const devices = listed.filter((d) => d.household_id === household);
       const weights = consumptionWeights(devices);
       performance.mark("home-ready"); // every number shown: what the benchmark times
 

@@ -2,7 +2,7 @@
 sub, consumer), and the device a sub-meter sits inside.
 
 Revision ID: 0004_device_roles
-Revises: 0002
+Revises: 0003_households
 Create Date: 2026-11-29
 
 Existing devices become `consumer` (a load measured on its own, with no parent), so a home sums
@@ -18,7 +18,7 @@ import sqlalchemy as sa
 from alembic import op
 
 revision = "0004_device_roles"
-down_revision = "0002"
+down_revision = "0003_households"
 branch_labels = None
 depends_on = None
 
