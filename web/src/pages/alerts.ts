@@ -178,6 +178,7 @@ export function alertsPage(): Page {
             {
               onsubmit: async (e: Event) => {
                 e.preventDefault();
+                clearTimeout(pending); // the preview of a draft being saved is moot
                 try {
                   const b: any = body();
                   if (fixed) {
