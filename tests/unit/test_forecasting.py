@@ -120,24 +120,14 @@ def test_day_level_halfway_to_its_kind() -> None:
 def test_month_projection_halves_the_level_and_the_months_rate() -> None:
     # 30 days of 10 kWh in March 2026 (from 1 March), origin the 11th (index 10) at midnight:
     # 100 so far over 10 days. 21 days left, level 10: rest 0.5 x 210 + 0.5 x 10 x 21 = 210.
-    # No year before: no seasonal factor. The level's errors are all 0: no range.
+    # The level's errors are all 0: no range.
     kwh = np.array([10.0] * 31)
     days = fc.DaySeries(date(2026, 3, 1).toordinal(), kwh, np.zeros(31, dtype=bool))
-    p = fc.project_month(days, 10, 100.0, seasonal=True)
-    assert (p.kwh, p.low, p.high, p.remaining_days, p.seasonal_factor) == approx(
-        (310.0, 310.0, 310.0, 21.0, None)
-    )
+    p = fc.project_month(days, 10, 100.0)
+    assert (p.kwh, p.low, p.high, p.remaining_days) == approx((310.0, 310.0, 310.0, 21.0))
     # Half of today left and 105 used: the level gives 0.5 x 10 + 20 x 10 = 205; the month's rate
     # 105 / 10.5 = 10 a day for 20.5 days = 205; rest 205.
-    p = fc.project_month(days, 10, 105.0, seasonal=False, today_left=0.5)
+    p = fc.project_month(days, 10, 105.0, today_left=0.5)
     assert (p.kwh, p.remaining_days) == approx((310.0, 20.5))
 
 
-def test_seasonal_factor_reads_the_year_before() -> None:
-    # A year (364 days) before the origin: 10 days of 10 kWh, then the rest of the month at 15.
-    kwh = np.full(400, np.nan)
-    kwh[0:10] = 10.0
-    kwh[10:40] = 15.0
-    days = fc.DaySeries(date(2025, 3, 1).toordinal(), kwh, np.zeros(400, dtype=bool))
-    assert fc.seasonal_factor(days, 10 + 364, 20) == approx(1.5)
-    assert fc.seasonal_factor(days, 5, 20) is None

@@ -91,6 +91,7 @@ async def subject(
             )
         devices = [DeviceRef(device_id, ctx.name, ctx.timezone)]
         home_zone, currency = ctx.timezone, ctx.currency
+        profile = (await directory.household_profiles([ctx.household_id])).get(ctx.household_id)
     else:
         home = caller.home(household_id)
         own = await directory.in_households([home])
@@ -99,7 +100,10 @@ async def subject(
         home_zone, currency = (profile.timezone, profile.currency) if profile else ("UTC", "EUR")
     zone = queries.zone(tz or home_zone)
     now = _as_of(at, zone)
-    return Subject(device_id, devices, zone, currency, now)
+    # The household's country gives its public holidays (days off, like weekends); none set:
+    # weekends only.
+    country = profile.country if profile else None
+    return Subject(device_id, devices, zone, currency, now, country)
 
 
 @router.get("/summary", response_model=SummaryOut)

@@ -231,7 +231,7 @@ def complete_months(days: fc.DaySeries) -> Iterator[int]:
         index = end
 
 
-def backtest_months(ds: DataSet, result: Result, seasonal: bool = True) -> None:
+def backtest_months(ds: DataSet, result: Result) -> None:
     days = fc.days_of(ds.kwh, ds.cal)
     errors: dict[int, list[float]] = {k: [] for k in MONTH_DAYS}
     scale: dict[int, list[float]] = {k: [] for k in MONTH_DAYS}
@@ -241,7 +241,7 @@ def backtest_months(ds: DataSet, result: Result, seasonal: bool = True) -> None:
         length = end - first
         for k in MONTH_DAYS:
             so_far = float(days.kwh[first : first + k].sum())
-            p = fc.project_month(days, first + k, so_far, seasonal)
+            p = fc.project_month(days, first + k, so_far)
             errors[k].append(abs(p.kwh - actual) / actual)
             scale[k].append(abs(so_far * length / k - actual) / actual)
         result.months += 1

@@ -334,42 +334,25 @@ class MonthProjection:
     high: float
     so_far_kwh: float
     remaining_days: float
-    seasonal_factor: float | None  # None: no year-earlier days to learn the month's shape from
 
 
-# A year earlier, aligned on the weekday.
-YEAR_D = 364
 MONTH_RATE_WEIGHT = 0.5
-# The seasonal factor compares the rest of the month a year earlier with this many days before it.
-SEASONAL_BEFORE_DAYS = 10
 # 80 % of a normal distribution lies within this many standard deviations of its mean.
 Z80 = 1.2816
 
 
-def seasonal_factor(days: DaySeries, origin: int, remaining: int) -> float | None:
-    """How much the rest of the month used, a year earlier, against the DAY_LEVEL_DAYS days before
-    it (a home heating up in autumn, or away every August, does so again); None without enough
-    of those days known."""
-    then = origin - YEAR_D
-    if then - SEASONAL_BEFORE_DAYS < 0:
-        return None
-    before = days.kwh[then - SEASONAL_BEFORE_DAYS : then]
-    after = days.kwh[then : then + remaining]
-    before, after = before[~np.isnan(before)], after[~np.isnan(after)]
-    enough = before.size >= SEASONAL_BEFORE_DAYS // 2 and after.size >= max(1, remaining // 2)
-    if not enough or not before.mean():
-        return None
-    return float(np.clip(after.mean() / before.mean(), 0.5, 2.0))
-
-
 def project_month(
-    days: DaySeries, origin: int, so_far_kwh: float, seasonal: bool, today_left: float = 1.0
+    days: DaySeries, origin: int, so_far_kwh: float, today_left: float = 1.0
 ) -> MonthProjection:
     """The month holding day `origin` (today): `so_far_kwh` (the month's days before today and
     what today has used) plus the rest, `today_left` of today (0-1) and each day after it. The
     rest is half the recent level (`level_days`) and half the month's own rate so far (which
-    alone is the scale-up), times the seasonal factor when `seasonal` and known; the range is
-    ±Z80 standard deviations of the level's day errors × √(days left)."""
+    alone is the scale-up); the range is ±Z80 standard deviations of the level's day errors ×
+    √(days left).
+
+    No seasonal factor (the rest of the month a year earlier against the days before it): on
+    the four UCI series it made the day-10 error worse than without it (÷ scale-up 0.93-1.38
+    with it, 0.92-1.04 without; `make evaluate`), a year-old month's shape is mostly noise."""
     end = next_month_index(days, origin)
     left = end - origin - 1 + today_left
     level = level_days(days, origin, end - origin)
@@ -377,12 +360,10 @@ def project_month(
     elapsed = origin - month_start_index(days, origin) + 1 - today_left
     if elapsed > 0:
         rest = (1 - MONTH_RATE_WEIGHT) * rest + MONTH_RATE_WEIGHT * so_far_kwh / elapsed * left
-    factor = seasonal_factor(days, origin, end - origin) if seasonal else None
-    rest *= factor or 1.0
     errors = day_errors(days, origin)
     errors = errors[~np.isnan(errors)]
     spread = float(errors.std()) if errors.size > 1 else 0.0
     margin = Z80 * spread * float(np.sqrt(left))
     low = so_far_kwh + max(rest - margin, 0.0)
     high = so_far_kwh + rest + margin
-    return MonthProjection(so_far_kwh + rest, low, high, so_far_kwh, left, factor)
+    return MonthProjection(so_far_kwh + rest, low, high, so_far_kwh, left)

@@ -86,7 +86,6 @@ class MonthForecast:
     month_to_date_kwh: float
     month_to_date_cost: float
     remaining_days: float
-    seasonal_factor: float | None
     method: fc.Method
 
 
@@ -304,9 +303,10 @@ def facts(s: Summary) -> dict[str, float | str]:
     return out
 
 
-# The forecasts read this much hourly history: a year and a month, for the seasonal factor of the
-# month projection (the hourly profiles need ten weeks of it).
-FORECAST_HISTORY_DAYS = fc.YEAR_D + 31 + fc.SEASONAL_BEFORE_DAYS
+# The forecasts read this much hourly history: the days' interval learns from the errors of
+# eight weeks of forecasts, each from the four weeks before it, and the month starts up to 31
+# days back (the hourly profiles need ten weeks: less).
+FORECAST_HISTORY_DAYS = 2 * fc.INTERVAL_DAYS + fc.DAY_LEVEL_DAYS + 31
 FORECAST_HOURS = 48
 FORECAST_DAYS = 7
 
@@ -403,7 +403,7 @@ def _month(
         subject.now.date() + timedelta(days=1), subject.tz
     ).timestamp()
     today_left = (tomorrow - subject.now.timestamp()) / (tomorrow - midnight)
-    p = fc.project_month(days, today, so_far_kwh, seasonal=True, today_left=today_left)
+    p = fc.project_month(days, today, so_far_kwh, today_left=today_left)
     return MonthForecast(
         period_start=date.fromordinal(month_first),
         energy_kwh=p.kwh,
@@ -415,7 +415,6 @@ def _month(
         month_to_date_kwh=so_far_kwh,
         month_to_date_cost=so_far_cost,
         remaining_days=p.remaining_days,
-        seasonal_factor=p.seasonal_factor,
         method=method,
     )
 
