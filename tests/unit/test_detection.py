@@ -28,7 +28,7 @@ def flat(days: int = 29, kwh: float = 0.2) -> np.ndarray:
 
 def test_a_load_stuck_on_for_six_hours() -> None:
     # 0.2 kWh every hour, then 2 kW more from 10:00 to 16:00. Each hour's 10th percentile over
-    # the 28 days before is 0.2: 2.2 - 0.2 = 2.0 >= 1.7 on 6 hours running. Expected 6 x 0.2;
+    # the 28 days before is 0.2: 2.2 - 0.2 = 2.0 >= 1.8 on 6 hours running. Expected 6 x 0.2;
     # the spread is the 0.05 kWh floor (no range at all): (2.2 - 0.2) / 0.05 = 40 spreads.
     kwh = flat()
     kwh[DAY + 10 : DAY + 16] += 2.0
