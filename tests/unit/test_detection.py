@@ -1,4 +1,4 @@
-"""The anomaly detector of services/insights/detection.py on small series, expected values by
+"""The anomaly detector of services/insights/anomalies.py on small series, expected values by
 hand. Four weeks of history (UTC, from Monday 2 March 2026) and the day judged after them."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from energy_tracker.services.insights import detection as dt
+from energy_tracker.core import anomalies as dt
+from energy_tracker.core import hours as hourly
 from energy_tracker.services.insights import evaluate as ev
-from energy_tracker.services.insights import forecasting as fc
 
 approx = pytest.approx
 MONDAY = int(datetime(2026, 3, 2, tzinfo=UTC).timestamp())
@@ -18,7 +18,7 @@ DAY = 28 * 24  # the first hour of the day judged
 
 
 def detect(kwh: np.ndarray, first: int = DAY) -> list[dt.Event]:
-    cal = fc.calendar_of(MONDAY, kwh.size, UTC, None)
+    cal = hourly.calendar_of(MONDAY, kwh.size, UTC, None)
     return dt.detect(kwh, cal, first, kwh.size)
 
 
@@ -107,7 +107,9 @@ def test_the_backtest_finds_every_fault_injected_into_a_steady_home() -> None:
     # above 0.2 (spread: the 0.05 floor); 6 h without data follow a recorded week; +3 kWh is
     # 3 above the highest at a quiet hour (an unusual hour counts as the spike it is).
     kwh = flat(130)
-    data = ev.DataSet("steady", "test", MONDAY, kwh, fc.calendar_of(MONDAY, kwh.size, UTC, None))
+    data = ev.DataSet(
+        "steady", "test", MONDAY, kwh, hourly.calendar_of(MONDAY, kwh.size, UTC, None)
+    )
     result = ev.Result("steady")
     ev.backtest_anomalies(data, result)
     # Faults start at the midnights of days 92, 102, 112 and 122 (day 91 is the first judged;

@@ -12,22 +12,21 @@ noise is milder and its mean matters: the days use means of recent days of the s
 80 % intervals are the 10th and 90th percentiles of the same estimator's own errors over the
 last four weeks (split conformal), so their width is learnt from the home, not assumed.
 
-A series is indexed by whole UTC hours from `start` (epoch seconds); NaN is an hour without
-data. Calendar arrays (`Calendar`) give each hour its local hour of the day, local date and
-whether that date is a day off (weekend or a public holiday of the household's country).
+The series, their calendar (local hour, local date, day off) and their local days are those of
+`core.hours`, which the anomaly detector (`core.anomalies`) reads too.
 """
 
 from __future__ import annotations
 
 import calendar as _calendar
 from dataclasses import dataclass
-from datetime import date, datetime, tzinfo
+from datetime import date, datetime
 from typing import Literal
 
-import holidays
 import numpy as np
 
-HOUR_S = 3600
+from energy_tracker.core.hours import Calendar, DaySeries
+
 WEEK_H = 168
 # The hour-of-week profile reads this many earlier weeks; the day-kind profile this many days.
 PROFILE_WEEKS = 6
@@ -45,53 +44,6 @@ DAY_HALF_LIFE = 4.0
 KIND_SHRINK = 0.5
 
 Method = Literal["profile", "recent-days", "none"]
-
-
-@dataclass(frozen=True, slots=True)
-class Calendar:
-    """Local facts of each hour of a series (and of the hours forecast after it)."""
-
-    hour: np.ndarray  # local hour of the day, 0-23
-    day: np.ndarray  # local date as a day ordinal (date.toordinal())
-    off: np.ndarray  # bool: the local date is a weekend day or a public holiday
-
-    def slice(self, lo: int, end: int | None = None) -> Calendar:
-        """The calendar of hours lo..end-1 (of a series cut the same way)."""
-        return Calendar(self.hour[lo:end], self.day[lo:end], self.off[lo:end])
-
-
-def calendar_of(start: int, n: int, tz: tzinfo, country: str | None) -> Calendar:
-    """The calendar of `n` hours from `start` (epoch s, a whole UTC hour) in zone `tz`;
-    holidays of `country` (ISO 3166 alpha-2) when known, else weekends only."""
-    hours = np.empty(n, dtype=np.int16)
-    days = np.empty(n, dtype=np.int64)
-    for i in range(n):
-        local = datetime.fromtimestamp(start + i * HOUR_S, tz)
-        hours[i] = local.hour
-        days[i] = local.toordinal()
-    off_days: set[int] = set()
-    if n:
-        first, last = date.fromordinal(int(days[0])), date.fromordinal(int(days[-1]))
-        off_days = {
-            d.toordinal()
-            for d in holiday_dates(country, range(first.year, last.year + 1))
-            if first <= d <= last
-        }
-        weekday = (days - 1) % 7  # date.fromordinal(1) is a Monday: 0
-        off = (weekday >= 5) | np.isin(days, list(off_days))
-    else:
-        off = np.zeros(0, dtype=bool)
-    return Calendar(hours, days, off)
-
-
-def holiday_dates(country: str | None, years: range) -> list[date]:
-    """Public holidays of `country` in `years`; none for an unknown or missing country."""
-    if not country:
-        return []
-    try:
-        return list(holidays.country_holidays(country, years=years).keys())
-    except NotImplementedError:
-        return []
 
 
 # -- hours -------------------------------------------------------------------------------------
@@ -213,38 +165,6 @@ def forecast_hours(
 
 
 # -- days --------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, slots=True)
-class DaySeries:
-    """Local days' kWh (NaN: not enough hours recorded) with their day-off flags."""
-
-    first: int  # ordinal of the first day
-    kwh: np.ndarray
-    off: np.ndarray
-
-
-# A day with fewer recorded hours than this is unknown; one with at least this many counts,
-# its missing hours filled at the day's own mean rate.
-MIN_DAY_HOURS = 20
-
-
-def days_of(kwh: np.ndarray, cal: Calendar) -> DaySeries:
-    """Sum the hours into local days (a DST day has 23 or 25 hours)."""
-    if kwh.size == 0:
-        return DaySeries(0, np.zeros(0), np.zeros(0, dtype=bool))
-    first = int(cal.day[0])
-    index = cal.day - first
-    n = int(index[-1]) + 1
-    seen = ~np.isnan(kwh)
-    total = np.bincount(index[seen], weights=kwh[seen], minlength=n)
-    count = np.bincount(index[seen], minlength=n)
-    length = np.bincount(index, minlength=n)
-    off = np.zeros(n, dtype=bool)
-    off[index] = cal.off
-    with np.errstate(invalid="ignore", divide="ignore"):
-        filled = np.where(count >= MIN_DAY_HOURS, total * length / count, np.nan)
-    return DaySeries(first, filled, off)
 
 
 @dataclass(frozen=True, slots=True)

@@ -14,9 +14,11 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
+from energy_tracker.core import anomalies as detection
 from energy_tracker.core import bucket_queries as queries
+from energy_tracker.core import hours as hourly
 from energy_tracker.core.stores.timeseries.base import Bucket, Granularity, SeriesStore
-from energy_tracker.services.insights import analysis, detection, recommendations
+from energy_tracker.services.insights import analysis, recommendations
 from energy_tracker.services.insights import forecasting as fc
 from energy_tracker.services.insights.analysis import (
     HISTORY_DAYS,
@@ -316,10 +318,10 @@ async def _hour_series(
 ) -> tuple[np.ndarray, np.ndarray]:
     """kWh and cost of the whole hours start..end (epoch s, whole UTC hours) as arrays, NaN
     for an hour without data."""
-    n = (end - start) // fc.HOUR_S
+    n = (end - start) // hourly.HOUR_S
     kwh, cost = np.full(n, np.nan), np.full(n, np.nan)
     for hour in await _hours(store, subject, start * 1000, end * 1000):
-        i = (int(hour.start.timestamp()) - start) // fc.HOUR_S
+        i = (int(hour.start.timestamp()) - start) // hourly.HOUR_S
         kwh[i], cost[i] = hour.energy_kwh, hour.cost
     return kwh, cost
 
@@ -336,19 +338,19 @@ async def forecast(store: SeriesStore, subject: Subject) -> Forecast:
     from whole hours before `at` only (an hour still running at `at` is neither history nor
     forecast): readings after `at` change nothing."""
     now_s = int(subject.now.timestamp())
-    first_hour = now_s // fc.HOUR_S * fc.HOUR_S  # the hour holding `at`
+    first_hour = now_s // hourly.HOUR_S * hourly.HOUR_S  # the hour holding `at`
     skip = 0 if first_hour == now_s else 1  # `at` inside an hour: forecast from the next
     start = first_hour - FORECAST_HISTORY_DAYS * 86_400
-    n = (first_hour - start) // fc.HOUR_S
+    n = (first_hour - start) // hourly.HOUR_S
     kwh, cost = await _hour_series(store, subject, start, first_hour)
     # The calendar runs past the month's end and the 7th day: their days off are known.
     ahead = skip + FORECAST_HOURS + 33 * 24
     extended = np.concatenate([kwh, np.full(ahead, np.nan)])
-    cal = fc.calendar_of(start, extended.size, subject.tz, subject.country)
+    cal = hourly.calendar_of(start, extended.size, subject.tz, subject.country)
     hours = fc.forecast_hours(extended, cal, n, skip + FORECAST_HOURS)
     hour_list = [
         HourForecast(
-            datetime.fromtimestamp(first_hour + (i + skip) * fc.HOUR_S, subject.tz),
+            datetime.fromtimestamp(first_hour + (i + skip) * hourly.HOUR_S, subject.tz),
             float(hours.kwh[i + skip]),
             float(hours.low[i + skip]),
             float(hours.high[i + skip]),
@@ -356,7 +358,7 @@ async def forecast(store: SeriesStore, subject: Subject) -> Forecast:
         for i in range(FORECAST_HOURS)
         if hours.method != "none"
     ]
-    days = fc.days_of(extended, cal)
+    days = hourly.days_of(extended, cal)
     today = fc.local_day_index(days, subject.now)
     days.kwh[today:] = np.nan  # today is not over: the days forecast learn from days before it
     price = _price(kwh, cost)
@@ -385,8 +387,8 @@ def _month(
     subject: Subject,
     kwh: np.ndarray,
     cost: np.ndarray,
-    cal: fc.Calendar,
-    days: fc.DaySeries,
+    cal: hourly.Calendar,
+    days: hourly.DaySeries,
     today: int,
     price: float,
     method: fc.Method,
@@ -428,12 +430,12 @@ async def anomalies(store: SeriesStore, subject: Subject, window_days: int) -> A
     first = since - timedelta(days=HISTORY_DAYS)
     days = _summed_days(subject, await _day_buckets(store, subject, first))
     now_s = int(subject.now.timestamp())
-    end = now_s // fc.HOUR_S * fc.HOUR_S  # the hour holding `at` is not over
+    end = now_s // hourly.HOUR_S * hourly.HOUR_S  # the hour holding `at` is not over
     since_s = int(analysis.local_midnight(since, subject.tz).timestamp())
-    start = (since_s - 2 * HISTORY_DAYS * 86_400) // fc.HOUR_S * fc.HOUR_S
+    start = (since_s - 2 * HISTORY_DAYS * 86_400) // hourly.HOUR_S * hourly.HOUR_S
     kwh, _ = await _hour_series(store, subject, start, end)
-    cal = fc.calendar_of(start, kwh.size, subject.tz, subject.country)
-    found = detection.detect(kwh, cal, -(-(since_s - start) // fc.HOUR_S), kwh.size)
+    cal = hourly.calendar_of(start, kwh.size, subject.tz, subject.country)
+    found = detection.detect(kwh, cal, -(-(since_s - start) // hourly.HOUR_S), kwh.size)
     return Anomalies(
         **_report(subject),
         since=since,
@@ -445,8 +447,8 @@ async def anomalies(store: SeriesStore, subject: Subject, window_days: int) -> A
 def _event(e: detection.Event, start: int, tz: ZoneInfo) -> AnomalyEvent:
     return AnomalyEvent(
         kind=e.kind,
-        start=datetime.fromtimestamp(start + e.first * fc.HOUR_S, tz),
-        end=datetime.fromtimestamp(start + e.end * fc.HOUR_S, tz),
+        start=datetime.fromtimestamp(start + e.first * hourly.HOUR_S, tz),
+        end=datetime.fromtimestamp(start + e.end * hourly.HOUR_S, tz),
         hours=e.end - e.first,
         energy_kwh=e.actual_kwh,
         expected_kwh=e.expected_kwh,

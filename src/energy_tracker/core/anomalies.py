@@ -1,8 +1,9 @@
 """Anomalies of the kinds a household acts on, found in an hourly series: a load stuck on, a
 baseload step, a spike, usage at an hour that is usually quiet, a meter gone silent. Pure numpy
-over the same hourly arrays as `forecasting` (NaN: an hour without data), shared by the API and
-by the backtest (`evaluate.py`), which measures recall on faults injected into real homes and
-the false alarms on the homes as they are.
+over the hourly arrays of `core.hours` (NaN: an hour without data), in the core so that one
+detector serves the insights API, its backtest (`services/insights/evaluate.py`, which measures
+recall on faults injected into real homes and the false alarms on the homes as they are) and
+the alerts.
 
 Why this way: a household's hours are heavy-tailed and follow a daily rhythm, so an hour is
 judged against the same local hour (±1) over the four weeks before its day, by percentiles and
@@ -21,7 +22,7 @@ from typing import Literal
 
 import numpy as np
 
-from energy_tracker.services.insights import forecasting as fc
+from energy_tracker.core.hours import Bools, Calendar, Floats, days_of
 
 Kind = Literal["stuck_on", "baseload_step", "spike", "unusual_hour", "silence"]
 
@@ -83,19 +84,19 @@ class Baselines:
     its day: the 10th percentile, the median (what is expected), the highest, the spread, and
     whether that hour of the day is usually quiet. NaN (False) where too few hours were seen."""
 
-    low: np.ndarray
-    expected: np.ndarray
-    top: np.ndarray
-    spread: np.ndarray
-    quiet: np.ndarray
+    low: Floats
+    expected: Floats
+    top: Floats
+    spread: Floats
+    quiet: Bools
 
 
-def _mad_sigma(values: np.ndarray) -> float:
+def _mad_sigma(values: Floats) -> float:
     middle = np.median(values)
     return float(MAD_TO_SIGMA * np.median(np.abs(values - middle)))
 
 
-def baselines(kwh: np.ndarray, cal: fc.Calendar, first: int, end: int) -> Baselines:
+def baselines(kwh: Floats, cal: Calendar, first: int, end: int) -> Baselines:
     """Baselines of hours first..end-1, each from the local days before its own."""
     n = end - first
     stats = np.full((5, n), np.nan)  # low, expected, top, spread, quiet (as 0/1)
@@ -125,7 +126,7 @@ def baselines(kwh: np.ndarray, cal: fc.Calendar, first: int, end: int) -> Baseli
     return Baselines(stats[0], stats[1], stats[2], stats[3], quiet)
 
 
-def _row_percentiles(rows: list[np.ndarray], pcts: list[float]) -> np.ndarray:
+def _row_percentiles(rows: list[Floats], pcts: list[float]) -> Floats:
     """Percentiles of each of `rows` (numpy's linear interpolation between ranks), one row of
     the result per percentile; NaN for an empty row. All rows at once: the per-row calls of
     np.percentile made the backtest crawl."""
@@ -146,13 +147,13 @@ def _row_percentiles(rows: list[np.ndarray], pcts: list[float]) -> np.ndarray:
     return out
 
 
-def _runs(mask: np.ndarray) -> list[tuple[int, int]]:
+def _runs(mask: Bools) -> list[tuple[int, int]]:
     """(first, end) of each run of True."""
     edges = np.diff(np.concatenate([[0], mask.astype(np.int8), [0]]))
     return list(zip(np.nonzero(edges == 1)[0], np.nonzero(edges == -1)[0], strict=True))
 
 
-def _excess_event(kind: Kind, kwh: np.ndarray, b: Baselines, first: int, a: int, z: int) -> Event:
+def _excess_event(kind: Kind, kwh: Floats, b: Baselines, first: int, a: int, z: int) -> Event:
     """Hours first+a..first+z-1 as an event scored by their mean excess over expected in
     spreads."""
     actual = kwh[first + a : first + z]
@@ -161,7 +162,7 @@ def _excess_event(kind: Kind, kwh: np.ndarray, b: Baselines, first: int, a: int,
     return Event(kind, first + a, first + z, float(actual.sum()), float(expected.sum()), score)
 
 
-def excess_events(kwh: np.ndarray, b: Baselines, first: int) -> list[Event]:
+def excess_events(kwh: Floats, b: Baselines, first: int) -> list[Event]:
     """Stuck-on loads, spikes and unusual hours among hours first..first+len(b)-1."""
     used = kwh[first : first + b.expected.size]
     with np.errstate(invalid="ignore"):
@@ -179,7 +180,7 @@ def excess_events(kwh: np.ndarray, b: Baselines, first: int) -> list[Event]:
     return events
 
 
-def silence_events(kwh: np.ndarray, first: int, end: int) -> list[Event]:
+def silence_events(kwh: Floats, first: int, end: int) -> list[Event]:
     """Runs of at least SILENCE_H hours without data that start in first..end-1 after a week
     mostly recorded. Expected: what the week before used in the same number of hours."""
     events = []
@@ -195,11 +196,11 @@ def silence_events(kwh: np.ndarray, first: int, end: int) -> list[Event]:
     return events
 
 
-def step_events(kwh: np.ndarray, cal: fc.Calendar, first: int, end: int) -> list[Event]:
+def step_events(kwh: Floats, cal: Calendar, first: int, end: int) -> list[Event]:
     """Baseload steps up among the whole local days in first..end-1: runs of STEP_DAYS or more
     days whose always-on level stood above that of the four weeks before each."""
     lo = max(0, first - HISTORY_DAYS * 24)
-    days = fc.days_of(kwh[lo:end], cal.slice(lo, end))
+    days = days_of(kwh[lo:end], cal.slice(lo, end))
     index = cal.day[lo:end] - days.first
     n = days.kwh.size
     level = np.full(n, np.nan)
@@ -242,7 +243,7 @@ def step_events(kwh: np.ndarray, cal: fc.Calendar, first: int, end: int) -> list
     return events
 
 
-def detect(kwh: np.ndarray, cal: fc.Calendar, first: int, end: int) -> list[Event]:
+def detect(kwh: Floats, cal: Calendar, first: int, end: int) -> list[Event]:
     """Every anomaly among hours first..end-1 of the series, judged only from the hours before
     each (and the day of each), oldest first."""
     if end <= first:
