@@ -119,18 +119,21 @@ async def summary(
 
 @router.get("/forecast", response_model=ForecastOut)
 async def forecast(
-    of: Subject = Depends(subject), store: SeriesStore = Depends(series)
+    request: Request, of: Subject = Depends(subject), store: SeriesStore = Depends(series)
 ) -> ForecastOut:
     """This month's expected kWh and cost with a range, and each of the next seven days."""
-    return ForecastOut.model_validate(await reports.forecast(store, of))
+    cache = getattr(request.app.state, "hour_cache", None)
+    return ForecastOut.model_validate(await reports.forecast(store, of, cache))
 
 
 @router.get("/anomalies", response_model=AnomaliesOut)
 async def anomalies(
+    request: Request,
     of: Subject = Depends(subject),
     store: SeriesStore = Depends(series),
     days: Annotated[int, Query(ge=1, le=90, description="How many full days back to look.")] = 14,
 ) -> AnomaliesOut:
     """Days far above or below the median of the 28 days before each, and hours far above the
     median of the same hour of the day."""
-    return AnomaliesOut.model_validate(await reports.anomalies(store, of, days))
+    cache = getattr(request.app.state, "hour_cache", None)
+    return AnomaliesOut.model_validate(await reports.anomalies(store, of, days, cache))

@@ -33,6 +33,7 @@ from energy_tracker.services.insights.analysis import (
 )
 from energy_tracker.services.insights.narrative import Narrator
 from energy_tracker.services.insights.recommendations import Recommendation
+from energy_tracker.services.insights.store import HourCache, has_data
 
 
 @dataclass(frozen=True, slots=True)
@@ -150,21 +151,11 @@ def _ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
-def _has_data(bucket: Bucket) -> bool:
-    """Whether a bucket tells how much was used. One without energy counts only when idle: with
-    samples of no power (or counters that did not move). Not when emptied by a recomputation (it
-    stays stored with zeros), nor when it holds only the closing sample of a run, whose energy
-    lies before it: either would read as a period of 0 W never seen."""
-    if bucket.energy_wh != 0:
-        return True
-    return bucket.samples > 0 and not bucket.max_power_w and not bucket.min_power_w
-
-
 def _days_of(buckets: Iterable[Bucket], tz: ZoneInfo) -> list[Day]:
     return [
         Day(datetime.fromtimestamp(b.start / 1000, tz).date(), b.energy_wh / 1000.0, b.cost)
         for b in buckets
-        if _has_data(b)
+        if has_data(b)
     ]
 
 
@@ -195,7 +186,7 @@ async def _hours(store: SeriesStore, subject: Subject, lo: int, hi: int) -> list
     return [
         Hour(datetime.fromtimestamp(b.start / 1000, subject.tz), b.energy_wh / 1000.0, b.cost)
         for b in queries.summed(Granularity.HOUR, buckets)
-        if _has_data(b)
+        if has_data(b)
     ]
 
 
@@ -309,15 +300,21 @@ def facts(s: Summary) -> dict[str, float | str]:
 # eight weeks of forecasts, each from the four weeks before it, and the month starts up to 31
 # days back (the hourly profiles need ten weeks: less).
 FORECAST_HISTORY_DAYS = 2 * fc.INTERVAL_DAYS + fc.DAY_LEVEL_DAYS + 31
+# The hours kept per device (`HourCache`): the longest any report reads, the anomalies' (90 days
+# back and the 8 weeks before them), and a little more.
+CACHED_HOURS = 150 * 24
 FORECAST_HOURS = 48
 FORECAST_DAYS = 7
 
 
 async def _hour_series(
-    store: SeriesStore, subject: Subject, start: int, end: int
+    store: SeriesStore, subject: Subject, start: int, end: int, cache: HourCache | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """kWh and cost of the whole hours start..end (epoch s, whole UTC hours) as arrays, NaN
-    for an hour without data."""
+    for an hour without data: from the `cache` when the service keeps one (each device's hours,
+    summed), else read from the store (the devices' buckets summed)."""
+    if cache is not None:
+        return await cache.hours([d.id for d in subject.devices], start, end)
     n = (end - start) // hourly.HOUR_S
     kwh, cost = np.full(n, np.nan), np.full(n, np.nan)
     for hour in await _hours(store, subject, start * 1000, end * 1000):
@@ -333,7 +330,9 @@ def _price(kwh: np.ndarray, cost: np.ndarray) -> float:
     return float(np.nansum(cost[recent]) / used) if used > 0 else 0.0
 
 
-async def forecast(store: SeriesStore, subject: Subject) -> Forecast:
+async def forecast(
+    store: SeriesStore, subject: Subject, cache: HourCache | None = None
+) -> Forecast:
     """The next 48 whole hours, the next 7 local days and this month, each with an 80 % range,
     from whole hours before `at` only (an hour still running at `at` is neither history nor
     forecast): readings after `at` change nothing."""
@@ -342,7 +341,7 @@ async def forecast(store: SeriesStore, subject: Subject) -> Forecast:
     skip = 0 if first_hour == now_s else 1  # `at` inside an hour: forecast from the next
     start = first_hour - FORECAST_HISTORY_DAYS * 86_400
     n = (first_hour - start) // hourly.HOUR_S
-    kwh, cost = await _hour_series(store, subject, start, first_hour)
+    kwh, cost = await _hour_series(store, subject, start, first_hour, cache)
     # The calendar runs past the month's end and the 7th day: their days off are known.
     ahead = skip + FORECAST_HOURS + 33 * 24
     extended = np.concatenate([kwh, np.full(ahead, np.nan)])
@@ -421,7 +420,9 @@ def _month(
     )
 
 
-async def anomalies(store: SeriesStore, subject: Subject, window_days: int) -> Anomalies:
+async def anomalies(
+    store: SeriesStore, subject: Subject, window_days: int, cache: HourCache | None = None
+) -> Anomalies:
     """Odd days of the last `window_days` days, each against the 28 days before it, and the
     events (`detection`) among the whole hours since then, each judged from the hours before it:
     readings after `at` change nothing."""
@@ -433,7 +434,7 @@ async def anomalies(store: SeriesStore, subject: Subject, window_days: int) -> A
     end = now_s // hourly.HOUR_S * hourly.HOUR_S  # the hour holding `at` is not over
     since_s = int(analysis.local_midnight(since, subject.tz).timestamp())
     start = (since_s - 2 * HISTORY_DAYS * 86_400) // hourly.HOUR_S * hourly.HOUR_S
-    kwh, _ = await _hour_series(store, subject, start, end)
+    kwh, _ = await _hour_series(store, subject, start, end, cache)
     cal = hourly.calendar_of(start, kwh.size, subject.tz, subject.country)
     found = detection.detect(kwh, cal, -(-(since_s - start) // hourly.HOUR_S), kwh.size)
     return Anomalies(
