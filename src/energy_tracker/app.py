@@ -283,8 +283,8 @@ def _wire_alerts(app: FastAPI, settings: Settings, rt: Runtime, shared: Shared) 
 
 def _wire_insights(app: FastAPI, settings: Settings, rt: Runtime, shared: Shared) -> None:
     """The hours the forecasts and anomaly reports read, kept up to date by the insights
-    consumer (without a bus they are read from the store at each request); the summary's
-    narrator, only with ET_LLM_URL: without it nothing leaves the machine."""
+    consumer; the summary's narrator, only with ET_LLM_URL: without it nothing leaves the
+    machine."""
     if rt.bus is not None and rt.series is not None:
         app.state.hour_cache = HourCache(rt.series, reports.CACHED_HOURS)
         _run_loop(rt, InsightsConsumer(rt.bus, app.state.hour_cache).loop())
