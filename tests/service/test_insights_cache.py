@@ -5,7 +5,6 @@ usage events refresh just the hours they announce. Expected values by hand."""
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -13,15 +12,10 @@ import numpy as np
 import pytest
 
 from energy_tracker.core.bus.base import Message
-from energy_tracker.core.bus.embedded import EmbeddedBus
-from energy_tracker.core.events import TOPICS, USAGE_EVENTS, Reading, readings_recorded
-from energy_tracker.core.stores.metadata import Database
-from energy_tracker.core.stores.timeseries.sqlite import SqliteSeriesStore
-from energy_tracker.services.devices.store import DeviceStore
+from energy_tracker.core.events import USAGE_EVENTS, Reading
 from energy_tracker.services.insights.consumer import InsightsConsumer
 from energy_tracker.services.insights.store import HourCache
-from energy_tracker.services.usage.consumer import UsageConsumer
-from energy_tracker.services.users.store import UserStore
+from tests.service.usage_harness import Harness, usage_harness
 
 QUARTER_MS = 15 * 60_000
 # Monday 2 March 2026, 00:00 UTC (the household's zone is UTC: hours are plain UTC hours).
@@ -38,51 +32,20 @@ def counter(device_id: str, start_s: int, hours: int, watts: float, total: float
     return readings
 
 
-@dataclass
-class Home:
-    bus: EmbeddedBus
-    series: SqliteSeriesStore
-    usage: UsageConsumer
-    meter: str
-    offset: int = 0
-
-    async def send(self, readings: list[Reading]) -> None:
-        key, value = readings_recorded(self.meter, readings)
-        message = Message("energy-readings", 0, self.offset, key, value)
-        self.offset += 1
-        assert await self.usage.handle([message]) == []
-
-
 @pytest.fixture
-async def home(tmp_path: Path) -> AsyncIterator[Home]:
-    db = Database(f"sqlite:///{tmp_path}/meta.db")
-    series = SqliteSeriesStore(str(tmp_path / "series.db"))
-    bus = EmbeddedBus(str(tmp_path / "bus.db"))
-    await db.start()
-    await db.migrate()
-    await series.start()
-    await series.migrate()
-    await bus.start()
-    await bus.ensure_topics(list(TOPICS))
-    try:
-        owner = await UserStore(db).create("owner@example.com", "not-a-hash")
-        devices = DeviceStore(db)
-        meter = await devices.create(owner.id, "meter", "meter", "1" * 64)
-        yield Home(bus, series, UsageConsumer(bus, series, devices, 15 * 60_000), meter.id)
-    finally:
-        await bus.stop()
-        await series.stop()
-        await db.stop()
+async def home(tmp_path: Path) -> AsyncIterator[Harness]:
+    async for h in usage_harness(tmp_path, "UTC"):
+        yield h
 
 
 async def test_a_new_usage_event_refreshes_the_cached_hours_without_a_full_read(
-    home: Home,
+    home: Harness,
 ) -> None:
     # A day at 1,000 W: 24 hours of 1 kWh each.
-    await home.send(counter(home.meter, DAY_S, 24, 1000.0, 0.0))
+    await home.deliver(counter(home.device_id, DAY_S, 24, 1000.0, 0.0))
     cache = HourCache(home.series, keep_hours=48)
     end = DAY_S + 30 * 3600  # to 06:00 on the 3rd
-    kwh, _ = await cache.hours([home.meter], DAY_S, end)
+    kwh, _ = await cache.hours([home.device_id], DAY_S, end)
     assert kwh[:24] == pytest.approx([1.0] * 24)
     # 00:00 on the 3rd holds the day's closing reading, the counter not yet moved: 0 kWh
     # recorded; 01:00-05:00 nothing.
@@ -93,7 +56,7 @@ async def test_a_new_usage_event_refreshes_the_cached_hours_without_a_full_read(
     # The usage consumer turns two more hours at 2,000 W (2 kWh each) into buckets and
     # usage events; the insights consumer reads those events and refreshes those hours.
     events = await home.bus.subscribe(USAGE_EVENTS, "insights")
-    await home.send(counter(home.meter, DAY_S + 24 * 3600, 2, 2000.0, 24_000.0))
+    await home.deliver(counter(home.device_id, DAY_S + 24 * 3600, 2, 2000.0, 24_000.0))
     last_hour = str((DAY_S + 25 * 3600) * 1000).encode()
     messages: list[Message] = []
     while not any(last_hour in m.value for m in messages):
@@ -102,7 +65,7 @@ async def test_a_new_usage_event_refreshes_the_cached_hours_without_a_full_read(
     assert await InsightsConsumer(home.bus, cache).handle(messages) == []
     await events.close()
 
-    kwh, _ = await cache.hours([home.meter], DAY_S, end)
+    kwh, _ = await cache.hours([home.device_id], DAY_S, end)
     assert kwh[:24] == pytest.approx([1.0] * 24)
     # 00:00 and 01:00 at 2 kWh; 02:00 now holds the closing reading: 0 kWh recorded.
     assert kwh[24:27] == pytest.approx([2.0, 2.0, 0.0])
@@ -111,7 +74,7 @@ async def test_a_new_usage_event_refreshes_the_cached_hours_without_a_full_read(
     assert cache.hour_reads > before
 
 
-async def test_a_malformed_usage_event_is_rejected_with_its_reason(home: Home) -> None:
+async def test_a_malformed_usage_event_is_rejected_with_its_reason(home: Harness) -> None:
     cache = HourCache(home.series, keep_hours=48)
     bad = Message(USAGE_EVENTS, 0, 0, b"x", b'{"not": "an event"}')
     rejected = await InsightsConsumer(home.bus, cache).handle([bad])
