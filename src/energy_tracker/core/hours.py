@@ -7,12 +7,15 @@ holiday of the household's country, from the `holidays` package).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import date, datetime, tzinfo
 
 import holidays
 import numpy as np
 from numpy.typing import NDArray
+
+from energy_tracker.core.stores.timeseries.base import Bucket, Granularity, SeriesStore
 
 HOUR_S = 3600
 
@@ -98,3 +101,30 @@ def days_of(kwh: Floats, cal: Calendar) -> DaySeries:
     with np.errstate(invalid="ignore", divide="ignore"):
         filled = np.where(count >= MIN_DAY_HOURS, total * length / count, np.nan)
     return DaySeries(first, filled, off)
+
+
+def has_data(bucket: Bucket) -> bool:
+    """Whether a bucket tells how much was used. One without energy counts only when idle: with
+    samples of no power (or counters that did not move). Not when emptied by a recomputation (it
+    stays stored with zeros), nor when it holds only the closing sample of a run, whose energy
+    lies before it: either would read as a period of 0 W never seen."""
+    if bucket.energy_wh != 0:
+        return True
+    return bucket.samples > 0 and not bucket.max_power_w and not bucket.min_power_w
+
+
+async def hour_series(
+    store: SeriesStore, device_ids: Sequence[str], start: int, end: int
+) -> tuple[Floats, Floats]:
+    """kWh and cost of the whole hours start..end (epoch s, whole UTC hours) summed over the
+    devices, each device's hours counted where they have data (`has_data`); NaN for an hour
+    none of them has data for."""
+    n = (end - start) // HOUR_S
+    kwh, cost = np.full(n, np.nan), np.full(n, np.nan)
+    for device_id in device_ids:
+        for b in await store.buckets([device_id], Granularity.HOUR, start * 1000, end * 1000):
+            if has_data(b):
+                i = (b.start // 1000 - start) // HOUR_S
+                kwh[i] = np.nan_to_num(kwh[i]) + b.energy_wh / 1000.0
+                cost[i] = np.nan_to_num(cost[i]) + b.cost
+    return kwh, cost

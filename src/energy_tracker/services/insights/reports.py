@@ -33,7 +33,7 @@ from energy_tracker.services.insights.analysis import (
 )
 from energy_tracker.services.insights.narrative import Narrator
 from energy_tracker.services.insights.recommendations import Recommendation
-from energy_tracker.services.insights.store import HourCache, has_data
+from energy_tracker.services.insights.store import HourCache
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,7 +155,7 @@ def _days_of(buckets: Iterable[Bucket], tz: ZoneInfo) -> list[Day]:
     return [
         Day(datetime.fromtimestamp(b.start / 1000, tz).date(), b.energy_wh / 1000.0, b.cost)
         for b in buckets
-        if has_data(b)
+        if hourly.has_data(b)
     ]
 
 
@@ -186,7 +186,7 @@ async def _hours(store: SeriesStore, subject: Subject, lo: int, hi: int) -> list
     return [
         Hour(datetime.fromtimestamp(b.start / 1000, subject.tz), b.energy_wh / 1000.0, b.cost)
         for b in queries.summed(Granularity.HOUR, buckets)
-        if has_data(b)
+        if hourly.has_data(b)
     ]
 
 
@@ -311,16 +311,12 @@ async def _hour_series(
     store: SeriesStore, subject: Subject, start: int, end: int, cache: HourCache | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """kWh and cost of the whole hours start..end (epoch s, whole UTC hours) as arrays, NaN
-    for an hour without data: from the `cache` when the service keeps one (each device's hours,
-    summed), else read from the store (the devices' buckets summed)."""
+    for an hour without data: from the `cache` when the service keeps one, else from the
+    store."""
+    ids = [d.id for d in subject.devices]
     if cache is not None:
-        return await cache.hours([d.id for d in subject.devices], start, end)
-    n = (end - start) // hourly.HOUR_S
-    kwh, cost = np.full(n, np.nan), np.full(n, np.nan)
-    for hour in await _hours(store, subject, start * 1000, end * 1000):
-        i = (int(hour.start.timestamp()) - start) // hourly.HOUR_S
-        kwh[i], cost[i] = hour.energy_kwh, hour.cost
-    return kwh, cost
+        return await cache.hours(ids, start, end)
+    return await hourly.hour_series(store, ids, start, end)
 
 
 def _price(kwh: np.ndarray, cost: np.ndarray) -> float:

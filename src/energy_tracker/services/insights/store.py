@@ -16,18 +16,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from energy_tracker.core.hours import HOUR_S, Floats
-from energy_tracker.core.stores.timeseries.base import Bucket, Granularity, SeriesStore
-
-
-def has_data(bucket: Bucket) -> bool:
-    """Whether a bucket tells how much was used. One without energy counts only when idle: with
-    samples of no power (or counters that did not move). Not when emptied by a recomputation (it
-    stays stored with zeros), nor when it holds only the closing sample of a run, whose energy
-    lies before it: either would read as a period of 0 W never seen."""
-    if bucket.energy_wh != 0:
-        return True
-    return bucket.samples > 0 and not bucket.max_power_w and not bucket.min_power_w
+from energy_tracker.core.hours import HOUR_S, Floats, hour_series
+from energy_tracker.core.stores.timeseries.base import SeriesStore
 
 
 @dataclass(slots=True)
@@ -53,14 +43,7 @@ class HourCache:
         self.hour_reads = 0
 
     async def _read(self, device_id: str, start: int, end: int) -> tuple[Floats, Floats]:
-        n = (end - start) // HOUR_S
-        kwh, cost = np.full(n, np.nan), np.full(n, np.nan)
-        buckets = await self.series.buckets([device_id], Granularity.HOUR, start * 1000, end * 1000)
-        for b in buckets:
-            if has_data(b):
-                i = (b.start // 1000 - start) // HOUR_S
-                kwh[i], cost[i] = b.energy_wh / 1000.0, b.cost
-        return kwh, cost
+        return await hour_series(self.series, [device_id], start, end)
 
     async def _device(self, device_id: str, start: int, end: int) -> _DeviceHours:
         """The device's hours covering start..end: those held, extended by the hours after them
