@@ -274,6 +274,7 @@ def _wire_alerts(app: FastAPI, settings: Settings, rt: Runtime, shared: Shared) 
         max_gap_ms=settings.max_gap_s * 1000,
         smtp=SmtpServer.from_url(settings.smtp_url) if settings.smtp_url else None,
         deny_private=settings.webhook_deny_private,
+        series=rt.series,
     )
     for loop in app.state.alerts.loops():
         _run_loop(rt, loop)

@@ -1,4 +1,4 @@
-"""The anomaly detector of services/insights/anomalies.py on small series, expected values by
+"""The anomaly detector of core/anomalies.py on small series, expected values by
 hand. Four weeks of history (UTC, from Monday 2 March 2026) and the day judged after them."""
 
 from __future__ import annotations
@@ -35,6 +35,16 @@ def test_a_load_stuck_on_for_six_hours() -> None:
     assert detect(kwh) == [
         dt.Event("stuck_on", DAY + 10, DAY + 16, approx(6 * 2.2), approx(6 * 0.2), approx(40.0))
     ]
+
+
+def test_hour_scores_carry_each_events_score_over_its_hours() -> None:
+    # The load of the test above: its six hours score 40 (the event's score), the other hours
+    # of the day judged 0, the hours before the first judged none (NaN).
+    kwh = flat()
+    kwh[DAY + 10 : DAY + 16] += 2.0
+    scores = dt.hour_scores(kwh, hourly.calendar_of(MONDAY, kwh.size, UTC, None), DAY)
+    assert np.isnan(scores[:DAY]).all()
+    assert scores[DAY:] == approx([0.0] * 10 + [40.0] * 6 + [0.0] * 8)
 
 
 def test_five_hours_are_not_stuck_on_but_unusual_at_a_quiet_hour() -> None:

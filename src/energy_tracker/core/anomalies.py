@@ -253,3 +253,20 @@ def detect(kwh: Floats, cal: Calendar, first: int, end: int) -> list[Event]:
     events += silence_events(kwh, first, end)
     events += step_events(kwh, cal, first, end)
     return sorted(events, key=lambda e: (e.first, e.kind))
+
+
+# An hour is judged from the four weeks before its day, and a baseload step from the four weeks
+# of days before it: this many hours of history before the first hour judged.
+HISTORY_H = 2 * HISTORY_DAYS * 24
+
+
+def hour_scores(kwh: Floats, cal: Calendar, first: int) -> Floats:
+    """For each hour first..len-1, the highest score of the anomalies found among those hours
+    that cover it, 0 where none does (NaN: none before `first`). What an alert rule on anomalies
+    judges, hour by hour, as the detector found them."""
+    scores = np.full(kwh.size, np.nan)
+    scores[first:] = 0.0
+    for e in detect(kwh, cal, first, kwh.size):
+        span = slice(max(e.first, first), e.end)
+        scores[span] = np.maximum(scores[span], e.score)
+    return scores

@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 from energy_tracker.core.energy import period_end, period_start
 from energy_tracker.core.events import Reading
 from energy_tracker.core.stores.timeseries.base import Granularity, SeriesStore
+from energy_tracker.services.alerts.anomaly import anomaly_samples
 from energy_tracker.services.alerts.rules import Change, Condition, EvalState, run
 
 PREVIEW_DAYS = 7
@@ -108,6 +109,8 @@ async def preview(
     elif metric == "silence":
         rows = await _readings(store, device_id, start, end)
         samples = _silence_samples(rows, end, condition.threshold, condition.for_ms)
+    elif metric == "anomaly":
+        samples = await anomaly_samples(store, [device_id], zone, start, end)
     else:
         samples = await _period_samples(store, device_id, metric, period, zone, start, end)
     episodes: list[Episode] = []
