@@ -60,7 +60,8 @@ class RuleIn(Strict):
     )
     metric: Metric
     period: Period | None = Field(
-        default=None, description="instant for power_w, silence and anomaly; hour, day or month else."
+        default=None,
+        description="instant for power_w, silence and anomaly; hour, day or month else.",
     )
     op: Op = "gt"
     threshold: Finite = Field(
