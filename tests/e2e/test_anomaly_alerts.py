@@ -6,6 +6,7 @@ load stuck on, and the rule fires on the device."""
 from __future__ import annotations
 
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import httpx
@@ -65,3 +66,12 @@ def test_a_load_left_on_fires_an_anomaly_rule(tmp_path: Path) -> None:
         # before, inside the four weeks an hour is judged against), so the score is at least
         # 2.0 / 0.78 = 2.56; with no midnight among those hours it is 2.0 / 0.05 = 40.
         assert alert["value"] >= 2.56
+
+        # The preview of the same rule over the last 7 days judges the same hours with the same
+        # detector: one alert, from the end of the load's first hour, still open.
+        r = http.post(api + "/alert-rules/preview", json=rule, headers=auth)
+        assert r.status_code == 200, r.text
+        first_hour_end = datetime.fromtimestamp((stuck + HOUR_MS) / 1000, UTC).isoformat()
+        (episode,) = r.json()["alerts"]
+        assert (episode["started_at"], episode["resolved_at"]) == (first_hour_end, None)
+        assert episode["peak_value"] >= 2.56

@@ -3,11 +3,12 @@ insights report) over the whole hours of the rule's device, or of all its househ
 summed. Each hour that ends is one observation, the highest score of the anomalies covering it
 (0: none), which the rule's threshold judges like any other value: an alert opens when the
 detector flags the hour and resolves at the first hour it no longer does. Live (on hour usage
-events) and in a rule preview alike. Days off are weekends (the alerts know no country)."""
+events) and in a rule preview alike. Days off are weekends and the public holidays of the
+household's country, as in the insights."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 from energy_tracker.core.anomalies import HISTORY_H, hour_scores
@@ -17,17 +18,27 @@ from energy_tracker.core.stores.timeseries.base import SeriesStore
 HOUR_MS = HOUR_S * 1000
 
 
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """What a rule on anomalies judges: these devices' hours summed, with the days of `zone`
+    and the public holidays of `country` (None: weekends only)."""
+
+    device_ids: list[str]
+    zone: ZoneInfo
+    country: str | None
+
+
 async def anomaly_samples(
-    store: SeriesStore, device_ids: Sequence[str], zone: ZoneInfo, start_ms: int, end_ms: int
+    store: SeriesStore, scope: Scope, start_ms: int, end_ms: int
 ) -> list[tuple[int, float]]:
     """(end of the hour in ms, score) of each whole hour starting at or after `start_ms` that
     ended by `end_ms`, judged from the hours before it (HISTORY_H of them)."""
     first = -(-start_ms // HOUR_MS) * HOUR_S
     end = end_ms // HOUR_MS * HOUR_S
-    if end <= first or not device_ids:
+    if end <= first or not scope.device_ids:
         return []
     lo = first - HISTORY_H * HOUR_S
-    kwh, _ = await hour_series(store, device_ids, lo, end)
+    kwh, _ = await hour_series(store, scope.device_ids, lo, end)
     judged = (first - lo) // HOUR_S
-    scores = hour_scores(kwh, calendar_of(lo, kwh.size, zone, None), judged)
+    scores = hour_scores(kwh, calendar_of(lo, kwh.size, scope.zone, scope.country), judged)
     return [((lo + (i + 1) * HOUR_S) * 1000, float(scores[i])) for i in range(judged, kwh.size)]

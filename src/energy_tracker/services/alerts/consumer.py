@@ -31,6 +31,7 @@ from energy_tracker.core.events import (
     parse_usage_updated,
 )
 from energy_tracker.core.stores.timeseries.base import SeriesStore
+from energy_tracker.services.alerts.anomaly import Scope
 from energy_tracker.services.alerts.evaluate import evaluate
 from energy_tracker.services.alerts.models import AlertRule, UsageValue
 from energy_tracker.services.alerts.observations import (
@@ -182,18 +183,21 @@ class AlertEvaluator:
         ]
         if not concerned or self.series is None:
             return
-        scopes: dict[str, tuple[list[str], ZoneInfo]] = {}
-        households = {r.household_id for r in concerned if r.device_id is None}
-        members = await self.directory.in_households(households) if households else []
-        profiles = await self.directory.household_profiles(households) if households else {}
+        households = {r.household_id for r in concerned}
+        profiles = await self.directory.household_profiles(households)
+        summed = {r.household_id for r in concerned if r.device_id is None}
+        members = await self.directory.in_households(summed) if summed else []
+        scopes: dict[str, Scope] = {}
         for rule in concerned:
+            profile = profiles.get(rule.household_id)
+            country = profile.country if profile else None
             if rule.device_id is not None:
-                ctx = contexts[rule.device_id]
-                scopes[rule.id] = ([rule.device_id], ZoneInfo(ctx.timezone))
+                zone = ZoneInfo(contexts[rule.device_id].timezone)
+                scopes[rule.id] = Scope([rule.device_id], zone, country)
             else:
-                profile = profiles.get(rule.household_id)
                 ids = [c.device_id for c in members if c.household_id == rule.household_id]
-                scopes[rule.id] = (ids, ZoneInfo(profile.timezone if profile else "UTC"))
+                zone = ZoneInfo(profile.timezone if profile else "UTC")
+                scopes[rule.id] = Scope(ids, zone, country)
         await self._evaluate(AnomalyTasks(concerned, scopes, self.series, self._now_ms()))
 
     # -- the clock -------------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from energy_tracker.core.directory import DeviceContext
 from energy_tracker.core.energy import period_end
 from energy_tracker.core.events import Reading
 from energy_tracker.core.stores.timeseries.base import Granularity, SeriesStore
-from energy_tracker.services.alerts.anomaly import anomaly_samples
+from energy_tracker.services.alerts.anomaly import Scope, anomaly_samples
 from energy_tracker.services.alerts.models import (
     ALL_DEVICES,
     AlertRule,
@@ -169,16 +169,15 @@ class AnomalyTasks:
     device or its household's devices summed."""
 
     rules: Sequence[AlertRule]
-    scopes: Mapping[str, tuple[list[str], ZoneInfo]]  # rule id: (device ids, zone of its days)
+    scopes: Mapping[str, Scope]  # by rule id
     series: SeriesStore
     now_ms: int
 
     async def __call__(self, ev: Evaluation) -> list[Task]:
         out = []
         for rule in self.rules:
-            device_ids, zone = self.scopes[rule.id]
             samples = await anomaly_samples(
-                self.series, device_ids, zone, self.now_ms - ANOMALY_LOOKBACK_MS, self.now_ms
+                self.series, self.scopes[rule.id], self.now_ms - ANOMALY_LOOKBACK_MS, self.now_ms
             )
             out.append(Task(rule, rule.device_id or ALL_DEVICES, samples))
         return out
