@@ -7,7 +7,7 @@ holiday of the household's country, from the `holidays` package).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import date, datetime, tzinfo
 
@@ -114,17 +114,18 @@ def has_data(bucket: Bucket) -> bool:
 
 
 async def hour_series(
-    store: SeriesStore, device_ids: Sequence[str], start: int, end: int
+    store: SeriesStore, weights: Mapping[str, float], start: int, end: int
 ) -> tuple[Floats, Floats]:
-    """kWh and cost of the whole hours start..end (epoch s, whole UTC hours) summed over the
-    devices, each device's hours counted where they have data (`has_data`); NaN for an hour
-    none of them has data for."""
+    """kWh and cost of the whole hours start..end (epoch s, whole UTC hours): each device's
+    hours where they have data (`has_data`) times its weight, added up (a household's weights,
+    `consumption.Layout.weights`, count each kWh once); NaN for an hour none of them has data
+    for."""
     n = (end - start) // HOUR_S
     kwh, cost = np.full(n, np.nan), np.full(n, np.nan)
-    for device_id in device_ids:
+    for device_id, weight in weights.items():
         for b in await store.buckets([device_id], Granularity.HOUR, start * 1000, end * 1000):
             if has_data(b):
                 i = (b.start // 1000 - start) // HOUR_S
-                kwh[i] = np.nan_to_num(kwh[i]) + b.energy_wh / 1000.0
-                cost[i] = np.nan_to_num(cost[i]) + b.cost
+                kwh[i] = np.nan_to_num(kwh[i]) + weight * b.energy_wh / 1000.0
+                cost[i] = np.nan_to_num(cost[i]) + weight * b.cost
     return kwh, cost

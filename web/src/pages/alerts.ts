@@ -4,7 +4,7 @@
 // to date while a rule is edited).
 import { api, stream } from "../api";
 import { clear, errorBox, field, h, localTime, say, select } from "../dom";
-import { session, type Page } from "../main";
+import { home, inHome, type Page } from "../main";
 
 const UNITS: Record<string, string> = { power_w: "W", energy_kwh: "kWh", cost: "currency", silence: "seconds" };
 
@@ -12,8 +12,8 @@ export function alertsPage(): Page {
   return {
     title: "Alerts",
     async render(main, signal) {
-      const me = session.me!;
-      const devices: any[] = await api("GET", "/devices?limit=1000");
+      const me = home();
+      const devices: any[] = await api("GET", inHome("/devices?limit=1000"));
       const names = new Map(devices.map((d) => [d.id, d.name]));
       const list = h("section", { class: "card", "aria-labelledby": "alerts-h" });
       const rules = h("section", { class: "card", "aria-labelledby": "rules-h" });
@@ -24,7 +24,7 @@ export function alertsPage(): Page {
       // Alerts whose notifications are open: a live redraw (any alert's transition) keeps them open.
       const opened = new Set<string>();
       const drawAlerts = async () => {
-        const data = await api("GET", "/alerts?limit=100");
+        const data = await api("GET", inHome("/alerts?limit=100"));
         clear(
           list,
           h("h2", { id: "alerts-h" }, "Alerts"),
@@ -75,7 +75,7 @@ export function alertsPage(): Page {
       };
 
       const drawRules = async () => {
-        const data = await api("GET", "/alert-rules");
+        const data = await api("GET", inHome("/alert-rules"));
         clear(
           rules,
           h("h2", { id: "rules-h" }, "Rules"),
@@ -178,13 +178,14 @@ export function alertsPage(): Page {
             {
               onsubmit: async (e: Event) => {
                 e.preventDefault();
+                clearTimeout(pending); // the preview of a draft being saved is moot
                 try {
                   const b: any = body();
                   if (fixed) {
                     for (const k of ["device_id", "metric", "period", "op"]) delete b[k];
                     if (!channelsChanged) delete b.channels;
                     await api("PATCH", `/alert-rules/${rule.id}`, b);
-                  } else await api("POST", "/alert-rules", b);
+                  } else await api("POST", "/alert-rules", { ...b, household_id: me.id });
                   say("Rule saved");
                   drawEditor();
                   drawRules();

@@ -20,10 +20,11 @@ HOUR_MS = HOUR_S * 1000
 
 @dataclass(frozen=True, slots=True)
 class Scope:
-    """What a rule on anomalies judges: these devices' hours summed, with the days of `zone`
-    and the public holidays of `country` (None: weekends only)."""
+    """What a rule on anomalies judges: these devices' hours times their weights, added up (a
+    household's consumption, each kWh once), with the days of `zone` and the public holidays
+    of `country` (None: weekends only)."""
 
-    device_ids: list[str]
+    weights: dict[str, float]
     zone: ZoneInfo
     country: str | None
 
@@ -35,10 +36,10 @@ async def anomaly_samples(
     ended by `end_ms`, judged from the hours before it (HISTORY_H of them)."""
     first = -(-start_ms // HOUR_MS) * HOUR_S
     end = end_ms // HOUR_MS * HOUR_S
-    if end <= first or not scope.device_ids:
+    if end <= first or not scope.weights:
         return []
     lo = first - HISTORY_H * HOUR_S
-    kwh, _ = await hour_series(store, scope.device_ids, lo, end)
+    kwh, _ = await hour_series(store, scope.weights, lo, end)
     judged = (first - lo) // HOUR_S
     scores = hour_scores(kwh, calendar_of(lo, kwh.size, scope.zone, scope.country), judged)
     return [((lo + (i + 1) * HOUR_S) * 1000, float(scores[i])) for i in range(judged, kwh.size)]

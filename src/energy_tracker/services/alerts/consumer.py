@@ -21,6 +21,7 @@ from zoneinfo import ZoneInfo
 
 from energy_tracker.core.bus.base import EventBus, Message
 from energy_tracker.core.bus.runner import ConsumeLoop, Rejected
+from energy_tracker.core.consumption import Layout
 from energy_tracker.core.directory import DeviceContext, DeviceDirectory
 from energy_tracker.core.events import (
     ENERGY_READINGS,
@@ -193,11 +194,13 @@ class AlertEvaluator:
             country = profile.country if profile else None
             if rule.device_id is not None:
                 zone = ZoneInfo(contexts[rule.device_id].timezone)
-                scopes[rule.id] = Scope([rule.device_id], zone, country)
+                scopes[rule.id] = Scope({rule.device_id: 1.0}, zone, country)
             else:
-                ids = [c.device_id for c in members if c.household_id == rule.household_id]
+                home = Layout.of(
+                    c.placement for c in members if c.household_id == rule.household_id
+                )
                 zone = ZoneInfo(profile.timezone if profile else "UTC")
-                scopes[rule.id] = Scope(ids, zone, country)
+                scopes[rule.id] = Scope(home.weights(), zone, country)
         await self._evaluate(AnomalyTasks(concerned, scopes, self.series, self._now_ms()))
 
     # -- the clock -------------------------------------------------------------------------------

@@ -111,7 +111,7 @@ async def preview(
         rows = await _readings(store, device_id, start, end)
         samples = _silence_samples(rows, end, condition.threshold, condition.for_ms)
     elif metric == "anomaly":
-        samples = await anomaly_samples(store, Scope([device_id], zone, country), start, end)
+        samples = await anomaly_samples(store, Scope({device_id: 1.0}, zone, country), start, end)
     else:
         samples = await _period_samples(store, device_id, metric, period, zone, start, end)
     episodes: list[Episode] = []

@@ -43,7 +43,7 @@ class HourCache:
         self.hour_reads = 0
 
     async def _read(self, device_id: str, start: int, end: int) -> tuple[Floats, Floats]:
-        return await hour_series(self.series, [device_id], start, end)
+        return await hour_series(self.series, {device_id: 1.0}, start, end)
 
     async def _device(self, device_id: str, start: int, end: int) -> _DeviceHours:
         """The device's hours covering start..end: those held, extended by the hours after them
