@@ -4,16 +4,16 @@
 // to date while a rule is edited).
 import { api, stream } from "../api";
 import { clear, errorBox, field, h, localTime, say, select } from "../dom";
-import { session, type Page } from "../main";
+import { home, inHome, type Page } from "../main";
 
-const UNITS: Record<string, string> = { power_w: "W", energy_kwh: "kWh", cost: "currency", silence: "seconds" };
+const UNITS: Record<string, string> = { power_w: "W", energy_kwh: "kWh", cost: "currency", silence: "seconds", anomaly: "(score)" };
 
 export function alertsPage(): Page {
   return {
     title: "Alerts",
     async render(main, signal) {
-      const me = session.me!;
-      const devices: any[] = await api("GET", "/devices?limit=1000");
+      const me = home();
+      const devices: any[] = await api("GET", inHome("/devices?limit=1000"));
       const names = new Map(devices.map((d) => [d.id, d.name]));
       const list = h("section", { class: "card", "aria-labelledby": "alerts-h" });
       const rules = h("section", { class: "card", "aria-labelledby": "rules-h" });
@@ -24,7 +24,7 @@ export function alertsPage(): Page {
       // Alerts whose notifications are open: a live redraw (any alert's transition) keeps them open.
       const opened = new Set<string>();
       const drawAlerts = async () => {
-        const data = await api("GET", "/alerts?limit=100");
+        const data = await api("GET", inHome("/alerts?limit=100"));
         clear(
           list,
           h("h2", { id: "alerts-h" }, "Alerts"),
@@ -75,7 +75,7 @@ export function alertsPage(): Page {
       };
 
       const drawRules = async () => {
-        const data = await api("GET", "/alert-rules");
+        const data = await api("GET", inHome("/alert-rules"));
         clear(
           rules,
           h("h2", { id: "rules-h" }, "Rules"),
@@ -99,7 +99,7 @@ export function alertsPage(): Page {
         const fixed = rule !== null;
         const name = h("input", { type: "text", required: true, value: rule?.name ?? "" });
         const device = select("device", [["", "All my devices (summed)"], ...devices.map((d): [string, string] => [d.id, d.name])], rule?.device_id ?? devices[0]?.id ?? "");
-        const metric = select("metric", [["power_w", "Power (W)"], ["energy_kwh", "Energy so far (kWh)"], ["cost", "Cost so far"], ["silence", "Silence (no reading for N s)"]], rule?.metric ?? "power_w");
+        const metric = select("metric", [["power_w", "Power (W)"], ["energy_kwh", "Energy so far (kWh)"], ["cost", "Cost so far"], ["silence", "Silence (no reading for N s)"], ["anomaly", "Anomaly (score above N)"]], rule?.metric ?? "power_w");
         const period = select("period", [["instant", "instant"], ["hour", "this hour"], ["day", "today"], ["month", "this month"]], rule?.period ?? "instant");
         const op = select("op", [["gt", "above"], ["lt", "below"]], rule?.op ?? "gt");
         const threshold = h("input", { type: "number", step: "any", required: true, value: rule?.threshold ?? "" });
@@ -127,7 +127,7 @@ export function alertsPage(): Page {
         const unit = h("span", {}, UNITS[metric.value]);
         metric.addEventListener("change", () => {
           unit.textContent = UNITS[metric.value];
-          period.value = ["power_w", "silence"].includes(metric.value) ? "instant" : period.value === "instant" ? "day" : period.value;
+          period.value = ["power_w", "silence", "anomaly"].includes(metric.value) ? "instant" : period.value === "instant" ? "day" : period.value;
         });
         const out = h("div", { "aria-live": "polite" });
         const body = () => ({
@@ -178,13 +178,14 @@ export function alertsPage(): Page {
             {
               onsubmit: async (e: Event) => {
                 e.preventDefault();
+                clearTimeout(pending); // the preview of a draft being saved is moot
                 try {
                   const b: any = body();
                   if (fixed) {
                     for (const k of ["device_id", "metric", "period", "op"]) delete b[k];
                     if (!channelsChanged) delete b.channels;
                     await api("PATCH", `/alert-rules/${rule.id}`, b);
-                  } else await api("POST", "/alert-rules", b);
+                  } else await api("POST", "/alert-rules", { ...b, household_id: me.id });
                   say("Rule saved");
                   drawEditor();
                   drawRules();

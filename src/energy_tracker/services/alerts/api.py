@@ -136,7 +136,7 @@ async def visible_rule(store: AlertStore, rule_id: str, caller: Caller) -> Alert
     return rule
 
 
-@router.post("/alert-rules", status_code=201, response_model=RuleOut, responses=answers(409))
+@router.post("/alert-rules", status_code=201, response_model=RuleOut, responses=answers(404, 409))
 async def create_rule(
     body: RuleIn,
     caller: Caller = Depends(authorized),
@@ -200,8 +200,17 @@ async def preview_rule(
         fields["cooldown_s"],
     )
     series: SeriesStore = request.app.state.series
+    profile = (await directory.household_profiles([ctx.household_id])).get(ctx.household_id)
     episodes, observations = await preview(
-        series, device_id, zone, fields["metric"], fields["period"], condition, start, end
+        series,
+        device_id,
+        zone,
+        fields["metric"],
+        fields["period"],
+        condition,
+        start,
+        end,
+        profile.country if profile else None,
     )
 
     def iso(ms: int) -> str:
