@@ -78,7 +78,8 @@ async def test_a_runtime_is_stopped_when_wiring_a_service_fails(
 def test_every_operation_documents_the_errors_it_can_answer(tmp_path: Path) -> None:
     # The households routes are a router included in the users one; the statuses were once
     # added to the users service's own routes only, and GET /households answered an expired
-    # token's 401 that its document did not list (found by `make fuzz`).
+    # token's 401 that its document did not list; POST /devices a 404 for a body's
+    # household_id (both found by `make fuzz`).
     schema = create_app(embedded(tmp_path), list(SERVICES), gateway=True).openapi()
     operations = {
         f"{method.upper()} {path}": set(operation["responses"])
@@ -90,3 +91,5 @@ def test_every_operation_documents_the_errors_it_can_answer(tmp_path: Path) -> N
     missing = {op: {"422", "429", "503"} - got for op, got in operations.items()}
     assert {op: m for op, m in missing.items() if m} == {}
     assert {"401", "403"} <= operations["GET /api/v1/households"]
+    # A body's household_id that is not the caller's is a 404, as a query's is.
+    assert "404" in operations["POST /api/v1/devices"]

@@ -395,11 +395,22 @@ def _api_routes(routes: Iterable[Any]) -> Iterator[APIRoute]:
             yield from _api_routes(included.routes)
 
 
+def _named(dependants: Iterable[Any]) -> Iterator[str]:
+    """The names a request gives: path and query parameters, and the fields of a JSON body (a
+    body's `household_id` names a household as a query's would, and can be a 404 alike)."""
+    for d in dependants:
+        for p in (*d.path_params, *d.query_params):
+            yield p.name
+        for p in d.body_params:
+            yield p.name
+            yield from getattr(p.field_info.annotation, "model_fields", {})
+
+
 def document_errors(schema: dict[str, Any], routes: Iterable[Any], prefix: str) -> None:
     """Lists on each operation every error status it can answer, with the error body: 422 and
     429 everywhere (bad query, rate limits), 503 (a service or store away), 413 wherever a body
-    is read, 401 and 403 behind a sign-in, 404 where a parameter names a thing, and the route's
-    own.
+    is read, 401 and 403 behind a sign-in, 404 where a parameter or a body field names a thing,
+    and the route's own.
     `routes` are the services' own, mounted under `prefix`."""
     schema.setdefault("components", {}).setdefault("schemas", {})["Error"] = _ERROR_SCHEMA
     signed_in = {user_identity, user_or_device_identity, admin_identity, authorized}
@@ -408,8 +419,7 @@ def document_errors(schema: dict[str, Any], routes: Iterable[Any], prefix: str) 
         dependants = list(_dependants(route.dependant))
         if signed_in.intersection(d.call for d in dependants):
             statuses |= {401, 403}
-        named = [p.name for d in dependants for p in (*d.path_params, *d.query_params)]
-        if any(name.endswith("_id") for name in named):
+        if any(name.endswith("_id") for name in _named(dependants)):
             statuses.add(404)
         for method in route.methods or ():
             operation = schema["paths"][prefix + route.path_format][method.lower()]
