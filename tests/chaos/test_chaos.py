@@ -52,8 +52,6 @@ from tests.kafka_broker import Broker, tansu
 from tests.private_servers import PrivateMariaDB, PrivatePostgres, private_mariadb, private_postgres
 from tests.processes import ServiceProcess, running_up, split_deployment
 
-pytestmark = pytest.mark.chaos
-
 
 def _env(name: str, short: float) -> float:
     return float(os.environ.get(name, short))
@@ -68,8 +66,10 @@ KILL_EVERY_S = _env("ET_CHAOS_KILL_EVERY_S", 3)
 BROKER_OUTAGE_S = _env("ET_CHAOS_BROKER_OUTAGE_S", 17)
 DB_OUTAGE_S = _env("ET_CHAOS_DB_OUTAGE_S", 3)
 SEED = int(os.environ.get("ET_CHAOS_SEED", "0")) or random.SystemRandom().randrange(1, 2**31)
-SETTLE_S = 240.0  # how long the services may take to catch up once the faults stop
 SECRET = "chaos-suite-secret-that-is-long-enough-0123456789"
+SETTLE_S = 240.0  # how long the services may take to catch up once the faults stop
+# A trial takes minutes on a busy two-core machine; the long run gives each its own budget.
+pytestmark = [pytest.mark.chaos, pytest.mark.timeout(900 * TRIALS)]
 POISON = (
     b"\xffnot json at all",
     orjson.dumps({"v": 1, "type": "readings-recorded", "data": "not a reading"}),
@@ -135,7 +135,7 @@ def run_trial(
     outages: list[Outage],
 ) -> None:
     plan = Plan.ending_days_ago(METERS, DAYS)
-    api = procs.get("gateway", procs.get("up")).url + "/api/v1"  # type: ignore[union-attr]
+    api = procs["gateway" if "gateway" in procs else "up"].url + "/api/v1"
     rng = random.Random(SEED + trial)
     started = time.monotonic()
     with ExitStack() as stack, httpx.Client(timeout=60.0) as http:
