@@ -1,6 +1,7 @@
 // Adding a device: its key is shown once, with ready-to-copy ways to send readings.
 import { api } from "./api";
 import { clear, errorBox, field, h, select } from "./dom";
+import { home } from "./main";
 
 export const DEVICE_TYPES: [string, string][] = [
   ["meter", "Meter"],
@@ -74,7 +75,7 @@ export function addDeviceForm(done: (device: any) => void): HTMLElement {
         e.preventDefault();
         clear(out);
         try {
-          const device = await api("POST", "/devices", { name: name.value, type: type.value, timezone: tz.value || null });
+          const device = await api("POST", "/devices", { name: name.value, type: type.value, timezone: tz.value || null, household_id: home().id });
           clear(out, keyExamples(device));
           done(device);
         } catch (err) {

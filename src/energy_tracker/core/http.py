@@ -11,10 +11,10 @@ import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Iterator
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import orjson
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
@@ -23,6 +23,8 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from energy_tracker.core.auth import Identity, InvalidToken, secret_digest, verify_access_token
+from energy_tracker.core.authz import Action, Caller, Need, route_rule
+from energy_tracker.core.authz import not_found as not_found  # where the services find it
 from energy_tracker.core.directory import DeviceContext, DeviceDirectory
 from energy_tracker.core.errors import ApiError
 from energy_tracker.core.failures import is_transient
@@ -170,6 +172,7 @@ _STATUS_CODES = {
     404: "not_found",
     405: "method_not_allowed",
     409: "conflict",
+    410: "gone",
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "invalid",
@@ -241,6 +244,9 @@ class IdentityDirectory(Protocol):
     async def device_for_key_digest(self, digest: str) -> tuple[str, str] | None:
         """(device id, owner id) of an enabled device of an active owner holding this key."""
 
+    async def memberships(self, user_id: str) -> tuple[tuple[str, str], ...]:
+        """(household id, role) of each household the user belongs to, their own first."""
+
 
 class Authenticator:
     """Turns request headers into an Identity, or refuses with 401."""
@@ -267,7 +273,8 @@ class Authenticator:
             role = await self.directory.user_role(identity.user_id)
             if role is None:
                 raise unauthorized("account disabled or gone")
-            return Identity("user", identity.user_id, role)
+            households = await self.directory.memberships(identity.user_id)
+            return Identity("user", identity.user_id, role, households=households)
         key = request.headers.get("x-device-key")
         if key and allow_device:
             found = await self.directory.device_for_key_digest(secret_digest(key))
@@ -288,26 +295,6 @@ def forbidden(message: str = "not allowed") -> ApiError:
     return ApiError(403, "forbidden", message)
 
 
-def not_found(what: str, details: Any = None) -> ApiError:
-    return ApiError(404, "not_found", f"{what} not found", details)
-
-
-class Owned(Protocol):
-    @property
-    def owner_id(self) -> str: ...
-
-
-OwnedT = TypeVar("OwnedT", bound=Owned)
-
-
-def visible_to(identity: Identity, found: OwnedT | None, what: str, details: Any = None) -> OwnedT:
-    """`found` if the caller may see it; 404 otherwise, the same answer as for an id that does
-    not exist, so the ids of others' things are never confirmed."""
-    if found is None or not identity.can_see(found.owner_id):
-        raise not_found(what, details)
-    return found
-
-
 def device_directory(request: Request) -> DeviceDirectory:
     """FastAPI dependency: the device directory the composition root injected."""
     directory: DeviceDirectory = request.app.state.directory
@@ -315,13 +302,17 @@ def device_directory(request: Request) -> DeviceDirectory:
 
 
 async def visible_device(
-    identity: Identity, directory: DeviceDirectory, device_id: str, field: str | None = None
+    caller: Caller, directory: DeviceDirectory, device_id: str, field: str | None = None
 ) -> DeviceContext:
-    """The context of a device the caller may see; 404 otherwise (see `visible_to`), naming
-    `field` when the id came from a query or body field rather than the path."""
+    """The context of a device the caller may act on as the route's rule says; 404 when it is
+    not in one of their households (the same answer as for an id that does not exist, so the
+    ids of others are never confirmed), naming `field` when the id came from a query or body
+    field rather than the path; 403 when their role there does not allow the action."""
     details = None if field is None else [{"field": field, "message": "not one of your devices"}]
     found = (await directory.contexts([device_id])).get(device_id)
-    return visible_to(identity, found, "device", details)
+    caller.check(found.household_id if found else None, "device", details)
+    assert found is not None  # check() refused a missing device
+    return found
 
 
 async def user_identity(request: Request) -> Identity:
@@ -343,6 +334,16 @@ async def admin_identity(request: Request) -> Identity:
     return identity
 
 
+async def authorized(request: Request, identity: Identity = Depends(user_identity)) -> Caller:
+    """FastAPI dependency: the signed-in caller, held to the rule `core.authz.ROUTES` gives
+    this route (an admin-only route refuses everyone else here; a household's things are
+    checked by the route with `Caller.check` once it knows their household)."""
+    rule = route_rule(request)
+    if rule.need is Need.ADMIN and not identity.is_admin:
+        raise forbidden("admins only")
+    return Caller(identity, rule.action or Action.READ)
+
+
 def shutting_down(request: Request) -> asyncio.Event:
     """Set when the server begins to stop: long-lived streams end on it, so a stop never waits
     for a client to hang up."""
@@ -362,6 +363,7 @@ _WHY = {
     403: "the credentials may not do this",
     404: "no such thing visible to the caller",
     409: "conflicts with what is stored",
+    410: "it existed but is no longer valid",
     413: "the body is over its limit",
     422: "invalid input; `details` names each bad field",
     429: "rate limited; Retry-After says when to come back",
@@ -404,7 +406,7 @@ def document_errors(schema: dict[str, Any], routes: Iterable[Any], prefix: str) 
     own.
     `routes` are the services' own, mounted under `prefix`."""
     schema.setdefault("components", {}).setdefault("schemas", {})["Error"] = _ERROR_SCHEMA
-    signed_in = {user_identity, user_or_device_identity, admin_identity}
+    signed_in = {user_identity, user_or_device_identity, admin_identity, authorized}
     for route in routes:
         if not isinstance(route, APIRoute):
             continue

@@ -89,14 +89,19 @@ class Gateway:
         await self.call("POST", "/auth/register", ok=(201, 409), json=creds)
         token = await self.login(email, password)
         auth = {"Authorization": f"Bearer {token}"}
-        profile = {
-            "name": f"Simulated home {home.index}",
+        name = f"Simulated home {home.index}"
+        await self.call("PATCH", "/users/me", json={"name": name}, headers=auth)
+        own = (await self.call("GET", "/households", headers=auth)).json()["items"][0]["id"]
+        settings = {
+            "name": name,
             "timezone": home.place.timezone,
             "currency": home.place.currency,
             "tariff": home.place.tariff,
         }
-        await self.call("PATCH", "/users/me", json=profile, headers=auth)
-        listed = (await self.call("GET", "/devices?limit=100", headers=auth)).json()
+        await self.call("PATCH", f"/households/{own}", json=settings, headers=auth)
+        listed = (
+            await self.call("GET", f"/devices?limit=100&household_id={own}", headers=auth)
+        ).json()
         ids = {d["name"]: d["id"] for d in listed}
         for spec in home.devices:
             if spec.name not in ids:

@@ -4,7 +4,7 @@ import { api, stream } from "../api";
 import { Chart } from "../chart";
 import { keyExamples, DEVICE_TYPES } from "../devices";
 import { clear, errorBox, field, h, kwh, localDate, localTime, money, say, select } from "../dom";
-import { session, type Page } from "../main";
+import { home, type Page } from "../main";
 
 type Gran = "hour" | "day" | "month";
 const HOUR_MS = 3_600_000;
@@ -25,7 +25,7 @@ export function devicePage(id: string): Page {
   return {
     title: "Device",
     async render(main, signal) {
-      const me = session.me!;
+      const me = home();
       const hh = { timezone: me.timezone, currency: me.currency };
       const device = await api("GET", `/devices/${encodeURIComponent(id)}`);
       const tz: string = device.timezone;

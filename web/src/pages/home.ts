@@ -3,11 +3,11 @@
 import { api, stream } from "../api";
 import { addDeviceForm } from "../devices";
 import { clear, h, kwh, localDate, money, watts } from "../dom";
-import { loadMe, redraw, session, type Page } from "../main";
+import { home, inHome, loadMe, redraw, session, type Page } from "../main";
 
 interface Device {
   id: string;
-  owner_id: string;
+  household_id: string;
   name: string;
   type: string;
   disabled: boolean;
@@ -18,7 +18,8 @@ export function homePage(): Page {
   return {
     title: "Home",
     async render(main, signal) {
-      const me = session.me ?? (await loadMe());
+      if (!session.me) await loadMe();
+      const here = home();
       const power = new Map<string, { w: number | null; at: number }>();
       const total = h("output", { class: "big", "aria-live": "off", id: "total-power" }, "–");
       const tiles = h("ul", { class: "tiles", "aria-label": "Live power by device" });
@@ -28,15 +29,15 @@ export function homePage(): Page {
       const top = h("section", { class: "card", "aria-labelledby": "top-title" }, h("h2", { id: "top-title" }, "Top devices this month"));
       const alerts = h("section", { class: "card", "aria-labelledby": "alerts-title" }, h("h2", { id: "alerts-title" }, "Open alerts"));
 
-      const hh = { timezone: me.timezone, currency: me.currency };
+      const hh = { timezone: here.timezone, currency: here.currency };
       let timer: number | undefined;
       const totals = async () => {
-        const from = localDate(Date.now(), me.timezone);
+        const from = localDate(Date.now(), here.timezone);
         const [usage, summary, forecast, open] = await Promise.all([
-          api("GET", `/usage?granularity=hour&from=${from}`),
-          api("GET", "/insights/summary").catch(() => null),
-          api("GET", "/insights/forecast").catch(() => null),
-          api("GET", "/alerts?state=firing&limit=20"),
+          api("GET", inHome(`/usage?granularity=hour&from=${from}`)),
+          api("GET", inHome("/insights/summary")).catch(() => null),
+          api("GET", inHome("/insights/forecast")).catch(() => null),
+          api("GET", inHome("/alerts?state=firing&limit=20")),
         ]);
         const todayKwh = usage.items.reduce((a: number, i: any) => a + i.energy_kwh, 0);
         const todayCost = usage.items.reduce((a: number, i: any) => a + i.cost, 0);
@@ -72,12 +73,10 @@ export function homePage(): Page {
         );
       };
       // Every request of the first view at once: the page is ready after one round trip.
-      const [listed] = await Promise.all([api<Device[]>("GET", "/devices?limit=1000"), totals()]);
-      // An admin is listed everyone's devices; the home is the caller's own, like its totals.
-      const devices = listed.filter((d) => d.owner_id === me.id);
+      const [devices] = await Promise.all([api<Device[]>("GET", inHome("/devices?limit=1000")), totals()]);
       performance.mark("home-ready"); // every number shown: what the benchmark times
 
-      clear(main, h("h1", {}, me.name ? `${me.name}'s home` : "Your home"));
+      clear(main, h("h1", {}, here.name));
       if (!devices.length) {
         main.append(
           h("section", { class: "card empty" }, h("h2", {}, "No devices yet"), h("p", {}, "Add your first device below: a meter, a smart plug, a solar inverter. You will get its key and examples of how to send readings.")),
