@@ -117,6 +117,13 @@ def steady(day_start: datetime, day_end: datetime, watts: float) -> list[tuple[i
     return [(ts, watts) for ts in range(start, end + 1, 300_000)]
 
 
+def sign_in(page: Any, server: ServiceProcess, email: str, password: str) -> None:
+    page.goto(server.url + "/#/signin")
+    page.get_by_label("E-mail").fill(email)
+    page.get_by_label("Password").fill(password)
+    page.get_by_role("button", name="Sign in").click()
+
+
 def rows(page: Any, table: str) -> list[list[str]]:
     return page.eval_on_selector_all(
         f"{table} tbody tr",
@@ -390,10 +397,7 @@ def test_simulate_prints_accounts_to_sign_in_with(server: ServiceProcess, browse
     (email,) = rest.split()
     context = browser.new_context()
     page = context.new_page()
-    page.goto(server.url + "/#/signin")
-    page.get_by_label("E-mail").fill(email)
-    page.get_by_label("Password").fill(password)
-    page.get_by_role("button", name="Sign in").click()
+    sign_in(page, server, email, password)
     expect(page.get_by_role("heading", name="Power now")).to_be_visible()
     expect(page.locator(".tile").first).to_be_visible()
     assert page.locator(".tile").count() >= 5  # a meter and four plugs, at least
@@ -412,10 +416,7 @@ def test_an_admin_manages_users_from_settings(
     assert r.status_code == 201
     context = browser.new_context(bypass_csp=True)  # bypass: to inject axe
     page = context.new_page()
-    page.goto(server.url + "/#/signin")
-    page.get_by_label("E-mail").fill(email)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
+    sign_in(page, server, email, PASSWORD)
     expect(page.get_by_role("heading", name="No devices yet")).to_be_visible()
     page.get_by_role("link", name="Settings").click()
     expect(page.get_by_role("heading", name="Users (admin)")).to_be_visible()
@@ -430,13 +431,6 @@ def test_an_admin_manages_users_from_settings(
     context.close()
 
 
-def _sign_in(page: Any, url: str, email: str) -> None:
-    page.goto(url + "/#/signin")
-    page.get_by_label("E-mail").fill(email)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-
-
 def test_an_owner_shares_the_household_and_a_member_switches_to_it(
     server: ServiceProcess, browser: Any
 ) -> None:
@@ -448,7 +442,7 @@ def test_an_owner_shares_the_household_and_a_member_switches_to_it(
         assert r.status_code == 201
     context = browser.new_context(bypass_csp=True)  # bypass: to inject axe
     page = context.new_page()
-    _sign_in(page, server.url, owner)
+    sign_in(page, server, owner, PASSWORD)
     expect(page.get_by_role("heading", name="No devices yet")).to_be_visible()
     page.get_by_role("link", name="Settings").click()
     expect(page.get_by_role("heading", name="Members")).to_be_visible()
@@ -468,7 +462,7 @@ def test_an_owner_shares_the_household_and_a_member_switches_to_it(
     # The guest has two households now: the switcher shows the shared one.
     other = browser.new_context(bypass_csp=True)
     theirs = other.new_page()
-    _sign_in(theirs, server.url, guest)
+    sign_in(theirs, server, guest, PASSWORD)
     switch = theirs.get_by_label("Household")
     expect(switch).to_be_visible()
     switch.select_option(label="Rose Cottage (member)")
@@ -480,4 +474,44 @@ def test_an_owner_shares_the_household_and_a_member_switches_to_it(
     # Removed by the owner, the guest is no longer listed.
     page.get_by_role("button", name=f"Remove {guest}").click()
     expect(page.get_by_label(f"Role of {guest}")).to_have_count(0)
+
+
+def test_a_metered_home_shows_what_it_consumes_once_and_other(
+    server: ServiceProcess, browser: Any
+) -> None:
+    api = server.url + "/api/v1"
+    email = f"metered-{uuid.uuid4().hex[:8]}@example.com"
+    r = httpx.post(api + "/auth/register", json={"email": email, "password": PASSWORD})
+    assert r.status_code == 201, r.text
+    r = httpx.post(api + "/auth/login", json={"email": email, "password": PASSWORD})
+    auth = {"Authorization": f"Bearer {r.json()['access_token']}"}
+    assert httpx.patch(api + "/users/me", json={"timezone": "UTC"}, headers=auth).is_success
+
+    def device(**body: Any) -> tuple[str, str]:
+        r = httpx.post(api + "/devices", json=body, headers=auth)
+        assert r.status_code == 201, r.text
+        return r.json()["id"], r.json()["api_key"]
+
+    meter, meter_key = device(name="main meter", type="meter", role="grid")
+    plug, plug_key = device(name="fridge plug", type="plug", role="sub", parent_id=meter)
+    # The last 3 minutes: the meter 2,000 W (0.100 kWh), the fridge behind it 500 W (0.025 kWh,
+    # inside the meter's). The home consumes 2,000 W now, not 2,500; today 0.100 kWh, of which
+    # 0.100 - 0.025 = 0.075 kWh no plug explains ("other").
+    now = int(time.time() * 1000)
+    instants = (now - 180_000, now - 90_000, now)
+    post(api, meter_key, meter, [(ts, 2000.0) for ts in instants])
+    post(api, plug_key, plug, [(ts, 500.0) for ts in instants])
+    context = browser.new_context(bypass_csp=True)  # bypass: to inject axe
+    page = context.new_page()
+    sign_in(page, server, email, PASSWORD)
+    expect(page.get_by_role("heading", name="Power now")).to_be_visible()
+    expect(page.locator(f'output[data-device="{plug}"]')).to_have_text("500 W")
+    expect(page.locator("#total-power")).to_have_text("2,000 W")
+    expect(page.get_by_test_id("today-kwh")).to_have_text("0.100 kWh")
+    expect(page.get_by_test_id("today-other")).to_have_text("0.075 kWh")
+    # The add-device form offers the meter as what a new plug sits inside.
+    page.locator("summary", has_text="Add a device").click()
+    page.get_by_label("Role").select_option("sub")
+    page.get_by_label("Inside").select_option(label="main meter")
+    check_page(page, "metered-home")
     context.close()

@@ -244,17 +244,38 @@ def test_forecast_of_a_device(api: Api) -> None:
     # Month: 1 to 7 March so far (six 5.6s and the 17.6; 8 March has no reading before noon);
     # half of today and 23 days left: weekdays 9-13, 16-20, 23-27, 30-31 (17), weekend days
     # 14-15, 21-22, 28-29 (6), today (a Sunday) counts half. The rest is half that level and
-    # half the month's rate so far, 51.2 kWh over 7.5 days, for 23.5 days; no year before.
+    # half the month's rate so far, 51.2 kWh over 7.5 days, for 23.5 days.
     rest_level = 17 * weekday + 6 * weekend + 0.5 * weekend
     expected = 51.2 + 0.5 * rest_level + 0.5 * 51.2 / 7.5 * 23.5
     month = body["month"]
     assert month["period_start"] == "2026-03-01"
-    assert (month["remaining_days"], month["seasonal_factor"]) == (23.5, None)
+    assert month["remaining_days"] == 23.5
+    assert "seasonal_factor" not in month
     assert (month["month_to_date_kwh"], month["month_to_date_cost"]) == pytest.approx((51.2, 15.36))
     assert month["energy_kwh"] == pytest.approx(expected, abs=1e-5)
     assert month["energy_kwh_low"] < month["energy_kwh"] < month["energy_kwh_high"]
     # A flat price: the rest at 0.30 a kWh.
     assert month["cost"] == pytest.approx(15.36 + (expected - 51.2) * PRICE, abs=1e-5)
+
+
+def test_a_public_holiday_of_the_households_country_is_a_day_off(api: Api) -> None:
+    """Monday 9 March 2026 is National Heroes and Benefactors Day in Belize: with the
+    household's country BZ it is forecast as a day off (weekend level), the other working days
+    as before; without a country, as a working day."""
+    headers = api.auth["owner"]
+    home = api.http.get(api.url + "/households", headers=headers).json()["items"][0]["id"]
+    level, working = _ewma_level(3)
+    weekday, weekend = (level + working) / 2, (level + DAY_KWH) / 2
+    try:
+        r = api.http.patch(f"{api.url}/households/{home}", json={"country": "BZ"}, headers=headers)
+        assert r.status_code == 200, r.text
+        days = api.ok("/insights/forecast", device_id=api.home.meter, at=AT)["days"]
+        assert [d["energy_kwh"] for d in days[:2]] == pytest.approx([weekend, weekday])
+    finally:
+        r = api.http.patch(f"{api.url}/households/{home}", json={"country": None}, headers=headers)
+        assert r.status_code == 200, r.text
+    days = api.ok("/insights/forecast", device_id=api.home.meter, at=AT)["days"]
+    assert days[0]["energy_kwh"] == pytest.approx(weekday)
 
 
 def test_forecast_ignores_what_came_after_at(api: Api) -> None:
@@ -417,3 +438,41 @@ def test_bad_input_is_a_422_naming_the_field(api: Api, params: dict[str, str], f
     r = api.get("/insights/anomalies", **params)
     assert r.status_code == 422, r.text
     assert [d["field"] for d in r.json()["error"]["details"]] == [field]
+
+
+def test_summary_of_a_metered_home_counts_each_kwh_once(api: Api) -> None:
+    # The same buckets, but the meter is now the home's grid meter and the fridge plug sits
+    # behind it: the plug's kWh are inside the meter's, so the home used the meter's 51.2 kWh
+    # this month, not 59.6. Shares are of those 51.2: the plug 8.4 (16.406 %), and "other", what
+    # no plug explains, 51.2 - 8.4 = 42.8 kWh (83.594 %), at 0.30: 12.84.
+    owner = api.auth["owner"]
+    meter, plug = api.home.meter, api.home.plug
+    placed = [
+        (meter, {"role": "grid"}),
+        (plug, {"role": "sub", "parent_id": meter}),
+    ]
+    try:
+        for device, place in placed:
+            r = api.http.patch(f"{api.url}/devices/{device}", json=place, headers=owner)
+            assert r.status_code == 200, r.text
+        body = api.ok("/insights/summary", at=AT)
+        assert body["month_to_date"]["energy_kwh"] == pytest.approx(51.2)
+        assert [(d["device_id"], d["energy_kwh"], d["share_pct"]) for d in body["top_devices"]] == [
+            (None, pytest.approx(42.8), pytest.approx(42.8 / 51.2 * 100, abs=1e-3)),
+            (plug, pytest.approx(8.4), pytest.approx(8.4 / 51.2 * 100, abs=1e-3)),
+        ]
+        assert body["top_devices"][0]["cost"] == pytest.approx(12.84)
+        # The baseload is the meter's alone: 150 W of 22 February to 7 March, 50.4 kWh of the
+        # meter's 90.4 (55.752 %), and the plug's 50 W no longer lifts the always-on level (it
+        # was inside the meter's all along): no recommendation.
+        assert body["baseload"]["power_w"] == 150.0
+        assert body["baseload"]["share_pct"] == pytest.approx(50.4 / 90.4 * 100, abs=1e-3)
+        assert body["recommendations"] == []
+    finally:
+        for device, _ in reversed(placed):
+            r = api.http.patch(
+                f"{api.url}/devices/{device}",
+                json={"role": "consumer", "parent_id": None},
+                headers=owner,
+            )
+            assert r.status_code == 200, r.text

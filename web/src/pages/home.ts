@@ -1,7 +1,9 @@
-// Home: live power of every device, today, this month with its forecast, baseload, top devices,
-// open alerts. Readings arrive over each device's SSE stream; the totals follow a few seconds later.
+// Home: live power of every device and what the home consumes now (each watt once: a main meter's
+// sub-meters break it down), today with what no plug explains ("other"), this month with its
+// forecast, baseload, top devices, open alerts. Readings arrive over each device's SSE stream; the
+// totals follow a few seconds later.
 import { api, stream } from "../api";
-import { addDeviceForm } from "../devices";
+import { addDeviceForm, consumptionWeights } from "../devices";
 import { clear, h, kwh, localDate, money, watts } from "../dom";
 import { home, inHome, loadMe, redraw, session, type Page } from "../main";
 
@@ -12,6 +14,9 @@ interface Device {
   type: string;
   disabled: boolean;
   timezone: string;
+  household_id: string;
+  role: string;
+  parent_id: string | null;
 }
 
 export function homePage(): Page {
@@ -41,7 +46,14 @@ export function homePage(): Page {
         ]);
         const todayKwh = usage.items.reduce((a: number, i: any) => a + i.energy_kwh, 0);
         const todayCost = usage.items.reduce((a: number, i: any) => a + i.cost, 0);
-        clear(today, h("h2", {}, "Today"), h("p", { class: "big" }, h("span", { "data-testid": "today-kwh" }, kwh(todayKwh))), h("p", {}, h("span", { "data-testid": "today-cost" }, money(todayCost, hh)), " so far"));
+        const todayOther = usage.items.reduce((a: number, i: any) => a + (i.other_kwh ?? 0), 0);
+        clear(
+          today,
+          h("h2", {}, "Today"),
+          h("p", { class: "big" }, h("span", { "data-testid": "today-kwh" }, kwh(todayKwh))),
+          h("p", {}, h("span", { "data-testid": "today-cost" }, money(todayCost, hh)), " so far"),
+          usage.metered ? h("p", {}, h("span", { "data-testid": "today-other" }, kwh(todayOther)), " other (no plug of its own)") : "",
+        );
         const m = forecast?.month;
         clear(
           month,
@@ -61,7 +73,7 @@ export function homePage(): Page {
           top,
           h("h2", { id: "top-title" }, "Top devices this month"),
           tops.length
-            ? h("ol", {}, ...tops.map((t: any) => h("li", {}, h("a", { href: `#/devices/${t.device_id}` }, t.name), ` ${kwh(t.energy_kwh, 2)} · ${money(t.cost, hh)} · ${t.share_pct.toFixed(0)} %`)))
+            ? h("ol", {}, ...tops.map((t: any) => h("li", {}, t.device_id ? h("a", { href: `#/devices/${t.device_id}` }, t.name) : h("span", { title: "What the main meter saw that no device of its own explains" }, "Other"), ` ${kwh(t.energy_kwh, 2)} · ${money(t.cost, hh)} · ${t.share_pct.toFixed(0)} %`)))
             : h("p", {}, "Nothing used this month yet."),
         );
         clear(
@@ -74,6 +86,7 @@ export function homePage(): Page {
       };
       // Every request of the first view at once: the page is ready after one round trip.
       const [devices] = await Promise.all([api<Device[]>("GET", inHome("/devices?limit=1000")), totals()]);
+      const weights = consumptionWeights(devices);
       performance.mark("home-ready"); // every number shown: what the benchmark times
 
       clear(main, h("h1", {}, here.name));
@@ -95,8 +108,8 @@ export function homePage(): Page {
           ...devices.map((d) => {
             const p = power.get(d.id);
             const fresh = p && p.w !== null && now - p.at < 15 * 60_000;
-            if (fresh) {
-              sum += p!.w!;
+            if (fresh && weights.has(d.id)) {
+              sum += weights.get(d.id)! * p!.w!;
               any = true;
             }
             return h(
@@ -111,11 +124,11 @@ export function homePage(): Page {
       };
 
       main.append(
-        h("section", { class: "card live", "aria-labelledby": "live-title" }, h("h2", { id: "live-title" }, "Power now"), total, tiles),
+        h("section", { class: "card live", "aria-labelledby": "live-title" }, h("h2", { id: "live-title" }, "Power now"), total, h("p", { class: "hint" }, "What the home consumes: each watt once"), tiles),
         h("div", { class: "stats" }, today, month, base),
         top,
         alerts,
-        h("details", { class: "card" }, h("summary", {}, "Add a device"), addDeviceForm(() => undefined)),
+        h("details", { class: "card" }, h("summary", {}, "Add a device"), addDeviceForm(() => undefined, devices)),
       );
       drawTiles();
 

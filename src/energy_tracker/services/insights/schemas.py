@@ -66,11 +66,17 @@ class TotalOut(Out):
 
 
 class DeviceShareOut(Out):
-    device_id: str
+    device_id: str | None = Field(
+        description='Null for "other": what the home\'s meter saw that no device of its own '
+        "explains."
+    )
     name: str
     energy_kwh: Kwh
     cost: Money
-    share_pct: Ratio = Field(description="Of the energy all your devices used this month.")
+    share_pct: Ratio = Field(
+        description="Of the energy the home consumed this month (each kWh once: a meter's "
+        "sub-meters share it, solar and batteries are no users)."
+    )
 
 
 class RecommendationOut(Out):
@@ -120,7 +126,7 @@ class MonthForecastOut(Out):
     period_start: date = Field(description="First day of the month forecast.")
     energy_kwh: Kwh = Field(
         description="Month to date + the rest: half the recent level of days of the same kind, "
-        "half the month's own rate so far, times the seasonal factor."
+        "half the month's own rate so far."
     )
     energy_kwh_low: Kwh = Field(description="Low end of an 80 % range.")
     energy_kwh_high: Kwh = Field(description="High end of an 80 % range.")
@@ -130,10 +136,6 @@ class MonthForecastOut(Out):
     month_to_date_kwh: Kwh = Field(description="The whole hours of this month before `at`.")
     month_to_date_cost: Money
     remaining_days: Ratio = Field(description="Days left in the month, today's rest included.")
-    seasonal_factor: Annotated[float | None, _rounder(3, nullable=True)] = Field(
-        description="The rest of this month a year earlier against the 10 days before it; null "
-        "without a year of history."
-    )
     method: Method = Field(description="profile: two weeks of history or more; recent-days: less.")
 
 
