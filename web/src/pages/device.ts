@@ -156,8 +156,9 @@ export function devicePage(id: string): Page {
       const type = select("type", DEVICE_TYPES, device.type);
       const zone = h("input", { type: "text", value: device.timezone });
       const disabled = h("input", { type: "checkbox", checked: device.disabled });
-      const others = (await api<Placed[]>("GET", `/devices?limit=1000&household_id=${encodeURIComponent(device.household_id)}`)).filter((d: any) => d.id !== id);
-      const placed = placementFields(others, device.role, device.parent_id);
+      // The devices it may sit inside: the others of its own household (not the one on show).
+      const siblings = (await api<Placed[]>("GET", `/devices?limit=1000&household_id=${encodeURIComponent(device.household_id)}`)).filter((d: any) => d.id !== id);
+      const placed = placementFields(siblings, device.role, device.parent_id);
       const out = h("div", {});
       main.append(
         h(
