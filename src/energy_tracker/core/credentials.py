@@ -1,5 +1,7 @@
 """A short-lived cache in front of the identity look-ups every authenticated request makes.
 
+It also keeps a personal access token's "last used" from costing a write per request.
+
 Why: without it every request pays one or two metadata-database transactions (a user's current
 role, or a device key's device and owner) before it does anything, several milliseconds each on
 SQLite, which caps the whole API near a hundred requests a second. The answers change only when
@@ -7,12 +9,14 @@ an account or a device is changed, which is rare.
 
 How it stays right:
 - In this process, every route that changes what a look-up answers (a user disabled, enabled or
-  given another role; a device disabled, enabled, deleted or given a new key) calls
-  `forget_user` or `forget_device` before it answers, so the change takes effect on the very
-  next request here.
+  given another role; a device disabled, enabled, deleted or given a new key; a personal access
+  token revoked) calls `forget_user`, `forget_device` or `forget_token` before it answers, so
+  the change takes effect on the very next request here.
 - Across processes (split deployments, several replicas) nothing is signalled: an entry lives at
   most `ttl_s` (CREDENTIAL_TTL_S, 5 s), so a change made through another process takes effect
-  here within that.
+  here within that. A revoked token is refused at once by the users service (which revoked
+  it) and within 5 s by every other service and gateway: the same bound as a disabled account,
+  with no broker to run for it. A stream opened before the revocation is not cut.
 - Refusals are cached too (an unknown key hammering the API costs one query per period), and
   the cache is bounded: when full, it starts again empty.
 """
@@ -21,15 +25,20 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from datetime import datetime
 from typing import Any
 
 from fastapi import Request
 
+from energy_tracker.core.auth import AccessGrant
 from energy_tracker.core.http import IdentityDirectory
 
 CREDENTIAL_TTL_S = 5.0
 """How long a look-up's answer is reused: how late a change made in another process arrives."""
 MAX_ENTRIES = 100_000
+TOKEN_USE_RESOLUTION_S = 60.0
+"""A personal access token's `last_used_at` is kept to this: at most one write per token per
+process in this time, and none when another process recorded a use within it."""
 
 
 class CredentialCache(IdentityDirectory):
@@ -46,6 +55,8 @@ class CredentialCache(IdentityDirectory):
         self.clock = clock
         self._roles: dict[str, tuple[float, str | None]] = {}
         self._keys: dict[str, tuple[float, tuple[str, str] | None]] = {}
+        self._grants: dict[str, tuple[float, AccessGrant | None]] = {}
+        self._used: dict[str, float] = {}  # token id -> when this process last recorded a use
 
     async def user_role(self, user_id: str) -> str | None:
         now = self.clock()
@@ -64,6 +75,28 @@ class CredentialCache(IdentityDirectory):
         found = await self.source.device_for_key_digest(digest)
         _remember(self._keys, digest, (now + self.ttl_s, found))
         return found
+
+    async def access_grant(self, token_id: str) -> AccessGrant | None:
+        now = self.clock()
+        hit = self._grants.get(token_id)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        grant = await self.source.access_grant(token_id)
+        _remember(self._grants, token_id, (now + self.ttl_s, grant))
+        return grant
+
+    async def token_used(self, token_id: str, at: datetime) -> None:
+        """Passes a use on to the source once per TOKEN_USE_RESOLUTION_S per token."""
+        now = self.clock()
+        last = self._used.get(token_id)
+        if last is not None and now - last < TOKEN_USE_RESOLUTION_S:
+            return
+        _remember(self._used, token_id, now)
+        await self.source.token_used(token_id, at)
+
+    def forget_token(self, token_id: str) -> None:
+        """The token was revoked: the next request with it asks the store."""
+        self._grants.pop(token_id, None)
 
     def forget_user(self, user_id: str) -> None:
         """The account changed (disabled, enabled, role): its role and its devices' keys."""

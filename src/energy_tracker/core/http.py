@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import hmac
 import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Iterator
+from datetime import UTC, datetime
 from typing import Any, Protocol, TypeVar
 
 import orjson
@@ -22,7 +24,15 @@ from prometheus_client import CONTENT_TYPE_LATEST, Histogram, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from energy_tracker.core.auth import Identity, InvalidToken, secret_digest, verify_access_token
+from energy_tracker.core.auth import (
+    PERSONAL_TOKEN_PREFIX,
+    AccessGrant,
+    Identity,
+    InvalidToken,
+    personal_token_id,
+    secret_digest,
+    verify_access_token,
+)
 from energy_tracker.core.directory import DeviceContext, DeviceDirectory
 from energy_tracker.core.errors import ApiError
 
@@ -227,9 +237,31 @@ class IdentityDirectory(Protocol):
     async def device_for_key_digest(self, digest: str) -> tuple[str, str] | None:
         """(device id, owner id) of an enabled device of an active owner holding this key."""
 
+    async def access_grant(self, token_id: str) -> AccessGrant | None:
+        """What is stored of a personal access token (revoked and expired ones too)."""
+
+    async def token_used(self, token_id: str, at: datetime) -> None:
+        """A request was authenticated by this personal access token at `at`."""
+
+
+READ_ONLY: dict[str, Any] = {"x-action": "read"}
+"""`openapi_extra=` of a route that changes nothing although its method is not GET (a preview
+computed from a posted body): a `read` token may call it."""
+
+
+def changes_something(request: Request) -> bool:
+    """Whether the request's route may change something: what it declares (`x-action` in its
+    OpenAPI extra, see READ_ONLY), else anything but GET and HEAD."""
+    route = request.scope.get("route")
+    declared = (getattr(route, "openapi_extra", None) or {}).get("x-action")
+    if declared is not None:
+        return bool(declared != "read")
+    return request.method not in ("GET", "HEAD")
+
 
 class Authenticator:
-    """Turns request headers into an Identity, or refuses with 401."""
+    """Turns request headers into an Identity, or refuses with 401 (or 403: a `read` token on a
+    route that changes something, checked here so that no route can forget it)."""
 
     def __init__(self, directory: IdentityDirectory, secret: str, issuer: str) -> None:
         self.directory = directory
@@ -242,18 +274,26 @@ class Authenticator:
             scheme, _, token = auth.partition(" ")
             if scheme.lower() != "bearer" or not token:
                 raise unauthorized("expected 'Authorization: Bearer <token>'")
-            try:
-                identity = verify_access_token(
-                    token.strip(), secret=self.secret, issuer=self.issuer
-                )
-            except InvalidToken:
-                raise unauthorized("invalid or expired token") from None
+            token = token.strip()
+            if token.startswith(PERSONAL_TOKEN_PREFIX):
+                identity = await self._personal(token)
+            else:
+                try:
+                    identity = verify_access_token(token, secret=self.secret, issuer=self.issuer)
+                except InvalidToken:
+                    raise unauthorized("invalid or expired token") from None
             # The role comes from the account, not the token, so disabling or demoting a user
             # takes effect on their next request rather than when the token expires.
             role = await self.directory.user_role(identity.user_id)
             if role is None:
                 raise unauthorized("account disabled or gone")
-            return Identity("user", identity.user_id, role)
+            if identity.read_only and changes_something(request):
+                raise forbidden("a read token cannot change anything: use a write token")
+            if identity.token_id is not None:
+                await self.directory.token_used(identity.token_id, datetime.now(UTC))
+            return Identity(
+                "user", identity.user_id, role, None, identity.token_id, identity.read_only
+            )
         key = request.headers.get("x-device-key")
         if key and allow_device:
             found = await self.directory.device_for_key_digest(secret_digest(key))
@@ -264,6 +304,23 @@ class Authenticator:
         if key:
             raise ApiError(403, "forbidden", "a device key can only send readings")
         raise unauthorized("authentication required")
+
+    async def _personal(self, token: str) -> Identity:
+        """The user of a live personal access token (before their account is checked)."""
+        try:
+            token_id = personal_token_id(token, secret=self.secret)
+        except InvalidToken:
+            raise unauthorized("invalid personal access token") from None
+        grant = await self.directory.access_grant(token_id)
+        if grant is None or not hmac.compare_digest(grant.token_hash, secret_digest(token)):
+            raise unauthorized("invalid personal access token")
+        if grant.revoked:
+            raise unauthorized("this personal access token was revoked")
+        if grant.expires_at is not None and grant.expires_at <= datetime.now(UTC):
+            raise unauthorized(
+                f"this personal access token expired at {grant.expires_at.isoformat()}"
+            )
+        return Identity("user", grant.user_id, token_id=token_id, read_only=grant.scope == "read")
 
 
 def unauthorized(message: str) -> ApiError:
@@ -320,6 +377,16 @@ async def user_or_device_identity(request: Request) -> Identity:
     """FastAPI dependency: a signed-in user, or a device by its X-Device-Key."""
     auth: Authenticator = request.app.state.authenticator
     return await auth.identify(request, allow_device=True)
+
+
+async def signed_in_identity(request: Request) -> Identity:
+    """FastAPI dependency: a user who signed in with their password (a session's token), not a
+    personal access token. What a token must not do with itself or its account (make, list or
+    revoke tokens; change the password) needs this: a leaked token cannot entrench itself."""
+    identity = await user_identity(request)
+    if identity.token_id is not None:
+        raise forbidden("a personal access token cannot do this: sign in with your password")
+    return identity
 
 
 async def admin_identity(request: Request) -> Identity:
@@ -390,7 +457,7 @@ def document_errors(schema: dict[str, Any], routes: Iterable[Any], prefix: str) 
     own.
     `routes` are the services' own, mounted under `prefix`."""
     schema.setdefault("components", {}).setdefault("schemas", {})["Error"] = _ERROR_SCHEMA
-    signed_in = {user_identity, user_or_device_identity, admin_identity}
+    signed_in = {user_identity, user_or_device_identity, admin_identity, signed_in_identity}
     for route in routes:
         if not isinstance(route, APIRoute):
             continue

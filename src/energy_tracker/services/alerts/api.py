@@ -18,6 +18,7 @@ from energy_tracker.core.auth import Identity
 from energy_tracker.core.directory import DeviceDirectory
 from energy_tracker.core.errors import ApiError
 from energy_tracker.core.http import (
+    READ_ONLY,
     answers,
     device_directory,
     not_found,
@@ -154,6 +155,7 @@ async def create_rule(
         **answers(404),
         422: {"description": "an invalid rule, or one without a device"},
     },
+    openapi_extra=READ_ONLY,  # stores nothing: a read token may preview
 )
 async def preview_rule(
     request: Request,

@@ -21,3 +21,17 @@ class User:
     currency: str  # ISO 4217 code
     tariff: dict[str, Any] | None  # flat or time-of-use, as in PATCH /users/me
     created_at: datetime  # aware, UTC
+
+
+@dataclass(frozen=True)
+class AccessToken:
+    """A personal access token as its owner sees it listed: never the token itself."""
+
+    id: str
+    user_id: str
+    name: str
+    scope: str  # "read" or "write"
+    created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None  # to within a minute
+    revoked_at: datetime | None
