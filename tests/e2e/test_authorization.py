@@ -86,6 +86,15 @@ class World:
         assert r.status_code == 201, r.text
         return r.json()["id"]
 
+    def fresh_access_token(self) -> str:
+        r = self.http.post(
+            self.api + "/users/me/tokens",
+            json={"name": "target", "scope": "read"},
+            headers=self.owner.headers,
+        )
+        assert r.status_code == 201, r.text
+        return str(r.json()["id"])
+
     def fresh_refresh_token(self) -> str:
         r = self.http.post(
             self.api + "/auth/login", json={"email": self.owner.email, "password": PASSWORD}
@@ -164,6 +173,13 @@ RULES: dict[tuple[str, str], Rule] = {
     ("DELETE", "/auth/refresh"): Rule(expect(401, 401, 401, 401, 401, 401)),
     ("GET", "/users/me"): Rule(SIGNED_IN_200),
     ("PATCH", "/users/me"): Rule(SIGNED_IN_200, lambda w, p: {"name": "Someone"}),
+    # Personal access tokens: a user's own, made and revoked by a password sign-in only (a
+    # token's refusal: tests/service/test_access_tokens.py); an admin revokes none of another's.
+    ("POST", "/users/me/tokens"): Rule(
+        expect(401, 201, 201, 201, 403, 401), lambda w, p: {"name": "ha", "scope": "read"}
+    ),
+    ("GET", "/users/me/tokens"): Rule(SIGNED_IN_200),
+    ("DELETE", "/users/me/tokens/{token_id}"): Rule(expect(401, 404, 204, 404, 403, 401)),
     ("GET", "/users"): Rule(ADMIN_200),
     ("PATCH", "/users/{user_id}"): Rule(ADMIN_200, lambda w, p: {"role": "user"}),
     ("POST", "/devices"): Rule(
@@ -301,6 +317,8 @@ def path_params(w: World, template: str) -> dict[str, str]:
         params["alert_id"] = w.alert_id
     if "{user_id}" in template:
         params["user_id"] = w.owner.user_id
+    if "{token_id}" in template:
+        params["token_id"] = w.fresh_access_token()
     return params
 
 
