@@ -16,7 +16,8 @@ How it stays right:
   most `ttl_s` (CREDENTIAL_TTL_S, 5 s), so a change made through another process takes effect
   here within that. A revoked token is refused at once by the users service (which revoked
   it) and within 5 s by every other service and gateway: the same bound as a disabled account,
-  with no broker to run for it. A stream opened before the revocation is not cut.
+  with no broker to run for it. A stream checks its caller as it polls (`http.caller_gone`),
+  so one opened before the revocation ends within the same bound.
 - Refusals are cached too (an unknown key hammering the API costs one query per period), and
   the cache is bounded: when full, it starts again empty.
 """

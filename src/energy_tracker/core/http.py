@@ -305,6 +305,18 @@ class Authenticator:
             raise ApiError(403, "forbidden", "a device key can only send readings")
         raise unauthorized("authentication required")
 
+    async def still_valid(self, identity: Identity) -> bool:
+        """Whether a caller identified a while ago (a stream's) may still be served: the account
+        still active and its personal access token, if any, neither revoked nor expired. A
+        session's JWT is not checked again: its refresh, not the stream, is what ends a session.
+        Answered from the credential cache, so a long stream costs a query per TTL at most."""
+        if await self.directory.user_role(identity.user_id) is None:
+            return False
+        if identity.token_id is None:
+            return True
+        grant = await self.directory.access_grant(identity.token_id)
+        return grant is not None and _live(grant)
+
     async def _personal(self, token: str) -> Identity:
         """The user of a live personal access token (before their account is checked)."""
         try:
@@ -316,11 +328,27 @@ class Authenticator:
             raise unauthorized("invalid personal access token")
         if grant.revoked:
             raise unauthorized("this personal access token was revoked")
-        if grant.expires_at is not None and grant.expires_at <= datetime.now(UTC):
-            raise unauthorized(
-                f"this personal access token expired at {grant.expires_at.isoformat()}"
-            )
+        if not _live(grant):
+            expired = grant.expires_at.isoformat() if grant.expires_at else "?"
+            raise unauthorized(f"this personal access token expired at {expired}")
         return Identity("user", grant.user_id, token_id=token_id, read_only=grant.scope == "read")
+
+
+def _live(grant: AccessGrant) -> bool:
+    """Neither revoked nor expired."""
+    return not grant.revoked and (grant.expires_at is None or grant.expires_at > datetime.now(UTC))
+
+
+def caller_gone(request: Request, identity: Identity) -> Callable[[], Awaitable[bool]]:
+    """For a long-lived stream: a check that says when its caller may no longer be served (the
+    account disabled, the access token revoked or expired), so the stream ends then: at once in
+    this process, within CREDENTIAL_TTL_S when the change was made in another."""
+    auth: Authenticator = request.app.state.authenticator
+
+    async def gone() -> bool:
+        return not await auth.still_valid(identity)
+
+    return gone
 
 
 def unauthorized(message: str) -> ApiError:

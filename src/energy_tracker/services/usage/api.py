@@ -19,6 +19,7 @@ from energy_tracker.core.energy import period_start
 from energy_tracker.core.errors import ApiError
 from energy_tracker.core.events import Reading
 from energy_tracker.core.http import (
+    caller_gone,
     device_directory,
     shutting_down,
     user_identity,
@@ -199,6 +200,7 @@ async def device_live(
         after,
         _reading_item,
         shutting_down(request),
+        caller_gone(request, identity),
     )
     return sse_response(events)
 
