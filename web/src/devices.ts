@@ -1,6 +1,6 @@
 // Adding a device: its key is shown once, with ready-to-copy ways to send readings.
 import { api } from "./api";
-import { clear, errorBox, field, h, select } from "./dom";
+import { clear, copyBlock, errorBox, field, h, select } from "./dom";
 
 export const DEVICE_TYPES: [string, string][] = [
   ["meter", "Meter"],
@@ -11,19 +11,6 @@ export const DEVICE_TYPES: [string, string][] = [
   ["heat_pump", "Heat pump"],
   ["other", "Other"],
 ];
-
-function copyBlock(label: string, text: string): HTMLElement {
-  const pre = h("pre", { tabindex: 0, "aria-label": label }, h("code", {}, text));
-  const btn = h("button", {
-    type: "button",
-    class: "secondary",
-    onclick: async () => {
-      await navigator.clipboard?.writeText(text).catch(() => undefined);
-      btn.textContent = "Copied";
-    },
-  }, "Copy");
-  return h("div", { class: "copy" }, h("h4", {}, label), pre, btn);
-}
 
 export function keyExamples(device: { id: string; api_key: string }): HTMLElement {
   const origin = location.origin;

@@ -1,8 +1,9 @@
 // Settings: profile, time zone, currency, the tariff (flat, or time-of-use drawn and edited as a
-// 24-hour strip), standing charge and export price; and, for an admin, the users.
+// 24-hour strip), standing charge and export price; access tokens; and, for an admin, the users.
 import { api } from "../api";
 import { clear, errorBox, field, h, say, select } from "../dom";
 import { loadMe, session, type Page } from "../main";
+import { accessTokens } from "../tokens";
 
 /** Hourly prices back to bands: consecutive hours at one price make one band. */
 export function bandsOf(prices: number[]): { from_hour: number; to_hour: number; price_per_kwh: number }[] {
@@ -96,6 +97,7 @@ export function settingsPage(): Page {
           out,
         ),
       );
+      main.append(await accessTokens(me.timezone));
       if (session.me?.role === "admin") main.append(await adminUsers());
     },
   };
