@@ -27,6 +27,7 @@ from tests.e2e.accounts import (
     logged_in,
     new_device,
     post_reading,
+    rule_body,
     status_when,
 )
 from tests.forged_tokens import forged_tokens
@@ -101,19 +102,6 @@ class World:
         )
         assert r.status_code == 200, r.text
         return r.json()["refresh_token"]
-
-
-def rule_body(device_id: str | None) -> dict[str, Any]:
-    return {
-        "name": "anything on",
-        "device_id": device_id,
-        "metric": "power_w",
-        "period": "instant",
-        "op": "gt",
-        "threshold": 0,
-        "severity": "info",
-        "channels": [],
-    }
 
 
 def expect(

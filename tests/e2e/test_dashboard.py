@@ -306,6 +306,20 @@ def test_simulate_prints_accounts_to_sign_in_with(server: ServiceProcess, browse
     context.close()
 
 
+def signed_in_page(server: ServiceProcess, browser: Any, email: str) -> tuple[Any, Any]:
+    """(context, page) of `email` (password PASSWORD, no devices) signed in, on Settings."""
+    context = browser.new_context(bypass_csp=True)  # bypass: to inject axe
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    page.goto(server.url + "/#/signin")
+    page.get_by_label("E-mail").fill(email)
+    page.get_by_label("Password").fill(PASSWORD)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.get_by_role("heading", name="No devices yet")).to_be_visible()
+    page.get_by_role("link", name="Settings").click()
+    return context, page
+
+
 def test_an_admin_manages_users_from_settings(
     server: ServiceProcess, browser: Any, home_dir: Path
 ) -> None:
@@ -316,14 +330,7 @@ def test_an_admin_manages_users_from_settings(
     user = f"user-{uuid.uuid4().hex[:8]}@example.com"
     r = httpx.post(server.url + "/api/v1/auth/register", json={"email": user, "password": PASSWORD})
     assert r.status_code == 201
-    context = browser.new_context(bypass_csp=True)  # bypass: to inject axe
-    page = context.new_page()
-    page.goto(server.url + "/#/signin")
-    page.get_by_label("E-mail").fill(email)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_role("heading", name="No devices yet")).to_be_visible()
-    page.get_by_role("link", name="Settings").click()
+    context, page = signed_in_page(server, browser, email)
     expect(page.get_by_role("heading", name="Users (admin)")).to_be_visible()
     page.get_by_label(f"{user} disabled").check()
     page.get_by_role("row", name=user).get_by_role("button", name="Save").click()
@@ -343,15 +350,7 @@ def test_access_tokens_from_settings(server: ServiceProcess, browser: Any) -> No
     email = f"tokens-{uuid.uuid4().hex[:8]}@example.com"
     r = httpx.post(api + "/auth/register", json={"email": email, "password": PASSWORD})
     assert r.status_code == 201, r.text
-    context = browser.new_context(bypass_csp=True)  # bypass: to inject axe
-    context.set_default_timeout(TIMEOUT_MS)
-    page = context.new_page()
-    page.goto(server.url + "/#/signin")
-    page.get_by_label("E-mail").fill(email)
-    page.get_by_label("Password").fill(PASSWORD)
-    page.get_by_role("button", name="Sign in").click()
-    expect(page.get_by_role("heading", name="No devices yet")).to_be_visible()
-    page.get_by_role("link", name="Settings").click()
+    context, page = signed_in_page(server, browser, email)
     expect(page.get_by_role("heading", name="Access tokens")).to_be_visible()
     expect(page.get_by_text("No access tokens yet.")).to_be_visible()
 

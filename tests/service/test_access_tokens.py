@@ -33,6 +33,7 @@ from energy_tracker.core.rate_limits import parse_rate_limits
 from energy_tracker.core.stores.schema import access_tokens
 from energy_tracker.services.users.admins import ensure_admin
 from energy_tracker.services.users.store import MAX_ACCESS_TOKENS
+from tests.e2e.accounts import rule_body
 from tests.processes import embedded_settings
 
 API = "/api/v1"
@@ -149,16 +150,7 @@ async def test_a_read_token_reads_and_changes_nothing(gateway: Gateway) -> None:
             r = await http.request(method, API + path, json=body, headers=read)
             refused(r, 403, "a read token cannot change anything")
         # A preview stores nothing: its route declares itself a read.
-        rule = {
-            "name": "on",
-            "device_id": device["id"],
-            "metric": "power_w",
-            "period": "instant",
-            "op": "gt",
-            "threshold": 0,
-            "severity": "info",
-            "channels": [],
-        }
+        rule = rule_body(device["id"])
         r = await http.post(API + "/alert-rules/preview", json=rule, headers=read)
         assert r.status_code == 200, r.text
         # A write token may do what its user may.
