@@ -58,6 +58,7 @@ from energy_tracker.services.usage.live import StoredReadings
 from energy_tracker.services.usage.retention import RetentionTask
 from energy_tracker.services.users import api as users_api
 from energy_tracker.services.users.admins import ensure_admin
+from energy_tracker.services.users.household_store import HouseholdStore
 from energy_tracker.services.users.store import UserStore
 
 log = logging.getLogger(__name__)
@@ -68,11 +69,15 @@ ALL_TOPICS = [*TOPICS, *(f"{t}.dlq" for t in TOPICS)]
 
 
 class Directory:
-    """Identity look-ups for authentication, backed by the user and device stores."""
+    """Identity look-ups for authentication, backed by the user, household and device stores."""
 
-    def __init__(self, users: UserStore, devices: DeviceStore) -> None:
+    def __init__(self, users: UserStore, households: HouseholdStore, devices: DeviceStore) -> None:
         self.users = users
+        self.households = households
         self.devices = devices
+
+    async def memberships(self, user_id: str) -> tuple[tuple[str, str], ...]:
+        return await self.households.memberships(user_id)
 
     async def user_role(self, user_id: str) -> str | None:
         user = await self.users.get(user_id)
@@ -213,19 +218,23 @@ class Shared:
     The devices store is the device directory the other services see (`core.directory`)."""
 
     users: UserStore
+    households: HouseholdStore
     devices: DeviceStore
 
 
 def _wire_shared(app: FastAPI, settings: Settings, rt: Runtime) -> Shared:
     """Settings, the metadata stores and authentication, which every service's routes use."""
-    shared = Shared(UserStore(rt.db), DeviceStore(rt.db))
+    shared = Shared(UserStore(rt.db), HouseholdStore(rt.db), DeviceStore(rt.db))
     app.state.settings = settings
     app.state.secret = settings.secret()
     app.state.users, app.state.devices = shared.users, shared.devices
+    app.state.households = shared.households
     app.state.directory = shared.devices
     app.state.series = rt.series
     app.state.limiter = rt.limiter
-    app.state.credentials = CredentialCache(Directory(shared.users, shared.devices))
+    app.state.credentials = CredentialCache(
+        Directory(shared.users, shared.households, shared.devices)
+    )
     app.state.authenticator = Authenticator(
         app.state.credentials, app.state.secret, settings.jwt_issuer
     )

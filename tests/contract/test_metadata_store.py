@@ -22,12 +22,13 @@ from sqlalchemy import Connection, delete, inspect, text
 from sqlalchemy.exc import StatementError
 
 from energy_tracker.core.auth import AccessGrant
-from energy_tracker.core.directory import DeviceContext, OwnerProfile
+from energy_tracker.core.directory import DeviceContext, HouseholdProfile
 from energy_tracker.core.errors import BackendUnavailable, UnsupportedUrl
 from energy_tracker.core.stores.metadata import Conflict, Database, alembic_config
 from energy_tracker.core.stores.schema import metadata, users
 from energy_tracker.services.devices.models import Device
 from energy_tracker.services.devices.store import DeviceStore
+from energy_tracker.services.users.household_store import HouseholdStore
 from energy_tracker.services.users.models import AccessToken
 from energy_tracker.services.users.store import MAX_ACCESS_TOKENS, TooManyTokens, UserStore
 
@@ -47,6 +48,11 @@ def user_store(metadata_db: Database) -> UserStore:
 @pytest.fixture
 def device_store(metadata_db: Database) -> DeviceStore:
     return DeviceStore(metadata_db)
+
+
+@pytest.fixture
+def household_store(metadata_db: Database) -> HouseholdStore:
+    return HouseholdStore(metadata_db)
 
 
 async def schema_revision(db: Database) -> list[str]:
@@ -104,6 +110,9 @@ async def test_downgrade_to_base_then_upgrade_again(metadata_db: Database) -> No
             "alert_usage",
             "alerts",
             "devices",
+            "household_invitations",
+            "household_members",
+            "households",
             "refresh_tokens",
             "users",
         ]
@@ -249,10 +258,18 @@ async def test_create_user_lowercases_email_and_applies_defaults(user_store: Use
     user = await user_store.create("Alice@Example.COM", "argon2-hash", name="Alice")
     assert user.email == "alice@example.com"
     assert (user.name, user.role, user.disabled) == ("Alice", "user", False)
-    assert (user.timezone, user.currency, user.tariff) == ("UTC", "EUR", None)
     assert user.created_at.tzinfo == UTC
     assert len(user.id) == 36
     assert await user_store.get(user.id) == user
+    # Every account has a household of its own from the start, with the default settings.
+    [(home, role)] = await HouseholdStore(user_store._db).of_user(user.id)
+    assert role == "owner"
+    assert (home.name, home.timezone, home.currency, home.tariff) == (
+        "Alice's home",
+        "UTC",
+        "EUR",
+        None,
+    )
 
 
 async def test_get_and_by_email_of_unknown_user_are_none(user_store: UserStore) -> None:
@@ -275,8 +292,11 @@ async def test_duplicate_email_in_other_case_is_conflict(user_store: UserStore) 
     assert [u.password_hash for u in only] == ["h1"]
 
 
-async def test_update_user_profile(user_store: UserStore) -> None:
+async def test_update_household_settings(
+    user_store: UserStore, household_store: HouseholdStore
+) -> None:
     user = await user_store.create("dave@example.com", "h")
+    [(home, _)] = await household_store.of_user(user.id)
     tariff = {
         "type": "tou",
         "bands": [
@@ -285,11 +305,15 @@ async def test_update_user_profile(user_store: UserStore) -> None:
         ],
         "standing_charge_per_day": 0.45,
     }
-    updated = await user_store.update(
-        user.id, timezone="Europe/Berlin", currency="GBP", tariff=tariff, name="Dave"
+    updated = await household_store.update(
+        home.id, timezone="Europe/Berlin", currency="GBP", tariff=tariff, name="Dave's flat"
     )
     assert updated is not None
-    assert (updated.timezone, updated.currency, updated.name) == ("Europe/Berlin", "GBP", "Dave")
+    assert (updated.timezone, updated.currency, updated.name) == (
+        "Europe/Berlin",
+        "GBP",
+        "Dave's flat",
+    )
     assert updated.tariff == {
         "type": "tou",
         "bands": [
@@ -298,14 +322,17 @@ async def test_update_user_profile(user_store: UserStore) -> None:
         ],
         "standing_charge_per_day": 0.45,
     }
-    assert await user_store.get(user.id) == updated
+    assert await household_store.get(home.id) == updated
+    cleared = await household_store.update(home.id, tariff=None, country="DE")
+    assert cleared is not None and (cleared.tariff, cleared.country) == (None, "DE")
+    assert await household_store.update("00000000-0000-0000-0000-000000000000") is None
 
     again = await user_store.update(
-        user.id, tariff=None, role="admin", disabled=True, password_hash="new"
+        user.id, name="Dave", role="admin", disabled=True, password_hash="new"
     )
     assert again is not None
-    assert (again.tariff, again.role, again.disabled, again.password_hash) == (
-        None,
+    assert (again.name, again.role, again.disabled, again.password_hash) == (
+        "Dave",
         "admin",
         True,
         "new",
@@ -563,11 +590,14 @@ async def test_list_devices_of_one_owner_or_all(
     await device_store.create(rita.id, "r1", "meter", "1" * 64)
     await device_store.create(sam.id, "s1", "solar", "2" * 64)
     await device_store.create(rita.id, "r2", "battery", "3" * 64)
-    assert [d.name for d in await device_store.list(rita.id)] == ["r1", "r2"]
-    assert [d.name for d in await device_store.list(sam.id)] == ["s1"]
+    homes = HouseholdStore(device_store._db)
+    (rita_home, _), (sam_home, _) = [(await homes.memberships(u.id))[0] for u in (rita, sam)]
+    assert [d.name for d in await device_store.list([rita_home])] == ["r1", "r2"]
+    assert [d.name for d in await device_store.list([sam_home])] == ["s1"]
+    assert [d.name for d in await device_store.list([rita_home, sam_home])] == ["r1", "s1", "r2"]
     assert [d.name for d in await device_store.list(None)] == ["r1", "s1", "r2"]
     assert [d.name for d in await device_store.list(None, limit=1, offset=1)] == ["s1"]
-    assert await device_store.list("00000000-0000-0000-0000-000000000000") == []
+    assert await device_store.list(["00000000-0000-0000-0000-000000000000"]) == []
 
 
 async def test_update_device(user_store: UserStore, device_store: DeviceStore) -> None:
@@ -585,6 +615,7 @@ async def test_update_device(user_store: UserStore, device_store: DeviceStore) -
     assert updated == Device(
         id=device.id,
         owner_id=owner.id,
+        household_id=device.household_id,
         name="New",
         type="heat_pump",
         timezone="America/New_York",
@@ -623,17 +654,20 @@ async def test_rotated_key_replaces_the_old_one(
 
 
 async def test_contexts_resolve_zone_tariff_and_enabled_in_one_batch(
-    user_store: UserStore, device_store: DeviceStore
+    user_store: UserStore, device_store: DeviceStore, household_store: HouseholdStore
 ) -> None:
     wendy = await user_store.create("wendy@example.com", "h")
-    await user_store.update(
-        wendy.id,
+    [(wendy_home, _)] = await household_store.memberships(wendy.id)
+    await household_store.update(
+        wendy_home,
         timezone="Europe/Berlin",
         currency="EUR",
         tariff={"type": "flat", "price_per_kwh": 0.3},
     )
     xavier = await user_store.create("xavier@example.com", "h")
-    await user_store.update(xavier.id, timezone="Asia/Tokyo", currency="JPY", disabled=True)
+    [(xavier_home, _)] = await household_store.memberships(xavier.id)
+    await household_store.update(xavier_home, timezone="Asia/Tokyo", currency="JPY")
+    await user_store.update(xavier.id, disabled=True)
     inherits = await device_store.create(wendy.id, "meter", "meter", "1" * 64)
     own_zone = await device_store.create(
         wendy.id, "cabin", "meter", "2" * 64, timezone="Europe/Lisbon"
@@ -641,55 +675,44 @@ async def test_contexts_resolve_zone_tariff_and_enabled_in_one_batch(
     switched_off = await device_store.create(wendy.id, "plug", "plug", "3" * 64)
     await device_store.update(switched_off.id, disabled=True)
     owner_off = await device_store.create(xavier.id, "solar", "solar", "4" * 64)
+    # Xavier registers a device in Wendy's household: it is priced and dated as hers.
+    await household_store.add_member(wendy_home, xavier.id, "member", NOW)
+    guest = await device_store.create(xavier.id, "guest", "plug", "5" * 64, household_id=wendy_home)
+    flat = {"type": "flat", "price_per_kwh": 0.3}
 
-    contexts = await device_store.contexts(
-        [inherits.id, own_zone.id, switched_off.id, owner_off.id, inherits.id, "unknown-id"]
-    )
+    asked = [inherits.id, own_zone.id, switched_off.id, owner_off.id, inherits.id, "unknown-id"]
+    contexts = await device_store.contexts([*asked, guest.id])
     assert contexts == {
         inherits.id: DeviceContext(
-            inherits.id,
-            wendy.id,
-            "meter",
-            "Europe/Berlin",
-            "EUR",
-            {"type": "flat", "price_per_kwh": 0.3},
-            True,
+            inherits.id, wendy.id, "meter", "Europe/Berlin", "EUR", flat, True, wendy_home
         ),
         own_zone.id: DeviceContext(
-            own_zone.id,
-            wendy.id,
-            "cabin",
-            "Europe/Lisbon",
-            "EUR",
-            {"type": "flat", "price_per_kwh": 0.3},
-            True,
+            own_zone.id, wendy.id, "cabin", "Europe/Lisbon", "EUR", flat, True, wendy_home
         ),
         switched_off.id: DeviceContext(
-            switched_off.id,
-            wendy.id,
-            "plug",
-            "Europe/Berlin",
-            "EUR",
-            {"type": "flat", "price_per_kwh": 0.3},
-            False,
+            switched_off.id, wendy.id, "plug", "Europe/Berlin", "EUR", flat, False, wendy_home
         ),
         owner_off.id: DeviceContext(
-            owner_off.id, xavier.id, "solar", "Asia/Tokyo", "JPY", None, False
+            owner_off.id, xavier.id, "solar", "Asia/Tokyo", "JPY", None, False, xavier_home
+        ),
+        # disabled, as the account that registered it is
+        guest.id: DeviceContext(
+            guest.id, xavier.id, "guest", "Europe/Berlin", "EUR", flat, False, wendy_home
         ),
     }
     assert await device_store.contexts([]) == {}
 
-    # Every device of an owner, oldest first, disabled ones too; and the owner's own settings.
-    assert await device_store.owned_by(wendy.id) == [
+    # Every device of a household, oldest first, disabled ones too; and its settings.
+    assert await device_store.in_households([wendy_home]) == [
         contexts[inherits.id],
         contexts[own_zone.id],
         contexts[switched_off.id],
+        contexts[guest.id],
     ]
-    assert await device_store.owned_by("unknown-id") == []
-    assert await device_store.owner_profile(xavier.id) == OwnerProfile(
-        xavier.id, "Asia/Tokyo", "JPY"
-    )
-    assert await device_store.owner_profile("unknown-id") is None
+    assert await device_store.in_households(["unknown-id"]) == []
+    assert await device_store.household_profiles([xavier_home, "unknown-id"]) == {
+        xavier_home: HouseholdProfile(xavier_home, "xavier's home", "Asia/Tokyo", "JPY", None)
+    }
 
 
 async def test_deleting_a_user_deletes_their_devices_and_tokens(

@@ -34,7 +34,18 @@ from tests.forged_tokens import forged_tokens
 from tests.processes import ServiceProcess, embedded_env, run_command, running
 
 SECRET = "e2e-authorization-secret-0123456789-0123456789"
-PRINCIPALS = ("anonymous", "other_user", "owner", "admin", "other_device", "disabled_user")
+# The household roles, someone of another household, an admin (a member of none of these),
+# and those who may not be let in at all.
+PRINCIPALS = (
+    "anonymous",
+    "non_member",
+    "viewer",
+    "member",
+    "owner",
+    "admin",
+    "other_device",
+    "disabled_user",
+)
 GENEROUS = "user=100000/60s,device=100000/60s,anonymous=100000/60s,login=100000/60s"
 
 
@@ -47,16 +58,20 @@ class Account:
 
 @dataclass
 class World:
-    """The principals, made once per process; `fresh_*` make a target for one call."""
+    """The principals, made once per process, and the household every target lives in (the
+    owner's, where `member` and `viewer` are members); `fresh_*` make a target for one call."""
 
     http: httpx.Client
     api: str
     owner: Account
+    member: Account
+    viewer: Account
     other: Account
     admin: Account
     disabled: Account
     other_device_key: str
     disabled_device_key: str
+    household_id: str = ""
     alert_id: str = ""
     rule_id: str = ""
     cache: dict[str, Any] = field(default_factory=dict)
@@ -64,7 +79,9 @@ class World:
     def headers(self, principal: str) -> dict[str, str]:
         return {
             "anonymous": {},
-            "other_user": self.other.headers,
+            "non_member": self.other.headers,
+            "viewer": self.viewer.headers,
+            "member": self.member.headers,
             "owner": self.owner.headers,
             "admin": self.admin.headers,
             "other_device": {"X-Device-Key": self.other_device_key},
@@ -96,6 +113,29 @@ class World:
         assert r.status_code == 201, r.text
         return str(r.json()["id"])
 
+    def fresh_member(self) -> str:
+        """A new account, made a member of the household."""
+        email = _unique_email()
+        r = self.http.post(self.api + "/auth/register", json={"email": email, "password": PASSWORD})
+        assert r.status_code == 201, r.text
+        r = self.http.post(
+            self.api + f"/households/{self.household_id}/members",
+            json={"email": email, "role": "member"},
+            headers=self.owner.headers,
+        )
+        assert r.status_code == 201 and r.json()["status"] == "joined", r.text
+        return str(r.json()["member"]["user_id"])
+
+    def fresh_invitation(self) -> str:
+        """An invitation of an e-mail none of the principals has."""
+        r = self.http.post(
+            self.api + f"/households/{self.household_id}/members",
+            json={"email": _unique_email(), "role": "viewer"},
+            headers=self.owner.headers,
+        )
+        assert r.status_code == 201 and r.json()["status"] == "invited", r.text
+        return str(r.json()["invitation"]["id"])
+
     def fresh_refresh_token(self) -> str:
         r = self.http.post(
             self.api + "/auth/login", json={"email": self.owner.email, "password": PASSWORD}
@@ -106,7 +146,9 @@ class World:
 
 def expect(
     anonymous: int,
-    other_user: int,
+    non_member: int,
+    viewer: int,
+    member: int,
     owner: int,
     admin: int,
     other_device: int,
@@ -115,7 +157,7 @@ def expect(
     return dict(
         zip(
             PRINCIPALS,
-            (anonymous, other_user, owner, admin, other_device, disabled_user),
+            (anonymous, non_member, viewer, member, owner, admin, other_device, disabled_user),
             strict=True,
         )
     )
@@ -123,20 +165,30 @@ def expect(
 
 @dataclass(frozen=True)
 class Rule:
-    """Expected status per principal, and how to make the path and the body of one call."""
+    """Expected status per principal, and how to make the body and the query of one call."""
 
     status: dict[str, int]
     body: Callable[[World, dict[str, str]], Any] | None = None
+    query: Callable[[World], dict[str, str]] | None = None
 
 
-# Shapes of answer: public, any signed-in user, the owner of the resource (others get 404, so
-# ids of others are not confirmed), admins only.
-PUBLIC_201 = expect(201, 201, 201, 201, 201, 201)
-PUBLIC_200 = expect(200, 200, 200, 200, 200, 200)
-SIGNED_IN_200 = expect(401, 200, 200, 200, 403, 401)
-OWNED_200 = expect(401, 404, 200, 200, 403, 401)
-OWNED_204 = expect(401, 404, 204, 204, 403, 401)
-ADMIN_200 = expect(401, 403, 403, 200, 403, 401)
+def _household(w: World) -> dict[str, str]:
+    return {"household_id": w.household_id}
+
+
+# Shapes of answer. Every target is in the owner's household; someone of another household
+# gets 404 (ids of others are never confirmed), a member whose role does not allow it 403.
+PUBLIC_201 = expect(201, 201, 201, 201, 201, 201, 201, 201)
+PUBLIC_200 = expect(200, 200, 200, 200, 200, 200, 200, 200)
+SIGNED_IN_200 = expect(401, 200, 200, 200, 200, 200, 403, 401)
+READ_200 = expect(401, 404, 200, 200, 200, 200, 403, 401)
+OPERATE_200 = expect(401, 404, 403, 200, 200, 200, 403, 401)
+OPERATE_201 = expect(401, 404, 403, 201, 201, 201, 403, 401)
+OPERATE_204 = expect(401, 404, 403, 204, 204, 204, 403, 401)
+MANAGE_200 = expect(401, 404, 403, 403, 200, 200, 403, 401)
+MANAGE_201 = expect(401, 404, 403, 403, 201, 201, 403, 401)
+MANAGE_204 = expect(401, 404, 403, 403, 204, 204, 403, 401)
+ADMIN_200 = expect(401, 403, 403, 403, 403, 200, 403, 401)
 
 
 def _unique_email() -> str:
@@ -154,58 +206,69 @@ RULES: dict[tuple[str, str], Rule] = {
         PUBLIC_200, lambda w, p: {"refresh_token": w.fresh_refresh_token()}
     ),
     ("POST", "/auth/logout"): Rule(
-        expect(401, 204, 204, 204, 403, 401), lambda w, p: {"refresh_token": "x" * 43}
+        expect(401, 204, 204, 204, 204, 204, 403, 401), lambda w, p: {"refresh_token": "x" * 43}
     ),
     # A browser's sign-out: authorised by its session cookie and CSRF value, not by a bearer
     # token, so without them nobody gets in (the cookie flow: tests/service/test_dashboard_api.py).
-    ("DELETE", "/auth/refresh"): Rule(expect(401, 401, 401, 401, 401, 401)),
+    ("DELETE", "/auth/refresh"): Rule(expect(401, 401, 401, 401, 401, 401, 401, 401)),
     ("GET", "/users/me"): Rule(SIGNED_IN_200),
     ("PATCH", "/users/me"): Rule(SIGNED_IN_200, lambda w, p: {"name": "Someone"}),
     # Personal access tokens: a user's own, made and revoked by a password sign-in only (a
     # token's refusal: tests/service/test_access_tokens.py); an admin revokes none of another's.
     ("POST", "/users/me/tokens"): Rule(
-        expect(401, 201, 201, 201, 403, 401), lambda w, p: {"name": "ha", "scope": "read"}
+        expect(401, 201, 201, 201, 201, 201, 403, 401), lambda w, p: {"name": "ha", "scope": "read"}
     ),
     ("GET", "/users/me/tokens"): Rule(SIGNED_IN_200),
-    ("DELETE", "/users/me/tokens/{token_id}"): Rule(expect(401, 404, 204, 404, 403, 401)),
+    ("DELETE", "/users/me/tokens/{token_id}"): Rule(expect(401, 404, 404, 404, 204, 404, 403, 401)),
     ("GET", "/users"): Rule(ADMIN_200),
     ("PATCH", "/users/{user_id}"): Rule(ADMIN_200, lambda w, p: {"role": "user"}),
-    ("POST", "/devices"): Rule(
-        expect(401, 201, 201, 201, 403, 401), lambda w, p: {"name": "new", "type": "meter"}
+    ("GET", "/households"): Rule(SIGNED_IN_200),
+    ("GET", "/households/{household_id}"): Rule(READ_200),
+    ("PATCH", "/households/{household_id}"): Rule(MANAGE_200, lambda w, p: {"name": "Home"}),
+    ("POST", "/households/{household_id}/members"): Rule(
+        MANAGE_201, lambda w, p: {"email": _unique_email(), "role": "viewer"}
     ),
-    ("GET", "/devices"): Rule(SIGNED_IN_200),
-    ("GET", "/devices/{device_id}"): Rule(OWNED_200),
-    ("PATCH", "/devices/{device_id}"): Rule(OWNED_200, lambda w, p: {"name": "renamed"}),
-    ("DELETE", "/devices/{device_id}"): Rule(OWNED_204),
-    ("POST", "/devices/{device_id}/rotate-key"): Rule(OWNED_200),
+    ("PATCH", "/households/{household_id}/members/{user_id}"): Rule(
+        MANAGE_200, lambda w, p: {"role": "viewer"}
+    ),
+    ("DELETE", "/households/{household_id}/members/{user_id}"): Rule(MANAGE_204),
+    # Only the invited e-mail's account may accept: to everyone else it does not exist.
+    ("POST", "/households/invitations/{invitation_id}/accept"): Rule(
+        expect(401, 404, 404, 404, 404, 404, 403, 401)
+    ),
+    ("POST", "/devices"): Rule(
+        OPERATE_201, lambda w, p: {"name": "new", "type": "meter", **_household(w)}
+    ),
+    ("GET", "/devices"): Rule(READ_200, query=_household),
+    ("GET", "/devices/{device_id}"): Rule(READ_200),
+    ("PATCH", "/devices/{device_id}"): Rule(OPERATE_200, lambda w, p: {"name": "renamed"}),
+    ("DELETE", "/devices/{device_id}"): Rule(OPERATE_204),
+    ("POST", "/devices/{device_id}/rotate-key"): Rule(OPERATE_200),
     # Readings name their device in the body: a key of another device, or a user who may not
-    # see it, gets 422 naming the item (DESIGN: a bad batch is refused whole, saying why).
+    # send for it, gets 422 naming the item (DESIGN: a bad batch is refused whole, saying why).
     ("POST", "/readings"): Rule(
-        expect(401, 422, 202, 202, 422, 401),
+        expect(401, 422, 422, 202, 202, 202, 422, 401),
         lambda w, p: {"device_id": p["device_id"], "ts": int(time.time() * 1000), "power_w": 5.0},
     ),
-    ("GET", "/devices/{device_id}/usage"): Rule(OWNED_200),
-    ("GET", "/devices/{device_id}/readings"): Rule(OWNED_200),
-    ("GET", "/devices/{device_id}/live"): Rule(OWNED_200),
-    ("GET", "/usage"): Rule(SIGNED_IN_200),
-    ("POST", "/alert-rules"): Rule(
-        expect(401, 201, 201, 201, 403, 401), lambda w, p: rule_body(None)
-    ),
+    ("GET", "/devices/{device_id}/usage"): Rule(READ_200),
+    ("GET", "/devices/{device_id}/readings"): Rule(READ_200),
+    ("GET", "/devices/{device_id}/live"): Rule(READ_200),
+    ("GET", "/usage"): Rule(READ_200, query=_household),
+    ("POST", "/alert-rules"): Rule(OPERATE_201, lambda w, p: {**rule_body(None), **_household(w)}),
     ("POST", "/alert-rules/preview"): Rule(
-        expect(401, 404, 200, 200, 403, 401), lambda w, p: rule_body(w.fresh_device()["id"])
+        READ_200, lambda w, p: rule_body(w.fresh_device()["id"])
     ),
-    ("GET", "/alert-rules"): Rule(SIGNED_IN_200),
-    ("GET", "/alert-rules/{rule_id}"): Rule(OWNED_200),
-    ("PATCH", "/alert-rules/{rule_id}"): Rule(OWNED_200, lambda w, p: {"name": "renamed"}),
-    ("DELETE", "/alert-rules/{rule_id}"): Rule(OWNED_204),
-    ("GET", "/alerts"): Rule(SIGNED_IN_200),
-    ("GET", "/alerts/stream"): Rule(SIGNED_IN_200),
-    ("GET", "/alerts/{alert_id}"): Rule(OWNED_200),
-    ("POST", "/alerts/{alert_id}/ack"): Rule(OWNED_200),
-    # Of the caller's own devices (a device_id of another's is a 404: test_insights_api.py).
-    ("GET", "/insights/summary"): Rule(SIGNED_IN_200),
-    ("GET", "/insights/forecast"): Rule(SIGNED_IN_200),
-    ("GET", "/insights/anomalies"): Rule(SIGNED_IN_200),
+    ("GET", "/alert-rules"): Rule(READ_200, query=_household),
+    ("GET", "/alert-rules/{rule_id}"): Rule(READ_200),
+    ("PATCH", "/alert-rules/{rule_id}"): Rule(OPERATE_200, lambda w, p: {"name": "renamed"}),
+    ("DELETE", "/alert-rules/{rule_id}"): Rule(OPERATE_204),
+    ("GET", "/alerts"): Rule(READ_200, query=_household),
+    ("GET", "/alerts/stream"): Rule(READ_200, query=_household),
+    ("GET", "/alerts/{alert_id}"): Rule(READ_200),
+    ("POST", "/alerts/{alert_id}/ack"): Rule(OPERATE_200),
+    ("GET", "/insights/summary"): Rule(READ_200, query=_household),
+    ("GET", "/insights/forecast"): Rule(READ_200, query=_household),
+    ("GET", "/insights/anomalies"): Rule(READ_200, query=_household),
 }
 
 
@@ -266,9 +329,20 @@ def world(up: ServiceProcess) -> Iterator[World]:
     api = up.url + API_PREFIX
     with httpx.Client(timeout=30.0) as http:
         owner = sign_up(http, api, "owner@example.com")
+        member = sign_up(http, api, "member@example.com")
+        viewer = sign_up(http, api, "viewer@example.com")
         other = sign_up(http, api, "other@example.com")
         admin = log_in(http, api, "root@example.com")
         disabled = sign_up(http, api, "disabled@example.com")
+        (home,) = http.get(api + "/households", headers=owner.headers).json()["items"]
+        assert home["role"] == "owner"
+        for account, role in ((member, "member"), (viewer, "viewer")):
+            r = http.post(
+                api + f"/households/{home['id']}/members",
+                json={"email": account.email, "role": role},
+                headers=owner.headers,
+            )
+            assert r.status_code == 201 and r.json()["status"] == "joined", r.text
         other_device, other_key = new_device(http, api, other.headers, name="own", type="plug")
         assert post_reading(http, api, other_key, other_device).status_code == 202
         disabled_device, disabled_key = new_device(
@@ -279,13 +353,14 @@ def world(up: ServiceProcess) -> Iterator[World]:
             api + f"/users/{disabled.user_id}", json={"disabled": True}, headers=admin.headers
         )
         assert r.status_code == 200 and r.json()["disabled"] is True
-        w = World(http, api, owner, other, admin, disabled, other_key, disabled_key)
+        w = World(http, api, owner, member, viewer, other, admin, disabled, other_key, disabled_key)
+        w.household_id = home["id"]
         w.alert_id, w.rule_id = fire_an_alert(w)
         yield w
 
 
 def fire_an_alert(w: World) -> tuple[str, str]:
-    """An alert of the owner's, fired by a reading over a zero threshold."""
+    """An alert of the household's, fired by a reading over a zero threshold."""
     device = w.fresh_device()
     rule_id = w.fresh_rule(device["id"])
     assert post_reading(w.http, w.api, device["api_key"], device["id"]).status_code == 202
@@ -295,7 +370,7 @@ def fire_an_alert(w: World) -> tuple[str, str]:
 
 
 def path_params(w: World, template: str) -> dict[str, str]:
-    """A fresh target of the owner's for each id in the path (a call may delete it)."""
+    """A fresh target in the household for each id in the path (a call may delete it)."""
     params: dict[str, str] = {}
     if "{device_id}" in template:
         params["device_id"] = w.fresh_device()["id"]
@@ -303,7 +378,13 @@ def path_params(w: World, template: str) -> dict[str, str]:
         params["rule_id"] = w.fresh_rule()
     if "{alert_id}" in template:
         params["alert_id"] = w.alert_id
-    if "{user_id}" in template:
+    if "{household_id}" in template:
+        params["household_id"] = w.household_id
+    if "{invitation_id}" in template:
+        params["invitation_id"] = w.fresh_invitation()
+    if template.startswith("/households/") and "{user_id}" in template:
+        params["user_id"] = w.fresh_member()
+    elif "{user_id}" in template:
         params["user_id"] = w.owner.user_id
     if "{token_id}" in template:
         params["token_id"] = w.fresh_access_token()
@@ -318,8 +399,9 @@ def call(w: World, method: str, template: str, principal: str) -> tuple[int, str
     if template == "/readings":
         params["device_id"] = w.fresh_device()["id"]
     body = rule.body(w, params) if rule.body else None
+    query = rule.query(w) if rule.query else None
     url = w.api + template.format(**params)
-    with w.http.stream(method, url, json=body, headers=w.headers(principal)) as r:
+    with w.http.stream(method, url, json=body, params=query, headers=w.headers(principal)) as r:
         text = "" if r.headers.get("content-type", "").startswith("text/event-stream") else r.read()
         return r.status_code, str(text)[:300]
 

@@ -64,6 +64,7 @@ class Alerting:
     dispatcher: Dispatcher
     clock: Clock
     user_id: str
+    household_id: str
     device_id: str
     other_device_id: str
     hook_url: str
@@ -99,7 +100,9 @@ class Alerting:
             "channels": [{"type": "webhook", "url": self.hook_url, "secret": SECRET}],
         }
         values.update(fields)
-        return await self.store.rules.create(self.user_id, at(self.clock()), **values)
+        return await self.store.rules.create(
+            self.user_id, self.household_id, at(self.clock()), **values
+        )
 
     async def alerts(self) -> list[Alert]:
         return await self.store.alerts.list(None)
@@ -184,7 +187,17 @@ async def alerting(tmp_path: Path, webhook: WebhookReceiver) -> AsyncIterator[Al
     )
     evaluator = AlertEvaluator(bus, store, devices, max_gap_ms=900_000, clock=clock)
     harness = Alerting(
-        db, bus, store, evaluator, dispatcher, clock, user.id, device.id, other.id, webhook.url
+        db,
+        bus,
+        store,
+        evaluator,
+        dispatcher,
+        clock,
+        user.id,
+        device.household_id,
+        device.id,
+        other.id,
+        webhook.url,
     )
     try:
         yield harness

@@ -195,7 +195,7 @@ async def test_a_rule_on_someone_elses_device_is_refused(api: Api) -> None:
     r = await api.http.post("/alert-rules", json=a_rule(theirs), headers=auth)
     assert r.status_code == 422
     assert r.json()["error"]["details"] == [
-        {"field": "device_id", "message": "not one of your devices"}
+        {"field": "device_id", "message": "not one of this household's devices"}
     ]
 
 
@@ -374,6 +374,7 @@ async def test_the_stream_pages_past_many_transitions_at_one_instant(api: Api) -
                         "id": f"burst-{i:04d}",
                         "alert_id": alert["id"],
                         "owner_id": owner,
+                        "household_id": alert["household_id"],
                         "state": "firing",
                         "payload": {"state": "firing", "rule_id": rule["id"], "n": i},
                         "recorded_at": at,

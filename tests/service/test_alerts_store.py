@@ -24,6 +24,7 @@ NOW_MS = round(NOW.timestamp() * 1000)
 class World:
     store: AlertStore
     user_id: str
+    household_id: str
     device_id: str
     other_device_id: str
     rule: AlertRule
@@ -37,6 +38,7 @@ async def world(metadata_db: Database) -> World:
     store = AlertStore(metadata_db)
     rule = await store.rules.create(
         user.id,
+        device.household_id,
         NOW,
         name="kettle",
         device_id=device.id,
@@ -50,7 +52,7 @@ async def world(metadata_db: Database) -> World:
         severity="warning",
         channels=[{"type": "webhook", "url": "http://127.0.0.1:9/", "secret": "0123456789"}],
     )
-    return World(store, user.id, device.id, other.id, rule)
+    return World(store, user.id, device.household_id, device.id, other.id, rule)
 
 
 def fired(rule: AlertRule, at_ms: int = NOW_MS) -> Outcome:
@@ -95,7 +97,8 @@ async def test_device_seen_keeps_the_newest(world: World) -> None:
         await ev.put_seen({d: Seen(1500, 70.0, 1500)}, known={d})  # late: only power is newer
     async with world.store.evaluations.begin() as ev:
         assert (await ev.seen([d]))[d] == Seen(2000, 70.0, 1500)
-        assert (await ev.owners_seen([world.user_id]))[world.user_id] == {d: Seen(2000, 70.0, 1500)}
+        seen = await ev.households_seen([world.household_id])
+        assert seen[world.household_id] == {d: Seen(2000, 70.0, 1500)}
 
 
 async def test_usage_keeps_the_highest_version_and_sums_an_owner(world: World) -> None:
@@ -109,7 +112,7 @@ async def test_usage_keeps_the_highest_version_and_sums_an_owner(world: World) -
         # A repeat of version 1 is dropped; version 2 (1.5 kWh) replaces it.
         assert await ev.newer_usage([a, newer]) == [newer]
         # 1.5 + 2.0 = 3.5 kWh, 0.45 + 0.60 = 1.05.
-        energy, cost = await ev.usage_sum(world.user_id, "hour", hour)
+        energy, cost = await ev.usage_sum(world.household_id, "hour", hour)
         assert (energy, cost) == (pytest.approx(3.5), pytest.approx(1.05))
         assert await ev.newer_usage([a]) == []
     assert await world.store.evaluations.prune_usage(hour + 1) == 2
@@ -149,13 +152,16 @@ async def test_acknowledging_twice_records_one_transition(world: World) -> None:
 
 async def test_rules_watching_a_device_or_its_owner(world: World) -> None:
     summing = await world.store.rules.create(
-        world.user_id, NOW, **{**_fields(world.rule), "device_id": None, "name": "house"}
+        world.user_id,
+        world.household_id,
+        NOW,
+        **{**_fields(world.rule), "device_id": None, "name": "house"},
     )
     on_other = await world.store.rules.watching(
-        [world.other_device_id], [world.user_id], ["power_w"]
+        [world.other_device_id], [world.household_id], ["power_w"]
     )
     assert [r.id for r in on_other] == [summing.id]
-    both = await world.store.rules.watching([world.device_id], [world.user_id], ["power_w"])
+    both = await world.store.rules.watching([world.device_id], [world.household_id], ["power_w"])
     assert {r.id for r in both} == {world.rule.id, summing.id}
     assert await world.store.rules.watching([world.device_id], [], ["silence"]) == []
 
@@ -169,5 +175,5 @@ async def test_deleting_a_rule_deletes_its_alerts(world: World) -> None:
 
 
 def _fields(rule: AlertRule) -> dict:
-    skip = {"id", "owner_id", "created_at", "updated_at"}
+    skip = {"id", "owner_id", "household_id", "created_at", "updated_at"}
     return {k: v for k, v in vars(rule).items() if k not in skip}

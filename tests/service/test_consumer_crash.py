@@ -23,6 +23,7 @@ from energy_tracker.core.stores.timeseries.sqlite import SqliteSeriesStore
 from energy_tracker.services.devices.store import DeviceStore
 from energy_tracker.services.usage.consumer import GROUP, UsageConsumer
 from energy_tracker.services.users.store import UserStore
+from tests.households import own_household
 from tests.service.crashing_consumer import BATCH, MAX_GAP_MS, SESSION_TIMEOUT_S
 
 MIN = 60_000
@@ -52,8 +53,8 @@ async def make_stores(data: Path) -> tuple[Database, SqliteSeriesStore, Embedded
     await bus.ensure_topics([ENERGY_READINGS, USAGE_EVENTS])
     users, devices = UserStore(db), DeviceStore(db)
     user = await users.create(f"owner-{data.name}@example.com", "x")
-    await users.update(
-        user.id, timezone="Europe/Berlin", tariff={"type": "flat", "price_per_kwh": 0.3}
+    await own_household(
+        db, user.id, timezone="Europe/Berlin", tariff={"type": "flat", "price_per_kwh": 0.3}
     )
     return db, series, bus, (await devices.create(user.id, "meter", "meter", "0" * 64)).id
 

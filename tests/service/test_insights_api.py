@@ -31,6 +31,7 @@ from energy_tracker.services.gateway.routes import API_PREFIX
 from energy_tracker.services.usage.consumer import UsageConsumer
 from energy_tracker.services.users.store import UserStore
 from tests.e2e.accounts import PASSWORD, logged_in
+from tests.households import own_household
 from tests.llm_server import serving
 from tests.processes import running_up
 
@@ -92,7 +93,7 @@ async def _build(data: Path) -> Home:
         secret = await hash_password(PASSWORD)
         owner = await users.create("owner@example.com", secret)
         tariff = {"type": "flat", "price_per_kwh": PRICE}
-        await users.update(owner.id, timezone="Europe/Berlin", tariff=tariff)
+        await own_household(db, owner.id, timezone="Europe/Berlin", tariff=tariff)
         await users.create("other@example.com", secret)
         await users.create("admin@example.com", secret, role="admin")
         meter = await devices.create(owner.id, "meter", "meter", "1" * 64)

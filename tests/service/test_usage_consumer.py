@@ -22,6 +22,7 @@ from energy_tracker.services.devices.store import DeviceStore
 from energy_tracker.services.usage.consumer import UsageConsumer
 from energy_tracker.services.usage.retention import RetentionTask
 from energy_tracker.services.users.store import UserStore
+from tests.households import own_household
 
 MIN = 60_000
 HOUR = 60 * MIN
@@ -71,7 +72,7 @@ async def _harness(
     await bus.start()
     await bus.ensure_topics(["energy-readings", USAGE_EVENTS])
     user = await UserStore(db).create("owner@example.com", "x", None)
-    await UserStore(db).update(user.id, timezone=timezone, tariff=tariff)
+    await own_household(db, user.id, timezone=timezone, tariff=tariff)
     device = await DeviceStore(db).create(user.id, "meter", "meter", "0" * 64)
     try:
         yield Harness(UsageConsumer(bus, series, DeviceStore(db), 15 * MIN), series, bus, device.id)

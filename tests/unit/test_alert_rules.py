@@ -142,6 +142,7 @@ def a_rule(**changes: object) -> AlertRule:
     fields: dict = {
         "id": "rule-1",
         "owner_id": "user-1",
+        "household_id": "home-1",
         "device_id": "dev-1",
         "name": "kettle",
         "metric": "power_w",
@@ -175,6 +176,20 @@ def test_a_hundred_readings_over_the_threshold_make_one_alert_and_one_notificati
     # Peak 2,500 + 99 = 2,599 W, last seen at the 100th reading (99 s).
     assert (alert.value, alert.peak_value) == (2599.0, 2599.0)
     assert alert.last_seen_at == datetime(1970, 1, 1, 0, 1, 39, tzinfo=UTC)
+
+
+def test_members_who_asked_get_an_email_each_once() -> None:
+    rule = a_rule()
+    steps = run(rule.condition, EvalState(), [(5 * S, 2500.0)])
+    # me@example.com is the rule's own e-mail channel already: not mailed twice.
+    members = ["me@example.com", "partner@example.com"]
+    outcome = apply_steps(rule, "dev-1", EvalState(), None, steps, NOW, members)
+    assert [(d.channel, d.target) for d in outcome.deliveries] == [
+        ("webhook", "http://127.0.0.1:9/hook"),
+        ("email", "me@example.com"),
+        ("email", "partner@example.com"),
+    ]
+    assert len({d.id for d in outcome.deliveries}) == 3
 
 
 def test_ids_are_the_same_when_the_same_steps_are_applied_again() -> None:

@@ -41,15 +41,15 @@ class Identity:
     user_id: str
     role: str = "user"
     device_id: str | None = None
+    # (household id, role there) of each household the user belongs to, their own first:
+    # what `core.authz` decides by.
+    households: tuple[tuple[str, str], ...] = ()
     token_id: str | None = None
     read_only: bool = False
 
     @property
     def is_admin(self) -> bool:
         return self.kind == "user" and self.role == "admin"
-
-    def can_see(self, owner_id: str) -> bool:
-        return self.is_admin or self.user_id == owner_id
 
 
 def normalize_email(email: str) -> str:

@@ -9,9 +9,10 @@ an account or a device is changed, which is rare.
 
 How it stays right:
 - In this process, every route that changes what a look-up answers (a user disabled, enabled or
-  given another role; a device disabled, enabled, deleted or given a new key; a personal access
-  token revoked) calls `forget_user`, `forget_device` or `forget_token` before it answers, so
-  the change takes effect on the very next request here.
+  given another role, or joining, leaving or changing role in a household; a device disabled,
+  enabled, deleted or given a new key; a personal access token revoked) calls `forget_user`,
+  `forget_device` or `forget_token` before it answers, so the change takes effect on the very
+  next request here.
 - Across processes (split deployments, several replicas) nothing is signalled: an entry lives at
   most `ttl_s` (CREDENTIAL_TTL_S, 5 s), so a change made through another process takes effect
   here within that. A revoked token is refused at once by the users service (which revoked
@@ -56,6 +57,7 @@ class CredentialCache(IdentityDirectory):
         self.clock = clock
         self._roles: dict[str, tuple[float, str | None]] = {}
         self._keys: dict[str, tuple[float, tuple[str, str] | None]] = {}
+        self._households: dict[str, tuple[float, tuple[tuple[str, str], ...]]] = {}
         self._grants: dict[str, tuple[float, AccessGrant | None]] = {}
         self._used: dict[str, float] = {}  # token id -> when this process last recorded a use
 
@@ -75,6 +77,15 @@ class CredentialCache(IdentityDirectory):
             return hit[1]
         found = await self.source.device_for_key_digest(digest)
         _remember(self._keys, digest, (now + self.ttl_s, found))
+        return found
+
+    async def memberships(self, user_id: str) -> tuple[tuple[str, str], ...]:
+        now = self.clock()
+        hit = self._households.get(user_id)
+        if hit is not None and hit[0] > now:
+            return hit[1]
+        found = await self.source.memberships(user_id)
+        _remember(self._households, user_id, (now + self.ttl_s, found))
         return found
 
     async def access_grant(self, token_id: str) -> AccessGrant | None:
@@ -100,8 +111,10 @@ class CredentialCache(IdentityDirectory):
         self._grants.pop(token_id, None)
 
     def forget_user(self, user_id: str) -> None:
-        """The account changed (disabled, enabled, role): its role and its devices' keys."""
+        """The account changed (disabled, enabled, role, a household joined or left, a role
+        there): its role, its households and its devices' keys."""
         self._roles.pop(user_id, None)
+        self._households.pop(user_id, None)
         # A disabled owner disables their devices' keys; refusals may now be wrong as well.
         self._keys = {
             d: v for d, v in self._keys.items() if v[1] is not None and v[1][1] != user_id

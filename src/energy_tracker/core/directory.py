@@ -1,4 +1,4 @@
-"""The device directory: what the services ask about devices and their owners.
+"""The device directory: what the services ask about devices and their households.
 
 A port, so that ingestion, usage, alerts and insights need not import the devices service:
 the composition root injects the devices store, which implements it over the shared metadata
@@ -14,24 +14,27 @@ from typing import Any, Protocol
 
 @dataclass(frozen=True)
 class DeviceContext:
-    """What bucketing and pricing a device's readings needs, resolved against its owner."""
+    """What bucketing and pricing a device's readings needs, resolved against its household."""
 
     device_id: str
-    owner_id: str
+    owner_id: str  # the account that registered it
     name: str
-    timezone: str  # the device's own zone, else its owner's
-    currency: str  # the owner's
-    tariff: dict[str, Any] | None  # the owner's
-    enabled: bool  # neither the device nor its owner is disabled
+    timezone: str  # the device's own zone, else its household's
+    currency: str  # the household's
+    tariff: dict[str, Any] | None  # the household's
+    enabled: bool  # neither the device nor the account that registered it is disabled
+    household_id: str
 
 
 @dataclass(frozen=True)
-class OwnerProfile:
-    """The settings of a device owner that reports over all their devices need."""
+class HouseholdProfile:
+    """The settings of a household that reports over all its devices need."""
 
-    owner_id: str
+    household_id: str
+    name: str
     timezone: str
     currency: str
+    country: str | None = None
 
 
 class DeviceDirectory(Protocol):
@@ -41,14 +44,16 @@ class DeviceDirectory(Protocol):
         """The context of each known device, in one query; unknown ids are simply absent."""
         ...
 
-    async def owned_by(self, owner_id: str) -> list[DeviceContext]:
-        """The contexts of all of an owner's devices, oldest first, however many there are."""
+    async def in_households(self, household_ids: Collection[str]) -> list[DeviceContext]:
+        """The contexts of all the devices of these households, oldest first."""
         ...
 
     async def ids_by_meta(self, key: str, value: str) -> list[str]:
         """Ids of the devices whose metadata maps `key` to the string `value`, oldest first."""
         ...
 
-    async def owner_profile(self, owner_id: str) -> OwnerProfile | None:
-        """The owner's zone and currency; None when there is no such user."""
+    async def household_profiles(
+        self, household_ids: Collection[str]
+    ) -> dict[str, HouseholdProfile]:
+        """Name, zone and currency of each of these households that exists."""
         ...

@@ -13,10 +13,10 @@ import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Iterator
 from datetime import UTC, datetime
-from typing import Any, Protocol, TypeVar
+from typing import Any, Protocol
 
 import orjson
-from fastapi import FastAPI, Request
+from fastapi import Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
 from fastapi.routing import APIRoute
@@ -33,6 +33,8 @@ from energy_tracker.core.auth import (
     secret_digest,
     verify_access_token,
 )
+from energy_tracker.core.authz import Action, Caller, Need, route_rule
+from energy_tracker.core.authz import not_found as not_found  # where the services find it
 from energy_tracker.core.directory import DeviceContext, DeviceDirectory
 from energy_tracker.core.errors import ApiError
 
@@ -166,6 +168,7 @@ _STATUS_CODES = {
     404: "not_found",
     405: "method_not_allowed",
     409: "conflict",
+    410: "gone",
     413: "payload_too_large",
     415: "unsupported_media_type",
     422: "invalid",
@@ -237,6 +240,9 @@ class IdentityDirectory(Protocol):
     async def device_for_key_digest(self, digest: str) -> tuple[str, str] | None:
         """(device id, owner id) of an enabled device of an active owner holding this key."""
 
+    async def memberships(self, user_id: str) -> tuple[tuple[str, str], ...]:
+        """(household id, role) of each household the user belongs to, their own first."""
+
     async def access_grant(self, token_id: str) -> AccessGrant | None:
         """What is stored of a personal access token (revoked and expired ones too)."""
 
@@ -244,24 +250,9 @@ class IdentityDirectory(Protocol):
         """A request was authenticated by this personal access token at `at`."""
 
 
-READ_ONLY: dict[str, Any] = {"x-action": "read"}
-"""`openapi_extra=` of a route that changes nothing although its method is not GET (a preview
-computed from a posted body): a `read` token may call it."""
-
-
-def changes_something(request: Request) -> bool:
-    """Whether the request's route may change something: what it declares (`x-action` in its
-    OpenAPI extra, see READ_ONLY), else anything but GET and HEAD."""
-    route = request.scope.get("route")
-    declared = (getattr(route, "openapi_extra", None) or {}).get("x-action")
-    if declared is not None:
-        return bool(declared != "read")
-    return request.method not in ("GET", "HEAD")
-
-
 class Authenticator:
     """Turns request headers into an Identity, or refuses with 401 (or 403: a `read` token on a
-    route that changes something, checked here so that no route can forget it)."""
+    route that changes something)."""
 
     def __init__(self, directory: IdentityDirectory, secret: str, issuer: str) -> None:
         self.directory = directory
@@ -287,12 +278,21 @@ class Authenticator:
             role = await self.directory.user_role(identity.user_id)
             if role is None:
                 raise unauthorized("account disabled or gone")
-            if identity.read_only and changes_something(request):
+            # A read token's refusal, here where every bearer token passes, by the rule the one
+            # authorization table gives the route (`core.authz.ROUTES`: whether it changes
+            # anything), so that no route can forget it.
+            if identity.read_only and route_rule(request).changes:
                 raise forbidden("a read token cannot change anything: use a write token")
             if identity.token_id is not None:
                 await self.directory.token_used(identity.token_id, datetime.now(UTC))
+            households = await self.directory.memberships(identity.user_id)
             return Identity(
-                "user", identity.user_id, role, None, identity.token_id, identity.read_only
+                "user",
+                identity.user_id,
+                role,
+                households=households,
+                token_id=identity.token_id,
+                read_only=identity.read_only,
             )
         key = request.headers.get("x-device-key")
         if key and allow_device:
@@ -359,26 +359,6 @@ def forbidden(message: str = "not allowed") -> ApiError:
     return ApiError(403, "forbidden", message)
 
 
-def not_found(what: str, details: Any = None) -> ApiError:
-    return ApiError(404, "not_found", f"{what} not found", details)
-
-
-class Owned(Protocol):
-    @property
-    def owner_id(self) -> str: ...
-
-
-OwnedT = TypeVar("OwnedT", bound=Owned)
-
-
-def visible_to(identity: Identity, found: OwnedT | None, what: str, details: Any = None) -> OwnedT:
-    """`found` if the caller may see it; 404 otherwise, the same answer as for an id that does
-    not exist, so the ids of others' things are never confirmed."""
-    if found is None or not identity.can_see(found.owner_id):
-        raise not_found(what, details)
-    return found
-
-
 def device_directory(request: Request) -> DeviceDirectory:
     """FastAPI dependency: the device directory the composition root injected."""
     directory: DeviceDirectory = request.app.state.directory
@@ -386,13 +366,17 @@ def device_directory(request: Request) -> DeviceDirectory:
 
 
 async def visible_device(
-    identity: Identity, directory: DeviceDirectory, device_id: str, field: str | None = None
+    caller: Caller, directory: DeviceDirectory, device_id: str, field: str | None = None
 ) -> DeviceContext:
-    """The context of a device the caller may see; 404 otherwise (see `visible_to`), naming
-    `field` when the id came from a query or body field rather than the path."""
+    """The context of a device the caller may act on as the route's rule says; 404 when it is
+    not in one of their households (the same answer as for an id that does not exist, so the
+    ids of others are never confirmed), naming `field` when the id came from a query or body
+    field rather than the path; 403 when their role there does not allow the action."""
     details = None if field is None else [{"field": field, "message": "not one of your devices"}]
     found = (await directory.contexts([device_id])).get(device_id)
-    return visible_to(identity, found, "device", details)
+    caller.check(found.household_id if found else None, "device", details)
+    assert found is not None  # check() refused a missing device
+    return found
 
 
 async def user_identity(request: Request) -> Identity:
@@ -407,21 +391,23 @@ async def user_or_device_identity(request: Request) -> Identity:
     return await auth.identify(request, allow_device=True)
 
 
-async def signed_in_identity(request: Request) -> Identity:
-    """FastAPI dependency: a user who signed in with their password (a session's token), not a
-    personal access token. What a token must not do with itself or its account (make, list or
-    revoke tokens; change the password) needs this: a leaked token cannot entrench itself."""
-    identity = await user_identity(request)
-    if identity.token_id is not None:
-        raise forbidden("a personal access token cannot do this: sign in with your password")
-    return identity
-
-
 async def admin_identity(request: Request) -> Identity:
     identity = await user_identity(request)
     if not identity.is_admin:
         raise forbidden("admins only")
     return identity
+
+
+async def authorized(request: Request, identity: Identity = Depends(user_identity)) -> Caller:
+    """FastAPI dependency: the signed-in caller, held to the rule `core.authz.ROUTES` gives
+    this route (an admin-only route refuses everyone else here; a household's things are
+    checked by the route with `Caller.check` once it knows their household)."""
+    rule = route_rule(request)
+    if rule.need is Need.ADMIN and not identity.is_admin:
+        raise forbidden("admins only")
+    if rule.need is Need.SESSION and identity.token_id is not None:
+        raise forbidden("a personal access token cannot do this: sign in with your password")
+    return Caller(identity, rule.action or Action.READ)
 
 
 def shutting_down(request: Request) -> asyncio.Event:
@@ -443,6 +429,7 @@ _WHY = {
     403: "the credentials may not do this",
     404: "no such thing visible to the caller",
     409: "conflicts with what is stored",
+    410: "it existed but is no longer valid",
     413: "the body is over its limit",
     422: "invalid input; `details` names each bad field",
     429: "rate limited; Retry-After says when to come back",
@@ -485,7 +472,7 @@ def document_errors(schema: dict[str, Any], routes: Iterable[Any], prefix: str) 
     own.
     `routes` are the services' own, mounted under `prefix`."""
     schema.setdefault("components", {}).setdefault("schemas", {})["Error"] = _ERROR_SCHEMA
-    signed_in = {user_identity, user_or_device_identity, admin_identity, signed_in_identity}
+    signed_in = {user_identity, user_or_device_identity, admin_identity, authorized}
     for route in routes:
         if not isinstance(route, APIRoute):
             continue

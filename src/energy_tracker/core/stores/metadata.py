@@ -127,8 +127,24 @@ class Database:
 
     async def migrate(self) -> None:
         """Upgrade the schema to the newest revision (`alembic upgrade head`); safe to repeat."""
-        async with _migration_lock(), self.engine.begin() as conn:
-            await conn.run_sync(_upgrade_head)
+        async with _migration_lock(), self.engine.connect() as conn:
+            sqlite = conn.dialect.name == "sqlite"
+            if sqlite:
+                # SQLite alters a table by rebuilding it, and dropping the old one would
+                # cascade into every table that references it: keys are enforced again, and
+                # checked, before the commit (see _upgrade_head). Only outside a transaction
+                # does this pragma take effect.
+                await conn.exec_driver_sql("PRAGMA foreign_keys=OFF")
+            try:
+                await conn.run_sync(_upgrade_head)
+                await conn.commit()
+            except BaseException:
+                # Never hand a connection without its foreign keys back to the pool.
+                await conn.invalidate()
+                raise
+            if sqlite:
+                await conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+                await conn.commit()
 
     def begin(self) -> AbstractAsyncContextManager[AsyncConnection]:
         """A connection in a transaction: committed when the block ends, rolled back on error."""
@@ -201,6 +217,10 @@ def _upgrade_head(connection: Connection) -> None:
         config = alembic_config()
         config.attributes["connection"] = connection
         command.upgrade(config, "head")
+        if backend == "sqlite":
+            broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+            if broken:
+                raise RuntimeError(f"the migration left broken foreign keys: {broken[:5]}")
     finally:
         if backend in ("mysql", "mariadb"):
             connection.execute(text("SELECT RELEASE_LOCK(:name)"), {"name": _MIGRATION_LOCK})

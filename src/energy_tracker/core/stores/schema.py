@@ -1,5 +1,5 @@
-"""The metadata schema (users, devices, refresh and access tokens, alerts) as SQLAlchemy Core
-tables.
+"""The metadata schema (users, households, devices, refresh and access tokens, alerts) as
+SQLAlchemy Core tables.
 
 The tables are the query vocabulary of the stores; the DDL itself lives in the Alembic revisions
 under `migrations/versions`, which must be kept in step with this module by hand.
@@ -85,10 +85,74 @@ users = Table(
     Column("name", String(200), nullable=True),
     Column("role", String(16), nullable=False, server_default=text("'user'")),
     Column("disabled", Boolean, nullable=False, server_default=false()),
+    Column("created_at", UtcDateTime, nullable=False),
+    mysql_engine="InnoDB",
+    mysql_charset="utf8mb4",
+)
+
+# A home: what its devices' readings are dated and priced by (the settings that were a user's
+# before revision 0003), shared by its members.
+households = Table(
+    "households",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("name", String(200), nullable=False),
     Column("timezone", String(64), nullable=False, server_default=text("'UTC'")),
     Column("currency", String(3), nullable=False, server_default=text("'EUR'")),
     Column("tariff", JsonOrNull, nullable=True),
+    # ISO 3166-1 alpha-2, for the local public holidays insights may take into account.
+    Column("country", String(2), nullable=True),
     Column("created_at", UtcDateTime, nullable=False),
+    mysql_engine="InnoDB",
+    mysql_charset="utf8mb4",
+)
+
+household_members = Table(
+    "household_members",
+    metadata,
+    Column(
+        "household_id",
+        String(36),
+        ForeignKey("households.id", ondelete="CASCADE"),
+        primary_key=True,
+    ),
+    Column(
+        "user_id",
+        String(36),
+        ForeignKey("users.id", ondelete="CASCADE"),
+        primary_key=True,
+        index=True,
+    ),
+    Column("role", String(16), nullable=False),  # owner | member | viewer (core.authz.ROLES)
+    Column("notify_email", Boolean, nullable=False, server_default=false()),
+    Column("joined_at", UtcDateTime, nullable=False),
+    mysql_engine="InnoDB",
+    mysql_charset="utf8mb4",
+)
+
+# An invitation of an e-mail without an account yet: registering with it joins the household.
+household_invitations = Table(
+    "household_invitations",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column(
+        "household_id",
+        String(36),
+        ForeignKey("households.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("email", String(254), nullable=False, index=True),
+    Column("role", String(16), nullable=False),
+    Column(
+        "invited_by",
+        String(36),
+        ForeignKey("users.id", ondelete="SET NULL"),
+        nullable=True,
+    ),
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=False),
+    Column("accepted_at", UtcDateTime, nullable=True),
     mysql_engine="InnoDB",
     mysql_charset="utf8mb4",
 )
@@ -101,6 +165,14 @@ devices = Table(
         "owner_id",
         String(36),
         ForeignKey("users.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    # The household the device belongs to; owner_id is the account that registered it.
+    Column(
+        "household_id",
+        String(36),
+        ForeignKey("households.id", ondelete="CASCADE"),
         nullable=False,
         index=True,
     ),
@@ -177,7 +249,14 @@ alert_rules = Table(
         nullable=False,
         index=True,
     ),
-    # NULL: all of the owner's devices (summed for power, energy and cost; each for silence).
+    Column(
+        "household_id",
+        String(36),
+        ForeignKey("households.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    # NULL: all of the household's devices (summed for power, energy and cost; each for silence).
     Column(
         "device_id",
         String(36),
@@ -243,6 +322,13 @@ alerts = Table(
         nullable=False,
         index=True,
     ),
+    Column(
+        "household_id",
+        String(36),
+        ForeignKey("households.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
     Column("device_id", String(36), nullable=True),
     Column("state", String(16), nullable=False),
     Column("acknowledged", Boolean, nullable=False, server_default=false()),
@@ -272,11 +358,12 @@ alert_transitions = Table(
         index=True,
     ),
     Column("owner_id", String(36), nullable=False),
+    Column("household_id", String(36), nullable=False),
     Column("state", String(16), nullable=False),
     Column("payload", JSON, nullable=False),
     Column("recorded_at", UtcDateTime, nullable=False),
     Column("published", Boolean, nullable=False, server_default=false()),
-    Index("ix_alert_transitions_owner_recorded", "owner_id", "recorded_at"),
+    Index("ix_alert_transitions_household_recorded", "household_id", "recorded_at"),
     Index("ix_alert_transitions_unpublished", "published", "recorded_at"),
     mysql_engine="InnoDB",
     mysql_charset="utf8mb4",

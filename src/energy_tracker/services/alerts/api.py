@@ -1,5 +1,6 @@
 """Routes of the alerts service: rules, alerts, acknowledgement and the SSE stream of
-transitions. A user sees and changes only their own; an admin sees everyone's."""
+transitions. A user sees those of their households, and changes them as their role there
+allows (`core.authz`); an admin sees everyone's."""
 
 from __future__ import annotations
 
@@ -14,19 +15,17 @@ import orjson
 from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
-from energy_tracker.core.auth import Identity
+from energy_tracker.core.authz import Action, Caller, allows
 from energy_tracker.core.directory import DeviceDirectory
 from energy_tracker.core.errors import ApiError
 from energy_tracker.core.http import (
-    READ_ONLY,
     answers,
+    authorized,
     caller_gone,
     device_directory,
     not_found,
     shutting_down,
-    user_identity,
     visible_device,
-    visible_to,
 )
 from energy_tracker.core.inputs import Offset
 from energy_tracker.core.sse import polled_events, sse_frame, sse_response
@@ -59,6 +58,9 @@ from energy_tracker.services.alerts.targets import UnsafeTarget, resolve_webhook
 router = APIRouter(tags=["alerts"])
 
 Id = Annotated[str, Path(max_length=64)]
+HouseholdId = Annotated[
+    str | None, Query(max_length=64, description="One of your households; default: all of them.")
+]
 STREAM_POLL_S = 0.5
 STREAM_PAGE = 500
 STREAM_KEEPALIVE_S = 15.0
@@ -88,6 +90,7 @@ def rule_out(rule: AlertRule) -> dict[str, Any]:
     return {
         "id": rule.id,
         "user_id": rule.owner_id,
+        "household_id": rule.household_id,
         "name": rule.name,
         "device_id": rule.device_id,
         "metric": rule.metric,
@@ -105,15 +108,18 @@ def rule_out(rule: AlertRule) -> dict[str, Any]:
 
 
 async def _target_problems(
-    directory: DeviceDirectory, identity: Identity, rule: dict[str, Any], deny_private: bool
+    directory: DeviceDirectory, household_id: str, rule: dict[str, Any], deny_private: bool
 ) -> list[dict[str, str]]:
-    """The checks that need I/O: the device is the caller's, the webhooks resolve safely."""
+    """The checks that need I/O: the device is the rule's household's, the webhooks resolve
+    safely."""
     problems = []
     device_id = rule.get("device_id")
     if device_id is not None:
         ctx = (await directory.contexts([device_id])).get(device_id)
-        if ctx is None or ctx.owner_id != identity.user_id:
-            problems.append({"field": "device_id", "message": "not one of your devices"})
+        if ctx is None or ctx.household_id != household_id:
+            problems.append(
+                {"field": "device_id", "message": "not one of this household's devices"}
+            )
     for index, channel in enumerate(rule.get("channels") or []):
         if channel["type"] == "webhook":
             try:
@@ -123,26 +129,37 @@ async def _target_problems(
     return problems
 
 
-async def visible_rule(store: AlertStore, rule_id: str, identity: Identity) -> AlertRule:
-    """The rule if the caller may see it; 404 otherwise (see `visible_to`)."""
-    return visible_to(identity, await store.rules.get(rule_id), "alert rule")
+async def visible_rule(store: AlertStore, rule_id: str, caller: Caller) -> AlertRule:
+    """The rule if the caller may do the route's action on it (see `Caller.check`)."""
+    rule = await store.rules.get(rule_id)
+    caller.check(rule.household_id if rule else None, "alert rule")
+    assert rule is not None  # check() refused a missing rule
+    return rule
 
 
 @router.post("/alert-rules", status_code=201, response_model=RuleOut, responses=answers(409))
 async def create_rule(
     body: RuleIn,
-    identity: Identity = Depends(user_identity),
+    caller: Caller = Depends(authorized),
     alerting: AlertService = Depends(service),
     directory: DeviceDirectory = Depends(device_directory),
 ) -> dict[str, Any]:
-    """Create a rule on one of your devices, or on all of them summed (no device_id)."""
+    """Create a rule on a device of a household of yours, or on all of its devices summed
+    (no device_id: the household named, else your own)."""
     fields = body.model_dump()
+    household_id = fields.pop("household_id")
+    if household_id is None and body.device_id is not None:
+        # The device's household, if it is one of the caller's (else the 422 below says so).
+        ctx = (await directory.contexts([body.device_id])).get(body.device_id)
+        if ctx is not None and allows(caller.identity, ctx.household_id, Action.READ):
+            household_id = ctx.household_id
+    household_id = caller.home(household_id)
     problems = rule_problems(fields)
-    problems += await _target_problems(directory, identity, fields, alerting.deny_private)
+    problems += await _target_problems(directory, household_id, fields, alerting.deny_private)
     if problems:
         raise _invalid(problems)
     try:
-        rule = await alerting.store.rules.create(identity.user_id, _now(), **fields)
+        rule = await alerting.store.rules.create(caller.user_id, household_id, _now(), **fields)
     except Conflict:
         raise ApiError(409, "conflict", "the device was deleted meanwhile") from None
     return rule_out(rule)
@@ -156,24 +173,23 @@ async def create_rule(
         **answers(404),
         422: {"description": "an invalid rule, or one without a device"},
     },
-    openapi_extra=READ_ONLY,  # stores nothing: a read token may preview
 )
 async def preview_rule(
     request: Request,
     body: RuleIn,
-    identity: Identity = Depends(user_identity),
+    caller: Caller = Depends(authorized),
     directory: DeviceDirectory = Depends(device_directory),
 ) -> dict[str, Any]:
     """When this (unsaved) rule would have fired over the last 7 days of its device's data,
     judged by the same rule engine as live alerts; nothing is stored or sent."""
-    fields = body.model_dump()
+    fields = body.model_dump(exclude={"household_id"})
     problems = rule_problems(fields)
     device_id = fields["device_id"]
     if device_id is None:
         problems.append({"field": "device_id", "message": "a preview needs one device"})
     if problems:
         raise _invalid(problems)
-    ctx = await visible_device(identity, directory, device_id)
+    ctx = await visible_device(caller, directory, device_id)
     zone = ZoneInfo(ctx.timezone)
     end = int(time.time() * 1000)
     start = end - PREVIEW_DAYS * 86_400_000
@@ -212,40 +228,42 @@ async def preview_rule(
 async def list_rules(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Offset = 0,
-    identity: Identity = Depends(user_identity),
+    household_id: HouseholdId = None,
+    caller: Caller = Depends(authorized),
     alerting: AlertService = Depends(service),
 ) -> dict[str, Any]:
-    """Your rules (an admin's: everyone's), oldest first."""
-    owner = None if identity.is_admin else identity.user_id
-    rules = await alerting.store.rules.list(owner, limit=limit, offset=offset)
+    """The rules of your households (or of the one named; an admin's: everyone's), oldest
+    first."""
+    scope = caller.scope(household_id)
+    rules = await alerting.store.rules.list(scope, limit=limit, offset=offset)
     return {"items": [rule_out(r) for r in rules]}
 
 
 @router.get("/alert-rules/{rule_id}", response_model=RuleOut)
 async def get_rule(
     rule_id: Id,
-    identity: Identity = Depends(user_identity),
+    caller: Caller = Depends(authorized),
     alerting: AlertService = Depends(service),
 ) -> dict[str, Any]:
     """One of your rules."""
-    return rule_out(await visible_rule(alerting.store, rule_id, identity))
+    return rule_out(await visible_rule(alerting.store, rule_id, caller))
 
 
 @router.patch("/alert-rules/{rule_id}", response_model=RuleOut)
 async def update_rule(
     rule_id: Id,
     body: RulePatch,
-    identity: Identity = Depends(user_identity),
+    caller: Caller = Depends(authorized),
     alerting: AlertService = Depends(service),
     directory: DeviceDirectory = Depends(device_directory),
 ) -> dict[str, Any]:
     """Change a rule; the result is checked as a whole, as on creation."""
-    rule = await visible_rule(alerting.store, rule_id, identity)
+    rule = await visible_rule(alerting.store, rule_id, caller)
     patch = body.model_dump(exclude_unset=True)
     problems = patch_problems(vars(rule), patch)
     if "channels" in patch and not problems:
         problems = await _target_problems(
-            directory, identity, {"channels": patch["channels"]}, alerting.deny_private
+            directory, rule.household_id, {"channels": patch["channels"]}, alerting.deny_private
         )
     if problems:
         raise _invalid(problems)
@@ -258,11 +276,11 @@ async def update_rule(
 @router.delete("/alert-rules/{rule_id}", status_code=204)
 async def delete_rule(
     rule_id: Id,
-    identity: Identity = Depends(user_identity),
+    caller: Caller = Depends(authorized),
     alerting: AlertService = Depends(service),
 ) -> None:
     """Delete a rule, with its alerts and their notifications."""
-    await visible_rule(alerting.store, rule_id, identity)
+    await visible_rule(alerting.store, rule_id, caller)
     await alerting.store.rules.delete(rule_id)
 
 
@@ -319,9 +337,12 @@ async def _alerts_out(
     ]
 
 
-async def visible_alert(store: AlertStore, alert_id: str, identity: Identity) -> Alert:
-    """The alert if the caller may see it; 404 otherwise (see `visible_to`)."""
-    return visible_to(identity, await store.alerts.get(alert_id), "alert")
+async def visible_alert(store: AlertStore, alert_id: str, caller: Caller) -> Alert:
+    """The alert if the caller may do the route's action on it (see `Caller.check`)."""
+    alert = await store.alerts.get(alert_id)
+    caller.check(alert.household_id if alert else None, "alert")
+    assert alert is not None  # check() refused a missing alert
+    return alert
 
 
 @router.get("/alerts", response_model=AlertList)
@@ -332,14 +353,16 @@ async def list_alerts(
     rule_id: Annotated[str | None, Query(max_length=64)] = None,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Offset = 0,
-    identity: Identity = Depends(user_identity),
+    household_id: HouseholdId = None,
+    caller: Caller = Depends(authorized),
     alerting: AlertService = Depends(service),
 ) -> dict[str, Any]:
-    """Alerts, newest first; `state=acknowledged` is short for `acknowledged=true`."""
+    """Alerts of your households (or of the one named; each says its `household_id`), newest
+    first; `state=acknowledged` is short for `acknowledged=true`."""
     if state == "acknowledged":
         state, acknowledged = None, True
     found = await alerting.store.alerts.list(
-        None if identity.is_admin else identity.user_id,
+        caller.scope(household_id),
         state=state,
         acknowledged=acknowledged,
         device_id=device_id,
@@ -358,24 +381,25 @@ async def list_alerts(
 async def alert_stream(
     request: Request,
     last_event_id: Annotated[str | None, Header(max_length=64)] = None,
-    identity: Identity = Depends(user_identity),
+    household_id: HouseholdId = None,
+    caller: Caller = Depends(authorized),
     alerting: AlertService = Depends(service),
 ) -> StreamingResponse:
     """Server-sent events: one per alert transition of yours (`event:` firing, resolved or
     acknowledged; `id:` the transition id; `data:` the alert-events message). Reconnect with
     `Last-Event-ID` to get what happened since."""
-    owner = None if identity.is_admin else identity.user_id
+    homes = caller.scope(household_id)
     since = _now()
     if last_event_id:
-        since = await alerting.store.transitions.recorded_at(last_event_id, owner) or since
-    gone = caller_gone(request, identity)
-    return sse_response(_transitions(request, alerting.store, owner, since, last_event_id, gone))
+        since = await alerting.store.transitions.recorded_at(last_event_id, homes) or since
+    gone = caller_gone(request, caller.identity)
+    return sse_response(_transitions(request, alerting.store, homes, since, last_event_id, gone))
 
 
 async def _transitions(
     request: Request,
     store: AlertStore,
-    owner: str | None,
+    homes: list[str] | None,
     since: datetime,
     seen_id: str | None,
     gone: Callable[[], Awaitable[bool]],
@@ -393,7 +417,7 @@ async def _transitions(
         # the window, or at one instant, once stalled the stream for good).
         cursor: tuple[datetime, str | None] = (since - STREAM_OVERLAP, None)
         while True:
-            page = await store.transitions.since(owner, cursor[0], STREAM_PAGE, cursor[1])
+            page = await store.transitions.since(homes, cursor[0], STREAM_PAGE, cursor[1])
             for tid, recorded, payload in page:
                 if tid in sent:
                     continue
@@ -418,11 +442,11 @@ async def _transitions(
 @router.get("/alerts/{alert_id}", response_model=AlertOut)
 async def get_alert(
     alert_id: Id,
-    identity: Identity = Depends(user_identity),
+    caller: Caller = Depends(authorized),
     alerting: AlertService = Depends(service),
 ) -> dict[str, Any]:
     """One alert, with every attempt of each of its notifications."""
-    alert = await visible_alert(alerting.store, alert_id, identity)
+    alert = await visible_alert(alerting.store, alert_id, caller)
     (out,) = await _alerts_out(alerting.store, [alert], with_history=True)
     return out
 
@@ -430,11 +454,11 @@ async def get_alert(
 @router.post("/alerts/{alert_id}/ack", response_model=AlertOut)
 async def acknowledge_alert(
     alert_id: Id,
-    identity: Identity = Depends(user_identity),
+    caller: Caller = Depends(authorized),
     alerting: AlertService = Depends(service),
 ) -> dict[str, Any]:
     """Acknowledge an alert (firing or resolved); acknowledging it again changes nothing."""
-    alert = await visible_alert(alerting.store, alert_id, identity)
+    alert = await visible_alert(alerting.store, alert_id, caller)
     rule = await alerting.store.rules.get(alert.rule_id)
     if rule is None:
         raise not_found("alert")

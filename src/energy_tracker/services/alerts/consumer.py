@@ -94,13 +94,15 @@ class AlertEvaluator:
         contexts = await self.directory.contexts(
             list({m.key.decode(errors="replace") for m in messages})
         )
-        owner_of = {d: c.owner_id for d, c in contexts.items()}
-        rules = await self.store.rules.watching(owner_of, set(owner_of.values()), READING_METRICS)
+        household_of = {d: c.household_id for d, c in contexts.items()}
+        rules = await self.store.rules.watching(
+            household_of, set(household_of.values()), READING_METRICS
+        )
         if not rules:
             return []
-        summed_owners = {r.owner_id for r in rules if r.device_id is None}
+        summed = {r.household_id for r in rules if r.device_id is None}
         watched = {r.device_id for r in rules if r.device_id is not None}
-        watched.update(d for d, owner in owner_of.items() if owner in summed_owners)
+        watched.update(d for d, household in household_of.items() if household in summed)
         rejected: list[Rejected] = []
         by_device: dict[str, list[Reading]] = defaultdict(list)
         for message in messages:
@@ -111,10 +113,12 @@ class AlertEvaluator:
                     by_device[reading.device_id].append(reading)
             except MalformedEvent as exc:
                 rejected.append(Rejected(message, str(exc)))
-        batch = {d: sorted(rs, key=lambda r: r.ts) for d, rs in by_device.items() if d in owner_of}
+        batch = {
+            d: sorted(rs, key=lambda r: r.ts) for d, rs in by_device.items() if d in household_of
+        }
         if batch:
             await self._evaluate(
-                ReadingTasks(rules, batch, owner_of, self._now_ms(), self.max_gap_ms)
+                ReadingTasks(rules, batch, household_of, self._now_ms(), self.max_gap_ms)
             )
         return rejected
 
@@ -143,15 +147,15 @@ class AlertEvaluator:
                 )
         contexts = await self.directory.contexts({u.device_id for u in updates})
         updates = [u for u in updates if u.device_id in contexts]
-        owners = {c.owner_id for c in contexts.values()}
-        rules = await self.store.rules.watching(contexts, owners, USAGE_METRICS)
+        homes = {c.household_id for c in contexts.values()}
+        rules = await self.store.rules.watching(contexts, homes, USAGE_METRICS)
         per_device = {(r.device_id, r.period) for r in rules if r.device_id is not None}
-        per_owner = {(r.owner_id, r.period) for r in rules if r.device_id is None}
+        per_household = {(r.household_id, r.period) for r in rules if r.device_id is None}
         updates = [
             u
             for u in updates
             if (u.device_id, u.granularity) in per_device
-            or (contexts[u.device_id].owner_id, u.granularity) in per_owner
+            or (contexts[u.device_id].household_id, u.granularity) in per_household
         ]
         if updates:
             await self._evaluate(UsageTasks(rules, updates, contexts, self._now_ms()))
@@ -174,11 +178,13 @@ class AlertEvaluator:
         after = ""
         while rules := await self.store.rules.page(("silence",), after, PAGE):
             after = rules[-1].id
-            devices = await self.store.evaluations.owner_devices({r.owner_id for r in rules})
+            devices = await self.store.evaluations.household_devices(
+                {r.household_id for r in rules}
+            )
             pairs = [
                 (rule, device, max(created, rule.created_at))
                 for rule in rules
-                for device, created in devices.get(rule.owner_id, [])
+                for device, created in devices.get(rule.household_id, [])
                 if rule.device_id in (None, device)
             ]
             await self._evaluate(SilenceTasks(pairs, now_ms))

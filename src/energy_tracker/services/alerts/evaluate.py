@@ -57,6 +57,7 @@ async def evaluate(store: EvaluationStore, source: TaskSource, now: datetime) ->
                 if s.state.firing_since is not None
             }
             open_alerts = await ev.alerts(set(open_ids.values()))
+            mailing: dict[str, list[str]] = {}  # each household's, read once it is needed
             for t, key in zip(tasks, keys, strict=True):
                 before = stored.get(key)
                 if before is None and t.only_if_stored:
@@ -67,6 +68,14 @@ async def evaluate(store: EvaluationStore, source: TaskSource, now: datetime) ->
                 steps = run(t.rule.condition, state, t.samples)
                 opened = open_alerts.get(open_ids[key]) if key in open_ids else None
                 outcome = apply_steps(t.rule, t.scope, state, opened, steps, now)
+                if outcome.transitions:
+                    home = t.rule.household_id
+                    if home not in mailing:
+                        mailing[home] = await ev.email_recipients(home)
+                    if mailing[home]:
+                        outcome = apply_steps(
+                            t.rule, t.scope, state, opened, steps, now, mailing[home]
+                        )
                 if not outcome.alerts and (
                     outcome.state == state or (_idle(state) and _idle(outcome.state))
                 ):

@@ -7,6 +7,7 @@ keys then make a redelivered message a no-op instead of a second alert or a seco
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
@@ -34,6 +35,7 @@ def alert_view(alert: Alert, rule: AlertRule | None = None) -> dict[str, Any]:
         "id": alert.id,
         "rule_id": alert.rule_id,
         "user_id": alert.owner_id,
+        "household_id": alert.household_id,
         "device_id": alert.device_id,
         "state": alert.state,
         "acknowledged": alert.acknowledged,
@@ -63,6 +65,7 @@ class Transition:
     id: str
     alert_id: str
     owner_id: str
+    household_id: str
     state: str  # firing, resolved or acknowledged
     payload: dict[str, Any]  # the message's data
     recorded_at: datetime
@@ -80,6 +83,7 @@ def transition(
         "rule_name": rule.name,
         "metric": rule.metric,
         "user_id": alert.owner_id,
+        "household_id": alert.household_id,
         "device_id": alert.device_id,
         "state": state,
         "severity": alert.severity,
@@ -91,15 +95,25 @@ def transition(
         # gives the evaluation lag; a benchmark adds the bus hop by timing the message itself.
         "evaluated_at_ms": round(now.timestamp() * 1000),
     }
-    return Transition(tid, alert.id, alert.owner_id, state, payload, now)
+    return Transition(tid, alert.id, alert.owner_id, alert.household_id, state, payload, now)
 
 
 def notifications(
-    rule: AlertRule, alert: Alert, event: Transition, now: datetime
+    rule: AlertRule,
+    alert: Alert,
+    event: Transition,
+    now: datetime,
+    members: Sequence[str] = (),
 ) -> list[Delivery]:
-    """One delivery per channel of the rule for a firing or resolved transition."""
+    """One delivery per channel of the rule for a firing or resolved transition, and an e-mail
+    to each of `members` (the household's who asked for them) the rule does not mail already."""
+    mailed = {c["to"] for c in rule.channels if c["type"] == "email"}
+    channels = [
+        *rule.channels,
+        *({"type": "email", "to": to} for to in members if to not in mailed),
+    ]
     out = []
-    for index, channel in enumerate(rule.channels):
+    for index, channel in enumerate(channels):
         did = delivery_id(event.id, index)
         body = {"delivery_id": did, "event": event.state, "alert": alert_view(alert, rule)}
         out.append(
@@ -140,9 +154,11 @@ def apply_steps(
     open_alert: Alert | None,
     steps: list[Step],
     now: datetime,
+    members: Sequence[str] = (),
 ) -> Outcome:
     """Fold evaluation steps into rows: a FIRED step opens an alert (and notifies), an UPDATED
-    step moves its value, peak and last-seen time, a RESOLVED step closes it (and notifies).
+    step moves its value, peak and last-seen time, a RESOLVED step closes it (and notifies the
+    rule's channels and `members`' e-mails).
 
     `open_alert` is the alert `state` says is firing, as stored (None when none is)."""
     outcome = Outcome(state)
@@ -155,6 +171,7 @@ def apply_steps(
                 id=alert_id(rule.id, scope, s.at),
                 rule_id=rule.id,
                 owner_id=rule.owner_id,
+                household_id=rule.household_id,
                 device_id=None if scope == ALL_DEVICES else scope,
                 state=FIRING,
                 acknowledged=False,
@@ -168,13 +185,13 @@ def apply_steps(
                 last_seen_at=at,
             )
             outcome.created.add(current.id)
-            _notify(outcome, rule, current, FIRING, s, now)
+            _notify(outcome, rule, current, FIRING, s, now, members)
         elif s.change is Change.UPDATED and current is not None:
             peak = s.state.peak if s.state.peak is not None else s.value
             current = replace(current, value=s.value, peak_value=peak, last_seen_at=at)
         elif s.change is Change.RESOLVED and current is not None:
             current = replace(current, state=RESOLVED, value=s.value, resolved_at=at)
-            _notify(outcome, rule, current, RESOLVED, s, now)
+            _notify(outcome, rule, current, RESOLVED, s, now, members)
         else:
             continue
         outcome.alerts[current.id] = current
@@ -182,8 +199,14 @@ def apply_steps(
 
 
 def _notify(
-    outcome: Outcome, rule: AlertRule, alert: Alert, state: str, s: Step, now: datetime
+    outcome: Outcome,
+    rule: AlertRule,
+    alert: Alert,
+    state: str,
+    s: Step,
+    now: datetime,
+    members: Sequence[str],
 ) -> None:
     event = transition(alert, rule, state, s.value, s.at, now)
     outcome.transitions.append(event)
-    outcome.deliveries.extend(notifications(rule, alert, event, now))
+    outcome.deliveries.extend(notifications(rule, alert, event, now, members))

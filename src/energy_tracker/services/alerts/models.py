@@ -53,10 +53,11 @@ def condition_of(
 
 @dataclass(frozen=True)
 class AlertRule:
-    """A rule as stored. `device_id` None: all of the owner's devices."""
+    """A rule as stored. `device_id` None: all of the household's devices."""
 
     id: str
-    owner_id: str
+    owner_id: str  # the account that made it
+    household_id: str
     device_id: str | None
     name: str
     metric: str  # one of METRICS
@@ -85,7 +86,8 @@ class Alert:
 
     id: str
     rule_id: str
-    owner_id: str
+    owner_id: str  # the account that made its rule
+    household_id: str
     device_id: str | None
     state: str  # "firing" or "resolved"
     acknowledged: bool

@@ -41,24 +41,26 @@ TaskSource = Callable[[Evaluation], Awaitable[list[Task]]]
 
 @dataclass(frozen=True)
 class ReadingTasks:
-    """Instant power (per device, or summed over an owner's devices) and the end of a silence,
+    """Instant power (per device, or summed over a household's devices) and the end of a silence,
     from one batch of readings of watched devices (each device's in time order)."""
 
     rules: Sequence[AlertRule]
     batch: Mapping[str, Sequence[Reading]]
-    owner_of: Mapping[str, str]
+    household_of: Mapping[str, str]
     now_ms: int
     max_gap_ms: int
 
     def _watched(self, rule: AlertRule) -> list[str]:
         if rule.device_id is not None:
             return [rule.device_id] if rule.device_id in self.batch else []
-        return [d for d in self.batch if self.owner_of[d] == rule.owner_id]
+        return [d for d in self.batch if self.household_of[d] == rule.household_id]
 
     async def __call__(self, ev: Evaluation) -> list[Task]:
-        summing = {r.owner_id for r in self.rules if r.metric == "power_w" and r.device_id is None}
-        before = await ev.owners_seen(summing)
-        tracked = {d for d in self.batch if self.owner_of[d] in summing}
+        summing = {
+            r.household_id for r in self.rules if r.metric == "power_w" and r.device_id is None
+        }
+        before = await ev.households_seen(summing)
+        tracked = {d for d in self.batch if self.household_of[d] in summing}
         tracked.update(d for r in self.rules if r.metric == "silence" for d in self._watched(r))
         known = await ev.seen(tracked)
         await ev.put_seen({d: heard(self.batch[d]) for d in tracked}, known)
@@ -81,7 +83,7 @@ class ReadingTasks:
                 readings = sorted(
                     (r for d in self._watched(rule) for r in self.batch[d]), key=lambda r: r.ts
                 )
-                seen = before.get(rule.owner_id, {})
+                seen = before.get(rule.household_id, {})
                 samples = summed_power(readings, seen, self.now_ms, self.max_gap_ms)
                 out.append(Task(rule, ALL_DEVICES, samples))
         return out
@@ -89,7 +91,7 @@ class ReadingTasks:
 
 @dataclass(frozen=True)
 class UsageTasks:
-    """Energy and cost so far in the current period, per device or summed over an owner's."""
+    """Energy and cost so far in the current period, per device or summed over a household's."""
 
     rules: Sequence[AlertRule]
     updates: Sequence[UsageValue]
@@ -114,7 +116,7 @@ class UsageTasks:
             if rule.device_id is not None:
                 energy, cost, scope = v.energy_kwh, v.cost, rule.device_id
             else:
-                energy, cost = await ev.usage_sum(rule.owner_id, rule.period, v.period_start)
+                energy, cost = await ev.usage_sum(rule.household_id, rule.period, v.period_start)
                 scope = ALL_DEVICES
             value = energy if rule.metric == "energy_kwh" else cost
             out.append(Task(rule, scope, [(self.now_ms, value)], period_end=end))
@@ -125,7 +127,7 @@ class UsageTasks:
             return False
         if rule.device_id is not None:
             return v.device_id == rule.device_id
-        return self.contexts[v.device_id].owner_id == rule.owner_id
+        return self.contexts[v.device_id].household_id == rule.household_id
 
 
 @dataclass(frozen=True)

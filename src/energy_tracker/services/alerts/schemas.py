@@ -51,7 +51,12 @@ Channel = Annotated[WebhookChannel | EmailChannel, Field(discriminator="type")]
 class RuleIn(Strict):
     name: Annotated[Name, Field(min_length=1)]
     device_id: str | None = Field(
-        default=None, max_length=64, description="Null: all of your devices, summed."
+        default=None, max_length=64, description="Null: all the household's devices, summed."
+    )
+    household_id: str | None = Field(
+        default=None,
+        max_length=64,
+        description="One of your households; default: the device's, else your own.",
     )
     metric: Metric
     period: Period | None = Field(
@@ -141,7 +146,8 @@ class ChannelOut(BaseModel):
 
 class RuleOut(BaseModel):
     id: str
-    user_id: str
+    user_id: str = Field(description="the account that made it")
+    household_id: str
     name: str
     device_id: str | None
     metric: Metric
@@ -189,7 +195,8 @@ class AlertOut(BaseModel):
     rule_id: str
     rule_name: str | None = None
     metric: Metric | None = None
-    user_id: str
+    user_id: str = Field(description="the account that made its rule")
+    household_id: str
     device_id: str | None
     state: Literal["firing", "resolved"]
     acknowledged: bool

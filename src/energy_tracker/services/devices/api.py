@@ -6,10 +6,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Depends, Path, Query, Request
 
-from energy_tracker.core.auth import Identity, new_device_key, secret_digest
+from energy_tracker.core.auth import new_device_key, secret_digest
+from energy_tracker.core.authz import Caller
 from energy_tracker.core.credentials import CredentialCache, credentials
 from energy_tracker.core.errors import ApiError
-from energy_tracker.core.http import answers, not_found, user_identity, visible_to
+from energy_tracker.core.http import answers, authorized, not_found
 from energy_tracker.core.inputs import TASMOTA_META_KEY, Offset
 from energy_tracker.services.devices.models import Device
 from energy_tracker.services.devices.schemas import DeviceIn, DeviceOut, DevicePatch, DeviceWithKey
@@ -18,6 +19,9 @@ from energy_tracker.services.devices.store import DeviceStore
 router = APIRouter(tags=["devices"])
 
 DeviceId = Annotated[str, Path(max_length=64)]
+HouseholdId = Annotated[
+    str | None, Query(max_length=64, description="One of your households; default: all of them.")
+]
 Limit = Annotated[int, Query(ge=1, le=1000)]
 
 
@@ -27,7 +31,7 @@ def devices(request: Request) -> DeviceStore:
 
 
 async def devices_out(store: DeviceStore, found: list[Device]) -> list[dict]:
-    """Response bodies, each with the zone that applies: the device's own, else its owner's."""
+    """Response bodies, each with the zone that applies: the device's own, else its household's."""
     contexts = await store.contexts([d.id for d in found])
     return [
         device_out(d, contexts[d.id].timezone if d.id in contexts else d.timezone or "UTC")
@@ -36,15 +40,16 @@ async def devices_out(store: DeviceStore, found: list[Device]) -> list[dict]:
 
 
 async def one_device_out(store: DeviceStore, device: Device) -> dict:
-    """One device as the API shows it, its zone resolved against its owner."""
+    """One device as the API shows it, its zone resolved against its household."""
     return (await devices_out(store, [device]))[0]
 
 
 def device_out(device: Device, timezone: str) -> dict:
-    """A device as the API shows it, in `timezone` (its own, else its owner's)."""
+    """A device as the API shows it, in `timezone` (its own, else its household's)."""
     return {
         "id": device.id,
         "owner_id": device.owner_id,
+        "household_id": device.household_id,
         "name": device.name,
         "type": device.type,
         "timezone": timezone,
@@ -55,9 +60,12 @@ def device_out(device: Device, timezone: str) -> dict:
     }
 
 
-async def visible_device(store: DeviceStore, device_id: str, identity: Identity) -> Device:
-    """The device if the caller may see it; 404 otherwise (see `visible_to`)."""
-    return visible_to(identity, await store.get(device_id), "device")
+async def visible_device(store: DeviceStore, device_id: str, caller: Caller) -> Device:
+    """The device if the caller may do the route's action on it (see `Caller.check`)."""
+    device = await store.get(device_id)
+    caller.check(device.household_id if device else None, "device")
+    assert device is not None  # check() refused a missing device
+    return device
 
 
 async def _unclaimed(store: DeviceStore, meta: dict | None, device_id: str | None) -> None:
@@ -77,20 +85,23 @@ async def _unclaimed(store: DeviceStore, meta: dict | None, device_id: str | Non
 @router.post("/devices", status_code=201, response_model=DeviceWithKey, responses=answers(409))
 async def create_device(
     body: DeviceIn,
-    identity: Identity = Depends(user_identity),
+    caller: Caller = Depends(authorized),
     store: DeviceStore = Depends(devices),
 ) -> dict:
-    """Register a device; its ingest key is in this answer only."""
+    """Register a device in a household of yours (default: your own); its ingest key is in
+    this answer only."""
+    household_id = caller.home(body.household_id)
     await _unclaimed(store, body.metadata, None)
     key = new_device_key()
     device = await store.create(
-        identity.user_id,
+        caller.user_id,
         body.name,
         body.type,
         secret_digest(key),
         timezone=body.timezone,
         location=body.location,
         meta=body.metadata,
+        household_id=household_id,
     )
     return {**await one_device_out(store, device), "api_key": key}
 
@@ -99,34 +110,36 @@ async def create_device(
 async def list_devices(
     limit: Limit = 100,
     offset: Offset = 0,
-    identity: Identity = Depends(user_identity),
+    household_id: HouseholdId = None,
+    caller: Caller = Depends(authorized),
     store: DeviceStore = Depends(devices),
 ) -> list[dict]:
-    """Your devices (an admin's: everyone's), oldest first."""
-    owner = None if identity.is_admin else identity.user_id
-    return await devices_out(store, await store.list(owner, limit=limit, offset=offset))
+    """The devices of your households (or of the one named; an admin's: everyone's), oldest
+    first."""
+    scope = caller.scope(household_id)
+    return await devices_out(store, await store.list(scope, limit=limit, offset=offset))
 
 
 @router.get("/devices/{device_id}", response_model=DeviceOut)
 async def get_device(
     device_id: DeviceId,
-    identity: Identity = Depends(user_identity),
+    caller: Caller = Depends(authorized),
     store: DeviceStore = Depends(devices),
 ) -> dict:
-    """One of your devices."""
-    return await one_device_out(store, await visible_device(store, device_id, identity))
+    """A device of one of your households."""
+    return await one_device_out(store, await visible_device(store, device_id, caller))
 
 
 @router.patch("/devices/{device_id}", response_model=DeviceOut, responses=answers(409))
 async def update_device(
     device_id: DeviceId,
     body: DevicePatch,
-    identity: Identity = Depends(user_identity),
+    caller: Caller = Depends(authorized),
     store: DeviceStore = Depends(devices),
     cache: CredentialCache = Depends(credentials),
 ) -> dict:
-    """Change a device's fields; `timezone: null` makes it follow its owner's."""
-    await visible_device(store, device_id, identity)
+    """Change a device's fields; `timezone: null` makes it follow its household's."""
+    await visible_device(store, device_id, caller)
     fields = body.model_dump(exclude_unset=True)
     if "metadata" in fields:
         fields["meta"] = fields.pop("metadata")
@@ -141,12 +154,12 @@ async def update_device(
 @router.delete("/devices/{device_id}", status_code=204)
 async def delete_device(
     device_id: DeviceId,
-    identity: Identity = Depends(user_identity),
+    caller: Caller = Depends(authorized),
     store: DeviceStore = Depends(devices),
     cache: CredentialCache = Depends(credentials),
 ) -> None:
-    """Delete one of your devices."""
-    await visible_device(store, device_id, identity)
+    """Delete a device of one of your households."""
+    await visible_device(store, device_id, caller)
     await store.delete(device_id)
     cache.forget_device(device_id)
 
@@ -154,12 +167,12 @@ async def delete_device(
 @router.post("/devices/{device_id}/rotate-key", response_model=DeviceWithKey)
 async def rotate_key(
     device_id: DeviceId,
-    identity: Identity = Depends(user_identity),
+    caller: Caller = Depends(authorized),
     store: DeviceStore = Depends(devices),
     cache: CredentialCache = Depends(credentials),
 ) -> dict:
     """Issue a new ingest key: the old one stops working at once."""
-    device = await visible_device(store, device_id, identity)
+    device = await visible_device(store, device_id, caller)
     key = new_device_key()
     await store.set_key_hash(device_id, secret_digest(key))
     cache.forget_device(device_id)

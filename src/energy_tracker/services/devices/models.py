@@ -14,10 +14,11 @@ class Device:
     """A registered device; its ingest key is stored only as a hash and never appears here."""
 
     id: str
-    owner_id: str
+    owner_id: str  # the account that registered it
+    household_id: str
     name: str
     type: str  # one of DEVICE_TYPES
-    timezone: str | None  # None: the owner's time zone applies
+    timezone: str | None  # None: its household's time zone applies
     location: str | None
     meta: dict[str, Any] | None
     disabled: bool

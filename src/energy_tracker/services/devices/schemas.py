@@ -37,7 +37,10 @@ class DeviceIn(BaseModel):
     name: Annotated[Name, Field(min_length=1)]
     type: DeviceType
     timezone: str | None = Field(
-        default=None, max_length=64, description="IANA name; left out, the owner's applies"
+        default=None, max_length=64, description="IANA name; left out, the household's applies"
+    )
+    household_id: str | None = Field(
+        default=None, max_length=64, description="One of your households; default: your own."
     )
     location: Name | None = None
     metadata: dict[str, Any] | None = None
@@ -52,7 +55,7 @@ class DevicePatch(BaseModel):
     name: Annotated[Name, Field(min_length=1)] | None = None
     type: DeviceType | None = None
     timezone: str | None = Field(
-        default=None, max_length=64, description="IANA name; null: follow the owner's"
+        default=None, max_length=64, description="IANA name; null: follow the household's"
     )
     location: Name | None = None
     metadata: dict[str, Any] | None = None
@@ -65,10 +68,11 @@ class DevicePatch(BaseModel):
 
 class DeviceOut(BaseModel):
     id: str
-    owner_id: str
+    owner_id: str = Field(description="the account that registered it")
+    household_id: str
     name: str
     type: str
-    timezone: str = Field(description="the device's own time zone, else its owner's")
+    timezone: str = Field(description="the device's own time zone, else its household's")
     location: str | None
     metadata: dict[str, Any] | None
     disabled: bool

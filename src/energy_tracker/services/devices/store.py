@@ -12,9 +12,9 @@ from typing import Any
 from sqlalchemy import Row, Select, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
-from energy_tracker.core.directory import DeviceContext, OwnerProfile
+from energy_tracker.core.directory import DeviceContext, HouseholdProfile
 from energy_tracker.core.stores.metadata import Conflict, Database
-from energy_tracker.core.stores.schema import devices, users
+from energy_tracker.core.stores.schema import devices, household_members, households, users
 from energy_tracker.services.devices.models import Device
 
 UPDATABLE = frozenset({"name", "type", "timezone", "location", "meta", "disabled"})
@@ -25,9 +25,9 @@ _DEVICE_COLUMNS = [column.label(column.key) for column in devices.c if column.ke
 
 
 class DeviceStore:
-    """Devices, their ingest-key hashes and their owners' context; one transaction per call.
+    """Devices, their ingest-key hashes and their households' context; one transaction per call.
 
-    Implements `DeviceDirectory` (contexts, owned_by, ids_by_meta, owner_profile).
+    Implements `DeviceDirectory` (contexts, in_households, ids_by_meta, household_profiles).
     """
 
     def __init__(self, db: Database) -> None:
@@ -42,11 +42,16 @@ class DeviceStore:
         timezone: str | None = None,
         location: str | None = None,
         meta: dict[str, Any] | None = None,
+        household_id: str | None = None,
     ) -> Device:
-        """Register a device; Conflict if the key hash is taken or the owner does not exist."""
+        """Register a device in a household (None: the oldest one `owner_id` owns); Conflict
+        if the key hash is taken or the owner or household does not exist."""
+        if household_id is None:
+            household_id = await self._own_household(owner_id)
         device = Device(
             id=str(uuid.uuid4()),
             owner_id=owner_id,
+            household_id=household_id or "",
             name=name,
             type=type,
             timezone=timezone,
@@ -64,6 +69,17 @@ class DeviceStore:
             raise Conflict("device key hash already in use, or the owner does not exist") from exc
         return device
 
+    async def _own_household(self, owner_id: str) -> str | None:
+        m = household_members.c
+        query = (
+            select(m.household_id)
+            .where(m.user_id == owner_id, m.role == "owner")
+            .order_by(m.joined_at, m.household_id)
+            .limit(1)
+        )
+        async with self._db.begin() as conn:
+            return await conn.scalar(query)
+
     async def get(self, device_id: str) -> Device | None:
         """The device with this id, if any."""
         async with self._db.begin() as conn:
@@ -71,12 +87,12 @@ class DeviceStore:
         return _device(row) if row else None
 
     async def list(
-        self, owner_id: str | None, limit: int = 100, offset: int = 0
+        self, household_ids: Collection[str] | None, limit: int = 100, offset: int = 0
     ) -> builtins.list[Device]:
-        """A page of one owner's devices, or everyone's (owner_id None: admins), oldest first."""
+        """A page of these households' devices, or everyone's (None: admins), oldest first."""
         query = _select().order_by(devices.c.created_at, devices.c.id).limit(limit).offset(offset)
-        if owner_id is not None:
-            query = query.where(devices.c.owner_id == owner_id)
+        if household_ids is not None:
+            query = query.where(devices.c.household_id.in_(list(household_ids)))
         async with self._db.begin() as conn:
             rows = (await conn.execute(query)).all()
         return [_device(row) for row in rows]
@@ -136,7 +152,7 @@ class DeviceStore:
             return list((await conn.scalars(query)).all())
 
     async def contexts(self, device_ids: Collection[str]) -> dict[str, DeviceContext]:
-        """Owner, zone, currency, tariff and enabled state of each known device, in one query.
+        """Household, zone, currency, tariff and enabled state of each known device, in one query.
 
         Unknown ids are simply absent from the result, so the caller can reject them.
         """
@@ -147,37 +163,53 @@ class DeviceStore:
             rows = (await conn.execute(_contexts().where(devices.c.id.in_(wanted)))).all()
         return {row.id: _context(row) for row in rows}
 
-    async def owned_by(self, owner_id: str) -> builtins.list[DeviceContext]:
-        """The contexts of all of an owner's devices, oldest first, however many there are."""
+    async def in_households(self, household_ids: Collection[str]) -> builtins.list[DeviceContext]:
+        """The contexts of all the devices of these households, oldest first."""
+        if not household_ids:
+            return []
         query = (
             _contexts()
-            .where(devices.c.owner_id == owner_id)
+            .where(devices.c.household_id.in_(list(household_ids)))
             .order_by(devices.c.created_at, devices.c.id)
         )
         async with self._db.begin() as conn:
             rows = (await conn.execute(query)).all()
         return [_context(row) for row in rows]
 
-    async def owner_profile(self, owner_id: str) -> OwnerProfile | None:
-        """The owner's zone and currency; None when there is no such user."""
-        query = select(users.c.timezone, users.c.currency).where(users.c.id == owner_id)
+    async def household_profiles(
+        self, household_ids: Collection[str]
+    ) -> dict[str, HouseholdProfile]:
+        """Name, zone, currency and country of each of these households that exists."""
+        if not household_ids:
+            return {}
+        h = households.c
+        query = select(h.id, h.name, h.timezone, h.currency, h.country).where(
+            h.id.in_(list(household_ids))
+        )
         async with self._db.begin() as conn:
-            row = (await conn.execute(query)).first()
-        return OwnerProfile(owner_id, row.timezone, row.currency) if row else None
+            rows = (await conn.execute(query)).all()
+        return {
+            r.id: HouseholdProfile(r.id, r.name, r.timezone, r.currency, r.country) for r in rows
+        }
 
 
 def _contexts() -> Select[Any]:
-    return select(
-        devices.c.id,
-        devices.c.owner_id,
-        devices.c.name,
-        devices.c.timezone,
-        devices.c.disabled,
-        users.c.timezone.label("owner_timezone"),
-        users.c.currency,
-        users.c.tariff,
-        users.c.disabled.label("owner_disabled"),
-    ).join(users, users.c.id == devices.c.owner_id)
+    return (
+        select(
+            devices.c.id,
+            devices.c.owner_id,
+            devices.c.household_id,
+            devices.c.name,
+            devices.c.timezone,
+            devices.c.disabled,
+            households.c.timezone.label("household_timezone"),
+            households.c.currency,
+            households.c.tariff,
+            users.c.disabled.label("owner_disabled"),
+        )
+        .join(users, users.c.id == devices.c.owner_id)
+        .join(households, households.c.id == devices.c.household_id)
+    )
 
 
 def _context(row: Row[Any]) -> DeviceContext:
@@ -185,10 +217,11 @@ def _context(row: Row[Any]) -> DeviceContext:
         device_id=row.id,
         owner_id=row.owner_id,
         name=row.name,
-        timezone=row.timezone or row.owner_timezone,
+        timezone=row.timezone or row.household_timezone,
         currency=row.currency,
         tariff=row.tariff,
         enabled=not (row.disabled or row.owner_disabled),
+        household_id=row.household_id,
     )
 
 

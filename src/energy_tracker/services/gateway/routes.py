@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import re
 
-API_PREFIX = "/api/v1"
+from energy_tracker.core.authz import API_PREFIX
+
+__all__ = ["API_PREFIX", "service_for"]
 
 _DEVICE_DATA = re.compile(r"^/devices/[^/]+/(usage|readings|live)$")
 _BY_FIRST_SEGMENT = {
     "auth": "users",
     "users": "users",
+    "households": "users",
     "devices": "devices",
     "readings": "ingestion",
     "usage": "usage",

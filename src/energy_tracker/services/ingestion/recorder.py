@@ -18,11 +18,17 @@ from typing import Any, cast
 from prometheus_client import Counter
 
 from energy_tracker.core.auth import Identity
+from energy_tracker.core.authz import ROUTES, Action, allows
 from energy_tracker.core.bus.base import EventBus
 from energy_tracker.core.directory import DeviceDirectory
 from energy_tracker.core.errors import ApiError
 from energy_tracker.core.events import ENERGY_READINGS, Reading, readings_recorded
 from energy_tracker.services.ingestion.schemas import NoMeasurement, ReadingIn, to_reading
+
+# What a user's role must allow in a device's household to send its readings.
+_send = ROUTES[("POST", "/readings")].action
+assert _send is not None
+SEND: Action = _send
 
 log = logging.getLogger(__name__)
 
@@ -170,7 +176,8 @@ class ReadingRecorder:
         """Why each refused device may not record readings now, in one directory query.
 
         `caller` None (MQTT, imports: the transport has no caller): the device must exist and be
-        enabled. A user: it must also be theirs (or they an admin). A device key needs no
+        enabled. A user: it must also be in a household where their role may send readings
+        (POST /readings in `core.authz.ROUTES`; an admin may anywhere). A device key needs no
         lookup: the key itself proved its device enabled, and `record` that every reading is
         that device's.
         """
@@ -184,8 +191,8 @@ class ReadingRecorder:
                 refused[device_id] = "unknown device"
             elif not ctx.enabled:
                 refused[device_id] = "device is disabled"
-            elif caller is not None and not caller.can_see(ctx.owner_id):
-                refused[device_id] = "not your device"
+            elif caller is not None and not allows(caller, ctx.household_id, SEND):
+                refused[device_id] = "not a device you may send readings for"
         return refused
 
     async def publish(self, readings: Iterable[Reading]) -> int:

@@ -11,10 +11,10 @@ from zoneinfo import ZoneInfo
 from fastapi import APIRouter, Depends, Query, Request
 
 from energy_tracker.core import bucket_queries as queries
-from energy_tracker.core.auth import Identity
+from energy_tracker.core.authz import Caller
 from energy_tracker.core.directory import DeviceDirectory
 from energy_tracker.core.errors import ApiError
-from energy_tracker.core.http import device_directory, user_identity, visible_device
+from energy_tracker.core.http import authorized, device_directory, visible_device
 from energy_tracker.core.stores.timeseries.base import SeriesStore
 from energy_tracker.services.insights import reports
 from energy_tracker.services.insights.reports import DeviceRef, Subject
@@ -58,7 +58,7 @@ async def subject(
         Query(
             max_length=64,
             description="IANA zone to count days in; default: the device's with device_id "
-            "(its own, else its owner's), else yours.",
+            "(its own, else its household's), else the household's.",
         ),
     ] = None,
     at: Annotated[
@@ -69,18 +69,33 @@ async def subject(
             "default: now. Usage is read in whole days, so that day counts as recorded.",
         ),
     ] = None,
-    identity: Identity = Depends(user_identity),
+    household_id: Annotated[
+        str | None,
+        Query(
+            max_length=64,
+            description="One of your households; default: your own (the first of GET /households).",
+        ),
+    ] = None,
+    caller: Caller = Depends(authorized),
     directory: DeviceDirectory = Depends(device_directory),
 ) -> Subject:
     """FastAPI dependency: whose usage, in which zone, as of when, from the query."""
     if device_id is not None:
-        ctx = await visible_device(identity, directory, device_id, field="device_id")
+        ctx = await visible_device(caller, directory, device_id, field="device_id")
+        if household_id is not None and household_id != ctx.household_id:
+            raise ApiError(
+                422,
+                "invalid",
+                "the device is not in that household",
+                [{"field": "device_id", "message": "not in household_id"}],
+            )
         devices = [DeviceRef(device_id, ctx.name, ctx.timezone)]
         home_zone, currency = ctx.timezone, ctx.currency
     else:
-        own = await directory.owned_by(identity.user_id)
+        home = caller.home(household_id)
+        own = await directory.in_households([home])
         devices = [DeviceRef(c.device_id, c.name, c.timezone) for c in own]
-        profile = await directory.owner_profile(identity.user_id)
+        profile = (await directory.household_profiles([home])).get(home)
         home_zone, currency = (profile.timezone, profile.currency) if profile else ("UTC", "EUR")
     zone = queries.zone(tz or home_zone)
     now = _as_of(at, zone)

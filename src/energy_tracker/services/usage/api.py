@@ -12,17 +12,17 @@ from fastapi import APIRouter, Depends, Header, Path, Query, Request
 from fastapi.responses import StreamingResponse
 
 from energy_tracker.core import bucket_queries as queries
-from energy_tracker.core.auth import Identity
+from energy_tracker.core.authz import Caller
 from energy_tracker.core.bucket_queries import LATEST_MS
-from energy_tracker.core.directory import DeviceDirectory
+from energy_tracker.core.directory import DeviceContext, DeviceDirectory, HouseholdProfile
 from energy_tracker.core.energy import period_start
 from energy_tracker.core.errors import ApiError
 from energy_tracker.core.events import Reading
 from energy_tracker.core.http import (
+    authorized,
     caller_gone,
     device_directory,
     shutting_down,
-    user_identity,
     visible_device,
 )
 from energy_tracker.core.sse import sse_response
@@ -118,12 +118,12 @@ def _item(bucket: Bucket, tz: ZoneInfo) -> dict[str, Any]:
 async def device_usage(
     device_id: DeviceId,
     query: UsageQuery = Depends(usage_query),
-    identity: Identity = Depends(user_identity),
+    caller: Caller = Depends(authorized),
     store: SeriesStore = Depends(series),
     directory: DeviceDirectory = Depends(device_directory),
 ) -> dict[str, Any]:
     """One of your devices' buckets, period by period (default zone: the device's)."""
-    ctx = await visible_device(identity, directory, device_id)
+    ctx = await visible_device(caller, directory, device_id)
     zone = queries.zone(query.tz or ctx.timezone)
     lo, hi = query.span(zone)
     buckets = await queries.device_buckets(
@@ -138,21 +138,57 @@ async def device_usage(
 
 
 @router.get("/usage")
-async def user_usage(
+async def household_usage(
+    household_id: Annotated[
+        str | None,
+        Query(max_length=64, description="One of your households; default: all of them."),
+    ] = None,
     query: UsageQuery = Depends(usage_query),
-    identity: Identity = Depends(user_identity),
+    caller: Caller = Depends(authorized),
     store: SeriesStore = Depends(series),
     directory: DeviceDirectory = Depends(device_directory),
 ) -> dict[str, Any]:
-    """The sum over all of the caller's devices, period by period."""
-    own = await directory.owned_by(identity.user_id)
-    profile = await directory.owner_profile(identity.user_id)
-    zone = queries.zone(query.tz or (profile.timezone if profile else "UTC"))
+    """Each household's devices summed, period by period, each household on its own (never
+    added together: they are different homes). `households` lists them, your own first, each
+    in its own zone unless `tz` is given; `household_id`, `timezone` and `items` repeat the
+    first of them, as this route answered before there were households."""
+    scope = caller.scope(household_id)
+    if scope is None:  # an admin asking for no household: their own
+        scope = [h for h, _ in caller.identity.households[:1]]
+    profiles = await directory.household_profiles(scope)
+    contexts = await directory.in_households(scope)
+    answers = [
+        await _household_usage(store, profiles[h], contexts, query) for h in scope if h in profiles
+    ]
+    first = answers[0] if answers else None
+    return {
+        "granularity": query.granularity,
+        "household_id": first["household_id"] if first else None,
+        "timezone": first["timezone"] if first else (query.tz or "UTC"),
+        "items": first["items"] if first else [],
+        "households": answers,
+    }
+
+
+async def _household_usage(
+    store: SeriesStore,
+    household: HouseholdProfile,
+    contexts: list[DeviceContext],
+    query: UsageQuery,
+) -> dict[str, Any]:
+    """One household's usage: the sum over its devices, in its zone (or the query's)."""
+    zone = queries.zone(query.tz or household.timezone)
     lo, hi = query.span(zone)
-    devices_zones = [(ctx.device_id, ctx.timezone) for ctx in own]
+    mine = [ctx for ctx in contexts if ctx.household_id == household.household_id]
+    devices_zones = [(ctx.device_id, ctx.timezone) for ctx in mine]
     totals = await queries.summed_buckets(store, devices_zones, query.granularity, lo, hi, zone)
-    items = [_item(b, zone) for b in totals]
-    return {"granularity": query.granularity, "timezone": zone.key, "items": items}
+    return {
+        "household_id": household.household_id,
+        "name": household.name,
+        "timezone": zone.key,
+        "currency": household.currency,
+        "items": [_item(b, zone) for b in totals],
+    }
 
 
 @router.get("/devices/{device_id}/readings")
@@ -162,12 +198,12 @@ async def device_readings(
     end: Annotated[str | None, Query(alias="to", max_length=40)] = None,
     cursor: Annotated[int | None, Query(ge=0, le=LATEST_MS)] = None,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
-    identity: Identity = Depends(user_identity),
+    caller: Caller = Depends(authorized),
     store: SeriesStore = Depends(series),
     directory: DeviceDirectory = Depends(device_directory),
 ) -> dict[str, Any]:
     """Raw readings in time order; pass `next_cursor` back as `cursor` for the next page."""
-    await visible_device(identity, directory, device_id)
+    await visible_device(caller, directory, device_id)
     utc = ZoneInfo("UTC")
     hi = queries.instant(end, "to", utc) or int(time.time() * 1000) + 300_000
     lo = queries.instant(start, "from", utc) or 0
@@ -185,13 +221,13 @@ async def device_live(
     request: Request,
     device_id: DeviceId,
     last_event_id: Annotated[str | None, Header(max_length=20)] = None,
-    identity: Identity = Depends(user_identity),
+    caller: Caller = Depends(authorized),
     store: SeriesStore = Depends(series),
     directory: DeviceDirectory = Depends(device_directory),
 ) -> StreamingResponse:
     """Server-Sent Events: the device's latest reading, then each new one as it is stored
     (`event: reading`, `id`: its ts in epoch ms; send it back as Last-Event-ID to resume)."""
-    await visible_device(identity, directory, device_id)
+    await visible_device(caller, directory, device_id)
     after = int(last_event_id) if last_event_id and last_event_id.isdigit() else None
     events = reading_events(
         store,
@@ -200,7 +236,7 @@ async def device_live(
         after,
         _reading_item,
         shutting_down(request),
-        caller_gone(request, identity),
+        caller_gone(request, caller.identity),
     )
     return sse_response(events)
 

@@ -11,7 +11,6 @@ from fastapi import APIRouter, Depends, Path, Query, Request, Response
 
 from energy_tracker.core.auth import (
     DUMMY_PASSWORD_HASH,
-    Identity,
     hash_password,
     issue_access_token,
     new_personal_token,
@@ -19,17 +18,14 @@ from energy_tracker.core.auth import (
     secret_digest,
     verify_password,
 )
+from energy_tracker.core.authz import Action, Caller
 from energy_tracker.core.credentials import CredentialCache, credentials
 from energy_tracker.core.errors import ApiError
-from energy_tracker.core.http import (
-    admin_identity,
-    answers,
-    not_found,
-    signed_in_identity,
-    unauthorized,
-    user_identity,
-)
+from energy_tracker.core.http import answers, authorized, not_found, unauthorized
 from energy_tracker.core.stores.metadata import Conflict
+from energy_tracker.services.users import household_api
+from energy_tracker.services.users.household_api import households
+from energy_tracker.services.users.household_store import HouseholdStore
 from energy_tracker.services.users.models import AccessToken, User
 from energy_tracker.services.users.schemas import (
     AccessTokenIn,
@@ -63,17 +59,20 @@ def users(request: Request) -> UserStore:
     return request.app.state.users
 
 
-def user_out(user: User) -> UserOut:
-    """A user as the API shows them: never the password hash."""
+async def user_out(user: User, homes: HouseholdStore) -> UserOut:
+    """A user as the API shows them: never the password hash; the settings (deprecated here)
+    are their own household's."""
+    mine = await homes.of_user(user.id)
+    own = mine[0][0] if mine else None
     return UserOut(
         id=user.id,
         email=user.email,
         name=user.name,
         role=user.role,
         disabled=user.disabled,
-        timezone=user.timezone,
-        currency=user.currency,
-        tariff=user.tariff,
+        timezone=own.timezone if own else "UTC",
+        currency=own.currency if own else "EUR",
+        tariff=own.tariff if own else None,
         created_at=user.created_at.isoformat(),
     )
 
@@ -107,13 +106,18 @@ async def _tokens(
 
 
 @router.post("/auth/register", status_code=201, response_model=UserOut, responses=answers(409))
-async def register(body: RegisterIn, store: UserStore = Depends(users)) -> UserOut:
-    """Create an account; 409 when the email is taken."""
+async def register(
+    body: RegisterIn,
+    store: UserStore = Depends(users),
+    homes: HouseholdStore = Depends(households),
+) -> UserOut:
+    """Create an account, with a household of its own; it joins every household its e-mail
+    was invited to in the last 7 days. 409 when the email is taken."""
     try:
         user = await store.create(str(body.email), await hash_password(body.password), body.name)
     except Conflict:
         raise ApiError(409, "conflict", "an account with this email exists") from None
-    return user_out(user)
+    return await user_out(user, homes)
 
 
 @router.post(
@@ -175,7 +179,7 @@ async def end_session(
 
 @router.post("/auth/logout", status_code=204)
 async def logout(
-    body: RefreshIn, _: Identity = Depends(user_identity), store: UserStore = Depends(users)
+    body: RefreshIn, _: Caller = Depends(authorized), store: UserStore = Depends(users)
 ) -> None:
     """Revoke a refresh token."""
     await store.revoke_refresh_token(secret_digest(body.refresh_token))
@@ -183,29 +187,40 @@ async def logout(
 
 @router.get("/users/me", response_model=UserOut)
 async def me(
-    identity: Identity = Depends(user_identity), store: UserStore = Depends(users)
+    caller: Caller = Depends(authorized),
+    store: UserStore = Depends(users),
+    homes: HouseholdStore = Depends(households),
 ) -> UserOut:
     """Your account."""
-    user = await store.get(identity.user_id)
+    user = await store.get(caller.user_id)
     if user is None:
         raise not_found("user")
-    return user_out(user)
+    return await user_out(user, homes)
 
 
-@router.patch("/users/me", response_model=UserOut)
+@router.patch(
+    "/users/me",
+    response_model=UserOut,
+    description="Change your name. Deprecated for one release: the time zone, currency and "
+    "tariff, which are your own household's now (PATCH /households/{id}).",
+)
 async def update_me(
     body: ProfilePatch,
-    identity: Identity = Depends(user_identity),
+    caller: Caller = Depends(authorized),
     store: UserStore = Depends(users),
+    homes: HouseholdStore = Depends(households),
 ) -> UserOut:
-    """Change your name, time zone, currency or tariff."""
-    fields = body.model_dump(exclude_unset=True)
-    if "tariff" in fields and body.tariff is not None:
-        fields["tariff"] = body.tariff.model_dump(exclude_none=True)
-    user = await store.update(identity.user_id, **fields)
+    """Change your name, and (deprecated) your own household's time zone, currency or tariff."""
+    settings = body.settings()
+    if settings:
+        own = caller.home(None)
+        caller.check(own, "household", action=Action.MANAGE)
+        await homes.update(own, **settings)
+    name = {"name": body.name} if "name" in body.model_fields_set else {}
+    user = await store.update(caller.user_id, **name)
     if user is None:
         raise not_found("user")
-    return user_out(user)
+    return await user_out(user, homes)
 
 
 def token_out(token: AccessToken) -> AccessTokenOut:
@@ -229,7 +244,7 @@ def token_out(token: AccessToken) -> AccessTokenOut:
 async def create_token(
     body: AccessTokenIn,
     request: Request,
-    identity: Identity = Depends(signed_in_identity),
+    caller: Caller = Depends(authorized),
     store: UserStore = Depends(users),
 ) -> NewAccessTokenOut:
     """A personal access token for a script or Home Assistant (`Authorization: Bearer etp_…`),
@@ -240,7 +255,7 @@ async def create_token(
     secret = new_personal_token(token_id, secret=request.app.state.secret)
     expires = now + timedelta(days=body.expires_in_days) if body.expires_in_days else None
     made = AccessToken(
-        str(token_id), identity.user_id, body.name, body.scope, now, expires, None, None
+        str(token_id), caller.user_id, body.name, body.scope, now, expires, None, None
     )
     try:
         await store.add_access_token(made, secret_digest(secret), now)
@@ -255,23 +270,23 @@ async def create_token(
 
 @router.get("/users/me/tokens", response_model=list[AccessTokenOut])
 async def list_tokens(
-    identity: Identity = Depends(signed_in_identity), store: UserStore = Depends(users)
+    caller: Caller = Depends(authorized), store: UserStore = Depends(users)
 ) -> list[AccessTokenOut]:
     """Your personal access tokens not revoked (expired ones included), newest first, each with
     its last use (to the minute); never the tokens themselves."""
-    return [token_out(t) for t in await store.access_tokens(identity.user_id)]
+    return [token_out(t) for t in await store.access_tokens(caller.user_id)]
 
 
 @router.delete("/users/me/tokens/{token_id}", status_code=204)
 async def revoke_token(
     token_id: TokenId,
-    identity: Identity = Depends(signed_in_identity),
+    caller: Caller = Depends(authorized),
     store: UserStore = Depends(users),
     cache: CredentialCache = Depends(credentials),
 ) -> None:
     """Revoke one of your tokens: refused from the next request on in this service, within
     CREDENTIAL_TTL_S (5 s) in services running in other processes."""
-    if not await store.revoke_access_token(identity.user_id, token_id, datetime.now(UTC)):
+    if not await store.revoke_access_token(caller.user_id, token_id, datetime.now(UTC)):
         raise not_found("token")
     cache.forget_token(token_id)
 
@@ -280,19 +295,21 @@ async def revoke_token(
 async def list_users(
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
     offset: Annotated[int, Query(ge=0, le=1_000_000_000)] = 0,
-    _: Identity = Depends(admin_identity),
+    _: Caller = Depends(authorized),
     store: UserStore = Depends(users),
+    homes: HouseholdStore = Depends(households),
 ) -> list[UserOut]:
     """Every account, oldest first (admins only)."""
-    return [user_out(u) for u in await store.list(limit=limit, offset=offset)]
+    return [await user_out(u, homes) for u in await store.list(limit=limit, offset=offset)]
 
 
 @router.patch("/users/{user_id}", response_model=UserOut)
 async def admin_update(
     user_id: UserId,
     body: AdminUserPatch,
-    _: Identity = Depends(admin_identity),
+    _: Caller = Depends(authorized),
     store: UserStore = Depends(users),
+    homes: HouseholdStore = Depends(households),
     cache: CredentialCache = Depends(credentials),
 ) -> UserOut:
     """Change a user's role or disable them (admins only); disabling signs them out."""
@@ -302,4 +319,7 @@ async def admin_update(
     cache.forget_user(user_id)
     if body.disabled:
         await store.revoke_user_tokens(user_id)
-    return user_out(user)
+    return await user_out(user, homes)
+
+
+router.include_router(household_api.router)

@@ -9,7 +9,7 @@ from typing import Any
 
 @dataclass(frozen=True)
 class User:
-    """An account: credentials, role and the profile that prices and dates its usage."""
+    """An account: credentials and role (its usage is dated and priced by its households)."""
 
     id: str
     email: str  # lower-cased
@@ -17,10 +17,47 @@ class User:
     name: str | None
     role: str  # "user" or "admin"
     disabled: bool
-    timezone: str  # IANA name; the default zone of the user's devices
-    currency: str  # ISO 4217 code
-    tariff: dict[str, Any] | None  # flat or time-of-use, as in PATCH /users/me
     created_at: datetime  # aware, UTC
+
+
+@dataclass(frozen=True)
+class Household:
+    """A home: the settings that date and price its devices' readings."""
+
+    id: str
+    name: str
+    timezone: str  # IANA name; the default zone of its devices
+    currency: str  # ISO 4217 code
+    tariff: dict[str, Any] | None  # flat or time-of-use, as in PATCH /households/{id}
+    country: str | None  # ISO 3166-1 alpha-2
+    created_at: datetime  # aware, UTC
+
+
+@dataclass(frozen=True)
+class Member:
+    """A user's place in a household."""
+
+    household_id: str
+    user_id: str
+    email: str
+    name: str | None
+    role: str  # owner | member | viewer
+    notify_email: bool  # alert e-mails go to them too
+    joined_at: datetime
+
+
+@dataclass(frozen=True)
+class Invitation:
+    """An e-mail invited into a household before it had an account."""
+
+    id: str
+    household_id: str
+    email: str
+    role: str
+    invited_by: str | None
+    created_at: datetime
+    expires_at: datetime
+    accepted_at: datetime | None
 
 
 @dataclass(frozen=True)

@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import (
     BaseModel,
+    ConfigDict,
     EmailStr,
     Field,
     field_validator,
@@ -80,14 +81,121 @@ class TokenOut(BaseModel):
     refresh_token: str | None = None  # None when it was set as a cookie
 
 
-class ProfilePatch(Strict):
-    name: Name | None = None
+class SettingsPatch(Strict):
+    """A household's settings (once a user's, hence also PATCH /users/me for one release)."""
+
     timezone: str | None = Field(default=None, max_length=64)
     currency: str | None = Field(default=None, pattern=r"^[A-Z]{3}$")
     tariff: Tariff | None = None
 
     _tz = field_validator("timezone")(check_timezone)
     _set = field_validator("timezone", "currency", mode="before")(not_null)
+
+    def settings(self) -> dict[str, Any]:
+        """The fields given, as the store takes them (a tariff as plain JSON)."""
+        fields = self.model_dump(exclude_unset=True, exclude={"name"})
+        if "tariff" in fields and self.tariff is not None:
+            fields["tariff"] = self.tariff.model_dump(exclude_none=True)
+        return fields
+
+
+def _deprecate_settings(schema: dict[str, Any]) -> None:
+    for field in ("timezone", "currency", "tariff"):
+        schema["properties"][field]["deprecated"] = True
+        schema["properties"][field]["description"] = (
+            "Deprecated (one release): your own household's; PATCH /households/{id}."
+        )
+
+
+class ProfilePatch(SettingsPatch):
+    """Your name; and, deprecated, the settings of your own household."""
+
+    model_config = ConfigDict(extra="forbid", json_schema_extra=_deprecate_settings)
+
+    name: Name | None = None
+
+
+class HouseholdPatch(SettingsPatch):
+    name: Annotated[Name, Field(min_length=1)] | None = None
+    country: str | None = Field(
+        default=None, pattern=r"^[A-Z]{2}$", description="ISO 3166-1 alpha-2; null: none"
+    )
+
+    _named = field_validator("name", mode="before")(not_null)
+
+    def settings(self) -> dict[str, Any]:
+        fields = super().settings()
+        if "name" in self.model_fields_set:
+            fields["name"] = self.name
+        return fields
+
+
+MemberRole = Literal["owner", "member", "viewer"]
+
+
+class MemberIn(Strict):
+    email: Email
+    role: Literal["member", "viewer"] = Field(
+        description="owner is given by PATCH of a member's role (a transfer)"
+    )
+
+
+class MemberPatch(Strict):
+    role: MemberRole | None = Field(
+        default=None,
+        description="owner transfers the household: its other owners become members",
+    )
+    notify_email: bool | None = Field(
+        default=None, description="alert e-mails to this member; a member may set their own"
+    )
+
+    _set = field_validator("role", "notify_email", mode="before")(not_null)
+
+
+class MemberOut(BaseModel):
+    user_id: str
+    email: str
+    name: str | None
+    role: str
+    notify_email: bool
+    joined_at: str
+
+
+class InvitationOut(BaseModel):
+    id: str
+    household_id: str
+    email: str
+    role: str
+    expires_at: str
+
+
+class MemberAdded(BaseModel):
+    status: Literal["joined", "invited"] = Field(
+        description="joined: the account existed and is a member now; invited: registering "
+        "with this e-mail within 7 days joins"
+    )
+    member: MemberOut | None = None
+    invitation: InvitationOut | None = None
+
+
+class HouseholdOut(BaseModel):
+    id: str
+    name: str
+    role: str | None = Field(description="yours; null for an admin who is not a member")
+    timezone: str
+    currency: str
+    tariff: dict | None
+    country: str | None
+    created_at: str
+
+
+class HouseholdDetail(HouseholdOut):
+    members: list[MemberOut]
+    invitations: list[InvitationOut] = Field(description="pending, not yet expired")
+
+
+class HouseholdList(BaseModel):
+    items: list[HouseholdOut]
 
 
 class AdminUserPatch(Strict):
@@ -101,9 +209,9 @@ class UserOut(BaseModel):
     name: str | None
     role: str
     disabled: bool
-    timezone: str
-    currency: str
-    tariff: dict | None
+    timezone: str = Field(description="deprecated: your own household's (GET /households)")
+    currency: str = Field(description="deprecated: your own household's")
+    tariff: dict | None = Field(description="deprecated: your own household's")
     created_at: str
 
 

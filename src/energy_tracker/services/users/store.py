@@ -13,11 +13,10 @@ from sqlalchemy.exc import IntegrityError
 from energy_tracker.core.auth import AccessGrant, normalize_email
 from energy_tracker.core.stores.metadata import Conflict, Database
 from energy_tracker.core.stores.schema import access_tokens, refresh_tokens, users
+from energy_tracker.services.users.household_store import found_household
 from energy_tracker.services.users.models import AccessToken, User
 
-UPDATABLE = frozenset(
-    {"name", "timezone", "currency", "tariff", "role", "disabled", "password_hash"}
-)
+UPDATABLE = frozenset({"name", "role", "disabled", "password_hash"})
 
 
 MAX_ACCESS_TOKENS = 50
@@ -38,7 +37,8 @@ class UserStore:
     async def create(
         self, email: str, password_hash: str, name: str | None = None, role: str = "user"
     ) -> User:
-        """Add an account; Conflict when the email (in any case) is already registered."""
+        """Add an account, with its own household and the households its e-mail was invited
+        to; Conflict when the email (in any case) is already registered."""
         user = User(
             id=str(uuid.uuid4()),
             email=normalize_email(email),
@@ -46,14 +46,12 @@ class UserStore:
             name=name,
             role=role,
             disabled=False,
-            timezone="UTC",
-            currency="EUR",
-            tariff=None,
             created_at=datetime.now(UTC),
         )
         try:
             async with self._db.begin() as conn:
                 await conn.execute(users.insert().values(**vars(user)))
+                await found_household(conn, user, user.created_at)
         except IntegrityError as exc:
             raise Conflict(f"email {user.email} is already registered") from exc
         return user

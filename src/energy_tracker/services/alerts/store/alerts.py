@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import builtins
+from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
@@ -23,7 +24,7 @@ class AlertLog:
 
     async def list(
         self,
-        owner_id: str | None,
+        household_ids: Collection[str] | None,
         *,
         state: str | None = None,
         acknowledged: bool | None = None,
@@ -32,17 +33,18 @@ class AlertLog:
         limit: int = 100,
         offset: int = 0,
     ) -> builtins.list[Alert]:
-        """A page of alerts, newest first; owner_id None: everyone's (admins)."""
+        """A page of these households' alerts, newest first; None: everyone's (admins)."""
         query = select(alerts).order_by(alerts.c.started_at.desc(), alerts.c.id).limit(limit)
         query = query.offset(offset)
         for column, wanted in (
-            (alerts.c.owner_id, owner_id),
             (alerts.c.state, state),
             (alerts.c.device_id, device_id),
             (alerts.c.rule_id, rule_id),
         ):
             if wanted is not None:
                 query = query.where(column == wanted)
+        if household_ids is not None:
+            query = query.where(alerts.c.household_id.in_(list(household_ids)))
         if acknowledged is not None:
             query = query.where(alerts.c.acknowledged == (true() if acknowledged else false()))
         async with self._db.begin() as conn:

@@ -25,6 +25,7 @@ from sqlalchemy import (
     insert,
     or_,
     select,
+    true,
     tuple_,
     update,
 )
@@ -40,6 +41,8 @@ from energy_tracker.core.stores.schema import (
     alert_usage,
     alerts,
     devices,
+    household_members,
+    users,
 )
 from energy_tracker.services.alerts.lifecycle import Outcome
 from energy_tracker.services.alerts.models import Alert, AlertRule, Seen, UsageValue
@@ -76,19 +79,19 @@ class EvaluationStore:
         except IntegrityError as exc:
             raise Conflict("an evaluation state or alert was written concurrently") from exc
 
-    async def owner_devices(
-        self, owner_ids: Collection[str]
+    async def household_devices(
+        self, household_ids: Collection[str]
     ) -> dict[str, builtins.list[tuple[str, datetime]]]:
-        """The enabled devices (id, created_at) of each owner."""
-        if not owner_ids:
+        """The enabled devices (id, created_at) of each household."""
+        if not household_ids:
             return {}
-        query = select(devices.c.owner_id, devices.c.id, devices.c.created_at).where(
-            devices.c.owner_id.in_(owner_ids), devices.c.disabled == false()
+        query = select(devices.c.household_id, devices.c.id, devices.c.created_at).where(
+            devices.c.household_id.in_(list(household_ids)), devices.c.disabled == false()
         )
         out: dict[str, list[tuple[str, datetime]]] = {}
         async with self._db.begin() as conn:
             for row in (await conn.execute(query)).all():
-                out.setdefault(row.owner_id, []).append((row.id, row.created_at))
+                out.setdefault(row.household_id, []).append((row.id, row.created_at))
         return out
 
     async def states_past_period(
@@ -166,18 +169,30 @@ class Evaluation:
             for row in (await self.conn.execute(query)).all()
         }
 
-    async def owners_seen(self, owner_ids: Collection[str]) -> dict[str, dict[str, Seen]]:
-        """What was last heard from every device of each owner."""
-        if not owner_ids:
+    async def email_recipients(self, household_id: str) -> builtins.list[str]:
+        """The e-mails of the household's active members who asked for alert e-mails."""
+        m = household_members.c
+        query = (
+            select(users.c.email)
+            .join(household_members, m.user_id == users.c.id)
+            .where(m.household_id == household_id, m.notify_email == true())
+            .where(users.c.disabled == false())
+            .order_by(users.c.email)
+        )
+        return list((await self.conn.scalars(query)).all())
+
+    async def households_seen(self, household_ids: Collection[str]) -> dict[str, dict[str, Seen]]:
+        """What was last heard from every device of each household."""
+        if not household_ids:
             return {}
         query = (
-            select(devices.c.owner_id, alert_device_seen)
+            select(devices.c.household_id, alert_device_seen)
             .join(alert_device_seen, alert_device_seen.c.device_id == devices.c.id)
-            .where(devices.c.owner_id.in_(owner_ids))
+            .where(devices.c.household_id.in_(list(household_ids)))
         )
         out: dict[str, dict[str, Seen]] = {}
         for row in (await self.conn.execute(query)).all():
-            out.setdefault(row.owner_id, {})[row.device_id] = Seen(
+            out.setdefault(row.household_id, {})[row.device_id] = Seen(
                 row.last_ts, row.power_w, row.power_ts
             )
         return out
@@ -264,16 +279,16 @@ class Evaluation:
         return list(fresh.values())
 
     async def usage_sum(
-        self, owner_id: str, granularity: str, period_start: int
+        self, household_id: str, granularity: str, period_start: int
     ) -> tuple[float, float]:
-        """(kWh, cost) of one period summed over the owner's devices."""
+        """(kWh, cost) of one period summed over the household's devices."""
         c = alert_usage.c
         query = (
             select(func.coalesce(func.sum(c.energy_kwh), 0.0), func.coalesce(func.sum(c.cost), 0.0))
             .select_from(alert_usage)
             .join(devices, devices.c.id == c.device_id)
             .where(
-                devices.c.owner_id == owner_id,
+                devices.c.household_id == household_id,
                 c.granularity == granularity,
                 c.period_start == period_start,
             )

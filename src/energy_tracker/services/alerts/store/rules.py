@@ -38,11 +38,19 @@ class RuleStore:
     def __init__(self, db: Database) -> None:
         self._db = db
 
-    async def create(self, owner_id: str, now: datetime, **fields: Any) -> AlertRule:
-        """Store a validated rule; Conflict if its owner or device no longer exists."""
+    async def create(
+        self, owner_id: str, household_id: str, now: datetime, **fields: Any
+    ) -> AlertRule:
+        """Store a validated rule of a household; Conflict if its owner, household or device
+        no longer exists."""
         _check_fields(fields)
         rule = AlertRule(
-            id=str(uuid.uuid4()), owner_id=owner_id, created_at=now, updated_at=now, **fields
+            id=str(uuid.uuid4()),
+            owner_id=owner_id,
+            household_id=household_id,
+            created_at=now,
+            updated_at=now,
+            **fields,
         )
         try:
             async with self._db.begin() as conn:
@@ -68,17 +76,17 @@ class RuleStore:
             return {row.id: rule_from_row(row) for row in (await conn.execute(query)).all()}
 
     async def list(
-        self, owner_id: str | None, limit: int = 100, offset: int = 0
+        self, household_ids: Collection[str] | None, limit: int = 100, offset: int = 0
     ) -> builtins.list[AlertRule]:
-        """A page of one owner's rules, or everyone's (owner_id None: admins), oldest first."""
+        """A page of these households' rules, or everyone's (None: admins), oldest first."""
         query = (
             select(alert_rules)
             .order_by(alert_rules.c.created_at, alert_rules.c.id)
             .limit(limit)
             .offset(offset)
         )
-        if owner_id is not None:
-            query = query.where(alert_rules.c.owner_id == owner_id)
+        if household_ids is not None:
+            query = query.where(alert_rules.c.household_id.in_(list(household_ids)))
         async with self._db.begin() as conn:
             return [rule_from_row(row) for row in (await conn.execute(query)).all()]
 
@@ -103,17 +111,22 @@ class RuleStore:
         return result.rowcount == 1
 
     async def watching(
-        self, device_ids: Collection[str], owner_ids: Collection[str], metrics: Collection[str]
+        self,
+        device_ids: Collection[str],
+        household_ids: Collection[str],
+        metrics: Collection[str],
     ) -> builtins.list[AlertRule]:
-        """Rules on `metrics` of one of these devices, or of all the devices of these owners."""
-        if not device_ids and not owner_ids:
+        """Rules on `metrics` of one of these devices, or of all the devices of these
+        households."""
+        if not device_ids and not household_ids:
             return []
         query = select(alert_rules).where(
             alert_rules.c.metric.in_(metrics),
             or_(
                 alert_rules.c.device_id.in_(list(device_ids)),
                 and_(
-                    alert_rules.c.device_id.is_(None), alert_rules.c.owner_id.in_(list(owner_ids))
+                    alert_rules.c.device_id.is_(None),
+                    alert_rules.c.household_id.in_(list(household_ids)),
                 ),
             ),
         )

@@ -23,7 +23,11 @@ class TransitionOutbox:
         self._db = db
 
     async def since(
-        self, owner_id: str | None, since: datetime, limit: int, after_id: str | None = None
+        self,
+        household_ids: Collection[str] | None,
+        since: datetime,
+        limit: int,
+        after_id: str | None = None,
     ) -> builtins.list[tuple[str, datetime, dict[str, Any]]]:
         """(id, recorded_at, payload) of transitions recorded at or after `since`, in order of
         (recorded_at, id); with `after_id`, only those after (since, after_id), so that a
@@ -35,19 +39,21 @@ class TransitionOutbox:
         query = (
             select(tid, at, alert_transitions.c.payload).where(later).order_by(at, tid).limit(limit)
         )
-        if owner_id is not None:
-            query = query.where(alert_transitions.c.owner_id == owner_id)
+        if household_ids is not None:
+            query = query.where(alert_transitions.c.household_id.in_(list(household_ids)))
         async with self._db.begin() as conn:
             rows = (await conn.execute(query)).all()
         return [(row.id, row.recorded_at, row.payload) for row in rows]
 
-    async def recorded_at(self, transition_id: str, owner_id: str | None) -> datetime | None:
-        """When a transition (visible to owner_id; None: any) was recorded, if it exists."""
+    async def recorded_at(
+        self, transition_id: str, household_ids: Collection[str] | None
+    ) -> datetime | None:
+        """When a transition (of these households; None: any) was recorded, if it exists."""
         query = select(alert_transitions.c.recorded_at).where(
             alert_transitions.c.id == transition_id
         )
-        if owner_id is not None:
-            query = query.where(alert_transitions.c.owner_id == owner_id)
+        if household_ids is not None:
+            query = query.where(alert_transitions.c.household_id.in_(list(household_ids)))
         async with self._db.begin() as conn:
             return await conn.scalar(query)
 
@@ -91,6 +97,7 @@ async def insert_transitions(conn: AsyncConnection, events: Sequence[Transition]
                     "id": e.id,
                     "alert_id": e.alert_id,
                     "owner_id": e.owner_id,
+                    "household_id": e.household_id,
                     "state": e.state,
                     "payload": e.payload,
                     "recorded_at": e.recorded_at,
