@@ -2,11 +2,23 @@
 # `energy-tracker up` (a household in one container, its data on the /data volume):
 #   docker build -t energy-tracker .
 #   docker run -p 8080:8080 -v et-data:/data energy-tracker up
-# The web dashboard is built by Node.js outside the image (`make web`, into src/): build it first
-# to have it served at /; without it the API works and / says how to build it.
-# BASE_IMAGE is any Debian-like image with Python 3.11+ and its venv module; the official one by
-# default. The compose test builds the same file on a base made locally (scripts/compose-test).
+# The web dashboard is built here by Node.js from web/ and its lockfile (its own stage: nothing
+# of Node is in the final image), so the image always serves it at /.
+# BASE_IMAGE is any Debian-like image with Python 3.11+ and its venv module; NODE_IMAGE any with
+# Node.js 20.19+ and npm (what Vite 7 needs); the official ones by default. The compose test
+# builds the same file on stand-ins made locally (scripts/compose-test).
 ARG BASE_IMAGE=python:3.11-slim-bookworm
+ARG NODE_IMAGE=node:20-bookworm-slim
+
+FROM ${NODE_IMAGE} AS web
+WORKDIR /web
+# The packages alone first (from the committed lockfile), so a change to the sources rebuilds
+# only the build below.
+COPY web/package.json web/package-lock.json ./
+RUN npm ci --no-audit --no-fund --loglevel=error
+COPY web/ ./
+# Into ../src/energy_tracker/dashboard (vite.config.ts), as `make web` does on a host.
+RUN npx vite build --logLevel warn
 
 FROM ${BASE_IMAGE} AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 PIP_NO_CACHE_DIR=1 PYTHONDONTWRITEBYTECODE=1
@@ -19,6 +31,7 @@ RUN python3 -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.tom
  && /opt/energy-tracker/bin/pip install -q -r /tmp/requirements.txt
 COPY README.md ./
 COPY src ./src
+COPY --from=web /src/energy_tracker/dashboard ./src/energy_tracker/dashboard
 RUN /opt/energy-tracker/bin/pip install -q --no-deps . \
  && /opt/energy-tracker/bin/python -m compileall -q /opt/energy-tracker/lib
 

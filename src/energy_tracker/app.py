@@ -388,7 +388,8 @@ def create_app(
 
 def _readiness(app: FastAPI) -> Callable[[], Awaitable[list[str]]]:
     """What /readyz reports as keeping this process from serving: a store that does not answer,
-    a background worker that stopped (or is not connected)."""
+    a background worker that stopped (or is not connected), for a gateway a service it forwards
+    to that does not answer."""
 
     async def failing() -> list[str]:
         rt: Runtime | None = getattr(app.state, "runtime", None)
@@ -408,6 +409,9 @@ def _readiness(app: FastAPI) -> Callable[[], Awaitable[list[str]]]:
                     await store.ping()
             except Exception as exc:  # whatever the driver raises: not ready, and why
                 down.append(f"{what}: {type(exc).__name__}")
+        proxy: ProxyClients | None = getattr(app.state, "proxy_client", None)
+        if proxy is not None:  # a gateway: the services it forwards to
+            down += await proxy.unreachable()
         return down
 
     return failing

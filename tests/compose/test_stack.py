@@ -14,6 +14,7 @@ import hashlib
 import hmac
 import json
 import os
+import re
 import shlex
 import subprocess
 import time
@@ -173,6 +174,23 @@ def test_the_thin_slice_through_the_gateway_with_a_signed_webhook(http: httpx.Cl
     payload = json.loads(body)
     assert payload["event"] == "firing" and payload["alert"]["id"] == alert["id"]
     assert headers["x-delivery-id"] == payload["delivery_id"]
+
+
+def test_the_gateway_serves_the_dashboard_built_in_the_image(http: httpx.Client) -> None:
+    """The image's web stage built the dashboard (no `make web` on the host: the build context
+    leaves a host-built one out): `/` is its page, and every script and style it names is
+    served, content-hashed and cached for a year."""
+    page = http.get(GATEWAY + "/")
+    assert page.status_code == 200, page.text
+    assert page.headers["content-type"].startswith("text/html")
+    assert "script-src 'self'" in page.headers["content-security-policy"]
+    assets = re.findall(r'(?:src|href)="(/assets/[^"]+\.(?:js|css))"', page.text)
+    assert any(a.endswith(".js") for a in assets) and any(a.endswith(".css") for a in assets)
+    for url in assets:
+        r = http.get(GATEWAY + url)
+        assert r.status_code == 200, url
+        assert r.content, url
+        assert "immutable" in r.headers["cache-control"], url
 
 
 def test_services_log_json_lines_carrying_the_request_id(http: httpx.Client) -> None:

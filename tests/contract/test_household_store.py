@@ -51,6 +51,9 @@ async def test_a_household_always_keeps_an_owner(users: UserStore, homes: Househ
     # Ben's own household comes first for him; Ann's list still has her old one, as member.
     assert [role for _, role in await homes.memberships(ben.id)] == ["owner", "owner"]
     assert await homes.memberships(ann.id) == ((home, "member"),)
+    ben_own = (await homes.memberships(ben.id))[0][0]
+    own = await homes.own_of([ann.id, ben.id, "nobody"])
+    assert {u: h.id for u, h in own.items()} == {ann.id: home, ben.id: ben_own}
 
     # A member may leave; someone who is not a member is not removed twice.
     assert await homes.remove_member(home, ann.id) is True

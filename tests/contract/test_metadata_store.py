@@ -639,6 +639,58 @@ async def test_delete_device(user_store: UserStore, device_store: DeviceStore) -
     assert await device_store.delete(device.id) is False
 
 
+async def test_roles_and_parents_are_stored_and_a_deleted_parent_frees_its_subs(
+    user_store: UserStore, device_store: DeviceStore
+) -> None:
+    owner = await user_store.create("ursula@example.com", "h")
+    meter = await device_store.create(owner.id, "Meter", "meter", HASH_A, role="grid")
+    fridge = await device_store.create(
+        owner.id, "Fridge", "plug", HASH_B, role="sub", parent_id=meter.id
+    )
+    kettle = await device_store.create(
+        owner.id, "Kettle", "plug", HASH_C, role="consumer", parent_id=meter.id
+    )
+    assert (fridge.role, fridge.parent_id) == ("sub", meter.id)
+    contexts = await device_store.contexts([meter.id, fridge.id])
+    assert (contexts[meter.id].role, contexts[meter.id].parent_id) == ("grid", None)
+    assert (contexts[fridge.id].role, contexts[fridge.id].parent_id) == ("sub", meter.id)
+    # Deleting the meter moves what sat inside it to the top: a sub becomes a consumer.
+    assert await device_store.delete(meter.id)
+    left = {d.id: (d.role, d.parent_id) for d in await device_store.list([meter.household_id])}
+    assert left == {fridge.id: ("consumer", None), kettle.id: ("consumer", None)}
+
+
+def _downgrade_to_households(connection: Connection) -> None:
+    config = alembic_config()
+    config.attributes["connection"] = connection
+    command.downgrade(config, "0003_households")
+
+
+async def test_devices_of_before_roles_become_top_level_consumers(
+    metadata_db: Database,
+    user_store: UserStore,
+    device_store: DeviceStore,
+    household_store: HouseholdStore,
+) -> None:
+    owner = await user_store.create("vera@example.com", "h")
+    [(home, _)] = await household_store.memberships(owner.id)
+    async with metadata_db.begin() as conn:
+        await conn.run_sync(_downgrade_to_households)
+        # A device as 0003_households stored it: no role, no parent.
+        await conn.execute(
+            text(
+                "INSERT INTO devices (id, owner_id, household_id, name, type, api_key_hash,"
+                " disabled, created_at)"
+                " VALUES ('d-old', :owner, :home, 'Old meter', 'meter', :hash, :no, :at)"
+            ),
+            {"owner": owner.id, "home": home, "hash": HASH_A, "no": False, "at": NOW},
+        )
+    await metadata_db.migrate()
+    assert await schema_revision(metadata_db) == [HEAD]
+    old = await device_store.get("d-old")
+    assert old is not None and (old.role, old.parent_id) == ("consumer", None)
+
+
 async def test_rotated_key_replaces_the_old_one(
     user_store: UserStore, device_store: DeviceStore
 ) -> None:

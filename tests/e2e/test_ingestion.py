@@ -216,7 +216,7 @@ def test_bad_input_is_refused_and_good_readings_all_count(
         error = refused(422, reading(device_id=str(uuid.uuid4())))
         assert error["details"][0]["message"] == "unknown device"
         error = refused(422, reading(device_id=theirs))
-        assert error["details"][0]["message"] == "not your device"
+        assert error["details"][0]["message"] == "not a device you may send readings for"
         error = refused(422, reading(device_id=theirs), {"X-Device-Key": key})
         assert error["details"][0]["message"] == "not the device of this key"
         # A batch with one bad item is refused whole: its good items count for nothing.

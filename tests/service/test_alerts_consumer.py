@@ -17,6 +17,7 @@ from energy_tracker.core.energy import period_end, period_start
 from energy_tracker.core.events import ENERGY_READINGS, USAGE_EVENTS, Reading, readings_recorded
 from energy_tracker.core.stores.timeseries.base import Bucket, Granularity
 from energy_tracker.services.alerts.consumer import GROUP
+from energy_tracker.services.devices.store import DeviceStore
 from tests.alert_receivers import WebhookReceiver
 from tests.service.alerting import SECRET, Alerting, at, delivered
 
@@ -115,6 +116,68 @@ async def test_power_of_all_devices_is_summed(alerting: Alerting) -> None:
     await alerting.readings((-3, 500.0))
     (alert,) = await alerting.alerts()
     assert (alert.state, alert.value) == ("resolved", 1500.0)
+
+
+async def _metered_home(alerting: Alerting) -> tuple[str, str]:
+    """(meter, solar) added to the harness's home; the kettle plug moved behind the meter."""
+    devices = DeviceStore(alerting.db)
+    meter = await devices.create(alerting.user_id, "meter", "meter", "3" * 64, role="grid")
+    solar = await devices.create(alerting.user_id, "pv", "solar", "4" * 64, role="production")
+    await devices.update(alerting.device_id, role="sub", parent_id=meter.id)
+    return meter.id, solar.id
+
+
+async def test_summed_power_of_a_metered_home_counts_each_watt_once(alerting: Alerting) -> None:
+    # All devices, gt 2,000 W. The kettle (2,500 W) sits behind the meter: it adds nothing.
+    # The meter draws 1,500 W: 1,500. The solar makes 1,000 W: 1,500 + 1,000 = 2,500 W consumed:
+    # fires. The meter exports 500 W (-500): -500 + 1,000 = 500 W: resolved.
+    meter, solar = await _metered_home(alerting)
+    await alerting.rule(device_id=None, clear_threshold=None)
+    await alerting.readings((-6, 2500.0))
+    await alerting.readings((-5, 1500.0), device=meter)
+    assert await alerting.alerts() == []
+    await alerting.readings((-4, 1000.0), device=solar)
+    (alert,) = await alerting.alerts()
+    assert (alert.device_id, alert.state, alert.value) == (None, "firing", 2500.0)
+    await alerting.readings((-3, -500.0), device=meter)
+    (alert,) = await alerting.alerts()
+    assert (alert.state, alert.value) == ("resolved", 500.0)
+
+
+async def _metered_hour(alerting: Alerting, metric: str, threshold: float) -> tuple[str, str, int]:
+    """(meter, solar, hour): a rule on the home's `metric` this hour, and the hour's usage so
+    far: the meter 2.0 kWh (0.60), the kettle behind it 1.5 kWh (0.45)."""
+    meter, solar = await _metered_home(alerting)
+    await alerting.rule(
+        metric=metric, period="hour", device_id=None, threshold=threshold, clear_threshold=None
+    )
+    hour = period_start(alerting.clock.ms(), Granularity.HOUR)
+    await alerting.usage(_bucket(meter, Granularity.HOUR, hour, 2.0, 0.6, 1))
+    await alerting.usage(_bucket(alerting.device_id, Granularity.HOUR, hour, 1.5, 0.45, 1))
+    return meter, solar, hour
+
+
+async def test_summed_energy_of_a_metered_home_counts_each_kwh_once(alerting: Alerting) -> None:
+    # Energy this hour above 2.5 kWh. The meter imported 2.0 kWh; the kettle behind it used 1.5
+    # (already in the meter's 2.0: adds nothing, where a plain sum made 3.5 and fired); the
+    # solar made 1.0 kWh, used at home: 2.0 + 1.0 = 3.0 kWh consumed: fires.
+    _, solar, hour = await _metered_hour(alerting, "energy_kwh", 2.5)
+    assert await alerting.alerts() == []
+    await alerting.usage(_bucket(solar, Granularity.HOUR, hour, 1.0, 0.3, 1))
+    (alert,) = await alerting.alerts()
+    assert (alert.device_id, alert.value) == (None, pytest.approx(3.0))
+
+
+async def test_summed_cost_of_a_metered_home_is_the_meters(alerting: Alerting) -> None:
+    # Cost this hour above 0.70: the meter's 2.0 kWh cost 0.60; the kettle behind it (0.45) and
+    # the solar (0.30, its output priced as if bought) are no expense: 0.60 stays under, where
+    # a plain sum (1.35) fired. The meter's hour grows to 2.5 kWh, 0.75: fires at 0.75.
+    meter, solar, hour = await _metered_hour(alerting, "cost", 0.7)
+    await alerting.usage(_bucket(solar, Granularity.HOUR, hour, 1.0, 0.3, 1))
+    assert await alerting.alerts() == []
+    await alerting.usage(_bucket(meter, Granularity.HOUR, hour, 2.5, 0.75, 2))
+    (alert,) = await alerting.alerts()
+    assert (alert.device_id, alert.value) == (None, pytest.approx(0.75))
 
 
 # -- at least once -----------------------------------------------------------------------------

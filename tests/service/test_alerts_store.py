@@ -101,7 +101,7 @@ async def test_device_seen_keeps_the_newest(world: World) -> None:
         assert seen[world.household_id] == {d: Seen(2000, 70.0, 1500)}
 
 
-async def test_usage_keeps_the_highest_version_and_sums_an_owner(world: World) -> None:
+async def test_usage_keeps_the_highest_version_and_gives_a_households_devices(world: World) -> None:
     hour = NOW_MS - NOW_MS % 3_600_000
     a = UsageValue(world.device_id, "hour", hour, 1, 1.0, 0.3)
     b = UsageValue(world.other_device_id, "hour", hour, 1, 2.0, 0.6)
@@ -111,9 +111,10 @@ async def test_usage_keeps_the_highest_version_and_sums_an_owner(world: World) -
         newer = replace(a, version=2, energy_kwh=1.5, cost=0.45)
         # A repeat of version 1 is dropped; version 2 (1.5 kWh) replaces it.
         assert await ev.newer_usage([a, newer]) == [newer]
-        # 1.5 + 2.0 = 3.5 kWh, 0.45 + 0.60 = 1.05.
-        energy, cost = await ev.usage_sum(world.household_id, "hour", hour)
-        assert (energy, cost) == (pytest.approx(3.5), pytest.approx(1.05))
+        assert await ev.usage_of(world.household_id, "hour", hour) == {
+            world.device_id: (1.5, 0.45),
+            world.other_device_id: (2.0, 0.6),
+        }
         assert await ev.newer_usage([a]) == []
     assert await world.store.evaluations.prune_usage(hour + 1) == 2
 

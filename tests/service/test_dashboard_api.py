@@ -256,6 +256,56 @@ def test_the_dashboard_is_served_with_its_cache_and_security_headers(tmp_path: P
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
 
 
+def test_the_dashboard_answers_head_and_revalidations(tmp_path: Path) -> None:
+    """HEAD gives a GET's headers and length with no body; a GET naming the ETag it holds
+    (If-None-Match) gets a 304 with no body; another encoding or a changed file does not match."""
+    (tmp_path / "assets").mkdir()
+    page = b"<!doctype html><script type=module src=/assets/app-1.js></script>" * 20
+    (tmp_path / "index.html").write_bytes(page)
+    (tmp_path / "assets" / "app-1.js").write_bytes(b"export const a = 1;\n" * 40)
+    app = FastAPI()
+    install_dashboard(app, tmp_path)
+    client = TestClient(app)
+
+    for url in ("/", "/assets/app-1.js"):
+        for encoding in ("identity", "gzip"):
+            got = client.get(url, headers={"Accept-Encoding": encoding})
+            head = client.head(url, headers={"Accept-Encoding": encoding})
+            assert head.status_code == 200 and head.content == b""
+            for name in ("content-type", "cache-control", "etag", "vary"):
+                assert head.headers[name] == got.headers[name], (url, name)
+            # The length of what a GET sends: the gzip bytes when gzip was asked for.
+            sent = got.headers.get("content-encoding")
+            assert head.headers.get("content-encoding") == sent
+            length = len(gzip.compress(got.content, 9, mtime=0)) if sent else len(got.content)
+            assert int(head.headers["content-length"]) == length
+
+            again = client.get(
+                url, headers={"Accept-Encoding": encoding, "If-None-Match": got.headers["etag"]}
+            )
+            assert again.status_code == 304 and again.content == b""
+            assert again.headers["etag"] == got.headers["etag"]
+            assert again.headers["cache-control"] == got.headers["cache-control"]
+    plain = client.get("/", headers={"Accept-Encoding": "identity"}).headers["etag"]
+    packed = client.get("/", headers={"Accept-Encoding": "gzip"}).headers["etag"]
+    assert plain != packed  # two representations, two tags
+    r = client.get("/", headers={"Accept-Encoding": "gzip", "If-None-Match": plain})
+    assert r.status_code == 200 and r.content == page
+
+    r = client.get("/", headers={"Accept-Encoding": "identity", "If-None-Match": f'"x", W/{plain}'})
+    assert r.status_code == 304  # one of a list, compared weakly
+
+    # A new build: the same URL, other bytes, so the old tag no longer matches.
+    (tmp_path / "index.html").write_bytes(page + b"<!-- v2 -->")
+    rebuilt = FastAPI()
+    install_dashboard(rebuilt, tmp_path)
+    r = TestClient(rebuilt).get(
+        "/", headers={"Accept-Encoding": "identity", "If-None-Match": plain}
+    )
+    assert r.status_code == 200 and r.content.endswith(b"<!-- v2 -->")
+    assert client.head("/assets/app-0.js").status_code == 404
+
+
 def test_an_unbuilt_dashboard_says_how_to_build_it(tmp_path: Path) -> None:
     app = FastAPI()
     install_dashboard(app, tmp_path / "nothing")

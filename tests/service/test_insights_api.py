@@ -417,3 +417,41 @@ def test_bad_input_is_a_422_naming_the_field(api: Api, params: dict[str, str], f
     r = api.get("/insights/anomalies", **params)
     assert r.status_code == 422, r.text
     assert [d["field"] for d in r.json()["error"]["details"]] == [field]
+
+
+def test_summary_of_a_metered_home_counts_each_kwh_once(api: Api) -> None:
+    # The same buckets, but the meter is now the home's grid meter and the fridge plug sits
+    # behind it: the plug's kWh are inside the meter's, so the home used the meter's 51.2 kWh
+    # this month, not 59.6. Shares are of those 51.2: the plug 8.4 (16.406 %), and "other", what
+    # no plug explains, 51.2 - 8.4 = 42.8 kWh (83.594 %), at 0.30: 12.84.
+    owner = api.auth["owner"]
+    meter, plug = api.home.meter, api.home.plug
+    placed = [
+        (meter, {"role": "grid"}),
+        (plug, {"role": "sub", "parent_id": meter}),
+    ]
+    try:
+        for device, place in placed:
+            r = api.http.patch(f"{api.url}/devices/{device}", json=place, headers=owner)
+            assert r.status_code == 200, r.text
+        body = api.ok("/insights/summary", at=AT)
+        assert body["month_to_date"]["energy_kwh"] == pytest.approx(51.2)
+        assert [(d["device_id"], d["energy_kwh"], d["share_pct"]) for d in body["top_devices"]] == [
+            (None, pytest.approx(42.8), pytest.approx(42.8 / 51.2 * 100, abs=1e-3)),
+            (plug, pytest.approx(8.4), pytest.approx(8.4 / 51.2 * 100, abs=1e-3)),
+        ]
+        assert body["top_devices"][0]["cost"] == pytest.approx(12.84)
+        # The baseload is the meter's alone: 150 W of 22 February to 7 March, 50.4 kWh of the
+        # meter's 90.4 (55.752 %), and the plug's 50 W no longer lifts the always-on level (it
+        # was inside the meter's all along): no recommendation.
+        assert body["baseload"]["power_w"] == 150.0
+        assert body["baseload"]["share_pct"] == pytest.approx(50.4 / 90.4 * 100, abs=1e-3)
+        assert body["recommendations"] == []
+    finally:
+        for device, _ in reversed(placed):
+            r = api.http.patch(
+                f"{api.url}/devices/{device}",
+                json={"role": "consumer", "parent_id": None},
+                headers=owner,
+            )
+            assert r.status_code == 200, r.text

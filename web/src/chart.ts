@@ -28,6 +28,22 @@ export interface ChartSpec {
 
 const COLORS = ["#1f5fbf", "#b35900", "#217a3c", "#7a1fa2"];
 
+// The time axis in 24-hour time and day-month dates (uPlot's defaults are 12-hour, "3pm", and
+// US month/day), in the household's time zone (tzDate). Each row: the smallest tick step it
+// serves (s), the label, then a second line added where the year / month / day / hour / minute /
+// second rolls over (null: none), and 1 (append that line to the label).
+const H = 3600;
+const D = 24 * H;
+const X_VALUES: uPlot.Axis.TimeValuesConfig = [
+  [365 * D, "{YYYY}", null, null, null, null, null, null, 1],
+  [28 * D, "{MMM}", "\n{YYYY}", null, null, null, null, null, 1],
+  [D, "{D} {MMM}", "\n{YYYY}", null, null, null, null, null, 1],
+  [H, "{HH}:{mm}", "\n{D} {MMM} {YYYY}", null, "\n{D} {MMM}", null, null, null, 1],
+  [60, "{HH}:{mm}", "\n{D} {MMM} {YYYY}", null, "\n{D} {MMM}", null, null, null, 1],
+  [1, ":{ss}", "\n{D} {MMM} {YYYY} {HH}:{mm}", null, "\n{D} {MMM} {HH}:{mm}", null, "\n{HH}:{mm}", null, 1],
+  [0.001, ":{ss}.{fff}", "\n{D} {MMM} {YYYY} {HH}:{mm}", null, "\n{D} {MMM} {HH}:{mm}", null, "\n{HH}:{mm}", null, 1],
+];
+
 const fromZero = (_u: uPlot, min: number | null, max: number | null): uPlot.Range.MinMax => {
   const lo = Math.min(0, min ?? 0);
   const hi = Math.max(max ?? 1, lo + 1e-9);
@@ -52,7 +68,7 @@ function opts(spec: ChartSpec, width: number): uPlot.Options {
     // Energy, power and money start at zero, so bars compare honestly.
     scales: { x: { time: true, range: spanAll(spec) }, y: { range: fromZero }, y2: { range: fromZero } },
     axes: [
-      { label: spec.xLabel ?? `time (${spec.tz})`, stroke: "#333", grid: { stroke: "#e4e4e4" } },
+      { label: spec.xLabel ?? `time (${spec.tz})`, stroke: "#333", grid: { stroke: "#e4e4e4" }, values: X_VALUES },
       { label: spec.yLabel, stroke: "#333", grid: { stroke: "#e4e4e4" }, size: 70 },
       ...(spec.y2Label ? [{ label: spec.y2Label, scale: "y2", side: 1, stroke: "#333", grid: { show: false }, size: 70 }] : []),
     ],

@@ -1,6 +1,7 @@
 // Adding a device: its key is shown once, with ready-to-copy ways to send readings.
 import { api } from "./api";
 import { clear, copyBlock, errorBox, field, h, select } from "./dom";
+import { home } from "./main";
 
 export const DEVICE_TYPES: [string, string][] = [
   ["meter", "Meter"],
@@ -11,6 +12,51 @@ export const DEVICE_TYPES: [string, string][] = [
   ["heat_pump", "Heat pump"],
   ["other", "Other"],
 ];
+
+export const DEVICE_ROLES: [string, string][] = [
+  ["consumer", "A load on its own (plug, appliance)"],
+  ["grid", "Main meter (grid)"],
+  ["production", "Production (solar)"],
+  ["battery", "Battery"],
+  ["ev_charger", "EV charger"],
+  ["sub", "Sub-meter inside another device"],
+];
+
+export interface Placed {
+  id: string;
+  name: string;
+  role: string;
+  parent_id: string | null;
+}
+
+const LOADS = new Set(["consumer", "ev_charger", "sub"]);
+
+/** Each device's factor in the home's consumption: the same formula as the server's
+ * (src/energy_tracker/core/consumption.py, Layout.weights), for the live power the page sums
+ * itself. With a main meter: meter + production - battery, the loads behind it 0; without one,
+ * the top-level loads (those not inside another load). */
+export function consumptionWeights(devices: Placed[]): Map<string, number> {
+  const roles = new Map(devices.map((d) => [d.id, d.role]));
+  const metered = devices.some((d) => d.role === "grid");
+  const weights = new Map<string, number>();
+  for (const d of devices) {
+    if (metered) {
+      if (d.role === "grid" || d.role === "production") weights.set(d.id, 1);
+      if (d.role === "battery") weights.set(d.id, -1);
+    } else if (LOADS.has(d.role) && !(d.parent_id && LOADS.has(roles.get(d.parent_id) ?? ""))) {
+      weights.set(d.id, 1);
+    }
+  }
+  return weights;
+}
+
+/** The role and parent inputs of a device form; `others` are the devices it may sit inside. */
+export function placementFields(others: Placed[], role = "consumer", parent: string | null = null): { role: HTMLSelectElement; parent: HTMLSelectElement; row: HTMLElement } {
+  const roleInput = select("role", DEVICE_ROLES, role);
+  const parentInput = select("parent_id", [["", "None (top level)"], ...others.filter((d) => d.role === "grid" || LOADS.has(d.role)).map((d): [string, string] => [d.id, d.name])], parent ?? "");
+  const row = h("div", { class: "row" }, field("Role", roleInput, "What it measures: loads behind a main meter break its total down and never add to it"), field("Inside", parentInput, "The meter or circuit it sits behind"));
+  return { role: roleInput, parent: parentInput, row };
+}
 
 export function keyExamples(device: { id: string; api_key: string }): HTMLElement {
   const origin = location.origin;
@@ -47,9 +93,10 @@ export function keyExamples(device: { id: string; api_key: string }): HTMLElemen
 }
 
 /** The form that adds a device; `done` gets the created device (with its key). */
-export function addDeviceForm(done: (device: any) => void): HTMLElement {
+export function addDeviceForm(done: (device: any) => void, others: Placed[] = []): HTMLElement {
   const name = h("input", { type: "text", name: "name", required: true, maxlength: 200 });
   const type = select("type", DEVICE_TYPES, "plug");
+  const placed = placementFields(others);
   const tz = h("input", { type: "text", name: "timezone", placeholder: "the household's" });
   const out = h("div", {});
   return h(
@@ -61,7 +108,7 @@ export function addDeviceForm(done: (device: any) => void): HTMLElement {
         e.preventDefault();
         clear(out);
         try {
-          const device = await api("POST", "/devices", { name: name.value, type: type.value, timezone: tz.value || null });
+          const device = await api("POST", "/devices", { name: name.value, type: type.value, timezone: tz.value || null, household_id: home().id, role: placed.role.value, parent_id: placed.parent.value || null });
           clear(out, keyExamples(device));
           done(device);
         } catch (err) {
@@ -71,6 +118,7 @@ export function addDeviceForm(done: (device: any) => void): HTMLElement {
     },
     h("h2", { id: "add-device" }, "Add a device"),
     h("div", { class: "row" }, field("Name", name), field("Type", type), field("Time zone (optional)", tz, "IANA name, e.g. Europe/Berlin")),
+    placed.row,
     h("button", { type: "submit" }, "Add device"),
     out,
   );

@@ -23,11 +23,51 @@ export interface Page {
   render(main: HTMLElement, signal: AbortSignal): Promise<void> | void;
 }
 
-export const session: { me: Me | null } = { me: null };
+/** A household of the caller's, with their role in it. */
+export interface Home {
+  id: string;
+  name: string;
+  role: string | null;
+  timezone: string;
+  currency: string;
+  tariff: any;
+  country: string | null;
+}
+
+export const session: { me: Me | null; homes: Home[]; home: Home | null } = { me: null, homes: [], home: null };
+const HOME_KEY = "et_household";
 
 export async function loadMe(): Promise<Me> {
-  session.me = await api<Me>("GET", "/users/me");
-  return session.me;
+  const [me, homes] = await Promise.all([api<Me>("GET", "/users/me"), api<{ items: Home[] }>("GET", "/households")]);
+  session.me = me;
+  session.homes = homes.items;
+  const wanted = session.home?.id ?? localStorage.getItem(HOME_KEY);
+  session.home = homes.items.find((x) => x.id === wanted) ?? homes.items[0] ?? null;
+  return me;
+}
+
+/** The household the pages show (the switcher's choice; your own at first). */
+export function home(): Home {
+  if (!session.home) throw new Error("You belong to no household.");
+  return session.home;
+}
+
+/** `path` narrowed to the household the pages show. */
+export function inHome(path: string): string {
+  return `${path}${path.includes("?") ? "&" : "?"}household_id=${encodeURIComponent(home().id)}`;
+}
+
+function switcher(): HTMLElement | null {
+  if (session.homes.length < 2) return null;
+  const s = h("select", { name: "household", "aria-label": "Household" });
+  for (const x of session.homes) s.append(h("option", { value: x.id, selected: x.id === session.home?.id }, `${x.name} (${x.role})`));
+  s.addEventListener("change", () => {
+    session.home = session.homes.find((x) => x.id === s.value) ?? session.home;
+    localStorage.setItem(HOME_KEY, s.value);
+    say(`Showing ${session.home?.name}`);
+    redraw();
+  });
+  return s;
 }
 
 const main = document.getElementById("main")!;
@@ -58,6 +98,7 @@ function header(): void {
                 h("li", {}, h("a", { href, "aria-current": (here === href || (href !== "#/" && here.startsWith(href))) ? "page" : null }, text)),
               ),
             ),
+            switcher(),
             h(
               "button",
               {
@@ -66,6 +107,7 @@ function header(): void {
                 onclick: async () => {
                   await signOut();
                   session.me = null;
+                  session.home = null;
                   location.hash = "#/signin";
                   say("Signed out");
                 },

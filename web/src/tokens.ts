@@ -21,14 +21,15 @@ const EXPIRIES: [string, string][] = [
   ["", "Never"],
 ];
 
-/** The README's Home Assistant REST sensor, with this origin and the new token filled in. */
-export function homeAssistantSensor(origin: string, token: string): string {
+/** The README's Home Assistant REST sensor, with this origin, the household shown and the new
+ * token filled in. */
+export function homeAssistantSensor(origin: string, householdId: string, token: string): string {
   return [
     "sensor:",
     "  - platform: rest",
     "    name: Home energy today",
     "    unique_id: home_energy_tracker_today",
-    `    resource: ${origin}/api/v1/usage?granularity=day&from=today`,
+    `    resource: ${origin}/api/v1/usage?granularity=day&from=today&household_id=${householdId}`,
     "    headers:",
     `      Authorization: Bearer ${token}`,
     `    value_template: "{{ value_json['items'] | map(attribute='energy_kwh') | sum | round(3) }}"`,
@@ -44,7 +45,8 @@ function when(iso: string | null, tz: string, none: string): string {
   return localTime(Date.parse(iso), tz, { dateStyle: "medium", timeStyle: "short" });
 }
 
-export async function accessTokens(tz: string): Promise<HTMLElement> {
+export async function accessTokens(household: { id: string; timezone: string }): Promise<HTMLElement> {
+  const tz = household.timezone;
   const box = h("section", { class: "card", "aria-labelledby": "tokens-h" });
   const name = h("input", { type: "text", name: "token-name", required: true, maxlength: 200, placeholder: "Home Assistant" });
   const scope = select("scope", [["read", "Read only"], ["write", "Read and write"]], "read");
@@ -127,7 +129,7 @@ export async function accessTokens(tz: string): Promise<HTMLElement> {
                 h("h3", { id: "token-title" }, `The token ${made.name}: shown only this once`),
                 h("p", {}, "Copy it now. Only its hash is stored; if you lose it, revoke it and make another."),
                 copyBlock("Access token", made.token ?? ""),
-                copyBlock("Home Assistant sensor: today's kWh (configuration.yaml)", homeAssistantSensor(location.origin, made.token ?? "")),
+                copyBlock("Home Assistant sensor: today's kWh (configuration.yaml)", homeAssistantSensor(location.origin, household.id, made.token ?? "")),
               ),
             );
             name.value = "";

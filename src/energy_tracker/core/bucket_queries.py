@@ -6,10 +6,19 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import defaultdict
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from datetime import date, datetime
+from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
+from energy_tracker.core.consumption import (
+    Group,
+    HouseholdBucket,
+    Layout,
+    exchange_costs,
+    household_buckets,
+)
+from energy_tracker.core.directory import DeviceContext
 from energy_tracker.core.energy import period_end, period_starts, rollup
 from energy_tracker.core.errors import ApiError
 from energy_tracker.core.stores.timeseries.base import Bucket, Granularity, SeriesStore
@@ -125,3 +134,55 @@ def summed(granularity: Granularity, buckets: Iterable[Bucket]) -> list[Bucket]:
     for b in buckets:
         by_start[b.start].append(b)
     return [rollup("*", granularity, s, parts) for s, parts in sorted(by_start.items())]
+
+
+def combined(
+    layout: Layout, granularity: Granularity, buckets: Iterable[Bucket]
+) -> list[HouseholdBucket]:
+    """A household's periods from its devices' buckets (each device's, any order): each term
+    of the consumption formula summed, then combined (`consumption.household_buckets`)."""
+    term_of = {d: g for g, members in layout.groups().items() for d in members}
+    per_term: dict[Group, list[Bucket]] = defaultdict(list)
+    for b in buckets:
+        if b.device_id in term_of:
+            per_term[term_of[b.device_id]].append(b)
+    return household_buckets(
+        layout, granularity, {g: summed(granularity, bs) for g, bs in per_term.items()}
+    )
+
+
+async def household(
+    store: SeriesStore,
+    devices: Sequence[DeviceContext],
+    granularity: Granularity,
+    lo: int,
+    hi: int,
+    tz: ZoneInfo,
+    tariff: dict[str, Any] | None = None,
+    price_zone: ZoneInfo | None = None,
+) -> list[HouseholdBucket]:
+    """A household's consumption period by period, each kWh once (core.consumption): each term
+    of the formula summed by the store (`summed_buckets`: a row a period per term, so a month by
+    day is a few dozen rows whatever the number of devices). A home without a meter but with
+    production or a battery is priced from its quarters (imports at the import price, exports
+    at the export price, under `tariff` at the hours of `price_zone`)."""
+    layout = Layout.of(d.placement for d in devices)
+    zones = {d.device_id: d.timezone for d in devices}
+
+    async def terms(gran: Granularity, start: int, end: int) -> dict[Group, list[Bucket]]:
+        return {
+            g: await summed_buckets(store, [(d, zones[d]) for d in members], gran, start, end, tz)
+            for g, members in layout.groups().items()
+        }
+
+    out = household_buckets(layout, granularity, await terms(granularity, lo, hi))
+    if layout.priced_per_quarter and out:
+        first, last = out[0].bucket.start, out[-1].bucket.start
+        end = period_end(last, granularity, tz)
+        quarters = household_buckets(
+            layout, Granularity.QUARTER, await terms(Granularity.QUARTER, first, end)
+        )
+        costs = exchange_costs(quarters, granularity, tz, price_zone or tz, tariff)
+        for period in out:
+            period.bucket.cost = costs.get(period.bucket.start, 0.0)
+    return out

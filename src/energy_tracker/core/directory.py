@@ -11,6 +11,8 @@ from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any, Protocol
 
+from energy_tracker.core.consumption import DEFAULT_ROLE, Placement, Role
+
 
 @dataclass(frozen=True)
 class DeviceContext:
@@ -24,6 +26,13 @@ class DeviceContext:
     tariff: dict[str, Any] | None  # the household's
     enabled: bool  # neither the device nor the account that registered it is disabled
     household_id: str
+    role: Role = DEFAULT_ROLE  # what it measures in its household (core.consumption)
+    parent_id: str | None = None  # the device a sub-meter sits inside
+
+    @property
+    def placement(self) -> Placement:
+        """Its place in its household's consumption formula."""
+        return Placement(self.device_id, self.role, self.parent_id)
 
 
 @dataclass(frozen=True)

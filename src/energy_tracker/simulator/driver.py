@@ -89,21 +89,36 @@ class Gateway:
         await self.call("POST", "/auth/register", ok=(201, 409), json=creds)
         token = await self.login(email, password)
         auth = {"Authorization": f"Bearer {token}"}
-        profile = {
-            "name": f"Simulated home {home.index}",
+        name = f"Simulated home {home.index}"
+        await self.call("PATCH", "/users/me", json={"name": name}, headers=auth)
+        own = (await self.call("GET", "/households", headers=auth)).json()["items"][0]["id"]
+        settings = {
+            "name": name,
             "timezone": home.place.timezone,
             "currency": home.place.currency,
             "tariff": home.place.tariff,
         }
-        await self.call("PATCH", "/users/me", json=profile, headers=auth)
-        listed = (await self.call("GET", "/devices?limit=100", headers=auth)).json()
+        await self.call("PATCH", f"/households/{own}", json=settings, headers=auth)
+        listed = (
+            await self.call("GET", f"/devices?limit=100&household_id={own}", headers=auth)
+        ).json()
         ids = {d["name"]: d["id"] for d in listed}
+        placed = {d["id"]: (d.get("role"), d.get("parent_id")) for d in listed}
+        keys: dict[str, str] = {}
+        # Parents first (the specs list the meter before what sits behind it): a sub-meter is
+        # created, or placed again on a later run, inside the meter's id.
         for spec in home.devices:
+            parent = keys.get(spec.parent) if spec.parent else None
+            place = {"role": spec.role, "parent_id": parent}
             if spec.name not in ids:
-                body = {"name": spec.name, "type": spec.type}
+                body = {"name": spec.name, "type": spec.type, **place}
                 created = await self.call("POST", "/devices", json=body, headers=auth)
                 ids[spec.name] = created.json()["id"]
-        return HomeAccount(home, email, token, {d.key: ids[d.name] for d in home.devices})
+            elif placed[ids[spec.name]] != (spec.role, parent):
+                path = f"/devices/{ids[spec.name]}"
+                await self.call("PATCH", path, json=place, headers=auth)
+            keys[spec.key] = ids[spec.name]
+        return HomeAccount(home, email, token, keys)
 
     async def login(self, email: str, password: str = PASSWORD) -> str:
         """A fresh access token."""

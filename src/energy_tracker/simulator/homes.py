@@ -18,8 +18,11 @@ homes have a solar inverter, some an EV charger. What they draw:
   that day's clouds;
 - EV charging at 7.4 kW for a few hours on some evenings.
 
-The meter reports the net power (negative while solar exports) and an import counter; every
-other device reports its own power, never negative, and its own counter. Counters only ever
+The meter is the home's grid meter (role `grid`) and reports the net power (negative while solar
+exports) and, in a home without solar, an import counter (a home with solar exports, which an
+import counter would hide, so its meter reports power only); the plugs and the EV charger sit
+behind it (their kWh are inside the meter's), the inverter is `production`. Every other device
+reports its own power, never negative, and its own counter. Counters only ever
 grow: they add each interval's energy to a lifetime value that starts at a seeded base plus
 the home's mean use since 2020, so that a later run's counters start later in life. Within one
 stream they are exact; across separately started streams they are only close.
@@ -46,26 +49,29 @@ class Sample(NamedTuple):
     device: str
     ts: int  # epoch ms
     power_w: float
-    energy_wh: float
+    energy_wh: float | None  # None: no counter (the meter of a home with solar)
     voltage_v: float
 
 
 @dataclass(frozen=True, slots=True)
 class DeviceSpec:
-    """A device as it is registered: its key in the home, its name and its registry type."""
+    """A device as it is registered: its key in the home, its name, its registry type, its
+    role in the home and the key of the device it sits inside."""
 
     key: str
     name: str
     type: str
+    role: str = "consumer"
+    parent: str | None = None
 
 
-METER = DeviceSpec("meter", "Main meter", "meter")
-FRIDGE = DeviceSpec("fridge", "Fridge", "plug")
-KETTLE = DeviceSpec("kettle", "Kettle", "plug")
-WASHER = DeviceSpec("washer", "Washing machine", "plug")
-TV = DeviceSpec("tv", "TV", "plug")
-SOLAR = DeviceSpec("solar", "Solar inverter", "solar")
-EV = DeviceSpec("ev", "EV charger", "ev_charger")
+METER = DeviceSpec("meter", "Main meter", "meter", "grid")
+FRIDGE = DeviceSpec("fridge", "Fridge", "plug", "sub", "meter")
+KETTLE = DeviceSpec("kettle", "Kettle", "plug", "sub", "meter")
+WASHER = DeviceSpec("washer", "Washing machine", "plug", "sub", "meter")
+TV = DeviceSpec("tv", "TV", "plug", "sub", "meter")
+SOLAR = DeviceSpec("solar", "Solar inverter", "solar", "production")
+EV = DeviceSpec("ev", "EV charger", "ev_charger", "ev_charger", "meter")
 
 
 @dataclass(frozen=True, slots=True)
@@ -471,6 +477,7 @@ class HomeStream:
         out: list[Sample] = []
         rng, home, counters = self._rng, self.home, self._counters
         step_h = self.interval_ms / HOUR_MS
+        meter_counts = home.solar is None
         for _ in range(count):
             ts = self.next_ms
             self.next_ms += self.interval_ms
@@ -488,7 +495,9 @@ class HomeStream:
                 # The counter takes the energy of the interval that ends here, as a meter
                 # registers what flowed since its last report; the meter counts imports only.
                 counters[key] += max(power, 0.0) * step_h
-                out.append(Sample(key, ts, round(power, 1), round(counters[key], 1), volts))
+                counted = key != "meter" or meter_counts
+                energy = round(counters[key], 1) if counted else None
+                out.append(Sample(key, ts, round(power, 1), energy, volts))
         return out
 
 

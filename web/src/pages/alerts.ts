@@ -1,9 +1,10 @@
 // Alerts: the list, live over /alerts/stream, acknowledging, each alert's notification attempts;
 // the rule editor (every metric, period, thresholds, hysteresis, for, cooldown, channels) with a
-// preview of when the draft would have fired over the last 7 days of its device's data.
+// preview of when the draft would have fired over the last 7 days of its device's data (kept up
+// to date while a rule is edited).
 import { api, stream } from "../api";
 import { clear, errorBox, field, h, localTime, say, select } from "../dom";
-import { session, type Page } from "../main";
+import { home, inHome, type Page } from "../main";
 
 const UNITS: Record<string, string> = { power_w: "W", energy_kwh: "kWh", cost: "currency", silence: "seconds" };
 
@@ -11,8 +12,8 @@ export function alertsPage(): Page {
   return {
     title: "Alerts",
     async render(main, signal) {
-      const me = session.me!;
-      const devices: any[] = await api("GET", "/devices?limit=1000");
+      const me = home();
+      const devices: any[] = await api("GET", inHome("/devices?limit=1000"));
       const names = new Map(devices.map((d) => [d.id, d.name]));
       const list = h("section", { class: "card", "aria-labelledby": "alerts-h" });
       const rules = h("section", { class: "card", "aria-labelledby": "rules-h" });
@@ -20,8 +21,10 @@ export function alertsPage(): Page {
       clear(main, h("h1", {}, "Alerts"), list, rules, editor);
       const when = (iso: string | null) => (iso ? localTime(Date.parse(iso), me.timezone, { dateStyle: "medium", timeStyle: "medium" }) : "–");
 
+      // Alerts whose notifications are open: a live redraw (any alert's transition) keeps them open.
+      const opened = new Set<string>();
       const drawAlerts = async () => {
-        const data = await api("GET", "/alerts?limit=100");
+        const data = await api("GET", inHome("/alerts?limit=100"));
         clear(
           list,
           h("h2", { id: "alerts-h" }, "Alerts"),
@@ -45,8 +48,11 @@ export function alertsPage(): Page {
                       ? h(
                           "details",
                           {
+                            open: opened.has(a.id),
                             ontoggle: async (e: Event) => {
                               const d = e.target as HTMLDetailsElement;
+                              if (d.open) opened.add(a.id);
+                              else opened.delete(a.id);
                               if (!d.open || d.dataset.loaded) return;
                               d.dataset.loaded = "1";
                               const full = await api("GET", `/alerts/${a.id}`);
@@ -69,7 +75,7 @@ export function alertsPage(): Page {
       };
 
       const drawRules = async () => {
-        const data = await api("GET", "/alert-rules");
+        const data = await api("GET", inHome("/alert-rules"));
         clear(
           rules,
           h("h2", { id: "rules-h" }, "Rules"),
@@ -103,16 +109,21 @@ export function alertsPage(): Page {
         const severity = select("severity", [["info", "info"], ["warning", "warning"], ["critical", "critical"]], rule?.severity ?? "warning");
         for (const el of [device, metric, period, op]) el.disabled = fixed;
         const channels = h("div", { class: "channels" });
-        const addChannel = (c: any = { type: "webhook" }) => {
+        // A rule's channels are sent back only when changed here: the API never shows a webhook's
+        // secret, so an untouched channel would come back without it.
+        let channelsChanged = !fixed;
+        channels.addEventListener("input", () => (channelsChanged = true));
+        const addChannel = (c: any = { type: "webhook" }, changed = true) => {
+          channelsChanged ||= changed;
           const type = select("channel type", [["webhook", "Webhook"], ["email", "E-mail"]], c.type);
           const target = h("input", { type: c.type === "email" ? "email" : "url", value: c.url ?? c.to ?? "", required: true });
-          const secret = h("input", { type: "password", autocomplete: "off", minlength: 8, placeholder: fixed ? "(unchanged only if re-entered)" : "" });
-          const row = h("fieldset", { class: "channel" }, h("legend", {}, "Channel"), field("Type", type), field("URL or address", target), field("Webhook secret (signs each body)", secret), h("button", { type: "button", class: "secondary", onclick: () => row.remove() }, "Remove channel"));
+          const secret = h("input", { type: "password", autocomplete: "off", minlength: 8, placeholder: fixed ? "(kept unless this channel changes)" : "" });
+          const row = h("fieldset", { class: "channel" }, h("legend", {}, "Channel"), field("Type", type), field("URL or address", target), field("Webhook secret (signs each body)", secret), h("button", { type: "button", class: "secondary", onclick: () => ((channelsChanged = true), row.remove()) }, "Remove channel"));
           type.addEventListener("change", () => (target.type = type.value === "email" ? "email" : "url"));
           (row as any).value = () => (type.value === "email" ? { type: "email", to: target.value } : { type: "webhook", url: target.value, secret: secret.value });
           channels.append(row);
         };
-        (rule?.channels ?? []).forEach(addChannel);
+        (rule?.channels ?? []).forEach((c: any) => addChannel(c, false));
         const unit = h("span", {}, UNITS[metric.value]);
         metric.addEventListener("change", () => {
           unit.textContent = UNITS[metric.value];
@@ -132,9 +143,14 @@ export function alertsPage(): Page {
           severity: severity.value,
           channels: [...channels.querySelectorAll("fieldset")].map((f: any) => f.value()),
         });
+        // Shown at once for a rule being edited, and again after each change to what decides
+        // when it fires (the last answer asked for wins); for a new rule, from "Preview" on.
+        let asked = 0;
         const preview = async () => {
+          const mine = ++asked;
           try {
-            const p = await api("POST", "/alert-rules/preview", body());
+            const p = await api("POST", "/alert-rules/preview", { ...body(), channels: [] });
+            if (mine !== asked) return;
             clear(
               out,
               h("h3", {}, "Preview: the last 7 days"),
@@ -142,9 +158,19 @@ export function alertsPage(): Page {
               p.alerts.length ? h("ul", {}, ...p.alerts.map((a: any) => h("li", {}, `${when(a.started_at)} → ${a.resolved_at ? when(a.resolved_at) : "still firing"}, peak ${a.peak_value}`))) : null,
             );
           } catch (err) {
-            clear(out, errorBox(err));
+            if (mine === asked) clear(out, errorBox(err));
           }
         };
+        let pending: number | undefined;
+        const again = () => {
+          if (!fixed && !out.hasChildNodes()) return;
+          clearTimeout(pending);
+          pending = window.setTimeout(preview, 300);
+        };
+        for (const el of [device, metric, period, op, threshold, clearT, forS, cooldown]) {
+          el.addEventListener("input", again);
+          el.addEventListener("change", again);
+        }
         clear(
           editor,
           h(
@@ -152,12 +178,14 @@ export function alertsPage(): Page {
             {
               onsubmit: async (e: Event) => {
                 e.preventDefault();
+                clearTimeout(pending); // the preview of a draft being saved is moot
                 try {
                   const b: any = body();
                   if (fixed) {
                     for (const k of ["device_id", "metric", "period", "op"]) delete b[k];
+                    if (!channelsChanged) delete b.channels;
                     await api("PATCH", `/alert-rules/${rule.id}`, b);
-                  } else await api("POST", "/alert-rules", b);
+                  } else await api("POST", "/alert-rules", { ...b, household_id: me.id });
                   say("Rule saved");
                   drawEditor();
                   drawRules();
@@ -177,6 +205,10 @@ export function alertsPage(): Page {
             out,
           ),
         );
+        if (fixed) {
+          name.focus();
+          void preview();
+        }
       };
 
       await Promise.all([drawAlerts(), drawRules()]);

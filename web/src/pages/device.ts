@@ -2,9 +2,9 @@
 // period before, raw readings page by page, and its settings (name, time zone, disable, key).
 import { api, stream } from "../api";
 import { Chart } from "../chart";
-import { keyExamples, DEVICE_TYPES } from "../devices";
+import { keyExamples, placementFields, DEVICE_TYPES, type Placed } from "../devices";
 import { clear, errorBox, field, h, kwh, localDate, localTime, money, say, select } from "../dom";
-import { session, type Page } from "../main";
+import { home, type Page } from "../main";
 
 type Gran = "hour" | "day" | "month";
 const HOUR_MS = 3_600_000;
@@ -25,7 +25,7 @@ export function devicePage(id: string): Page {
   return {
     title: "Device",
     async render(main, signal) {
-      const me = session.me!;
+      const me = home();
       const hh = { timezone: me.timezone, currency: me.currency };
       const device = await api("GET", `/devices/${encodeURIComponent(id)}`);
       const tz: string = device.timezone;
@@ -155,6 +155,8 @@ export function devicePage(id: string): Page {
       const type = select("type", DEVICE_TYPES, device.type);
       const zone = h("input", { type: "text", value: device.timezone });
       const disabled = h("input", { type: "checkbox", checked: device.disabled });
+      const neighbours = (await api<Placed[]>("GET", "/devices?limit=1000")).filter((d: any) => d.household_id === device.household_id && d.id !== id);
+      const placed = placementFields(neighbours, device.role, device.parent_id);
       const out = h("div", {});
       main.append(
         h(
@@ -165,7 +167,7 @@ export function devicePage(id: string): Page {
             onsubmit: async (e: Event) => {
               e.preventDefault();
               try {
-                await api("PATCH", `/devices/${encodeURIComponent(id)}`, { name: name.value, type: type.value, timezone: zone.value || null, disabled: disabled.checked });
+                await api("PATCH", `/devices/${encodeURIComponent(id)}`, { name: name.value, type: type.value, timezone: zone.value || null, disabled: disabled.checked, role: placed.role.value, parent_id: placed.parent.value || null });
                 clear(out, h("p", { role: "status" }, "Saved."));
               } catch (err) {
                 clear(out, errorBox(err));
@@ -174,6 +176,7 @@ export function devicePage(id: string): Page {
           },
           h("h2", { id: "dev-settings" }, "Device settings"),
           h("div", { class: "row" }, field("Name", name), field("Type", type), field("Time zone", zone, "IANA name; empty: the household's")),
+          placed.row,
           h("div", { class: "field check" }, disabled, h("label", { for: (disabled.id = "dev-disabled") }, "Disabled (its readings are refused)")),
           h("button", { type: "submit" }, "Save"),
           " ",

@@ -1,24 +1,30 @@
-// Home: live power of every device, today, this month with its forecast, baseload, top devices,
-// open alerts. Readings arrive over each device's SSE stream; the totals follow a few seconds later.
+// Home: live power of every device and what the home consumes now (each watt once: a main meter's
+// sub-meters break it down), today with what no plug explains ("other"), this month with its
+// forecast, baseload, top devices, open alerts. Readings arrive over each device's SSE stream; the
+// totals follow a few seconds later.
 import { api, stream } from "../api";
-import { addDeviceForm } from "../devices";
+import { addDeviceForm, consumptionWeights } from "../devices";
 import { clear, h, kwh, localDate, money, watts } from "../dom";
-import { loadMe, redraw, session, type Page } from "../main";
+import { home, inHome, loadMe, redraw, session, type Page } from "../main";
 
 interface Device {
   id: string;
-  owner_id: string;
+  household_id: string;
   name: string;
   type: string;
   disabled: boolean;
   timezone: string;
+  household_id: string;
+  role: string;
+  parent_id: string | null;
 }
 
 export function homePage(): Page {
   return {
     title: "Home",
     async render(main, signal) {
-      const me = session.me ?? (await loadMe());
+      if (!session.me) await loadMe();
+      const here = home();
       const power = new Map<string, { w: number | null; at: number }>();
       const total = h("output", { class: "big", "aria-live": "off", id: "total-power" }, "–");
       const tiles = h("ul", { class: "tiles", "aria-label": "Live power by device" });
@@ -28,19 +34,26 @@ export function homePage(): Page {
       const top = h("section", { class: "card", "aria-labelledby": "top-title" }, h("h2", { id: "top-title" }, "Top devices this month"));
       const alerts = h("section", { class: "card", "aria-labelledby": "alerts-title" }, h("h2", { id: "alerts-title" }, "Open alerts"));
 
-      const hh = { timezone: me.timezone, currency: me.currency };
+      const hh = { timezone: here.timezone, currency: here.currency };
       let timer: number | undefined;
       const totals = async () => {
-        const from = localDate(Date.now(), me.timezone);
+        const from = localDate(Date.now(), here.timezone);
         const [usage, summary, forecast, open] = await Promise.all([
-          api("GET", `/usage?granularity=hour&from=${from}`),
-          api("GET", "/insights/summary").catch(() => null),
-          api("GET", "/insights/forecast").catch(() => null),
-          api("GET", "/alerts?state=firing&limit=20"),
+          api("GET", inHome(`/usage?granularity=hour&from=${from}`)),
+          api("GET", inHome("/insights/summary")).catch(() => null),
+          api("GET", inHome("/insights/forecast")).catch(() => null),
+          api("GET", inHome("/alerts?state=firing&limit=20")),
         ]);
         const todayKwh = usage.items.reduce((a: number, i: any) => a + i.energy_kwh, 0);
         const todayCost = usage.items.reduce((a: number, i: any) => a + i.cost, 0);
-        clear(today, h("h2", {}, "Today"), h("p", { class: "big" }, h("span", { "data-testid": "today-kwh" }, kwh(todayKwh))), h("p", {}, h("span", { "data-testid": "today-cost" }, money(todayCost, hh)), " so far"));
+        const todayOther = usage.items.reduce((a: number, i: any) => a + (i.other_kwh ?? 0), 0);
+        clear(
+          today,
+          h("h2", {}, "Today"),
+          h("p", { class: "big" }, h("span", { "data-testid": "today-kwh" }, kwh(todayKwh))),
+          h("p", {}, h("span", { "data-testid": "today-cost" }, money(todayCost, hh)), " so far"),
+          usage.metered ? h("p", {}, h("span", { "data-testid": "today-other" }, kwh(todayOther)), " other (no plug of its own)") : "",
+        );
         const m = forecast?.month;
         clear(
           month,
@@ -60,7 +73,7 @@ export function homePage(): Page {
           top,
           h("h2", { id: "top-title" }, "Top devices this month"),
           tops.length
-            ? h("ol", {}, ...tops.map((t: any) => h("li", {}, h("a", { href: `#/devices/${t.device_id}` }, t.name), ` ${kwh(t.energy_kwh, 2)} · ${money(t.cost, hh)} · ${t.share_pct.toFixed(0)} %`)))
+            ? h("ol", {}, ...tops.map((t: any) => h("li", {}, t.device_id ? h("a", { href: `#/devices/${t.device_id}` }, t.name) : h("span", { title: "What the main meter saw that no device of its own explains" }, "Other"), ` ${kwh(t.energy_kwh, 2)} · ${money(t.cost, hh)} · ${t.share_pct.toFixed(0)} %`)))
             : h("p", {}, "Nothing used this month yet."),
         );
         clear(
@@ -72,12 +85,11 @@ export function homePage(): Page {
         );
       };
       // Every request of the first view at once: the page is ready after one round trip.
-      const [listed] = await Promise.all([api<Device[]>("GET", "/devices?limit=1000"), totals()]);
-      // An admin is listed everyone's devices; the home is the caller's own, like its totals.
-      const devices = listed.filter((d) => d.owner_id === me.id);
+      const [devices] = await Promise.all([api<Device[]>("GET", inHome("/devices?limit=1000")), totals()]);
+      const weights = consumptionWeights(devices);
       performance.mark("home-ready"); // every number shown: what the benchmark times
 
-      clear(main, h("h1", {}, me.name ? `${me.name}'s home` : "Your home"));
+      clear(main, h("h1", {}, here.name));
       if (!devices.length) {
         main.append(
           h("section", { class: "card empty" }, h("h2", {}, "No devices yet"), h("p", {}, "Add your first device below: a meter, a smart plug, a solar inverter. You will get its key and examples of how to send readings.")),
@@ -96,8 +108,8 @@ export function homePage(): Page {
           ...devices.map((d) => {
             const p = power.get(d.id);
             const fresh = p && p.w !== null && now - p.at < 15 * 60_000;
-            if (fresh) {
-              sum += p!.w!;
+            if (fresh && weights.has(d.id)) {
+              sum += weights.get(d.id)! * p!.w!;
               any = true;
             }
             return h(
@@ -112,11 +124,11 @@ export function homePage(): Page {
       };
 
       main.append(
-        h("section", { class: "card live", "aria-labelledby": "live-title" }, h("h2", { id: "live-title" }, "Power now"), total, tiles),
+        h("section", { class: "card live", "aria-labelledby": "live-title" }, h("h2", { id: "live-title" }, "Power now"), total, h("p", { class: "hint" }, "What the home consumes: each watt once"), tiles),
         h("div", { class: "stats" }, today, month, base),
         top,
         alerts,
-        h("details", { class: "card" }, h("summary", {}, "Add a device"), addDeviceForm(() => undefined)),
+        h("details", { class: "card" }, h("summary", {}, "Add a device"), addDeviceForm(() => undefined, devices)),
       );
       drawTiles();
 

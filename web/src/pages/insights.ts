@@ -3,7 +3,7 @@
 import { api } from "../api";
 import { Chart } from "../chart";
 import { clear, h, kwh, localTime, money, watts } from "../dom";
-import { session, type Page } from "../main";
+import { home, inHome, type Page } from "../main";
 
 const EVENT_NAMES: Record<string, string> = {
   stuck_on: "A load stuck on",
@@ -17,9 +17,9 @@ export function insightsPage(): Page {
   return {
     title: "Insights",
     async render(main) {
-      const me = session.me!;
+      const me = home();
       const hh = { timezone: me.timezone, currency: me.currency };
-      const [summary, forecast, anomalies] = await Promise.all([api("GET", "/insights/summary"), api("GET", "/insights/forecast"), api("GET", "/insights/anomalies")]);
+      const [summary, forecast, anomalies] = await Promise.all([api("GET", inHome("/insights/summary")), api("GET", inHome("/insights/forecast")), api("GET", inHome("/insights/anomalies"))]);
       clear(main, h("h1", {}, "Insights"));
       const b = summary.baseload;
       const mtd = summary.month_to_date;

@@ -185,6 +185,11 @@ devices = Table(
     Column("api_key_hash", String(64), nullable=False, unique=True),
     Column("disabled", Boolean, nullable=False, server_default=false()),
     Column("created_at", UtcDateTime, nullable=False),
+    # What the device measures in its home (core.consumption.Role); existing rows: consumer.
+    Column("role", String(16), nullable=False, server_default="consumer"),
+    # The device a sub-meter sits inside; kept valid by the devices store (no foreign key:
+    # see migration 0004_device_roles).
+    Column("parent_id", String(36), nullable=True),
     mysql_engine="InnoDB",
     mysql_charset="utf8mb4",
 )

@@ -137,7 +137,7 @@ async def visible_rule(store: AlertStore, rule_id: str, caller: Caller) -> Alert
     return rule
 
 
-@router.post("/alert-rules", status_code=201, response_model=RuleOut, responses=answers(409))
+@router.post("/alert-rules", status_code=201, response_model=RuleOut, responses=answers(404, 409))
 async def create_rule(
     body: RuleIn,
     caller: Caller = Depends(authorized),

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
+from energy_tracker.core.consumption import household_total
 from energy_tracker.core.directory import DeviceContext
 from energy_tracker.core.energy import period_end
 from energy_tracker.core.events import Reading
@@ -60,6 +61,7 @@ class ReadingTasks:
             r.household_id for r in self.rules if r.metric == "power_w" and r.device_id is None
         }
         before = await ev.households_seen(summing)
+        layouts = await ev.layouts(summing)
         tracked = {d for d in self.batch if self.household_of[d] in summing}
         tracked.update(d for r in self.rules if r.metric == "silence" for d in self._watched(r))
         known = await ev.seen(tracked)
@@ -84,7 +86,8 @@ class ReadingTasks:
                     (r for d in self._watched(rule) for r in self.batch[d]), key=lambda r: r.ts
                 )
                 seen = before.get(rule.household_id, {})
-                samples = summed_power(readings, seen, self.now_ms, self.max_gap_ms)
+                weights = layouts[rule.household_id].weights()
+                samples = summed_power(readings, seen, self.now_ms, self.max_gap_ms, weights)
                 out.append(Task(rule, ALL_DEVICES, samples))
         return out
 
@@ -116,7 +119,13 @@ class UsageTasks:
             if rule.device_id is not None:
                 energy, cost, scope = v.energy_kwh, v.cost, rule.device_id
             else:
-                energy, cost = await ev.usage_sum(rule.household_id, rule.period, v.period_start)
+                layout = (await ev.layouts({rule.household_id}))[rule.household_id]
+                per_device = await ev.usage_of(rule.household_id, rule.period, v.period_start)
+                energy, cost = household_total(
+                    layout,
+                    {d: kwh for d, (kwh, _) in per_device.items()},
+                    {d: money for d, (_, money) in per_device.items()},
+                )
                 scope = ALL_DEVICES
             value = energy if rule.metric == "energy_kwh" else cost
             out.append(Task(rule, scope, [(self.now_ms, value)], period_end=end))

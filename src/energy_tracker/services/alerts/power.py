@@ -24,11 +24,16 @@ def heard(readings: Sequence[Reading]) -> Seen:
 
 
 def summed_power(
-    readings: Sequence[Reading], seen: Mapping[str, Seen], now_ms: int, max_gap_ms: int
+    readings: Sequence[Reading],
+    seen: Mapping[str, Seen],
+    now_ms: int,
+    max_gap_ms: int,
+    weights: Mapping[str, float],
 ) -> list[tuple[int, float]]:
-    """The owner's total power at each of these readings (in time order): each device's newest
-    power, leaving out devices not heard from within `max_gap_ms` (off, or gone), and readings
-    too old to judge (STALE_MS)."""
+    """The home's consumption power at each of these readings (in time order): each device's
+    newest power, weighed by its factor in the consumption formula (`Layout.weights`: a grid
+    meter, production +1, a battery -1, sub-meters behind a meter 0), leaving out devices not
+    heard from within `max_gap_ms` (off, or gone), and readings too old to judge (STALE_MS)."""
     latest = {d: (s.power_ts, s.power_w) for d, s in seen.items() if s.power_ts is not None}
     samples = []
     for r in readings:
@@ -40,7 +45,9 @@ def summed_power(
         if r.ts < now_ms - STALE_MS:
             continue
         total = sum(
-            w or 0.0 for ts, w in latest.values() if ts is not None and ts >= r.ts - max_gap_ms
+            weights.get(d, 0.0) * (w or 0.0)
+            for d, (ts, w) in latest.items()
+            if ts is not None and ts >= r.ts - max_gap_ms
         )
         samples.append((r.ts, total))
     return samples

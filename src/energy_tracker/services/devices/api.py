@@ -8,11 +8,13 @@ from fastapi import APIRouter, Depends, Path, Query, Request
 
 from energy_tracker.core.auth import new_device_key, secret_digest
 from energy_tracker.core.authz import Caller
+from energy_tracker.core.consumption import Role
 from energy_tracker.core.credentials import CredentialCache, credentials
 from energy_tracker.core.errors import ApiError
 from energy_tracker.core.http import answers, authorized, not_found
 from energy_tracker.core.inputs import TASMOTA_META_KEY, Offset
 from energy_tracker.services.devices.models import Device
+from energy_tracker.services.devices.placement import check_placement
 from energy_tracker.services.devices.schemas import DeviceIn, DeviceOut, DevicePatch, DeviceWithKey
 from energy_tracker.services.devices.store import DeviceStore
 
@@ -57,6 +59,8 @@ def device_out(device: Device, timezone: str) -> dict:
         "metadata": device.meta,
         "disabled": device.disabled,
         "created_at": device.created_at.isoformat(),
+        "role": device.role,
+        "parent_id": device.parent_id,
     }
 
 
@@ -82,7 +86,7 @@ async def _unclaimed(store: DeviceStore, meta: dict | None, device_id: str | Non
         )
 
 
-@router.post("/devices", status_code=201, response_model=DeviceWithKey, responses=answers(409))
+@router.post("/devices", status_code=201, response_model=DeviceWithKey, responses=answers(404, 409))
 async def create_device(
     body: DeviceIn,
     caller: Caller = Depends(authorized),
@@ -92,6 +96,7 @@ async def create_device(
     this answer only."""
     household_id = caller.home(body.household_id)
     await _unclaimed(store, body.metadata, None)
+    check_placement(await store.in_households([household_id]), None, body.role, body.parent_id)
     key = new_device_key()
     device = await store.create(
         caller.user_id,
@@ -102,6 +107,8 @@ async def create_device(
         location=body.location,
         meta=body.metadata,
         household_id=household_id,
+        role=body.role,
+        parent_id=body.parent_id,
     )
     return {**await one_device_out(store, device), "api_key": key}
 
@@ -139,8 +146,15 @@ async def update_device(
     cache: CredentialCache = Depends(credentials),
 ) -> dict:
     """Change a device's fields; `timezone: null` makes it follow its household's."""
-    await visible_device(store, device_id, caller)
+    current = await visible_device(store, device_id, caller)
     fields = body.model_dump(exclude_unset=True)
+    if "role" in fields or "parent_id" in fields:
+        check_placement(
+            await store.in_households([current.household_id]),
+            device_id,
+            Role(fields.get("role", current.role)),
+            fields.get("parent_id", current.parent_id),
+        )
     if "metadata" in fields:
         fields["meta"] = fields.pop("metadata")
         await _unclaimed(store, fields["meta"], device_id)

@@ -23,3 +23,5 @@ class Device:
     meta: dict[str, Any] | None
     disabled: bool
     created_at: datetime  # aware, UTC
+    role: str = "consumer"  # one of core.consumption.Role
+    parent_id: str | None = None  # the device a sub-meter sits inside

@@ -6,6 +6,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 
+from energy_tracker.core.consumption import DEFAULT_ROLE, Role
 from energy_tracker.core.validators import Name, check_timezone, not_null
 
 MAX_METADATA_DEPTH = 8
@@ -30,6 +31,18 @@ def _depth(value: Any) -> int:
 
 DeviceType = Literal["meter", "plug", "solar", "battery", "ev_charger", "heat_pump", "other"]
 
+ROLE_DESCRIPTION = (
+    "What the device measures in its home: grid (the main meter; negative power = export), "
+    "production (solar; production is positive), battery (charging positive, discharging "
+    "negative), ev_charger or consumer (a load measured on its own), sub (a circuit or appliance "
+    "inside the device parent_id names). Loads break a metered home's consumption down and never "
+    "add to it."
+)
+PARENT_DESCRIPTION = (
+    "The device this one sits inside (a grid meter or another load, in the same home); "
+    "required for a sub, allowed for loads, null otherwise."
+)
+
 
 class DeviceIn(BaseModel):
     model_config = ConfigDict(extra="forbid")
@@ -44,6 +57,8 @@ class DeviceIn(BaseModel):
     )
     location: Name | None = None
     metadata: dict[str, Any] | None = None
+    role: Role = Field(default=DEFAULT_ROLE, description=ROLE_DESCRIPTION)
+    parent_id: str | None = Field(default=None, max_length=64, description=PARENT_DESCRIPTION)
 
     _tz = field_validator("timezone")(check_timezone)
     _meta = field_validator("metadata")(check_metadata)
@@ -60,10 +75,12 @@ class DevicePatch(BaseModel):
     location: Name | None = None
     metadata: dict[str, Any] | None = None
     disabled: bool | None = None
+    role: Role | None = Field(default=None, description=ROLE_DESCRIPTION)
+    parent_id: str | None = Field(default=None, max_length=64, description=PARENT_DESCRIPTION)
 
     _tz = field_validator("timezone")(check_timezone)
     _meta = field_validator("metadata")(check_metadata)
-    _set = field_validator("name", "type", "disabled", mode="before")(not_null)
+    _set = field_validator("name", "type", "disabled", "role", mode="before")(not_null)
 
 
 class DeviceOut(BaseModel):
@@ -77,6 +94,8 @@ class DeviceOut(BaseModel):
     metadata: dict[str, Any] | None
     disabled: bool
     created_at: str
+    role: Role = Field(description=ROLE_DESCRIPTION)
+    parent_id: str | None = Field(description=PARENT_DESCRIPTION)
 
 
 class DeviceWithKey(DeviceOut):

@@ -12,12 +12,15 @@ from typing import Any
 from sqlalchemy import Row, Select, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
+from energy_tracker.core.consumption import DEFAULT_ROLE, Role
 from energy_tracker.core.directory import DeviceContext, HouseholdProfile
 from energy_tracker.core.stores.metadata import Conflict, Database
 from energy_tracker.core.stores.schema import devices, household_members, households, users
 from energy_tracker.services.devices.models import Device
 
-UPDATABLE = frozenset({"name", "type", "timezone", "location", "meta", "disabled"})
+UPDATABLE = frozenset(
+    {"name", "type", "timezone", "location", "meta", "disabled", "role", "parent_id"}
+)
 
 # Every column but the key hash, which stays inside the store; labelled by key, so that the
 # `metadata` column comes back as `meta`.
@@ -43,9 +46,12 @@ class DeviceStore:
         location: str | None = None,
         meta: dict[str, Any] | None = None,
         household_id: str | None = None,
+        role: str = DEFAULT_ROLE,
+        parent_id: str | None = None,
     ) -> Device:
         """Register a device in a household (None: the oldest one `owner_id` owns); Conflict
-        if the key hash is taken or the owner or household does not exist."""
+        if the key hash is taken or the owner or household does not exist. The caller has
+        checked the role and parent (`services.devices.placement`)."""
         if household_id is None:
             household_id = await self._own_household(owner_id)
         device = Device(
@@ -59,6 +65,8 @@ class DeviceStore:
             meta=meta,
             disabled=False,
             created_at=datetime.now(UTC),
+            role=role,
+            parent_id=parent_id,
         )
         try:
             async with self._db.begin() as conn:
@@ -111,8 +119,14 @@ class DeviceStore:
         return _device(row) if row else None
 
     async def delete(self, device_id: str) -> bool:
-        """Remove a device; False if there was none."""
+        """Remove a device; False if there was none. The devices inside it go top level (a
+        `sub` becomes a `consumer`), in the same transaction, so no parent_id dangles."""
         async with self._db.begin() as conn:
+            inside = devices.c.parent_id == device_id
+            await conn.execute(
+                update(devices).where(inside, devices.c.role == Role.SUB).values(role=DEFAULT_ROLE)
+            )
+            await conn.execute(update(devices).where(inside).values(parent_id=None))
             result = await conn.execute(delete(devices).where(devices.c.id == device_id))
         return result.rowcount == 1
 
@@ -202,6 +216,8 @@ def _contexts() -> Select[Any]:
             devices.c.name,
             devices.c.timezone,
             devices.c.disabled,
+            devices.c.role,
+            devices.c.parent_id,
             households.c.timezone.label("household_timezone"),
             households.c.currency,
             households.c.tariff,
@@ -222,6 +238,8 @@ def _context(row: Row[Any]) -> DeviceContext:
         tariff=row.tariff,
         enabled=not (row.disabled or row.owner_disabled),
         household_id=row.household_id,
+        role=Role(row.role),
+        parent_id=row.parent_id,
     )
 
 

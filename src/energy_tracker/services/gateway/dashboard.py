@@ -3,13 +3,17 @@ energy_tracker/dashboard/), served from memory with the headers that make it fas
 
 Vite names every asset after a hash of its content, so an asset never changes under its URL:
 it is cached for a year (`immutable`) and `index.html`, which names the current ones, is never
-cached. Each file is read and gzipped once, at start. The Content-Security-Policy allows
-scripts, styles, images and connections from this origin only: no inline script, no CDN.
+cached without asking: each file has an ETag (a hash of its bytes, one per encoding), so a
+revalidation (`If-None-Match`) costs a 304 with no body. Every file answers HEAD too (its headers
+and length, no body). Each file is read, hashed and gzipped once, at start. The
+Content-Security-Policy allows scripts, styles, images and connections from this origin only: no
+inline script, no CDN.
 """
 
 from __future__ import annotations
 
 import gzip
+import hashlib
 import mimetypes
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +38,10 @@ class Asset:
     body: bytes
     gzipped: bytes | None
     media_type: str
+    etag: str  # of the identity encoding; the gzip one is derived from it
+
+    def tag(self, gzipped: bool) -> str:
+        return f'"{self.etag}-gzip"' if gzipped else f'"{self.etag}"'
 
 
 def load_assets(directory: Path) -> dict[str, Asset]:
@@ -45,7 +53,10 @@ def load_assets(directory: Path) -> dict[str, Asset]:
         packed = gzip.compress(body, 9, mtime=0) if media_type.startswith(_COMPRESSIBLE) else None
         url = "/" + path.relative_to(directory).as_posix()
         assets[url] = Asset(
-            body, packed if packed and len(packed) < len(body) else None, media_type
+            body,
+            packed if packed and len(packed) < len(body) else None,
+            media_type,
+            hashlib.sha256(body).hexdigest()[:32],
         )
     return assets
 
@@ -63,24 +74,40 @@ def install_dashboard(app: FastAPI, directory: Path = DASHBOARD_DIR) -> None:
                     404, "not_found", "the dashboard is not built: run `make web` (or make run)"
                 )
             return error_response(404, "not_found", f"no such file: {url}")
+        body = asset.body
+        gzipped = asset.gzipped is not None and "gzip" in request.headers.get("accept-encoding", "")
         headers = {
             "Cache-Control": cache,
             "Vary": "Accept-Encoding",
             "X-Content-Type-Options": "nosniff",
+            "ETag": asset.tag(gzipped),
         }
-        body = asset.body
-        if asset.gzipped is not None and "gzip" in request.headers.get("accept-encoding", ""):
-            body, headers["Content-Encoding"] = asset.gzipped, "gzip"
+        if gzipped:
+            body, headers["Content-Encoding"] = asset.gzipped or b"", "gzip"
         if asset.media_type == "text/html":
             headers["Content-Security-Policy"] = CSP
             headers["Referrer-Policy"] = "no-referrer"
             headers["X-Frame-Options"] = "DENY"
+        if _matches(request.headers.get("if-none-match"), headers["ETag"]):
+            return Response(status_code=304, headers=headers)
+        if request.method == "HEAD":  # the headers of the GET, its length, no body
+            headers["Content-Length"] = str(len(body))
+            return Response(media_type=asset.media_type, headers=headers)
         return Response(body, media_type=asset.media_type, headers=headers)
 
-    @app.get("/", include_in_schema=False)
+    @app.api_route("/", methods=["GET", "HEAD"], include_in_schema=False)
     async def index(request: Request) -> Response:
         return send(request, "/index.html", "no-cache")
 
-    @app.get("/assets/{name:path}", include_in_schema=False)
+    @app.api_route("/assets/{name:path}", methods=["GET", "HEAD"], include_in_schema=False)
     async def asset(name: str, request: Request) -> Response:
         return send(request, "/assets/" + name, _IMMUTABLE)
+
+
+def _matches(if_none_match: str | None, etag: str) -> bool:
+    """RFC 9110's weak comparison of If-None-Match against this representation's ETag."""
+    if not if_none_match:
+        return False
+    if if_none_match.strip() == "*":
+        return True
+    return any(t.strip().removeprefix("W/") == etag for t in if_none_match.split(","))

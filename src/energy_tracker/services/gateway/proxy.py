@@ -7,11 +7,19 @@ as the client listens, so they have a pool of their own, and each caller (the us
 token, else the client address) may hold at most `MAX_STREAMS_PER_CALLER` at once (429 beyond):
 one user opening hundreds of streams once took every connection, and every other request
 waited 30 s and failed.
+
+The gateway is not ready while a service it forwards to does not answer: its /readyz probes each
+upstream's /healthz (alive, not /readyz: a service's own store outage is that service's to
+report, and would otherwise take the whole gateway out of a load balancer), all at once with a
+short timeout, and keeps the answer briefly, so that /readyz stays fast however often it is
+asked.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from collections import Counter
 from collections.abc import AsyncIterator
 
@@ -42,12 +50,19 @@ _HOP_BY_HOP = {
 
 MAX_STREAMS_PER_CALLER = 10
 _STREAM_PATHS = ("/live", "/alerts/stream")
+# An upstream slower than this to answer /healthz counts as down; an answer is reused this long.
+PROBE_TIMEOUT_S = 1.0
+PROBE_TTL_S = 2.0
 
 
 class ProxyClients:
-    """The gateway's two connection pools: requests, and the long-lived streams."""
+    """The gateway's two connection pools (requests, and the long-lived streams) and what it
+    knows of its upstreams' health."""
 
-    def __init__(self) -> None:
+    def __init__(self, upstreams: dict[str, str]) -> None:
+        self.upstreams = upstreams
+        self._probe_lock = asyncio.Lock()
+        self._probed: tuple[float, list[str]] | None = None
         self.requests = httpx.AsyncClient(
             timeout=httpx.Timeout(30.0, connect=5.0), limits=httpx.Limits(max_connections=200)
         )
@@ -64,6 +79,30 @@ class ProxyClients:
     async def aclose(self) -> None:
         await self.requests.aclose()
         await self.streams.aclose()
+
+    async def unreachable(self) -> list[str]:
+        """The upstream services that do not answer /healthz, and why (for /readyz): probed
+        concurrently, at most once per PROBE_TTL_S (callers meanwhile share the last answer)."""
+        async with self._probe_lock:
+            if self._probed is None or time.monotonic() - self._probed[0] >= PROBE_TTL_S:
+                answers = await asyncio.gather(
+                    *(self._probe(base) for base in self.upstreams.values())
+                )
+                down = [
+                    f"{service} service: {why}"
+                    for service, why in zip(self.upstreams, answers, strict=True)
+                    if why is not None
+                ]
+                self._probed = (time.monotonic(), down)
+            return self._probed[1]
+
+    async def _probe(self, base: str) -> str | None:
+        """None when the upstream at `base` answers /healthz with 200; otherwise what it did."""
+        try:
+            r = await self.requests.get(base.rstrip("/") + "/healthz", timeout=PROBE_TIMEOUT_S)
+        except httpx.HTTPError as exc:
+            return type(exc).__name__
+        return None if r.status_code == 200 else f"HTTP {r.status_code}"
 
 
 def _caller(request: Request) -> str:
@@ -83,7 +122,7 @@ def _caller(request: Request) -> str:
 def install_proxy(app: FastAPI, upstreams: dict[str, str]) -> ProxyClients:
     """Route every /api/v1 request to `upstreams[service]` (a base URL); the caller closes the
     returned clients at shutdown."""
-    clients = ProxyClients()
+    clients = ProxyClients(upstreams)
 
     @app.api_route(
         API_PREFIX + "/{path:path}",

@@ -97,7 +97,7 @@ class DayAnomaly:
 
 @dataclass(frozen=True, slots=True)
 class DeviceTotal:
-    device_id: str
+    device_id: str | None  # None: "other", what no device of its own explains
     name: str
     energy_kwh: float
     cost: float
@@ -105,7 +105,7 @@ class DeviceTotal:
 
 @dataclass(frozen=True, slots=True)
 class DeviceShare:
-    device_id: str
+    device_id: str | None  # None: "other"
     name: str
     energy_kwh: float
     cost: float
@@ -222,7 +222,7 @@ def top_devices(totals: Sequence[DeviceTotal], limit: int = TOP_DEVICES) -> list
     devices that used energy used (a solar inverter's export is not a share of use)."""
     using = [t for t in totals if t.energy_kwh > 0]
     used = sum(t.energy_kwh for t in using)
-    ranked = sorted(using, key=lambda t: (-t.energy_kwh, t.device_id))[:limit]
+    ranked = sorted(using, key=lambda t: (-t.energy_kwh, t.device_id or ""))[:limit]
     return [
         DeviceShare(t.device_id, t.name, t.energy_kwh, t.cost, t.energy_kwh / used * 100.0)
         for t in ranked

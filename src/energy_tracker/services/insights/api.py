@@ -1,5 +1,6 @@
-"""Routes of the insights service: a summary, forecasts and anomalies of the caller's usage (all
-their devices summed), or of one device with `device_id` (theirs; an admin's: any)."""
+"""Routes of the insights service: a summary, forecasts and anomalies of the caller's home (what
+it consumed, each kWh once: core.consumption), or of one device with `device_id` (theirs; an
+admin's: any)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from fastapi import APIRouter, Depends, Query, Request
 
 from energy_tracker.core import bucket_queries as queries
 from energy_tracker.core.authz import Caller
+from energy_tracker.core.consumption import Layout
 from energy_tracker.core.directory import DeviceDirectory
 from energy_tracker.core.errors import ApiError
 from energy_tracker.core.http import authorized, device_directory, visible_device
@@ -91,15 +93,17 @@ async def subject(
             )
         devices = [DeviceRef(device_id, ctx.name, ctx.timezone)]
         home_zone, currency = ctx.timezone, ctx.currency
+        layout = None
     else:
         home = caller.home(household_id)
         own = await directory.in_households([home])
         devices = [DeviceRef(c.device_id, c.name, c.timezone) for c in own]
+        layout = Layout.of(c.placement for c in own)
         profile = (await directory.household_profiles([home])).get(home)
         home_zone, currency = (profile.timezone, profile.currency) if profile else ("UTC", "EUR")
     zone = queries.zone(tz or home_zone)
     now = _as_of(at, zone)
-    return Subject(device_id, devices, zone, currency, now)
+    return Subject(device_id, devices, zone, currency, now, layout=layout)
 
 
 @router.get("/summary", response_model=SummaryOut)

@@ -1,6 +1,6 @@
 """The three insight reports: read the buckets each needs from the time-series store, then hand
-them to the pure functions of `analysis`. One device, or every device of a user summed period by
-period, as `GET /usage` sums them.
+them to the pure functions of `analysis`. One device, or a user's home period by period, each kWh
+once (core.consumption), as `GET /usage` counts it.
 """
 
 from __future__ import annotations
@@ -15,6 +15,7 @@ from zoneinfo import ZoneInfo
 import numpy as np
 
 from energy_tracker.core import bucket_queries as queries
+from energy_tracker.core.consumption import Layout, Placement, Role
 from energy_tracker.core.stores.timeseries.base import Bucket, Granularity, SeriesStore
 from energy_tracker.services.insights import analysis, detection, recommendations
 from energy_tracker.services.insights import forecasting as fc
@@ -51,6 +52,14 @@ class Subject:
     currency: str
     now: datetime
     country: str | None = None  # ISO 3166 alpha-2, for public holidays; None: weekends only
+    layout: Layout | None = None  # how `devices` add up; None: each a top-level load
+
+    @property
+    def home(self) -> Layout:
+        """How the devices add up (a single device, or devices without roles: summed)."""
+        if self.layout is not None:
+            return self.layout
+        return Layout.of(Placement(d.id, Role.CONSUMER) for d in self.devices)
 
 
 @dataclass(frozen=True, slots=True)
@@ -182,18 +191,21 @@ async def _day_buckets(
 
 
 def _summed_days(subject: Subject, per_device: dict[str, list[Bucket]]) -> list[Day]:
-    """The devices' days added day by day."""
-    return _days_of(queries.summed(Granularity.DAY, chain(*per_device.values())), subject.tz)
+    """The home's days: what it consumed each day, each kWh once."""
+    home = queries.combined(subject.home, Granularity.DAY, chain(*per_device.values()))
+    return _days_of((p.bucket for p in home), subject.tz)
 
 
 async def _hours(store: SeriesStore, subject: Subject, lo: int, hi: int) -> list[Hour]:
-    """The devices' hours summed, with lo <= start < hi (hour buckets are UTC: no zone to mind)."""
-    if not subject.devices:
+    """The home's hours, each kWh once, with lo <= start < hi (hour buckets are UTC: no zone
+    to mind)."""
+    summed = list(subject.home.weights())
+    if not summed:
         return []
-    buckets = await store.buckets([d.id for d in subject.devices], Granularity.HOUR, lo, hi)
+    buckets = await store.buckets(summed, Granularity.HOUR, lo, hi)
     return [
         Hour(datetime.fromtimestamp(b.start / 1000, subject.tz), b.energy_wh / 1000.0, b.cost)
-        for b in queries.summed(Granularity.HOUR, buckets)
+        for b in (p.bucket for p in queries.combined(subject.home, Granularity.HOUR, buckets))
         if _has_data(b)
     ]
 
@@ -230,7 +242,8 @@ async def summary(
     recent_at = analysis.local_midnight(today - timedelta(days=ALWAYS_ON_DAYS), subject.tz)
     recent_start = today - timedelta(days=RECENT_DAYS)
     earlier_start = recent_start - timedelta(days=EARLIER_DAYS)
-    comparison = analysis.month_comparison(_summed_days(subject, per_device), today)
+    home_days = _summed_days(subject, per_device)
+    comparison = analysis.month_comparison(home_days, today)
     totals = []
     advice = [
         r
@@ -243,17 +256,21 @@ async def summary(
         )
         if r
     ]
+    home = subject.home
     for device in subject.devices:
         days = _days_of(per_device[device.id], subject.tz)
         month = [d for d in days if d.day >= this_month]
-        totals.append(
-            DeviceTotal(
-                device.id,
-                device.name,
-                sum(d.energy_kwh for d in month),
-                sum(d.cost for d in month),
+        if device.id in home.loads:
+            totals.append(
+                DeviceTotal(
+                    device.id,
+                    device.name,
+                    sum(d.energy_kwh for d in month),
+                    sum(d.cost for d in month),
+                )
             )
-        )
+        if device.id not in home.loads and device.id not in home.nested:
+            continue  # a meter, solar, a battery: the home's terms, not one of its users
         full = [d for d in days if d.day < today]
         rise = recommendations.device_increase(
             device.id,
@@ -262,6 +279,17 @@ async def summary(
         )
         if rise and len(subject.devices) > 1:  # of a single device, the device is the home
             advice.append(rise)
+    if home.metered:
+        # What no top-level load explains is a share of the home's use too: "other".
+        month = [d for d in home_days if d.day >= this_month]
+        totals.append(
+            DeviceTotal(
+                None,
+                "other",
+                sum(d.energy_kwh for d in month) - sum(t.energy_kwh for t in totals),
+                sum(d.cost for d in month) - sum(t.cost for t in totals),
+            )
+        )
     result = Summary(
         **_report(subject),
         baseload=analysis.baseload(hours),

@@ -66,11 +66,17 @@ class TotalOut(Out):
 
 
 class DeviceShareOut(Out):
-    device_id: str
+    device_id: str | None = Field(
+        description='Null for "other": what the home\'s meter saw that no device of its own '
+        "explains."
+    )
     name: str
     energy_kwh: Kwh
     cost: Money
-    share_pct: Ratio = Field(description="Of the energy all your devices used this month.")
+    share_pct: Ratio = Field(
+        description="Of the energy the home consumed this month (each kWh once: a meter's "
+        "sub-meters share it, solar and batteries are no users)."
+    )
 
 
 class RecommendationOut(Out):

@@ -14,6 +14,7 @@ from fastapi.responses import StreamingResponse
 from energy_tracker.core import bucket_queries as queries
 from energy_tracker.core.authz import Caller
 from energy_tracker.core.bucket_queries import LATEST_MS
+from energy_tracker.core.consumption import HouseholdBucket, Layout
 from energy_tracker.core.directory import DeviceContext, DeviceDirectory, HouseholdProfile
 from energy_tracker.core.energy import period_start
 from energy_tracker.core.errors import ApiError
@@ -148,9 +149,13 @@ async def household_usage(
     store: SeriesStore = Depends(series),
     directory: DeviceDirectory = Depends(device_directory),
 ) -> dict[str, Any]:
-    """Each household's devices summed, period by period, each household on its own (never
-    added together: they are different homes). `households` lists them, your own first, each
-    in its own zone unless `tz` is given; `household_id`, `timezone` and `items` repeat the
+    """Each household's consumption, period by period, each kWh once, each household on its own
+    (never added together: they are different homes). `energy_kwh` is what the home consumed
+    (grid import - export + production - battery with a grid meter, else the sum of its top-level
+    loads), `cost` what crossed the meter; each item adds the terms and `other_kwh` (what no
+    top-level load explains), and `breakdown` gives each top-level load's share of the whole
+    span. `households` lists them, your own first, each in its own zone unless `tz` is given;
+    `household_id`, `timezone`, `items`, `metered`, `consumption_kwh` and `breakdown` repeat the
     first of them, as this route answered before there were households."""
     scope = caller.scope(household_id)
     if scope is None:  # an admin asking for no household: their own
@@ -166,6 +171,9 @@ async def household_usage(
         "household_id": first["household_id"] if first else None,
         "timezone": first["timezone"] if first else (query.tz or "UTC"),
         "items": first["items"] if first else [],
+        "metered": first["metered"] if first else False,
+        "consumption_kwh": first["consumption_kwh"] if first else 0.0,
+        "breakdown": first["breakdown"] if first else [],
         "households": answers,
     }
 
@@ -176,18 +184,65 @@ async def _household_usage(
     contexts: list[DeviceContext],
     query: UsageQuery,
 ) -> dict[str, Any]:
-    """One household's usage: the sum over its devices, in its zone (or the query's)."""
-    zone = queries.zone(query.tz or household.timezone)
+    """One household's consumption, each kWh once, in its zone (or the query's)."""
+    home_zone = queries.zone(household.timezone)
+    zone = queries.zone(query.tz) if query.tz else home_zone
     lo, hi = query.span(zone)
     mine = [ctx for ctx in contexts if ctx.household_id == household.household_id]
-    devices_zones = [(ctx.device_id, ctx.timezone) for ctx in mine]
-    totals = await queries.summed_buckets(store, devices_zones, query.granularity, lo, hi, zone)
+    tariff = mine[0].tariff if mine else None
+    periods = await queries.household(
+        store, mine, query.granularity, lo, hi, zone, tariff, home_zone
+    )
+    layout = Layout.of(ctx.placement for ctx in mine)
+    consumed = sum(p.bucket.energy_wh for p in periods)
+    breakdown, explained = [], 0.0
+    for ctx in mine:
+        if ctx.device_id in layout.loads:
+            buckets = await queries.device_buckets(
+                store, ctx.device_id, ctx.timezone, query.granularity, lo, hi, zone
+            )
+            energy = sum(b.energy_wh for b in buckets)
+            explained += energy
+            breakdown.append(_share(ctx.device_id, ctx.name, ctx.role, energy, consumed))
+    if layout.metered:
+        breakdown.append(_share(None, "other", None, consumed - explained, consumed))
     return {
         "household_id": household.household_id,
         "name": household.name,
         "timezone": zone.key,
         "currency": household.currency,
-        "items": [_item(b, zone) for b in totals],
+        "items": [_household_item(p, layout, zone) for p in periods],
+        "metered": layout.metered,
+        "consumption_kwh": _kwh(consumed),
+        "breakdown": breakdown,
+    }
+
+
+def _kwh(energy_wh: float) -> float:
+    return round(energy_wh / 1000.0, 6)
+
+
+def _household_item(period: HouseholdBucket, layout: Layout, tz: ZoneInfo) -> dict[str, Any]:
+    flows = period.flows
+    return {
+        **_item(period.bucket, tz),
+        "grid_kwh": _kwh(flows.grid) if layout.grid else None,
+        "production_kwh": _kwh(flows.production) if layout.production else None,
+        "battery_kwh": _kwh(flows.battery) if layout.battery else None,
+        "loads_kwh": _kwh(flows.loads) if layout.loads else None,
+        "other_kwh": None if period.other_wh is None else _kwh(period.other_wh),
+    }
+
+
+def _share(
+    device_id: str | None, name: str, role: str | None, energy_wh: float, consumed_wh: float
+) -> dict[str, Any]:
+    return {
+        "device_id": device_id,
+        "name": name,
+        "role": role,
+        "energy_kwh": _kwh(energy_wh),
+        "share_pct": round(energy_wh / consumed_wh * 100.0, 3) if consumed_wh > 0 else None,
     }
 
 

@@ -62,19 +62,26 @@ def users(request: Request) -> UserStore:
 async def user_out(user: User, homes: HouseholdStore) -> UserOut:
     """A user as the API shows them: never the password hash; the settings (deprecated here)
     are their own household's."""
-    mine = await homes.of_user(user.id)
-    own = mine[0][0] if mine else None
-    return UserOut(
-        id=user.id,
-        email=user.email,
-        name=user.name,
-        role=user.role,
-        disabled=user.disabled,
-        timezone=own.timezone if own else "UTC",
-        currency=own.currency if own else "EUR",
-        tariff=own.tariff if own else None,
-        created_at=user.created_at.isoformat(),
-    )
+    return (await users_out([user], homes))[0]
+
+
+async def users_out(found: list[User], homes: HouseholdStore) -> list[UserOut]:
+    """`user_out` of many users, their households read in one query."""
+    own = await homes.own_of([u.id for u in found])
+    return [
+        UserOut(
+            id=user.id,
+            email=user.email,
+            name=user.name,
+            role=user.role,
+            disabled=user.disabled,
+            timezone=own[user.id].timezone if user.id in own else "UTC",
+            currency=own[user.id].currency if user.id in own else "EUR",
+            tariff=own[user.id].tariff if user.id in own else None,
+            created_at=user.created_at.isoformat(),
+        )
+        for user in found
+    ]
 
 
 def _refresh_path(request: Request) -> str:
@@ -300,7 +307,7 @@ async def list_users(
     homes: HouseholdStore = Depends(households),
 ) -> list[UserOut]:
     """Every account, oldest first (admins only)."""
-    return [await user_out(u, homes) for u in await store.list(limit=limit, offset=offset)]
+    return await users_out(await store.list(limit=limit, offset=offset), homes)
 
 
 @router.patch("/users/{user_id}", response_model=UserOut)
@@ -322,4 +329,6 @@ async def admin_update(
     return await user_out(user, homes)
 
 
-router.include_router(household_api.router)
+# The household routes are the users service's too; their route objects join its router as they
+# are (include_router would nest them, and the OpenAPI error listing walks flat route lists).
+router.routes.extend(household_api.router.routes)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import builtins
 import uuid
+from collections.abc import Collection
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -119,6 +120,24 @@ class HouseholdStore:
         async with self._db.begin() as conn:
             rows = (await conn.execute(query)).all()
         return [(_household(row), row.role) for row in rows]
+
+    async def own_of(self, user_ids: Collection[str]) -> dict[str, Household]:
+        """Each user's own household (the first of `of_user`), in one query."""
+        if not user_ids:
+            return {}
+        m = household_members.c
+        query = (
+            select(households, m.user_id)
+            .join(household_members, m.household_id == households.c.id)
+            .where(m.user_id.in_(list(user_ids)))
+            .order_by(m.user_id, *_own_first())
+        )
+        async with self._db.begin() as conn:
+            rows = (await conn.execute(query)).all()
+        own: dict[str, Household] = {}
+        for row in rows:
+            own.setdefault(row.user_id, _household(row))
+        return own
 
     async def memberships(self, user_id: str) -> tuple[tuple[str, str], ...]:
         """(household id, role) of each household the user belongs to, their own first."""

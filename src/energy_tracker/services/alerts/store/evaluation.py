@@ -21,7 +21,6 @@ from sqlalchemy import (
     case,
     delete,
     false,
-    func,
     insert,
     or_,
     select,
@@ -32,6 +31,7 @@ from sqlalchemy import (
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from energy_tracker.core.consumption import Layout, Placement, Role
 from energy_tracker.core.stores.metadata import Conflict, Database
 from energy_tracker.core.stores.schema import (
     alert_deliveries,
@@ -278,14 +278,13 @@ class Evaluation:
             )
         return list(fresh.values())
 
-    async def usage_sum(
+    async def usage_of(
         self, household_id: str, granularity: str, period_start: int
-    ) -> tuple[float, float]:
-        """(kWh, cost) of one period summed over the household's devices."""
+    ) -> dict[str, tuple[float, float]]:
+        """(kWh, cost) of one period of each of the household's devices that has it."""
         c = alert_usage.c
         query = (
-            select(func.coalesce(func.sum(c.energy_kwh), 0.0), func.coalesce(func.sum(c.cost), 0.0))
-            .select_from(alert_usage)
+            select(c.device_id, c.energy_kwh, c.cost)
             .join(devices, devices.c.id == c.device_id)
             .where(
                 devices.c.household_id == household_id,
@@ -293,8 +292,20 @@ class Evaluation:
                 c.period_start == period_start,
             )
         )
-        energy, cost = (await self.conn.execute(query)).one()
-        return float(energy), float(cost)
+        rows = (await self.conn.execute(query)).all()
+        return {row.device_id: (float(row.energy_kwh), float(row.cost)) for row in rows}
+
+    async def layouts(self, household_ids: Collection[str]) -> dict[str, Layout]:
+        """How each household's devices add up (core.consumption), every one asked included."""
+        placed: dict[str, list[Placement]] = {h: [] for h in household_ids}
+        if household_ids:
+            c = devices.c
+            query = select(c.id, c.household_id, c.role, c.parent_id).where(
+                c.household_id.in_(household_ids)
+            )
+            for row in (await self.conn.execute(query)).all():
+                placed[row.household_id].append(Placement(row.id, Role(row.role), row.parent_id))
+        return {h: Layout.of(p) for h, p in placed.items()}
 
     async def save(
         self,

@@ -1,7 +1,7 @@
 """Personal access tokens: scripts and Home Assistant sign in with one instead of a password.
 
 Revision ID: 0005_access_tokens
-Revises: 0003_households
+Revises: 0004_device_roles
 Create Date: 2026-11-29
 
 Written by hand (not imported from schema.py), like the revisions before it, so it keeps
@@ -17,7 +17,7 @@ from alembic import op
 from sqlalchemy.dialects import mysql
 
 revision = "0005_access_tokens"
-down_revision = "0003_households"
+down_revision = "0004_device_roles"
 branch_labels = None
 depends_on = None
 
