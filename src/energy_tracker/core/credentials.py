@@ -26,14 +26,16 @@ How it stays right:
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Any
+from typing import Any, TypeVar
 
 from fastapi import Request
 
 from energy_tracker.core.auth import AccessGrant
 from energy_tracker.core.http import IdentityDirectory
+
+T = TypeVar("T")
 
 CREDENTIAL_TTL_S = 5.0
 """How long a look-up's answer is reused: how late a change made in another process arrives."""
@@ -62,40 +64,31 @@ class CredentialCache(IdentityDirectory):
         self._used: dict[str, float] = {}  # token id -> when this process last recorded a use
 
     async def user_role(self, user_id: str) -> str | None:
-        now = self.clock()
-        hit = self._roles.get(user_id)
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        role = await self.source.user_role(user_id)
-        _remember(self._roles, user_id, (now + self.ttl_s, role))
-        return role
+        return await self._answer(self._roles, user_id, self.source.user_role)
 
     async def device_for_key_digest(self, digest: str) -> tuple[str, str] | None:
-        now = self.clock()
-        hit = self._keys.get(digest)
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        found = await self.source.device_for_key_digest(digest)
-        _remember(self._keys, digest, (now + self.ttl_s, found))
-        return found
+        return await self._answer(self._keys, digest, self.source.device_for_key_digest)
 
     async def memberships(self, user_id: str) -> tuple[tuple[str, str], ...]:
-        now = self.clock()
-        hit = self._households.get(user_id)
-        if hit is not None and hit[0] > now:
-            return hit[1]
-        found = await self.source.memberships(user_id)
-        _remember(self._households, user_id, (now + self.ttl_s, found))
-        return found
+        return await self._answer(self._households, user_id, self.source.memberships)
 
     async def access_grant(self, token_id: str) -> AccessGrant | None:
+        return await self._answer(self._grants, token_id, self.source.access_grant)
+
+    async def _answer(
+        self,
+        entries: dict[str, tuple[float, T]],
+        key: str,
+        look_up: Callable[[str], Awaitable[T]],
+    ) -> T:
+        """The remembered answer for `key` while it is fresh, else `look_up`'s, remembered."""
         now = self.clock()
-        hit = self._grants.get(token_id)
+        hit = entries.get(key)
         if hit is not None and hit[0] > now:
             return hit[1]
-        grant = await self.source.access_grant(token_id)
-        _remember(self._grants, token_id, (now + self.ttl_s, grant))
-        return grant
+        found = await look_up(key)
+        _remember(entries, key, (now + self.ttl_s, found))
+        return found
 
     async def token_used(self, token_id: str, at: datetime) -> None:
         """Passes a use on to the source once per TOKEN_USE_RESOLUTION_S per token."""
