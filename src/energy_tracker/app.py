@@ -51,7 +51,10 @@ from energy_tracker.services.ingestion import api as ingestion_api
 from energy_tracker.services.ingestion import mqtt
 from energy_tracker.services.ingestion.recorder import ReadingRecorder
 from energy_tracker.services.insights import api as insights_api
+from energy_tracker.services.insights import reports
+from energy_tracker.services.insights.consumer import InsightsConsumer
 from energy_tracker.services.insights.narrative import Narrator
+from energy_tracker.services.insights.store import HourCache
 from energy_tracker.services.usage import api as usage_api
 from energy_tracker.services.usage.consumer import UsageConsumer
 from energy_tracker.services.usage.live import StoredReadings
@@ -279,6 +282,7 @@ def _wire_alerts(app: FastAPI, settings: Settings, rt: Runtime, shared: Shared) 
         max_gap_ms=settings.max_gap_s * 1000,
         smtp=SmtpServer.from_url(settings.smtp_url) if settings.smtp_url else None,
         deny_private=settings.webhook_deny_private,
+        series=rt.series,
     )
     for loop in app.state.alerts.loops():
         _run_loop(rt, loop)
@@ -287,7 +291,12 @@ def _wire_alerts(app: FastAPI, settings: Settings, rt: Runtime, shared: Shared) 
 
 
 def _wire_insights(app: FastAPI, settings: Settings, rt: Runtime, shared: Shared) -> None:
-    """The summary's narrator, only with ET_LLM_URL: without it nothing leaves the machine."""
+    """The hours the forecasts and anomaly reports read, kept up to date by the insights
+    consumer; the summary's narrator, only with ET_LLM_URL: without it nothing leaves the
+    machine."""
+    if rt.bus is not None and rt.series is not None:
+        app.state.hour_cache = HourCache(rt.series, reports.CACHED_HOURS)
+        _run_loop(rt, InsightsConsumer(rt.bus, app.state.hour_cache).loop())
     if settings.llm_url:
         app.state.narrator = Narrator(settings.llm_url, settings.llm_model, settings.llm_timeout_s)
 
@@ -313,7 +322,9 @@ SERVICES: dict[str, ServiceBuild] = {
     "usage": ServiceBuild(usage_api.router, needs_bus=True, needs_series=True, wire=_wire_usage),
     # alerts reads the series store for rule previews (POST /alert-rules/preview)
     "alerts": ServiceBuild(alerts_api.router, needs_bus=True, needs_series=True, wire=_wire_alerts),
-    "insights": ServiceBuild(insights_api.router, needs_series=True, wire=_wire_insights),
+    "insights": ServiceBuild(
+        insights_api.router, needs_bus=True, needs_series=True, wire=_wire_insights
+    ),
 }
 ROUTERS: dict[str, APIRouter] = {name: build.router for name, build in SERVICES.items()}
 

@@ -155,8 +155,9 @@ export function devicePage(id: string): Page {
       const type = select("type", DEVICE_TYPES, device.type);
       const zone = h("input", { type: "text", value: device.timezone });
       const disabled = h("input", { type: "checkbox", checked: device.disabled });
-      const neighbours = (await api<Placed[]>("GET", "/devices?limit=1000")).filter((d: any) => d.household_id === device.household_id && d.id !== id);
-      const placed = placementFields(neighbours, device.role, device.parent_id);
+      // The devices it may sit inside: the others of its own household (not the one on show).
+      const siblings = (await api<Placed[]>("GET", "/devices?limit=1000")).filter((d: any) => d.household_id === device.household_id && d.id !== id);
+      const placed = placementFields(siblings, device.role, device.parent_id);
       const out = h("div", {});
       main.append(
         h(

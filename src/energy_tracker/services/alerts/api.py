@@ -201,8 +201,17 @@ async def preview_rule(
         fields["cooldown_s"],
     )
     series: SeriesStore = request.app.state.series
+    profile = (await directory.household_profiles([ctx.household_id])).get(ctx.household_id)
     episodes, observations = await preview(
-        series, device_id, zone, fields["metric"], fields["period"], condition, start, end
+        series,
+        device_id,
+        zone,
+        fields["metric"],
+        fields["period"],
+        condition,
+        start,
+        end,
+        profile.country if profile else None,
     )
 
     def iso(ms: int) -> str:
