@@ -12,16 +12,18 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from fastapi import APIRouter, FastAPI
 
 from energy_tracker import __version__
 from energy_tracker.config import SERVICE_NAMES, Settings
+from energy_tracker.core.auth import AccessGrant
 from energy_tracker.core.bus.base import EventBus
 from energy_tracker.core.bus.factory import bus_from_url
 from energy_tracker.core.bus.runner import ConsumeLoop, dlq_topic
-from energy_tracker.core.credentials import CredentialCache
+from energy_tracker.core.credentials import TOKEN_USE_RESOLUTION_S, CredentialCache
 from energy_tracker.core.events import ALERT_EVENTS, TOPICS
 from energy_tracker.core.http import (
     Authenticator,
@@ -93,6 +95,12 @@ class Directory:
             return None
         ctx = (await self.devices.contexts([device.id])).get(device.id)
         return (device.id, device.owner_id) if ctx and ctx.enabled else None
+
+    async def access_grant(self, token_id: str) -> AccessGrant | None:
+        return await self.users.access_grant(token_id)
+
+    async def token_used(self, token_id: str, at: datetime) -> None:
+        await self.users.access_token_used(token_id, at, timedelta(seconds=TOKEN_USE_RESOLUTION_S))
 
 
 class Worker(Protocol):
