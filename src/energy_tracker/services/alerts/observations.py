@@ -34,6 +34,7 @@ class Task:
     period_end: int | None = None  # energy and cost: when the observed period ends
     only_if_stored: bool = False  # a reading only matters to a silence state that exists
     unless_firing: bool = False  # the periodic silence check leaves open alerts alone
+    silent_since: int | None = None  # a silence: its value is the seconds since this instant
 
 
 TaskSource = Callable[[Evaluation], Awaitable[list[Task]]]
@@ -152,7 +153,15 @@ class SilenceTasks:
         for rule, device, since in self.pairs:
             last = seen[device].last_ts if device in seen else datetime_to_ms(since)
             silent_s = max(0.0, (self.now_ms - last) / 1000)
-            out.append(Task(rule, device, [(self.now_ms, silent_s)], unless_firing=True))
+            out.append(
+                Task(
+                    rule,
+                    device,
+                    [(self.now_ms, silent_s)],
+                    unless_firing=True,
+                    silent_since=min(last, self.now_ms),
+                )
+            )
         return out
 
 
