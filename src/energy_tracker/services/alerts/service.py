@@ -27,6 +27,19 @@ MAX_PAUSE_S = 60.0
 a wall clock set forward) waits at most this long."""
 
 
+def pause_s(
+    due_ms: int,
+    now_ms: float,
+    interval_s: float = CHECK_INTERVAL_S,
+    max_pause_s: float = MAX_PAUSE_S,
+) -> float:
+    """How long the check sleeps after a look at `now_ms` that named `due_ms` as the next
+    instant: until then, at most `max_pause_s`; `interval_s` when that is already past (a failing
+    publish, a state stuck past its period), as a plain periodic check would."""
+    pause = (due_ms - now_ms) / 1000
+    return min(pause, max_pause_s) if pause > 0 else interval_s
+
+
 class PeriodicCheck:
     """Runs `AlertEvaluator.check` whenever time alone can trigger something: at the instant the
     last check named, soon after a change it may have missed (`wake`), and at least every
@@ -49,13 +62,6 @@ class PeriodicCheck:
         `interval_s` of the last one."""
         self._changed.set()
 
-    def pause_s(self, due_ms: int, now_ms: float) -> float:
-        """How long to sleep after a check at `now_ms` that named `due_ms` as the next instant:
-        until then, at most `max_pause_s`; `interval_s` when it is already past (a failing
-        publish, a state stuck past its period), as a plain periodic check would."""
-        pause = (due_ms - now_ms) / 1000
-        return min(pause, self.max_pause_s) if pause > 0 else self.interval_s
-
     async def run(self) -> None:
         """Check, then sleep as `pause_s` says or until woken, until stopped; a failed check is
         logged and retried after `interval_s`."""
@@ -65,7 +71,8 @@ class PeriodicCheck:
             self._changed.clear()
             try:
                 due_ms = await self.evaluator.check()
-                pause = self.pause_s(due_ms, self.evaluator.clock() * 1000)
+                now_ms = self.evaluator.clock() * 1000
+                pause = pause_s(due_ms, now_ms, self.interval_s, self.max_pause_s)
             except Exception as exc:
                 if is_transient(exc):
                     log.info("periodic alert check skipped: %s", exc)
