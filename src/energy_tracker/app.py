@@ -12,16 +12,18 @@ import contextlib
 import logging
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from fastapi import APIRouter, FastAPI
 
 from energy_tracker import __version__
 from energy_tracker.config import SERVICE_NAMES, Settings
+from energy_tracker.core.auth import AccessGrant
 from energy_tracker.core.bus.base import EventBus
 from energy_tracker.core.bus.factory import bus_from_url
 from energy_tracker.core.bus.runner import ConsumeLoop
-from energy_tracker.core.credentials import CredentialCache
+from energy_tracker.core.credentials import TOKEN_USE_RESOLUTION_S, CredentialCache
 from energy_tracker.core.events import TOPICS
 from energy_tracker.core.http import (
     Authenticator,
@@ -49,7 +51,10 @@ from energy_tracker.services.ingestion import api as ingestion_api
 from energy_tracker.services.ingestion import mqtt
 from energy_tracker.services.ingestion.recorder import ReadingRecorder
 from energy_tracker.services.insights import api as insights_api
+from energy_tracker.services.insights import reports
+from energy_tracker.services.insights.consumer import InsightsConsumer
 from energy_tracker.services.insights.narrative import Narrator
+from energy_tracker.services.insights.store import HourCache
 from energy_tracker.services.usage import api as usage_api
 from energy_tracker.services.usage.consumer import UsageConsumer
 from energy_tracker.services.usage.live import StoredReadings
@@ -87,6 +92,12 @@ class Directory:
             return None
         ctx = (await self.devices.contexts([device.id])).get(device.id)
         return (device.id, device.owner_id) if ctx and ctx.enabled else None
+
+    async def access_grant(self, token_id: str) -> AccessGrant | None:
+        return await self.users.access_grant(token_id)
+
+    async def token_used(self, token_id: str, at: datetime) -> None:
+        await self.users.access_token_used(token_id, at, timedelta(seconds=TOKEN_USE_RESOLUTION_S))
 
 
 class Worker(Protocol):
@@ -271,6 +282,7 @@ def _wire_alerts(app: FastAPI, settings: Settings, rt: Runtime, shared: Shared) 
         max_gap_ms=settings.max_gap_s * 1000,
         smtp=SmtpServer.from_url(settings.smtp_url) if settings.smtp_url else None,
         deny_private=settings.webhook_deny_private,
+        series=rt.series,
     )
     for loop in app.state.alerts.loops():
         _run_loop(rt, loop)
@@ -279,7 +291,12 @@ def _wire_alerts(app: FastAPI, settings: Settings, rt: Runtime, shared: Shared) 
 
 
 def _wire_insights(app: FastAPI, settings: Settings, rt: Runtime, shared: Shared) -> None:
-    """The summary's narrator, only with ET_LLM_URL: without it nothing leaves the machine."""
+    """The hours the forecasts and anomaly reports read, kept up to date by the insights
+    consumer; the summary's narrator, only with ET_LLM_URL: without it nothing leaves the
+    machine."""
+    if rt.bus is not None and rt.series is not None:
+        app.state.hour_cache = HourCache(rt.series, reports.CACHED_HOURS)
+        _run_loop(rt, InsightsConsumer(rt.bus, app.state.hour_cache).loop())
     if settings.llm_url:
         app.state.narrator = Narrator(settings.llm_url, settings.llm_model, settings.llm_timeout_s)
 
@@ -305,7 +322,9 @@ SERVICES: dict[str, ServiceBuild] = {
     "usage": ServiceBuild(usage_api.router, needs_bus=True, needs_series=True, wire=_wire_usage),
     # alerts reads the series store for rule previews (POST /alert-rules/preview)
     "alerts": ServiceBuild(alerts_api.router, needs_bus=True, needs_series=True, wire=_wire_alerts),
-    "insights": ServiceBuild(insights_api.router, needs_series=True, wire=_wire_insights),
+    "insights": ServiceBuild(
+        insights_api.router, needs_bus=True, needs_series=True, wire=_wire_insights
+    ),
 }
 ROUTERS: dict[str, APIRouter] = {name: build.router for name, build in SERVICES.items()}
 

@@ -1,4 +1,4 @@
-"""Contract suite of the metadata database (users, devices, refresh tokens).
+"""Contract suite of the metadata database (users, devices, refresh and access tokens).
 
 Every test runs against each backend ET_DB_URL can name: SQLite (embedded), MariaDB and PostgreSQL.
 """
@@ -8,7 +8,9 @@ from __future__ import annotations
 import asyncio
 import socket
 import sys
+import uuid
 from collections.abc import Iterator
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from alembic.migration import MigrationContext
 from sqlalchemy import Connection, delete, inspect, text
 from sqlalchemy.exc import StatementError
 
+from energy_tracker.core.auth import AccessGrant
 from energy_tracker.core.directory import DeviceContext, HouseholdProfile
 from energy_tracker.core.errors import BackendUnavailable, UnsupportedUrl
 from energy_tracker.core.stores.metadata import Conflict, Database, alembic_config
@@ -26,14 +29,15 @@ from energy_tracker.core.stores.schema import metadata, users
 from energy_tracker.services.devices.models import Device
 from energy_tracker.services.devices.store import DeviceStore
 from energy_tracker.services.users.household_store import HouseholdStore
-from energy_tracker.services.users.store import UserStore
+from energy_tracker.services.users.models import AccessToken
+from energy_tracker.services.users.store import MAX_ACCESS_TOKENS, TooManyTokens, UserStore
 
 HASH_A = "a" * 64
 HASH_B = "b" * 64
 HASH_C = "c" * 64
 LATER = datetime(2030, 1, 1, tzinfo=UTC)
 NOW = datetime(2029, 6, 1, 12, 0, tzinfo=UTC)
-HEAD = "0004_device_roles"  # the newest revision under migrations/versions
+HEAD = "0005_access_tokens"  # the newest revision under migrations/versions
 
 
 @pytest.fixture
@@ -95,6 +99,7 @@ async def test_downgrade_to_base_then_upgrade_again(metadata_db: Database) -> No
     await metadata_db.migrate()
     async with metadata_db.begin() as conn:
         assert await conn.run_sync(_table_names) == [
+            "access_tokens",
             "alembic_version",
             "alert_deliveries",
             "alert_delivery_attempts",
@@ -449,6 +454,79 @@ async def test_naive_datetimes_are_refused(user_store: UserStore) -> None:
         await user_store.add_refresh_token(user.id, HASH_A, datetime(2030, 1, 1))
 
 
+# --- personal access tokens -----------------------------------------------------------------
+
+
+def access_token(user_id: str, token_id: str, expires_at: datetime | None = LATER) -> AccessToken:
+    return AccessToken(token_id, user_id, "ha", "read", NOW, expires_at, None, None)
+
+
+TOKEN_A = "00000000-0000-4000-8000-00000000000a"
+TOKEN_B = "00000000-0000-4000-8000-00000000000b"
+
+
+async def test_access_token_grant_list_and_revocation(user_store: UserStore) -> None:
+    olga = await user_store.create("olga@example.com", "h")
+    piet = await user_store.create("piet@example.com", "h")
+    first = await user_store.add_access_token(access_token(olga.id, TOKEN_A), HASH_A, NOW)
+    later = replace(access_token(olga.id, TOKEN_B, None), created_at=NOW + timedelta(seconds=1))
+    await user_store.add_access_token(later, HASH_B, NOW)
+    assert await user_store.access_grant(TOKEN_A) == AccessGrant(
+        TOKEN_A, olga.id, HASH_A, "read", LATER, False
+    )
+    assert await user_store.access_grant("unknown") is None
+    assert await user_store.access_tokens(olga.id) == [later, first]  # newest first
+    assert await user_store.access_tokens(piet.id) == []
+
+    assert not await user_store.revoke_access_token(piet.id, TOKEN_A, NOW)  # not piet's
+    assert await user_store.revoke_access_token(olga.id, TOKEN_A, NOW)
+    assert not await user_store.revoke_access_token(olga.id, TOKEN_A, NOW)  # already
+    grant = await user_store.access_grant(TOKEN_A)
+    assert grant is not None and grant.revoked
+    assert await user_store.access_tokens(olga.id) == [later]
+
+
+async def test_access_token_use_is_written_once_per_resolution(user_store: UserStore) -> None:
+    user = await user_store.create("quin@example.com", "h")
+    await user_store.add_access_token(access_token(user.id, TOKEN_A), HASH_A, NOW)
+    minute = timedelta(minutes=1)
+    used = NOW + timedelta(seconds=5)
+    await user_store.access_token_used(TOKEN_A, used, minute)
+    # 59 s later: another process already recorded a use within the minute: kept.
+    await user_store.access_token_used(TOKEN_A, used + timedelta(seconds=59), minute)
+    (listed,) = await user_store.access_tokens(user.id)
+    assert listed.last_used_at == used
+    await user_store.access_token_used(TOKEN_A, used + minute, minute)
+    (listed,) = await user_store.access_tokens(user.id)
+    assert listed.last_used_at == used + minute
+
+
+async def test_live_access_tokens_are_capped_per_user(user_store: UserStore) -> None:
+    user = await user_store.create("rhea@example.com", "h")
+    expired = access_token(user.id, str(uuid.uuid4()), NOW - timedelta(days=1))
+    await user_store.add_access_token(expired, "e" * 64, NOW)  # does not count
+    for n in range(MAX_ACCESS_TOKENS):
+        await user_store.add_access_token(
+            access_token(user.id, str(uuid.uuid4())), f"{n:064d}", NOW
+        )
+    with pytest.raises(TooManyTokens):
+        await user_store.add_access_token(access_token(user.id, TOKEN_A), HASH_A, NOW)
+    assert await user_store.revoke_access_token(user.id, expired.id, NOW)
+    with pytest.raises(TooManyTokens):  # revoking an expired one frees nothing
+        await user_store.add_access_token(access_token(user.id, TOKEN_A), HASH_A, NOW)
+
+
+async def test_duplicate_access_token_or_unknown_user_is_conflict(user_store: UserStore) -> None:
+    user = await user_store.create("sven@example.com", "h")
+    await user_store.add_access_token(access_token(user.id, TOKEN_A), HASH_A, NOW)
+    with pytest.raises(Conflict):
+        await user_store.add_access_token(access_token(user.id, TOKEN_B), HASH_A, NOW)
+    with pytest.raises(Conflict):
+        await user_store.add_access_token(
+            access_token("00000000-0000-0000-0000-000000000000", TOKEN_B), HASH_B, NOW
+        )
+
+
 # --- devices --------------------------------------------------------------------------------
 
 
@@ -697,6 +775,7 @@ async def test_deleting_a_user_deletes_their_devices_and_tokens(
     gone = await device_store.create(yara.id, "gone", "meter", HASH_A)
     kept = await device_store.create(zoe.id, "kept", "meter", HASH_B)
     await user_store.add_refresh_token(yara.id, HASH_C, LATER)
+    await user_store.add_access_token(access_token(yara.id, TOKEN_A), "d" * 64, NOW)
 
     async with metadata_db.begin() as conn:
         await conn.execute(delete(users).where(users.c.id == yara.id))
@@ -706,3 +785,4 @@ async def test_deleting_a_user_deletes_their_devices_and_tokens(
     assert await device_store.by_key_hash(HASH_A) is None
     assert await device_store.get(kept.id) == kept
     assert await user_store.use_refresh_token(HASH_C, NOW) is None
+    assert await user_store.access_grant(TOKEN_A) is None

@@ -45,6 +45,20 @@ def new_device(http: httpx.Client, api: str, auth: dict[str, str], **body: Any) 
     return r.json()["id"], r.json()["api_key"]
 
 
+def rule_body(device_id: str | None) -> dict[str, Any]:
+    """An alert rule that fires on any power at all: of one device, or (None) of all."""
+    return {
+        "name": "anything on",
+        "device_id": device_id,
+        "metric": "power_w",
+        "period": "instant",
+        "op": "gt",
+        "threshold": 0,
+        "severity": "info",
+        "channels": [],
+    }
+
+
 def post_reading(
     http: httpx.Client, api: str, key: str, device_id: str | None = None, **fields: Any
 ) -> httpx.Response:

@@ -27,6 +27,7 @@ from tests.e2e.accounts import (
     logged_in,
     new_device,
     post_reading,
+    rule_body,
     status_when,
 )
 from tests.forged_tokens import forged_tokens
@@ -103,6 +104,15 @@ class World:
         assert r.status_code == 201, r.text
         return r.json()["id"]
 
+    def fresh_access_token(self) -> str:
+        r = self.http.post(
+            self.api + "/users/me/tokens",
+            json={"name": "target", "scope": "read"},
+            headers=self.owner.headers,
+        )
+        assert r.status_code == 201, r.text
+        return str(r.json()["id"])
+
     def fresh_member(self) -> str:
         """A new account, made a member of the household."""
         email = _unique_email()
@@ -132,19 +142,6 @@ class World:
         )
         assert r.status_code == 200, r.text
         return r.json()["refresh_token"]
-
-
-def rule_body(device_id: str | None) -> dict[str, Any]:
-    return {
-        "name": "anything on",
-        "device_id": device_id,
-        "metric": "power_w",
-        "period": "instant",
-        "op": "gt",
-        "threshold": 0,
-        "severity": "info",
-        "channels": [],
-    }
 
 
 def expect(
@@ -216,6 +213,13 @@ RULES: dict[tuple[str, str], Rule] = {
     ("DELETE", "/auth/refresh"): Rule(expect(401, 401, 401, 401, 401, 401, 401, 401)),
     ("GET", "/users/me"): Rule(SIGNED_IN_200),
     ("PATCH", "/users/me"): Rule(SIGNED_IN_200, lambda w, p: {"name": "Someone"}),
+    # Personal access tokens: a user's own, made and revoked by a password sign-in only (a
+    # token's refusal: tests/service/test_access_tokens.py); an admin revokes none of another's.
+    ("POST", "/users/me/tokens"): Rule(
+        expect(401, 201, 201, 201, 201, 201, 403, 401), lambda w, p: {"name": "ha", "scope": "read"}
+    ),
+    ("GET", "/users/me/tokens"): Rule(SIGNED_IN_200),
+    ("DELETE", "/users/me/tokens/{token_id}"): Rule(expect(401, 404, 404, 404, 204, 404, 403, 401)),
     ("GET", "/users"): Rule(ADMIN_200),
     ("PATCH", "/users/{user_id}"): Rule(ADMIN_200, lambda w, p: {"role": "user"}),
     ("GET", "/households"): Rule(SIGNED_IN_200),
@@ -382,6 +386,8 @@ def path_params(w: World, template: str) -> dict[str, str]:
         params["user_id"] = w.fresh_member()
     elif "{user_id}" in template:
         params["user_id"] = w.owner.user_id
+    if "{token_id}" in template:
+        params["token_id"] = w.fresh_access_token()
     return params
 
 

@@ -404,6 +404,17 @@ def test_simulate_prints_accounts_to_sign_in_with(server: ServiceProcess, browse
     context.close()
 
 
+def signed_in_page(server: ServiceProcess, browser: Any, email: str) -> tuple[Any, Any]:
+    """(context, page) of `email` (password PASSWORD, no devices) signed in, on Settings."""
+    context = browser.new_context(bypass_csp=True)  # bypass: to inject axe
+    context.set_default_timeout(TIMEOUT_MS)
+    page = context.new_page()
+    sign_in(page, server, email, PASSWORD)
+    expect(page.get_by_role("heading", name="No devices yet")).to_be_visible()
+    page.get_by_role("link", name="Settings").click()
+    return context, page
+
+
 def test_an_admin_manages_users_from_settings(
     server: ServiceProcess, browser: Any, home_dir: Path
 ) -> None:
@@ -414,11 +425,7 @@ def test_an_admin_manages_users_from_settings(
     user = f"user-{uuid.uuid4().hex[:8]}@example.com"
     r = httpx.post(server.url + "/api/v1/auth/register", json={"email": user, "password": PASSWORD})
     assert r.status_code == 201
-    context = browser.new_context(bypass_csp=True)  # bypass: to inject axe
-    page = context.new_page()
-    sign_in(page, server, email, PASSWORD)
-    expect(page.get_by_role("heading", name="No devices yet")).to_be_visible()
-    page.get_by_role("link", name="Settings").click()
+    context, page = signed_in_page(server, browser, email)
     expect(page.get_by_role("heading", name="Users (admin)")).to_be_visible()
     page.get_by_label(f"{user} disabled").check()
     page.get_by_role("row", name=user).get_by_role("button", name="Save").click()
@@ -428,6 +435,53 @@ def test_an_admin_manages_users_from_settings(
         server.url + "/api/v1/auth/login", json={"email": user, "password": PASSWORD}
     )
     assert refused.status_code == 401  # disabled from the page: signing in is refused
+    context.close()
+
+
+def test_access_tokens_from_settings(server: ServiceProcess, browser: Any) -> None:
+    """Make a read token in Settings, use it with httpx as a script would, see its last use,
+    revoke it from the page and see it refused."""
+    api = server.url + "/api/v1"
+    email = f"tokens-{uuid.uuid4().hex[:8]}@example.com"
+    r = httpx.post(api + "/auth/register", json={"email": email, "password": PASSWORD})
+    assert r.status_code == 201, r.text
+    context, page = signed_in_page(server, browser, email)
+    expect(page.get_by_role("heading", name="Access tokens")).to_be_visible()
+    expect(page.get_by_text("No access tokens yet.")).to_be_visible()
+
+    page.get_by_label("Token name").fill("Home Assistant")
+    page.get_by_label("Scope").select_option("read")
+    page.get_by_label("Expires").select_option("30")
+    page.get_by_role("button", name="Create token").click()
+    expect(page.get_by_role("heading", name="The token Home Assistant: shown only")).to_be_visible()
+    token = page.get_by_label("Access token", exact=True).inner_text().strip()
+    assert token.startswith("etp_")
+    sensor = page.get_by_label(
+        "Home Assistant sensor: today's kWh (configuration.yaml)", exact=True
+    )
+    assert f"Authorization: Bearer {token}" in sensor.inner_text()
+    script = {"Authorization": f"Bearer {token}"}
+    (household,) = httpx.get(api + "/households", headers=script).json()["items"]
+    resource = f"{server.url}/api/v1/usage?granularity=day&from=today&household_id="
+    assert f"resource: {resource}{household['id']}" in sensor.inner_text()
+    check_page(page, "desktop-settings-token")
+
+    r = httpx.get(api + "/usage", params={"granularity": "day", "from": "today"}, headers=script)
+    assert r.status_code == 200, r.text
+    r = httpx.patch(api + "/users/me", json={"name": "Mallory"}, headers=script)
+    assert r.status_code == 403, r.text  # a read token
+
+    page.reload()
+    expect(page.locator("#tokens tbody tr")).to_have_count(1)
+    (row,) = rows(page, "#tokens")
+    assert row[:2] == ["Home Assistant", "read"]
+    assert row[4] != "never"  # its last use, just now
+
+    page.once("dialog", lambda dialog: dialog.accept())
+    page.get_by_role("button", name="Revoke Home Assistant").click()
+    expect(page.get_by_text("No access tokens yet.")).to_be_visible()
+    r = httpx.get(api + "/usage", headers=script)
+    assert r.status_code == 401 and "revoked" in r.json()["error"]["message"], r.text
     context.close()
 
 

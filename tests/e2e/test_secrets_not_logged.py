@@ -1,5 +1,5 @@
-"""No password, access or refresh token or device key ever reaches a log line (even at DEBUG)
-or a response after the one that handed it out."""
+"""No password, access, refresh or personal access token or device key ever reaches a log line
+(even at DEBUG) or a response after the one that handed it out."""
 
 from __future__ import annotations
 
@@ -90,6 +90,16 @@ def test_no_secret_in_the_log_or_a_later_response(up_debug: ServiceProcess) -> N
         assert r.status_code == 401
         r = call("POST", api + "/auth/login", json={**credentials, "password": "x" * 300})
         assert r.status_code == 422  # too long: refused by validation, still without an echo
+        # A personal access token: used, listed, revoked, used again; never shown again.
+        r = call(
+            "POST", api + "/users/me/tokens", json={"name": "ha", "scope": "read"}, headers=auth
+        )
+        personal = {"Authorization": f"Bearer {call.revealed(r.json()['token'])}"}
+        assert call("GET", api + "/usage", headers=personal).status_code == 200
+        assert call("GET", api + "/users/me/tokens", headers=auth).status_code == 200
+        r = call("DELETE", api + f"/users/me/tokens/{r.json()['id']}", headers=auth)
+        assert r.status_code == 204
+        assert call("GET", api + "/usage", headers=personal).status_code == 401
         call("GET", api + "/users/me", headers=auth)
         call("GET", api + f"/devices/{device_id}", headers=auth)
         call("GET", api + "/devices", headers=auth)

@@ -94,3 +94,46 @@ def test_two_gateways_enforce_one_limit(split: dict[str, ServiceProcess]) -> Non
             assert refused.headers["x-ratelimit-remaining"] == "0"
         # Another user's bucket is untouched, on either gateway.
         assert http.get(api_a + "/devices", headers=eve).status_code == 200
+
+
+@pytest.mark.mysql
+@pytest.mark.redis
+def test_access_tokens_across_processes(split: dict[str, ServiceProcess]) -> None:
+    """A token made through the users service works in the others; revoked, the users service
+    refuses it at once and the devices service within its credential cache's lifetime; its
+    rate-limit bucket is its own, shared by both gateways through Redis."""
+    api_a = split["gateway_a"].url + "/api/v1"
+    api_b = split["gateway_b"].url + "/api/v1"
+    with httpx.Client(timeout=30.0) as http:
+        cy = signed_up(http, api_a, "cy@example.com")  # cy's session: 4 of USER_LIMIT below
+        made = http.post(
+            api_a + "/users/me/tokens", json={"name": "ha", "scope": "read"}, headers=cy
+        )
+        assert made.status_code == 201, made.text
+        token = {"Authorization": f"Bearer {made.json()['token']}"}
+        # Straight to the services (no gateway, so no rate limit while polling).
+        devices = split["devices"].url + "/api/v1/devices"
+        me = split["users"].url + "/api/v1/users/me"
+        assert http.get(devices, headers=token).status_code == 200  # now in devices' cache
+        reading = {"device_id": "any", "ts": 1_700_000_000_000, "power_w": 1.0}
+        r = http.post(split["ingestion"].url + "/api/v1/readings", json=reading, headers=token)
+        assert r.status_code == 403, r.text  # a read token, in the ingestion process too
+
+        r = http.delete(api_a + f"/users/me/tokens/{made.json()['id']}", headers=cy)
+        assert r.status_code == 204, r.text
+        r = http.get(me, headers=token)
+        assert r.status_code == 401 and "revoked" in r.json()["error"]["message"], r.text
+        assert status_when(lambda: http.get(devices, headers=token), 401) == 401
+
+        second = http.post(
+            api_b + "/users/me/tokens", json={"name": "script", "scope": "write"}, headers=cy
+        )
+        assert second.status_code == 201, second.text
+        script = {"Authorization": f"Bearer {second.json()['token']}"}
+        spent = [
+            http.get((api_a, api_b)[i % 2] + "/devices", headers=script) for i in range(USER_LIMIT)
+        ]
+        assert [r.status_code for r in spent] == [200] * USER_LIMIT
+        assert http.get(api_a + "/devices", headers=script).status_code == 429
+        assert http.get(api_b + "/devices", headers=script).status_code == 429
+        assert http.get(api_b + "/devices", headers=cy).status_code == 200  # cy's own bucket

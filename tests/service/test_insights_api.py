@@ -244,17 +244,38 @@ def test_forecast_of_a_device(api: Api) -> None:
     # Month: 1 to 7 March so far (six 5.6s and the 17.6; 8 March has no reading before noon);
     # half of today and 23 days left: weekdays 9-13, 16-20, 23-27, 30-31 (17), weekend days
     # 14-15, 21-22, 28-29 (6), today (a Sunday) counts half. The rest is half that level and
-    # half the month's rate so far, 51.2 kWh over 7.5 days, for 23.5 days; no year before.
+    # half the month's rate so far, 51.2 kWh over 7.5 days, for 23.5 days.
     rest_level = 17 * weekday + 6 * weekend + 0.5 * weekend
     expected = 51.2 + 0.5 * rest_level + 0.5 * 51.2 / 7.5 * 23.5
     month = body["month"]
     assert month["period_start"] == "2026-03-01"
-    assert (month["remaining_days"], month["seasonal_factor"]) == (23.5, None)
+    assert month["remaining_days"] == 23.5
+    assert "seasonal_factor" not in month
     assert (month["month_to_date_kwh"], month["month_to_date_cost"]) == pytest.approx((51.2, 15.36))
     assert month["energy_kwh"] == pytest.approx(expected, abs=1e-5)
     assert month["energy_kwh_low"] < month["energy_kwh"] < month["energy_kwh_high"]
     # A flat price: the rest at 0.30 a kWh.
     assert month["cost"] == pytest.approx(15.36 + (expected - 51.2) * PRICE, abs=1e-5)
+
+
+def test_a_public_holiday_of_the_households_country_is_a_day_off(api: Api) -> None:
+    """Monday 9 March 2026 is National Heroes and Benefactors Day in Belize: with the
+    household's country BZ it is forecast as a day off (weekend level), the other working days
+    as before; without a country, as a working day."""
+    headers = api.auth["owner"]
+    home = api.http.get(api.url + "/households", headers=headers).json()["items"][0]["id"]
+    level, working = _ewma_level(3)
+    weekday, weekend = (level + working) / 2, (level + DAY_KWH) / 2
+    try:
+        r = api.http.patch(f"{api.url}/households/{home}", json={"country": "BZ"}, headers=headers)
+        assert r.status_code == 200, r.text
+        days = api.ok("/insights/forecast", device_id=api.home.meter, at=AT)["days"]
+        assert [d["energy_kwh"] for d in days[:2]] == pytest.approx([weekend, weekday])
+    finally:
+        r = api.http.patch(f"{api.url}/households/{home}", json={"country": None}, headers=headers)
+        assert r.status_code == 200, r.text
+    days = api.ok("/insights/forecast", device_id=api.home.meter, at=AT)["days"]
+    assert days[0]["energy_kwh"] == pytest.approx(weekday)
 
 
 def test_forecast_ignores_what_came_after_at(api: Api) -> None:

@@ -13,13 +13,13 @@ from pathlib import Path
 from energy_tracker.core.bus.runner import dlq_topic
 from energy_tracker.core.events import ENERGY_READINGS, Reading, readings_recorded
 from energy_tracker.core.stores.timeseries.base import Granularity
-from tests.service.test_usage_consumer import _harness
+from tests.service.usage_harness import usage_harness
 
 HOUR = 3_600_000
 
 
 async def test_a_locked_store_is_waited_out_not_dead_lettered(tmp_path: Path) -> None:
-    async for h in _harness(tmp_path, "UTC"):
+    async for h in usage_harness(tmp_path, "UTC"):
         loop = h.consumer.loop()
         loop.retry_pause_s = 0.2
         # 1 kW every 10 min over an hour: 1,000 Wh in that hour.

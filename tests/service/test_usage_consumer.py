@@ -5,24 +5,15 @@ from __future__ import annotations
 
 import random
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
 
-import orjson
 import pytest
 
-from energy_tracker.core.bus.base import Message
-from energy_tracker.core.bus.embedded import EmbeddedBus
-from energy_tracker.core.events import USAGE_EVENTS, Reading, readings_recorded
-from energy_tracker.core.stores.metadata import Database
+from energy_tracker.core.events import Reading
 from energy_tracker.core.stores.timeseries.base import Granularity
-from energy_tracker.core.stores.timeseries.sqlite import SqliteSeriesStore
-from energy_tracker.services.devices.store import DeviceStore
-from energy_tracker.services.usage.consumer import UsageConsumer
 from energy_tracker.services.usage.retention import RetentionTask
-from energy_tracker.services.users.store import UserStore
-from tests.households import own_household
+from tests.service.usage_harness import Harness, usage_harness
 
 MIN = 60_000
 HOUR = 60 * MIN
@@ -32,65 +23,15 @@ def ms(iso: str) -> int:
     return int(datetime.fromisoformat(iso).timestamp() * 1000)
 
 
-@dataclass
-class Harness:
-    consumer: UsageConsumer
-    series: SqliteSeriesStore
-    bus: EmbeddedBus
-    device_id: str
-    offset: int = 0
-
-    async def deliver(self, readings: list[Reading]) -> None:
-        """Hand the consumer one message per call, as the bus would."""
-        key, value = readings_recorded(self.device_id, readings)
-        self.offset += 1
-        message = Message("energy-readings", 0, self.offset, key, value)
-        assert await self.consumer.handle([message]) == []
-
-    async def energy_wh(self, granularity: Granularity, start: int, end: int) -> list[float]:
-        buckets = await self.series.buckets([self.device_id], granularity, start, end)
-        return [round(b.energy_wh, 6) for b in buckets]
-
-    async def usage_events(self) -> list[dict]:
-        consumer = await self.bus.subscribe(USAGE_EVENTS, "test-reader")
-        try:
-            return [orjson.loads(m.value)["data"] for m in await consumer.poll(10_000, 0.2)]
-        finally:
-            await consumer.close()
-
-
-async def _harness(
-    tmp_path: Path, timezone: str, tariff: dict | None = None
-) -> AsyncIterator[Harness]:
-    db = Database(f"sqlite:///{tmp_path}/meta.db")
-    series = SqliteSeriesStore(str(tmp_path / "series.db"))
-    bus = EmbeddedBus(str(tmp_path / "bus.db"))
-    await db.start()
-    await db.migrate()
-    await series.start()
-    await series.migrate()
-    await bus.start()
-    await bus.ensure_topics(["energy-readings", USAGE_EVENTS])
-    user = await UserStore(db).create("owner@example.com", "x", None)
-    await own_household(db, user.id, timezone=timezone, tariff=tariff)
-    device = await DeviceStore(db).create(user.id, "meter", "meter", "0" * 64)
-    try:
-        yield Harness(UsageConsumer(bus, series, DeviceStore(db), 15 * MIN), series, bus, device.id)
-    finally:
-        await bus.stop()
-        await series.stop()
-        await db.stop()
-
-
 @pytest.fixture
 async def utc(tmp_path: Path) -> AsyncIterator[Harness]:
-    async for h in _harness(tmp_path, "UTC"):
+    async for h in usage_harness(tmp_path, "UTC"):
         yield h
 
 
 @pytest.fixture
 async def berlin(tmp_path: Path) -> AsyncIterator[Harness]:
-    async for h in _harness(tmp_path, "Europe/Berlin"):
+    async for h in usage_harness(tmp_path, "Europe/Berlin"):
         yield h
 
 
@@ -184,7 +125,7 @@ async def test_berlin_dst_days(
 
 @pytest.fixture
 async def kolkata(tmp_path: Path) -> AsyncIterator[Harness]:
-    async for h in _harness(tmp_path, "Asia/Kolkata"):
+    async for h in usage_harness(tmp_path, "Asia/Kolkata"):
         yield h
 
 
@@ -200,7 +141,7 @@ TOU = {
 
 @pytest.fixture
 async def berlin_tou(tmp_path: Path) -> AsyncIterator[Harness]:
-    async for h in _harness(tmp_path, "Europe/Berlin", TOU):
+    async for h in usage_harness(tmp_path, "Europe/Berlin", TOU):
         yield h
 
 

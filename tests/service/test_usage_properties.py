@@ -14,7 +14,7 @@ from hypothesis import strategies as st
 
 from energy_tracker.core.events import Reading
 from energy_tracker.core.stores.timeseries.base import Granularity
-from tests.service.test_usage_consumer import _harness
+from tests.service.usage_harness import usage_harness
 from tests.unit.test_energy_properties import T0, close, series
 
 SPAN = 3 * 24 * 3_600_000
@@ -24,7 +24,7 @@ async def _buckets(readings: list[Reading], chunks: list[list[Reading]]) -> dict
     """Every bucket of the device after delivering `chunks`, one message each."""
     out: dict = {}
     with tempfile.TemporaryDirectory() as tmp:
-        async for h in _harness(Path(tmp), "Europe/Berlin"):  # yields once, then stops it all
+        async for h in usage_harness(Path(tmp), "Europe/Berlin"):  # yields once, then stops it all
             for chunk in chunks:
                 await h.deliver([Reading(h.device_id, r.ts, r.power_w, r.energy_wh) for r in chunk])
             for g in Granularity:

@@ -102,3 +102,18 @@ def test_every_operation_of_the_app_has_a_rule_and_every_rule_an_operation() -> 
     operations = api_operations()
     assert sorted(operations - ROUTES.keys()) == [], "operations missing from core.authz.ROUTES"
     assert sorted(ROUTES.keys() - operations) == [], "rules of operations that do not exist"
+
+
+def test_what_changes_something_is_known_for_read_only_credentials() -> None:
+    changing = {op for op, rule in ROUTES.items() if rule.changes}
+    # Nothing read changes anything; previewing a rule stores nothing, so reading may do it.
+    assert not [op for op in changing if op[0] == "GET"]
+    assert ("POST", "/alert-rules/preview") not in changing
+    assert {
+        ("POST", "/devices"),
+        ("POST", "/readings"),
+        ("POST", "/alerts/{alert_id}/ack"),
+        ("PATCH", "/households/{household_id}"),
+        ("DELETE", "/households/{household_id}/members/{user_id}"),
+        ("PATCH", "/users/me"),
+    } <= changing

@@ -1,4 +1,4 @@
-"""The anomaly detector of services/insights/detection.py on small series, expected values by
+"""The anomaly detector of core/anomalies.py on small series, expected values by
 hand. Four weeks of history (UTC, from Monday 2 March 2026) and the day judged after them."""
 
 from __future__ import annotations
@@ -8,9 +8,9 @@ from datetime import UTC, datetime
 import numpy as np
 import pytest
 
-from energy_tracker.services.insights import detection as dt
+from energy_tracker.core import anomalies as dt
+from energy_tracker.core import hours as hourly
 from energy_tracker.services.insights import evaluate as ev
-from energy_tracker.services.insights import forecasting as fc
 
 approx = pytest.approx
 MONDAY = int(datetime(2026, 3, 2, tzinfo=UTC).timestamp())
@@ -18,7 +18,7 @@ DAY = 28 * 24  # the first hour of the day judged
 
 
 def detect(kwh: np.ndarray, first: int = DAY) -> list[dt.Event]:
-    cal = fc.calendar_of(MONDAY, kwh.size, UTC, None)
+    cal = hourly.calendar_of(MONDAY, kwh.size, UTC, None)
     return dt.detect(kwh, cal, first, kwh.size)
 
 
@@ -28,13 +28,23 @@ def flat(days: int = 29, kwh: float = 0.2) -> np.ndarray:
 
 def test_a_load_stuck_on_for_six_hours() -> None:
     # 0.2 kWh every hour, then 2 kW more from 10:00 to 16:00. Each hour's 10th percentile over
-    # the 28 days before is 0.2: 2.2 - 0.2 = 2.0 >= 1.7 on 6 hours running. Expected 6 x 0.2;
+    # the 28 days before is 0.2: 2.2 - 0.2 = 2.0 >= 1.8 on 6 hours running. Expected 6 x 0.2;
     # the spread is the 0.05 kWh floor (no range at all): (2.2 - 0.2) / 0.05 = 40 spreads.
     kwh = flat()
     kwh[DAY + 10 : DAY + 16] += 2.0
     assert detect(kwh) == [
         dt.Event("stuck_on", DAY + 10, DAY + 16, approx(6 * 2.2), approx(6 * 0.2), approx(40.0))
     ]
+
+
+def test_hour_scores_carry_each_events_score_over_its_hours() -> None:
+    # The load of the test above: its six hours score 40 (the event's score), the other hours
+    # of the day judged 0, the hours before the first judged none (NaN).
+    kwh = flat()
+    kwh[DAY + 10 : DAY + 16] += 2.0
+    scores = dt.hour_scores(kwh, hourly.calendar_of(MONDAY, kwh.size, UTC, None), DAY)
+    assert np.isnan(scores[:DAY]).all()
+    assert scores[DAY:] == approx([0.0] * 10 + [40.0] * 6 + [0.0] * 8)
 
 
 def test_five_hours_are_not_stuck_on_but_unusual_at_a_quiet_hour() -> None:
@@ -107,7 +117,9 @@ def test_the_backtest_finds_every_fault_injected_into_a_steady_home() -> None:
     # above 0.2 (spread: the 0.05 floor); 6 h without data follow a recorded week; +3 kWh is
     # 3 above the highest at a quiet hour (an unusual hour counts as the spike it is).
     kwh = flat(130)
-    data = ev.DataSet("steady", "test", MONDAY, kwh, fc.calendar_of(MONDAY, kwh.size, UTC, None))
+    data = ev.DataSet(
+        "steady", "test", MONDAY, kwh, hourly.calendar_of(MONDAY, kwh.size, UTC, None)
+    )
     result = ev.Result("steady")
     ev.backtest_anomalies(data, result)
     # Faults start at the midnights of days 92, 102, 112 and 122 (day 91 is the first judged;

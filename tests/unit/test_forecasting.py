@@ -7,6 +7,7 @@ from datetime import UTC, date, datetime
 import numpy as np
 import pytest
 
+from energy_tracker.core import hours as hourly
 from energy_tracker.services.insights import forecasting as fc
 
 approx = pytest.approx
@@ -17,12 +18,12 @@ MONDAY = int(datetime(2026, 3, 2, tzinfo=UTC).timestamp())
 def test_calendar_marks_weekends_and_public_holidays() -> None:
     # 1 May 2026 is a Friday and Labour Day in France, not a holiday without a country.
     start = int(datetime(2026, 4, 30, 23, tzinfo=UTC).timestamp())
-    cal = fc.calendar_of(start, 3 * 24, UTC, "FR")
+    cal = hourly.calendar_of(start, 3 * 24, UTC, "FR")
     assert [int(cal.hour[i]) for i in (0, 1, 25)] == [23, 0, 0]
     assert date.fromordinal(int(cal.day[1])) == date(2026, 5, 1)
     # 30 April (Thursday) works; 1 May is off; 2 May is a Saturday.
     assert [bool(cal.off[i]) for i in (0, 1, 25, 49)] == [False, True, True, True]
-    assert not fc.calendar_of(start, 3 * 24, UTC, None).off[1]
+    assert not hourly.calendar_of(start, 3 * 24, UTC, None).off[1]
 
 
 def test_profile_is_the_mean_of_the_weekly_and_the_day_kind_medians() -> None:
@@ -32,7 +33,7 @@ def test_profile_is_the_mean_of_the_weekly_and_the_day_kind_medians() -> None:
     kwh[hours:] = np.nan
     for week, value in enumerate([5.0, 3.0, 9.0]):
         kwh[week * 168 + 8] = value
-    cal = fc.calendar_of(MONDAY, kwh.size, UTC, None)
+    cal = hourly.calendar_of(MONDAY, kwh.size, UTC, None)
     pred = fc.profile_hours(kwh, cal, hours, 24)  # the fourth Monday
     # 08:00: the same hour of the week over the weeks before: median(5, 3, 9) = 5; the same hour
     # of the last 21 days of its kind (15 working days): 12 ones and the three Mondays (5, 3, 9),
@@ -47,7 +48,7 @@ def test_the_last_hour_pulls_the_next_ones() -> None:
     kwh = np.ones(14 * 24 + 2)
     kwh[14 * 24 - 1] = 3.0
     kwh[14 * 24 :] = np.nan
-    cal = fc.calendar_of(MONDAY, kwh.size, UTC, None)
+    cal = hourly.calendar_of(MONDAY, kwh.size, UTC, None)
     f = fc.forecast_hours(kwh, cal, 14 * 24, 2)
     assert f.method == "profile"
     # The profile of the last hour (13 x 1 and the 3 itself is after its origin): 1.
@@ -62,7 +63,7 @@ def test_interval_from_the_percentiles_of_its_own_errors() -> None:
     days = 42
     kwh = np.ones(days * 24 + 24)
     kwh[days * 24 :] = np.nan
-    cal = fc.calendar_of(MONDAY, kwh.size, UTC, None)
+    cal = hourly.calendar_of(MONDAY, kwh.size, UTC, None)
     errors = np.zeros(28 * 24)
     errors[np.arange(10) * 24 + 12] = 1.0
     errors[np.arange(28) * 24 + 2] = -0.5
@@ -76,7 +77,7 @@ def test_interval_from_the_percentiles_of_its_own_errors() -> None:
 
 def test_no_history_says_none() -> None:
     kwh = np.full(48, np.nan)
-    f = fc.forecast_hours(kwh, fc.calendar_of(MONDAY, 48, UTC, None), 24, 24)
+    f = fc.forecast_hours(kwh, hourly.calendar_of(MONDAY, 48, UTC, None), 24, 24)
     assert f.method == "none" and np.isnan(f.kwh).all()
 
 
@@ -85,7 +86,7 @@ def test_days_sum_their_hours_and_fill_a_few_missing() -> None:
     kwh = np.concatenate([np.full(24, 0.5), np.ones(24), np.ones(24)])
     kwh[24:27] = np.nan
     kwh[48 + 10 :] = np.nan
-    days = fc.days_of(kwh, fc.calendar_of(MONDAY, kwh.size, UTC, None))
+    days = hourly.days_of(kwh, hourly.calendar_of(MONDAY, kwh.size, UTC, None))
     assert days.kwh[:2] == approx([12.0, 24.0])
     assert np.isnan(days.kwh[2])
 
@@ -98,7 +99,7 @@ def test_day_level_weighs_recent_days_and_their_kind() -> None:
     kwh = np.full(14, np.nan)
     kwh[5], kwh[6] = 10.0, 20.0
     off = np.array([False] * 5 + [True] * 2 + [False] * 5 + [True] * 2)
-    days = fc.DaySeries(date(2026, 3, 2).toordinal(), kwh, off)
+    days = hourly.DaySeries(date(2026, 3, 2).toordinal(), kwh, off)
     w = 2**-0.25
     level = (10 * w + 20) / (w + 1)
     assert fc.level_days(days, 7, 6) == approx([level] * 6)
@@ -109,7 +110,7 @@ def test_day_level_halfway_to_its_kind() -> None:
     # Ages 6..0; weights 2^(-age/4). Working days weigh w6..w2, weekend w1 and w0.
     kwh = np.array([10.0] * 5 + [20.0] * 2 + [np.nan] * 7)
     off = np.array(([False] * 5 + [True] * 2) * 2)
-    days = fc.DaySeries(date(2026, 3, 2).toordinal(), kwh, off)
+    days = hourly.DaySeries(date(2026, 3, 2).toordinal(), kwh, off)
     w = [2 ** (-age / 4) for age in range(7)]
     level = (10 * sum(w[2:]) + 20 * sum(w[:2])) / sum(w)
     monday, saturday = fc.level_days(days, 7, 6)[[0, 5]]
@@ -120,24 +121,12 @@ def test_day_level_halfway_to_its_kind() -> None:
 def test_month_projection_halves_the_level_and_the_months_rate() -> None:
     # 30 days of 10 kWh in March 2026 (from 1 March), origin the 11th (index 10) at midnight:
     # 100 so far over 10 days. 21 days left, level 10: rest 0.5 x 210 + 0.5 x 10 x 21 = 210.
-    # No year before: no seasonal factor. The level's errors are all 0: no range.
+    # The level's errors are all 0: no range.
     kwh = np.array([10.0] * 31)
-    days = fc.DaySeries(date(2026, 3, 1).toordinal(), kwh, np.zeros(31, dtype=bool))
-    p = fc.project_month(days, 10, 100.0, seasonal=True)
-    assert (p.kwh, p.low, p.high, p.remaining_days, p.seasonal_factor) == approx(
-        (310.0, 310.0, 310.0, 21.0, None)
-    )
+    days = hourly.DaySeries(date(2026, 3, 1).toordinal(), kwh, np.zeros(31, dtype=bool))
+    p = fc.project_month(days, 10, 100.0)
+    assert (p.kwh, p.low, p.high, p.remaining_days) == approx((310.0, 310.0, 310.0, 21.0))
     # Half of today left and 105 used: the level gives 0.5 x 10 + 20 x 10 = 205; the month's rate
     # 105 / 10.5 = 10 a day for 20.5 days = 205; rest 205.
-    p = fc.project_month(days, 10, 105.0, seasonal=False, today_left=0.5)
+    p = fc.project_month(days, 10, 105.0, today_left=0.5)
     assert (p.kwh, p.remaining_days) == approx((310.0, 20.5))
-
-
-def test_seasonal_factor_reads_the_year_before() -> None:
-    # A year (364 days) before the origin: 10 days of 10 kWh, then the rest of the month at 15.
-    kwh = np.full(400, np.nan)
-    kwh[0:10] = 10.0
-    kwh[10:40] = 15.0
-    days = fc.DaySeries(date(2025, 3, 1).toordinal(), kwh, np.zeros(400, dtype=bool))
-    assert fc.seasonal_factor(days, 10 + 364, 20) == approx(1.5)
-    assert fc.seasonal_factor(days, 5, 20) is None

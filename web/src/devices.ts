@@ -1,6 +1,6 @@
 // Adding a device: its key is shown once, with ready-to-copy ways to send readings.
 import { api } from "./api";
-import { clear, errorBox, field, h, select } from "./dom";
+import { clear, copyBlock, errorBox, field, h, select } from "./dom";
 import { home } from "./main";
 
 export const DEVICE_TYPES: [string, string][] = [
@@ -56,19 +56,6 @@ export function placementFields(others: Placed[], role = "consumer", parent: str
   const parentInput = select("parent_id", [["", "None (top level)"], ...others.filter((d) => d.role === "grid" || LOADS.has(d.role)).map((d): [string, string] => [d.id, d.name])], parent ?? "");
   const row = h("div", { class: "row" }, field("Role", roleInput, "What it measures: loads behind a main meter break its total down and never add to it"), field("Inside", parentInput, "The meter or circuit it sits behind"));
   return { role: roleInput, parent: parentInput, row };
-}
-
-function copyBlock(label: string, text: string): HTMLElement {
-  const pre = h("pre", { tabindex: 0, "aria-label": label }, h("code", {}, text));
-  const btn = h("button", {
-    type: "button",
-    class: "secondary",
-    onclick: async () => {
-      await navigator.clipboard?.writeText(text).catch(() => undefined);
-      btn.textContent = "Copied";
-    },
-  }, "Copy");
-  return h("div", { class: "copy" }, h("h4", {}, label), pre, btn);
 }
 
 export function keyExamples(device: { id: string; api_key: string }): HTMLElement {

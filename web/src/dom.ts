@@ -43,6 +43,20 @@ export function select(name: string, options: [string, string][], value?: string
   return s;
 }
 
+/** A secret or a snippet shown once, with a button that copies it. */
+export function copyBlock(label: string, text: string): HTMLElement {
+  const pre = h("pre", { tabindex: 0, "aria-label": label }, h("code", {}, text));
+  const btn = h("button", {
+    type: "button",
+    class: "secondary",
+    onclick: async () => {
+      await navigator.clipboard?.writeText(text).catch(() => undefined);
+      btn.textContent = "Copied";
+    },
+  }, "Copy");
+  return h("div", { class: "copy" }, h("h4", {}, label), pre, btn);
+}
+
 export function say(message: string): void {
   const status = document.getElementById("status");
   if (status) status.textContent = message;

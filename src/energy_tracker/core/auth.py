@@ -1,4 +1,5 @@
-"""Identities: password hashing, user access tokens (JWT), refresh tokens and device keys.
+"""Identities: password hashing, user access tokens (JWT), refresh tokens, device keys and
+personal access tokens.
 
 Every service verifies the caller itself with the shared signing secret (ET_JWT_SECRET), so a
 service reached directly, around the gateway, is as closed as it is behind it.
@@ -7,12 +8,16 @@ service reached directly, around the gateway, is as closed as it is behind it.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import hashlib
+import hmac
 import secrets
 import threading
 import time
 import uuid
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Literal
 
 import jwt
@@ -22,11 +27,15 @@ from argon2.exceptions import InvalidHashError, VerificationError
 _hasher = PasswordHasher()
 ALGORITHM = "HS256"
 DEVICE_KEY_PREFIX = "etk_"
+PERSONAL_TOKEN_PREFIX = "etp_"
 
 
 @dataclass(frozen=True, slots=True)
 class Identity:
-    """Who is calling: a user (with a role) or a device authenticated by its ingest key."""
+    """Who is calling: a user (with a role) or a device authenticated by its ingest key.
+
+    A user who called with a personal access token carries its id, and `read_only` when it is
+    a `read` token."""
 
     kind: Literal["user", "device"]
     user_id: str
@@ -35,6 +44,8 @@ class Identity:
     # (household id, role there) of each household the user belongs to, their own first:
     # what `core.authz` decides by.
     households: tuple[tuple[str, str], ...] = ()
+    token_id: str | None = None
+    read_only: bool = False
 
     @property
     def is_admin(self) -> bool:
@@ -132,5 +143,80 @@ def new_device_key() -> str:
 
 
 def secret_digest(value: str) -> str:
-    """SHA-256 of a high-entropy secret: enough for random keys, and fast on the ingest path."""
+    """SHA-256 of a high-entropy secret (device key, refresh or personal access token).
+
+    Stored instead of the secret, so a copy of the database lets nobody in. A fast hash is right
+    here and argon2 is not: argon2 is slow to make guessing a *person's* password costly, but
+    256 random bits cannot be guessed from their digest however fast it is, and argon2 would
+    cost every request 64 MiB and tens of milliseconds for nothing. No salt either: no two
+    random secrets are alike, and an unsalted digest is what the lookup is indexed by."""
     return hashlib.sha256(value.encode()).hexdigest()
+
+
+# -- personal access tokens --------------------------------------------------------------------
+
+_ID_BYTES, _SECRET_BYTES, _TAG_BYTES = 16, 32, 16
+_TOKEN_BYTES = _ID_BYTES + _SECRET_BYTES + _TAG_BYTES
+
+
+@dataclass(frozen=True, slots=True)
+class AccessGrant:
+    """What the metadata store holds about one personal access token (never the token)."""
+
+    token_id: str
+    user_id: str
+    token_hash: str
+    scope: Literal["read", "write"]
+    expires_at: datetime | None  # aware, UTC; None: never
+    revoked: bool
+
+
+def new_personal_token(token_id: uuid.UUID, *, secret: str) -> str:
+    """`etp_` and, base64url, the token's id, 32 random bytes and a 16-byte HMAC of both under
+    the signing secret.
+
+    The prefix tells secret scanners and `Authenticator` a token from a JWT. The tag lets any
+    process (the gateway's rate limiter, a service refusing junk) check a token was made here and
+    learn its id without a database query; the random part, whose SHA-256 alone is stored, is what
+    makes it unguessable even to whoever knows the signing secret.
+    """
+    body = token_id.bytes + secrets.token_bytes(_SECRET_BYTES)
+    return PERSONAL_TOKEN_PREFIX + _b64(body + _tag(body, secret))
+
+
+def personal_token_id(token: str, *, secret: str) -> str:
+    """The id of a personal access token made with `secret`; InvalidToken for anything else.
+
+    This proves the token was issued here, not that it is still live: that is the store's
+    answer (`AccessGrant`)."""
+    if not token.startswith(PERSONAL_TOKEN_PREFIX):
+        raise InvalidToken("not a personal access token")
+    encoded = token[len(PERSONAL_TOKEN_PREFIX) :]
+    try:
+        raw = base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4))
+    except (binascii.Error, ValueError):
+        raise InvalidToken("malformed personal access token") from None
+    body, tag = raw[:-_TAG_BYTES], raw[-_TAG_BYTES:]
+    if len(raw) != _TOKEN_BYTES or not hmac.compare_digest(tag, _tag(body, secret)):
+        raise InvalidToken("malformed personal access token")
+    return str(uuid.UUID(bytes=body[:_ID_BYTES]))
+
+
+def token_principal(token: str, *, secret: str, issuer: str) -> str | None:
+    """Whose budget a bearer token spends (rate limits, open streams), from its signature alone:
+    `user:<id>` for a session's JWT, `token:<id>` for a personal access token, None when it is
+    not genuine (the caller then counts as its address)."""
+    try:
+        if token.startswith(PERSONAL_TOKEN_PREFIX):
+            return "token:" + personal_token_id(token, secret=secret)
+        return "user:" + verify_access_token(token, secret=secret, issuer=issuer).user_id
+    except InvalidToken:
+        return None
+
+
+def _tag(body: bytes, secret: str) -> bytes:
+    return hmac.new(secret.encode(), b"pat|" + body, hashlib.sha256).digest()[:_TAG_BYTES]
+
+
+def _b64(raw: bytes) -> str:
+    return base64.urlsafe_b64encode(raw).rstrip(b"=").decode()

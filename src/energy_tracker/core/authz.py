@@ -3,7 +3,8 @@
 Two tables, each written once:
 - GRANTS: what each household role may do (role x action).
 - ROUTES: what each API operation needs: nobody (public), any signed-in account (its own
-  things), an admin, or an action in the household the operation touches.
+  things), an account signed in with its password (not a personal access token), an admin, or
+  an action in the household the operation touches.
 
 Every route takes the `authorized` dependency, which looks its own rule up in ROUTES, refuses
 what needs no household (admin only, say) at once, and hands the route a `Caller` whose `check`
@@ -52,6 +53,9 @@ class Need(StrEnum):
     PUBLIC = "public"  # nobody: registration, login, refresh
     ACCOUNT = "account"  # any signed-in account, acting on its own account
     ADMIN = "admin"  # an administrator
+    # An account signed in with its password, not by a personal access token: what a token must
+    # not do with itself (make, list or revoke tokens), so a leaked one cannot entrench itself.
+    SESSION = "session"
     HOUSEHOLD = "household"  # an action in the household of the things it touches
 
 
@@ -68,6 +72,8 @@ class Rule:
 PUBLIC = Rule(Need.PUBLIC)
 ACCOUNT_READ = Rule(Need.ACCOUNT, Action.READ)
 ACCOUNT_CHANGE = Rule(Need.ACCOUNT, Action.OPERATE)
+SESSION_READ = Rule(Need.SESSION, Action.READ)
+SESSION_CHANGE = Rule(Need.SESSION, Action.OPERATE)
 ADMIN_READ = Rule(Need.ADMIN, Action.READ)
 ADMIN_CHANGE = Rule(Need.ADMIN, Action.MANAGE)
 READ = Rule(Need.HOUSEHOLD, Action.READ)
@@ -82,6 +88,9 @@ ROUTES: dict[tuple[str, str], Rule] = {
     ("POST", "/auth/logout"): ACCOUNT_CHANGE,
     ("GET", "/users/me"): ACCOUNT_READ,
     ("PATCH", "/users/me"): ACCOUNT_CHANGE,  # its deprecated settings: MANAGE of one's own home
+    ("POST", "/users/me/tokens"): SESSION_CHANGE,
+    ("GET", "/users/me/tokens"): SESSION_READ,
+    ("DELETE", "/users/me/tokens/{token_id}"): SESSION_CHANGE,
     ("GET", "/users"): ADMIN_READ,
     ("PATCH", "/users/{user_id}"): ADMIN_CHANGE,
     ("GET", "/households"): ACCOUNT_READ,

@@ -41,12 +41,16 @@ LATEST_MS = 253_402_300_799_999  # 9999-12-31T23:59:59.999Z, the last instant da
 
 
 def instant(value: str | None, field: str, tz: ZoneInfo) -> int | None:
-    """Epoch ms from RFC 3339 (with offset), a date (local midnight in `tz`) or epoch ms, from
-    1970 to the year 9999 (any other instant would overflow a store's or a clock's integer)."""
+    """Epoch ms from RFC 3339 (with offset), a date (local midnight in `tz`), `today` (this
+    day's local midnight in `tz`: a fixed URL that always asks for today, as a Home Assistant
+    sensor needs) or epoch ms, from 1970 to the year 9999 (any other instant would overflow a
+    store's or a clock's integer)."""
     if value is None:
         return None
     at: int | None = None
     try:
+        if value == "today":
+            value = datetime.now(tz).date().isoformat()
         if value.isdigit():
             at = int(value)
         elif len(value) == 10:
@@ -62,7 +66,7 @@ def instant(value: str | None, field: str, tz: ZoneInfo) -> int | None:
         raise ApiError(
             422,
             "invalid",
-            f"{field} must be RFC 3339 with an offset, a date or epoch milliseconds, "
+            f"{field} must be RFC 3339 with an offset, a date, today or epoch milliseconds, "
             "from 1970 to 9999",
             [{"field": field, "message": "bad timestamp"}],
         )

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import asyncio
 import contextvars
+import hmac
 import logging
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterable, Iterator
+from datetime import UTC, datetime
 from typing import Any, Protocol
 
 import orjson
@@ -22,11 +24,20 @@ from prometheus_client import CONTENT_TYPE_LATEST, Histogram, generate_latest
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from energy_tracker.core.auth import Identity, InvalidToken, secret_digest, verify_access_token
+from energy_tracker.core.auth import (
+    PERSONAL_TOKEN_PREFIX,
+    AccessGrant,
+    Identity,
+    InvalidToken,
+    personal_token_id,
+    secret_digest,
+    verify_access_token,
+)
 from energy_tracker.core.authz import Action, Caller, Need, route_rule
 from energy_tracker.core.authz import not_found as not_found  # where the services find it
 from energy_tracker.core.directory import DeviceContext, DeviceDirectory
 from energy_tracker.core.errors import ApiError
+from energy_tracker.core.failures import is_transient
 
 log = logging.getLogger(__name__)
 # One line per request (method, path without the query, status, time), to follow a request id
@@ -79,7 +90,8 @@ class RequestIdFilter(logging.Filter):
 
 class RequestIdMiddleware:
     """Takes the caller's X-Request-Id (or makes one) and returns it on the response; logs each
-    request, and answers an unhandled error with a 500 that carries the id as well."""
+    request, and answers an unhandled error with a 500 that carries the id as well (a 503 when
+    the error says a store is away: `core.failures.is_transient`)."""
 
     def __init__(self, app: ASGIApp, service: str) -> None:
         self.app = app
@@ -117,9 +129,21 @@ class RequestIdMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
-        except Exception:
+        except Exception as exc:
             # Starlette's last-resort handler sits outside every middleware, where the request
             # id is gone from both the log record and the response: answer here instead.
+            if status is None and is_transient(exc):
+                # A store (or the network) away mid-request is its failure, not the request's:
+                # 503 and Retry-After, which clients retry, as they do when the bus is away.
+                log.warning("a dependency is away (%s: %s): answered 503", type(exc).__name__, exc)
+                await error_response(
+                    503,
+                    "unavailable",
+                    "a store this service needs is unavailable; retry later",
+                    {"request_id": rid},
+                    {"Retry-After": "5"},
+                )(scope, receive, send_with_id)
+                return
             log.exception("unhandled error")
             if status is not None:
                 raise
@@ -233,9 +257,16 @@ class IdentityDirectory(Protocol):
     async def memberships(self, user_id: str) -> tuple[tuple[str, str], ...]:
         """(household id, role) of each household the user belongs to, their own first."""
 
+    async def access_grant(self, token_id: str) -> AccessGrant | None:
+        """What is stored of a personal access token (revoked and expired ones too)."""
+
+    async def token_used(self, token_id: str, at: datetime) -> None:
+        """A request was authenticated by this personal access token at `at`."""
+
 
 class Authenticator:
-    """Turns request headers into an Identity, or refuses with 401."""
+    """Turns request headers into an Identity, or refuses with 401 (or 403: a `read` token on a
+    route that changes something)."""
 
     def __init__(self, directory: IdentityDirectory, secret: str, issuer: str) -> None:
         self.directory = directory
@@ -248,19 +279,35 @@ class Authenticator:
             scheme, _, token = auth.partition(" ")
             if scheme.lower() != "bearer" or not token:
                 raise unauthorized("expected 'Authorization: Bearer <token>'")
-            try:
-                identity = verify_access_token(
-                    token.strip(), secret=self.secret, issuer=self.issuer
-                )
-            except InvalidToken:
-                raise unauthorized("invalid or expired token") from None
+            token = token.strip()
+            if token.startswith(PERSONAL_TOKEN_PREFIX):
+                identity = await self._personal(token)
+            else:
+                try:
+                    identity = verify_access_token(token, secret=self.secret, issuer=self.issuer)
+                except InvalidToken:
+                    raise unauthorized("invalid or expired token") from None
             # The role comes from the account, not the token, so disabling or demoting a user
             # takes effect on their next request rather than when the token expires.
             role = await self.directory.user_role(identity.user_id)
             if role is None:
                 raise unauthorized("account disabled or gone")
+            # A read token's refusal, here where every bearer token passes, by the rule the one
+            # authorization table gives the route (`core.authz.ROUTES`: whether it changes
+            # anything), so that no route can forget it.
+            if identity.read_only and route_rule(request).changes:
+                raise forbidden("a read token cannot change anything: use a write token")
+            if identity.token_id is not None:
+                await self.directory.token_used(identity.token_id, datetime.now(UTC))
             households = await self.directory.memberships(identity.user_id)
-            return Identity("user", identity.user_id, role, households=households)
+            return Identity(
+                "user",
+                identity.user_id,
+                role,
+                households=households,
+                token_id=identity.token_id,
+                read_only=identity.read_only,
+            )
         key = request.headers.get("x-device-key")
         if key and allow_device:
             found = await self.directory.device_for_key_digest(secret_digest(key))
@@ -271,6 +318,51 @@ class Authenticator:
         if key:
             raise ApiError(403, "forbidden", "a device key can only send readings")
         raise unauthorized("authentication required")
+
+    async def still_valid(self, identity: Identity) -> bool:
+        """Whether a caller identified a while ago (a stream's) may still be served: the account
+        still active and its personal access token, if any, neither revoked nor expired. A
+        session's JWT is not checked again: its refresh, not the stream, is what ends a session.
+        Answered from the credential cache, so a long stream costs a query per TTL at most."""
+        if await self.directory.user_role(identity.user_id) is None:
+            return False
+        if identity.token_id is None:
+            return True
+        grant = await self.directory.access_grant(identity.token_id)
+        return grant is not None and _live(grant)
+
+    async def _personal(self, token: str) -> Identity:
+        """The user of a live personal access token (before their account is checked)."""
+        try:
+            token_id = personal_token_id(token, secret=self.secret)
+        except InvalidToken:
+            raise unauthorized("invalid personal access token") from None
+        grant = await self.directory.access_grant(token_id)
+        if grant is None or not hmac.compare_digest(grant.token_hash, secret_digest(token)):
+            raise unauthorized("invalid personal access token")
+        if grant.revoked:
+            raise unauthorized("this personal access token was revoked")
+        if not _live(grant):
+            expired = grant.expires_at.isoformat() if grant.expires_at else "?"
+            raise unauthorized(f"this personal access token expired at {expired}")
+        return Identity("user", grant.user_id, token_id=token_id, read_only=grant.scope == "read")
+
+
+def _live(grant: AccessGrant) -> bool:
+    """Neither revoked nor expired."""
+    return not grant.revoked and (grant.expires_at is None or grant.expires_at > datetime.now(UTC))
+
+
+def caller_gone(request: Request, identity: Identity) -> Callable[[], Awaitable[bool]]:
+    """For a long-lived stream: a check that says when its caller may no longer be served (the
+    account disabled, the access token revoked or expired), so the stream ends then: at once in
+    this process, within CREDENTIAL_TTL_S when the change was made in another."""
+    auth: Authenticator = request.app.state.authenticator
+
+    async def gone() -> bool:
+        return not await auth.still_valid(identity)
+
+    return gone
 
 
 def unauthorized(message: str) -> ApiError:
@@ -327,6 +419,8 @@ async def authorized(request: Request, identity: Identity = Depends(user_identit
     rule = route_rule(request)
     if rule.need is Need.ADMIN and not identity.is_admin:
         raise forbidden("admins only")
+    if rule.need is Need.SESSION and identity.token_id is not None:
+        raise forbidden("a personal access token cannot do this: sign in with your password")
     return Caller(identity, rule.action or Action.READ)
 
 

@@ -6,7 +6,7 @@ import { api, stream } from "../api";
 import { clear, errorBox, field, h, localTime, say, select } from "../dom";
 import { home, inHome, type Page } from "../main";
 
-const UNITS: Record<string, string> = { power_w: "W", energy_kwh: "kWh", cost: "currency", silence: "seconds" };
+const UNITS: Record<string, string> = { power_w: "W", energy_kwh: "kWh", cost: "currency", silence: "seconds", anomaly: "(score)" };
 
 export function alertsPage(): Page {
   return {
@@ -99,7 +99,7 @@ export function alertsPage(): Page {
         const fixed = rule !== null;
         const name = h("input", { type: "text", required: true, value: rule?.name ?? "" });
         const device = select("device", [["", "All my devices (summed)"], ...devices.map((d): [string, string] => [d.id, d.name])], rule?.device_id ?? devices[0]?.id ?? "");
-        const metric = select("metric", [["power_w", "Power (W)"], ["energy_kwh", "Energy so far (kWh)"], ["cost", "Cost so far"], ["silence", "Silence (no reading for N s)"]], rule?.metric ?? "power_w");
+        const metric = select("metric", [["power_w", "Power (W)"], ["energy_kwh", "Energy so far (kWh)"], ["cost", "Cost so far"], ["silence", "Silence (no reading for N s)"], ["anomaly", "Anomaly (score above N)"]], rule?.metric ?? "power_w");
         const period = select("period", [["instant", "instant"], ["hour", "this hour"], ["day", "today"], ["month", "this month"]], rule?.period ?? "instant");
         const op = select("op", [["gt", "above"], ["lt", "below"]], rule?.op ?? "gt");
         const threshold = h("input", { type: "number", step: "any", required: true, value: rule?.threshold ?? "" });
@@ -127,7 +127,7 @@ export function alertsPage(): Page {
         const unit = h("span", {}, UNITS[metric.value]);
         metric.addEventListener("change", () => {
           unit.textContent = UNITS[metric.value];
-          period.value = ["power_w", "silence"].includes(metric.value) ? "instant" : period.value === "instant" ? "day" : period.value;
+          period.value = ["power_w", "silence", "anomaly"].includes(metric.value) ? "instant" : period.value === "instant" ? "day" : period.value;
         });
         const out = h("div", { "aria-live": "polite" });
         const body = () => ({

@@ -4,7 +4,7 @@ import { api, stream } from "../api";
 import { Chart } from "../chart";
 import { keyExamples, placementFields, DEVICE_TYPES, type Placed } from "../devices";
 import { clear, errorBox, field, h, kwh, localDate, localTime, money, say, select } from "../dom";
-import { home, type Page } from "../main";
+import { home, session, type Page } from "../main";
 
 type Gran = "hour" | "day" | "month";
 const HOUR_MS = 3_600_000;
@@ -25,9 +25,10 @@ export function devicePage(id: string): Page {
   return {
     title: "Device",
     async render(main, signal) {
-      const me = home();
-      const hh = { timezone: me.timezone, currency: me.currency };
       const device = await api("GET", `/devices/${encodeURIComponent(id)}`);
+      // Priced in the device's own household's currency (it may not be the one switched to).
+      const me = session.homes.find((x) => x.id === device.household_id) ?? home();
+      const hh = { timezone: me.timezone, currency: me.currency };
       const tz: string = device.timezone;
       clear(main, h("p", {}, h("a", { href: "#/" }, "← Home")), h("h1", {}, device.name), h("p", {}, `${device.type} · time zone ${tz}${device.disabled ? " · disabled" : ""}`));
 
@@ -156,7 +157,7 @@ export function devicePage(id: string): Page {
       const zone = h("input", { type: "text", value: device.timezone });
       const disabled = h("input", { type: "checkbox", checked: device.disabled });
       // The devices it may sit inside: the others of its own household (not the one on show).
-      const siblings = (await api<Placed[]>("GET", "/devices?limit=1000")).filter((d: any) => d.household_id === device.household_id && d.id !== id);
+      const siblings = (await api<Placed[]>("GET", `/devices?limit=1000&household_id=${encodeURIComponent(device.household_id)}`)).filter((d: any) => d.id !== id);
       const placed = placementFields(siblings, device.role, device.parent_id);
       const out = h("div", {});
       main.append(

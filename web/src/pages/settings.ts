@@ -1,9 +1,11 @@
 // Settings: your name; the household's name, time zone, currency, the tariff (flat, or
 // time-of-use drawn and edited as a 24-hour strip), standing charge and export price; its
-// members (invite, change a role, remove, leave); and, for an admin, the users.
+// members (invite, change a role, remove, leave); your access tokens; and, for an admin, the
+// users.
 import { api } from "../api";
 import { clear, errorBox, field, h, say, select } from "../dom";
 import { home, loadMe, redraw, session, type Page } from "../main";
+import { accessTokens } from "../tokens";
 
 /** Hourly prices back to bands: consecutive hours at one price make one band. */
 export function bandsOf(prices: number[]): { from_hour: number; to_hour: number; price_per_kwh: number }[] {
@@ -108,6 +110,7 @@ export function settingsPage(): Page {
         ),
       );
       main.append(await members(here.id, me.id, owner));
+      main.append(await accessTokens(here));
       if (session.me?.role === "admin") main.append(await adminUsers());
     },
   };

@@ -1,5 +1,5 @@
-"""The metadata schema (users, households, devices, refresh tokens, alerts) as SQLAlchemy Core
-tables.
+"""The metadata schema (users, households, devices, refresh and access tokens, alerts) as
+SQLAlchemy Core tables.
 
 The tables are the query vocabulary of the stores; the DDL itself lives in the Alembic revisions
 under `migrations/versions`, which must be kept in step with this module by hand.
@@ -209,6 +209,31 @@ refresh_tokens = Table(
     Column("expires_at", UtcDateTime, nullable=False),
     Column("revoked", Boolean, nullable=False, server_default=false()),
     Column("created_at", UtcDateTime, nullable=False),
+    mysql_engine="InnoDB",
+    mysql_charset="utf8mb4",
+)
+
+
+# Personal access tokens (scripts, Home Assistant): the SHA-256 of the token, never the token.
+# A revoked one stays, so that using it is answered "revoked" rather than "unknown".
+access_tokens = Table(
+    "access_tokens",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column(
+        "user_id",
+        String(36),
+        ForeignKey("users.id", ondelete="CASCADE"),
+        nullable=False,
+        index=True,
+    ),
+    Column("name", String(200), nullable=False),
+    Column("token_hash", String(64), nullable=False, unique=True),
+    Column("scope", String(8), nullable=False),  # "read" or "write"
+    Column("created_at", UtcDateTime, nullable=False),
+    Column("expires_at", UtcDateTime, nullable=True),  # NULL: never
+    Column("last_used_at", UtcDateTime, nullable=True),  # to the minute (see credentials.py)
+    Column("revoked_at", UtcDateTime, nullable=True),
     mysql_engine="InnoDB",
     mysql_charset="utf8mb4",
 )

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Annotated, Any, Literal
 from zoneinfo import ZoneInfo
@@ -21,6 +21,7 @@ from energy_tracker.core.errors import ApiError
 from energy_tracker.core.http import (
     answers,
     authorized,
+    caller_gone,
     device_directory,
     not_found,
     shutting_down,
@@ -201,8 +202,17 @@ async def preview_rule(
         fields["cooldown_s"],
     )
     series: SeriesStore = request.app.state.series
+    profile = (await directory.household_profiles([ctx.household_id])).get(ctx.household_id)
     episodes, observations = await preview(
-        series, device_id, zone, fields["metric"], fields["period"], condition, start, end
+        series,
+        device_id,
+        zone,
+        fields["metric"],
+        fields["period"],
+        condition,
+        start,
+        end,
+        profile.country if profile else None,
     )
 
     def iso(ms: int) -> str:
@@ -393,7 +403,8 @@ async def alert_stream(
     since = _now()
     if last_event_id:
         since = await alerting.store.transitions.recorded_at(last_event_id, homes) or since
-    return sse_response(_transitions(request, alerting.store, homes, since, last_event_id))
+    gone = caller_gone(request, caller.identity)
+    return sse_response(_transitions(request, alerting.store, homes, since, last_event_id, gone))
 
 
 async def _transitions(
@@ -402,8 +413,10 @@ async def _transitions(
     homes: list[str] | None,
     since: datetime,
     seen_id: str | None,
+    gone: Callable[[], Awaitable[bool]],
 ) -> AsyncIterator[bytes]:
-    """Polls the transitions table; ids already sent within the overlap window are skipped."""
+    """Polls the transitions table; ids already sent within the overlap window are skipped.
+    Ends when the client goes, the server stops, or the caller may no longer be served."""
     sent: dict[str, datetime] = {seen_id: since} if seen_id else {}
     stopping = shutting_down(request)
 
@@ -429,7 +442,7 @@ async def _transitions(
         return frames, False
 
     async def stopped() -> bool:
-        return stopping.is_set() or await request.is_disconnected()
+        return stopping.is_set() or await request.is_disconnected() or await gone()
 
     async for frame in polled_events(
         b"retry: 3000\n\n", poll, lambda: asyncio.sleep(STREAM_POLL_S), stopped, STREAM_KEEPALIVE_S

@@ -15,12 +15,14 @@ from __future__ import annotations
 
 import time
 from collections import defaultdict
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
+from zoneinfo import ZoneInfo
 
 from energy_tracker.core.bus.base import EventBus, Message
 from energy_tracker.core.bus.runner import ConsumeLoop, Rejected
-from energy_tracker.core.directory import DeviceDirectory
+from energy_tracker.core.consumption import Layout
+from energy_tracker.core.directory import DeviceContext, DeviceDirectory
 from energy_tracker.core.events import (
     ENERGY_READINGS,
     USAGE_EVENTS,
@@ -29,9 +31,12 @@ from energy_tracker.core.events import (
     parse_readings_recorded,
     parse_usage_updated,
 )
+from energy_tracker.core.stores.timeseries.base import SeriesStore
+from energy_tracker.services.alerts.anomaly import Scope
 from energy_tracker.services.alerts.evaluate import Evaluated, evaluate
-from energy_tracker.services.alerts.models import UsageValue, datetime_to_ms
+from energy_tracker.services.alerts.models import AlertRule, UsageValue, datetime_to_ms
 from energy_tracker.services.alerts.observations import (
+    AnomalyTasks,
     PeriodEndTasks,
     ReadingTasks,
     SilenceTasks,
@@ -63,8 +68,10 @@ class AlertEvaluator:
         clock: Callable[[], float] = time.time,
         on_deliveries: Callable[[], None] = lambda: None,
         on_change: Callable[[], None] = lambda: None,
+        series: SeriesStore | None = None,
     ) -> None:
         self.bus = bus
+        self.series = series  # the hours anomaly rules judge; None: those rules wait
         self.store = store
         self.directory = directory
         self.max_gap_ms = max_gap_ms
@@ -154,7 +161,10 @@ class AlertEvaluator:
         contexts = await self.directory.contexts({u.device_id for u in updates})
         updates = [u for u in updates if u.device_id in contexts]
         homes = {c.household_id for c in contexts.values()}
-        rules = await self.store.rules.watching(contexts, homes, USAGE_METRICS)
+        rules = await self.store.rules.watching(contexts, homes, (*USAGE_METRICS, "anomaly"))
+        hours = {u.device_id for u in updates if u.granularity == "hour"}
+        await self._judge_anomalies([r for r in rules if r.metric == "anomaly"], hours, contexts)
+        rules = [r for r in rules if r.metric != "anomaly"]
         per_device = {(r.device_id, r.period) for r in rules if r.device_id is not None}
         per_household = {(r.household_id, r.period) for r in rules if r.device_id is None}
         updates = [
@@ -167,6 +177,39 @@ class AlertEvaluator:
             await self._evaluate(UsageTasks(rules, updates, contexts, self._now_ms()))
             self.on_change()
         return rejected
+
+    async def _judge_anomalies(
+        self, rules: Sequence[AlertRule], devices: set[str], contexts: Mapping[str, DeviceContext]
+    ) -> None:
+        """Evaluate the anomaly rules on these devices (whose hour buckets changed), or on their
+        households, over the hours that ended lately."""
+        homes = {contexts[d].household_id for d in devices}
+        concerned = [
+            r
+            for r in rules
+            if (r.device_id in devices if r.device_id is not None else r.household_id in homes)
+        ]
+        if not concerned or self.series is None:
+            return
+        households = {r.household_id for r in concerned}
+        profiles = await self.directory.household_profiles(households)
+        summed = {r.household_id for r in concerned if r.device_id is None}
+        members = await self.directory.in_households(summed) if summed else []
+        scopes: dict[str, Scope] = {}
+        for rule in concerned:
+            profile = profiles.get(rule.household_id)
+            country = profile.country if profile else None
+            if rule.device_id is not None:
+                zone = ZoneInfo(contexts[rule.device_id].timezone)
+                scopes[rule.id] = Scope({rule.device_id: 1.0}, zone, country)
+            else:
+                home = Layout.of(
+                    c.placement for c in members if c.household_id == rule.household_id
+                )
+                zone = ZoneInfo(profile.timezone if profile else "UTC")
+                scopes[rule.id] = Scope(home.weights(), zone, country)
+        await self._evaluate(AnomalyTasks(concerned, scopes, self.series, self._now_ms()))
+        self.on_change()
 
     # -- the clock -------------------------------------------------------------------------------
 

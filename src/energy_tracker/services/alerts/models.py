@@ -10,7 +10,7 @@ from typing import Any
 
 from energy_tracker.services.alerts.rules import Condition
 
-METRICS = ("power_w", "energy_kwh", "cost", "silence")
+METRICS = ("power_w", "energy_kwh", "cost", "silence", "anomaly")
 PERIODS = ("instant", "hour", "day", "month")
 SEVERITIES = ("info", "warning", "critical")
 

@@ -32,6 +32,7 @@ import orjson
 from prometheus_client import Counter
 
 from energy_tracker import __version__
+from energy_tracker.core.failures import is_transient
 from energy_tracker.core.loops import Stopper
 from energy_tracker.core.urls import SmtpServer
 from energy_tracker.services.alerts.models import Attempt, Delivery
@@ -73,8 +74,10 @@ NOTIFICATIONS = Counter(
 
 
 RETRY_PAUSE_S = 0.05
-"""The shortest sleep of the dispatch loop: after a failed round, or when a delivery that was
-due could not be claimed (another dispatcher holds it), so that it never spins."""
+"""The shortest sleep of the dispatch loop, when a delivery that was due could not be claimed
+(another dispatcher holds it): so that it never spins."""
+FAILED_PAUSE_S = 1.0
+"""The sleep after a failed round (the database away)."""
 
 
 def signature(secret: str, body: bytes) -> str:
@@ -129,9 +132,12 @@ class Dispatcher:
                 try:
                     await self.dispatch_due()
                     pause = await self.pause_s()
-                except Exception:
-                    log.exception("dispatching notifications failed; trying again shortly")
-                    pause = RETRY_PAUSE_S
+                except Exception as exc:
+                    if is_transient(exc):  # the database restarting: one line, not a traceback
+                        log.warning("notifications wait: the database is away (%s)", exc)
+                    else:
+                        log.exception("dispatching notifications failed; trying again shortly")
+                    pause = FAILED_PAUSE_S
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), pause)
             await self.settle()

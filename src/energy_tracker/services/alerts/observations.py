@@ -13,7 +13,8 @@ from energy_tracker.core.consumption import household_total
 from energy_tracker.core.directory import DeviceContext
 from energy_tracker.core.energy import period_end
 from energy_tracker.core.events import Reading
-from energy_tracker.core.stores.timeseries.base import Granularity
+from energy_tracker.core.stores.timeseries.base import Granularity, SeriesStore
+from energy_tracker.services.alerts.anomaly import Scope, anomaly_samples
 from energy_tracker.services.alerts.models import (
     ALL_DEVICES,
     AlertRule,
@@ -173,3 +174,28 @@ class PeriodEndTasks:
 
     async def __call__(self, ev: Evaluation) -> list[Task]:
         return [Task(rule, scope, [(end, 0.0)]) for rule, scope, end in self.ended]
+
+
+# Anomaly rules judge the hours that ended within this much before the clock (an hour's usage
+# events go on arriving after it ends; hours judged already are skipped by the rule's state).
+ANOMALY_LOOKBACK_MS = 3 * 3_600_000
+
+
+@dataclass(frozen=True)
+class AnomalyTasks:
+    """The anomaly scores of the hours that ended lately (`anomaly.py`), per rule over its
+    device or its household's devices summed."""
+
+    rules: Sequence[AlertRule]
+    scopes: Mapping[str, Scope]  # by rule id
+    series: SeriesStore
+    now_ms: int
+
+    async def __call__(self, ev: Evaluation) -> list[Task]:
+        out = []
+        for rule in self.rules:
+            samples = await anomaly_samples(
+                self.series, self.scopes[rule.id], self.now_ms - ANOMALY_LOOKBACK_MS, self.now_ms
+            )
+            out.append(Task(rule, rule.device_id or ALL_DEVICES, samples))
+        return out

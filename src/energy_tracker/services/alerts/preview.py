@@ -17,6 +17,7 @@ from zoneinfo import ZoneInfo
 from energy_tracker.core.energy import period_end, period_start
 from energy_tracker.core.events import Reading
 from energy_tracker.core.stores.timeseries.base import Granularity, SeriesStore
+from energy_tracker.services.alerts.anomaly import Scope, anomaly_samples
 from energy_tracker.services.alerts.rules import Change, Condition, EvalState, run
 
 PREVIEW_DAYS = 7
@@ -99,15 +100,18 @@ async def preview(
     condition: Condition,
     start: int,
     end: int,
+    country: str | None = None,
 ) -> tuple[list[Episode], int]:
     """The alerts a rule over `device_id` would have raised in [start, end), and how many
-    observations it judged."""
+    observations it judged; `country`: its household's, for the anomalies' public holidays."""
     if metric == "power_w":
         rows = await _readings(store, device_id, start, end)
         samples = [(r.ts, r.power_w) for r in rows if r.power_w is not None]
     elif metric == "silence":
         rows = await _readings(store, device_id, start, end)
         samples = _silence_samples(rows, end, condition.threshold, condition.for_ms)
+    elif metric == "anomaly":
+        samples = await anomaly_samples(store, Scope({device_id: 1.0}, zone, country), start, end)
     else:
         samples = await _period_samples(store, device_id, metric, period, zone, start, end)
     episodes: list[Episode] = []

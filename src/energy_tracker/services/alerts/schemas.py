@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, EmailStr, Field, field_validator
 from energy_tracker.core.validators import Name, Strict
 from energy_tracker.services.alerts.targets import UnsafeTarget, split_webhook_url
 
-Metric = Literal["power_w", "energy_kwh", "cost", "silence"]
+Metric = Literal["power_w", "energy_kwh", "cost", "silence", "anomaly"]
 Period = Literal["instant", "hour", "day", "month"]
 Op = Literal["gt", "lt"]
 Severity = Literal["info", "warning", "critical"]
@@ -60,10 +60,14 @@ class RuleIn(Strict):
     )
     metric: Metric
     period: Period | None = Field(
-        default=None, description="instant for power_w and silence; hour, day or month else."
+        default=None,
+        description="instant for power_w, silence and anomaly; hour, day or month else.",
     )
     op: Op = "gt"
-    threshold: Finite = Field(description="W, kWh, currency, or for silence seconds.")
+    threshold: Finite = Field(
+        description="W, kWh, currency, for silence seconds, for anomaly the score above which "
+        "an anomaly alerts (0: any the detector flags)."
+    )
     clear_threshold: Finite | None = None
     for_s: Seconds = 0
     cooldown_s: Seconds = 0
@@ -96,7 +100,7 @@ def rule_problems(rule: dict[str, Any]) -> list[dict[str, str]]:
     fills in the default period."""
     problems = []
     metric, op = rule["metric"], rule["op"]
-    if metric in ("power_w", "silence"):
+    if metric in ("power_w", "silence", "anomaly"):
         if rule.get("period") not in (None, "instant"):
             problems.append(_problem("period", f"{metric} is checked at each instant: use instant"))
         rule["period"] = "instant"
@@ -104,6 +108,8 @@ def rule_problems(rule: dict[str, Any]) -> list[dict[str, str]]:
         problems.append(_problem("period", f"{metric} so far in a period: use hour, day or month"))
     if metric != "power_w" and op != "gt":
         problems.append(_problem("op", f"{metric} alerts fire above the threshold: use gt"))
+    if metric == "anomaly" and rule["threshold"] < 0:
+        problems.append(_problem("threshold", "an anomaly's score: 0 or more"))
     if metric == "silence":
         if not 1 <= rule["threshold"] <= MAX_SILENCE_S:
             problems.append(

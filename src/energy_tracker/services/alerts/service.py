@@ -12,6 +12,7 @@ from energy_tracker.core.bus.runner import ConsumeLoop
 from energy_tracker.core.directory import DeviceDirectory
 from energy_tracker.core.failures import is_transient
 from energy_tracker.core.loops import Stopper
+from energy_tracker.core.stores.timeseries.base import SeriesStore
 from energy_tracker.core.urls import SmtpServer
 from energy_tracker.services.alerts.consumer import AlertEvaluator
 from energy_tracker.services.alerts.notify import Dispatcher
@@ -104,12 +105,18 @@ class AlertService:
         max_gap_ms: int,
         smtp: SmtpServer | None,
         deny_private: bool,
+        series: SeriesStore | None = None,
     ) -> None:
         self.store = store
         self.deny_private = deny_private
         self.dispatcher = Dispatcher(store.deliveries, smtp=smtp, deny_private=deny_private)
         self.evaluator = AlertEvaluator(
-            bus, store, directory, max_gap_ms=max_gap_ms, on_deliveries=self.dispatcher.wake
+            bus,
+            store,
+            directory,
+            max_gap_ms=max_gap_ms,
+            on_deliveries=self.dispatcher.wake,
+            series=series,
         )
         self.check = PeriodicCheck(self.evaluator)
         self.evaluator.on_change = self.check.wake

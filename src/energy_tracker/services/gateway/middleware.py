@@ -1,7 +1,8 @@
 """What the gateway does to every /api/v1 request before any service sees it: rate limits, CORS.
 
 Rate limiting is pure ASGI, as it sits on the ingestion hot path: per request it reads the
-headers once, verifies a bearer token's signature (no database), and makes one bucket hit.
+headers once, verifies a bearer token's signature or a personal access token's tag (no database),
+and makes one bucket hit.
 """
 
 from __future__ import annotations
@@ -17,12 +18,7 @@ from starlette.middleware.cors import CORSMiddleware
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from energy_tracker.config import Settings
-from energy_tracker.core.auth import (
-    InvalidToken,
-    normalize_email,
-    secret_digest,
-    verify_access_token,
-)
+from energy_tracker.core.auth import normalize_email, secret_digest, token_principal
 from energy_tracker.core.rate_limits import Rate, RateLimits
 from energy_tracker.services.gateway.ratelimit import Decision, RateLimiter
 from energy_tracker.services.gateway.routes import API_PREFIX
@@ -65,7 +61,9 @@ class Principal:
 class RateLimitMiddleware:
     """Charges each /api/v1 request to its principal's bucket; 429 when the bucket is empty.
 
-    The principal is the user of a bearer token whose signature verifies, else the device of an
+    The principal is the user of a session's bearer token whose signature verifies, or the
+    personal access token (each its own bucket, so a script that runs wild spends its own
+    budget, not its owner's dashboard's) whose tag verifies, else the device of an
     X-Device-Key that has been seen to work, else the client IP. A device key earns a bucket of
     its own only once readings sent with it were accepted (other routes do not check device
     keys), so made-up keys cannot each claim a fresh bucket: until then they count against the
@@ -138,12 +136,9 @@ class RateLimitMiddleware:
         if authorization is not None:
             scheme, _, token = authorization.decode("latin-1").partition(" ")
             if scheme.lower() == "bearer" and token:
-                try:
-                    identity = verify_access_token(token.strip(), secret=secret, issuer=self.issuer)
-                except InvalidToken:
-                    pass
-                else:
-                    return Principal(f"user:{identity.user_id}", self.limits.user)
+                whose = token_principal(token.strip(), secret=secret, issuer=self.issuer)
+                if whose is not None:
+                    return Principal(whose, self.limits.user)
         elif device_key:
             digest = secret_digest(device_key.decode("latin-1"))
             if digest in self._known:

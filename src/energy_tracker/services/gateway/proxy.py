@@ -28,7 +28,7 @@ from fastapi import FastAPI, Request
 from fastapi.responses import Response, StreamingResponse
 from starlette.background import BackgroundTask
 
-from energy_tracker.core.auth import InvalidToken, verify_access_token
+from energy_tracker.core.auth import token_principal
 from energy_tracker.core.http import error_response, request_id_var
 from energy_tracker.services.gateway.routes import API_PREFIX, service_for
 
@@ -106,18 +106,16 @@ class ProxyClients:
 
 
 def _caller(request: Request) -> str:
-    """Whose streams these are: the user of a token whose signature verifies, else the IP."""
+    """Whose streams these are: the user of a session's token or the personal access token,
+    when genuine, else the IP."""
     scheme, _, token = request.headers.get("authorization", "").partition(" ")
     if scheme.lower() == "bearer" and token:
         state = request.app.state
-        try:
-            identity = verify_access_token(
-                token.strip(), secret=state.secret, issuer=state.settings.jwt_issuer
-            )
-        except InvalidToken:
-            pass
-        else:
-            return f"user:{identity.user_id}"
+        whose = token_principal(
+            token.strip(), secret=state.secret, issuer=state.settings.jwt_issuer
+        )
+        if whose is not None:
+            return whose
     return f"ip:{request.client.host if request.client else 'unknown'}"
 
 

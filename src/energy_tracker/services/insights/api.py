@@ -93,6 +93,7 @@ async def subject(
             )
         devices = [DeviceRef(device_id, ctx.name, ctx.timezone)]
         home_zone, currency = ctx.timezone, ctx.currency
+        profile = (await directory.household_profiles([ctx.household_id])).get(ctx.household_id)
         layout = None
     else:
         home = caller.home(household_id)
@@ -103,7 +104,10 @@ async def subject(
         home_zone, currency = (profile.timezone, profile.currency) if profile else ("UTC", "EUR")
     zone = queries.zone(tz or home_zone)
     now = _as_of(at, zone)
-    return Subject(device_id, devices, zone, currency, now, layout=layout)
+    # The household's country gives its public holidays (days off, like weekends); none set:
+    # weekends only.
+    country = profile.country if profile else None
+    return Subject(device_id, devices, zone, currency, now, country, layout)
 
 
 @router.get("/summary", response_model=SummaryOut)
@@ -119,18 +123,21 @@ async def summary(
 
 @router.get("/forecast", response_model=ForecastOut)
 async def forecast(
-    of: Subject = Depends(subject), store: SeriesStore = Depends(series)
+    request: Request, of: Subject = Depends(subject), store: SeriesStore = Depends(series)
 ) -> ForecastOut:
     """This month's expected kWh and cost with a range, and each of the next seven days."""
-    return ForecastOut.model_validate(await reports.forecast(store, of))
+    cache = getattr(request.app.state, "hour_cache", None)
+    return ForecastOut.model_validate(await reports.forecast(store, of, cache))
 
 
 @router.get("/anomalies", response_model=AnomaliesOut)
 async def anomalies(
+    request: Request,
     of: Subject = Depends(subject),
     store: SeriesStore = Depends(series),
     days: Annotated[int, Query(ge=1, le=90, description="How many full days back to look.")] = 14,
 ) -> AnomaliesOut:
     """Days far above or below the median of the 28 days before each, and hours far above the
     median of the same hour of the day."""
-    return AnomaliesOut.model_validate(await reports.anomalies(store, of, days))
+    cache = getattr(request.app.state, "hour_cache", None)
+    return AnomaliesOut.model_validate(await reports.anomalies(store, of, days, cache))

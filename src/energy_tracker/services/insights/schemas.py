@@ -126,7 +126,7 @@ class MonthForecastOut(Out):
     period_start: date = Field(description="First day of the month forecast.")
     energy_kwh: Kwh = Field(
         description="Month to date + the rest: half the recent level of days of the same kind, "
-        "half the month's own rate so far, times the seasonal factor."
+        "half the month's own rate so far."
     )
     energy_kwh_low: Kwh = Field(description="Low end of an 80 % range.")
     energy_kwh_high: Kwh = Field(description="High end of an 80 % range.")
@@ -136,10 +136,6 @@ class MonthForecastOut(Out):
     month_to_date_kwh: Kwh = Field(description="The whole hours of this month before `at`.")
     month_to_date_cost: Money
     remaining_days: Ratio = Field(description="Days left in the month, today's rest included.")
-    seasonal_factor: Annotated[float | None, _rounder(3, nullable=True)] = Field(
-        description="The rest of this month a year earlier against the 10 days before it; null "
-        "without a year of history."
-    )
     method: Method = Field(description="profile: two weeks of history or more; recent-days: less.")
 
 

@@ -21,6 +21,7 @@ from energy_tracker.core.errors import ApiError
 from energy_tracker.core.events import Reading
 from energy_tracker.core.http import (
     authorized,
+    caller_gone,
     device_directory,
     shutting_down,
     visible_device,
@@ -290,6 +291,7 @@ async def device_live(
         after,
         _reading_item,
         shutting_down(request),
+        caller_gone(request, caller.identity),
     )
     return sse_response(events)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import defaultdict
-from collections.abc import AsyncIterator, Callable, Iterable, Iterator
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable, Iterator
 from typing import Any
 
 import orjson
@@ -62,13 +62,15 @@ async def reading_events(
     after_ts: int | None,
     item: Callable[[Reading], dict[str, Any]],
     stopping: asyncio.Event,
+    gone: Callable[[], Awaitable[bool]],
     *,
     poll_s: float = POLL_S,
     heartbeat_s: float = HEARTBEAT_S,
 ) -> AsyncIterator[bytes]:
     """SSE frames: the readings after `after_ts` (without it: the latest one, then every new
     one), each with its ts as the event id so a client reconnects with Last-Event-ID; a comment
-    line after `heartbeat_s` of silence keeps proxies from closing the connection."""
+    line after `heartbeat_s` of silence keeps proxies from closing the connection. Ends when
+    the server stops or `gone()` says the caller may no longer be served."""
     with feed.watch(device_id) as stored:
         if after_ts is None:
             latest = await store.readings_around(device_id, _END_OF_TIME, _END_OF_TIME)
@@ -89,7 +91,7 @@ async def reading_events(
                 await asyncio.wait_for(stored.wait(), poll_s)
 
         async def stopped() -> bool:
-            return stopping.is_set()
+            return stopping.is_set() or await gone()
 
         async for frame in polled_events(b": connected\n\n", poll, wait, stopped, heartbeat_s):
             yield frame

@@ -1,7 +1,9 @@
-"""Routes of the users service: register, log in, refresh, log out, profile, admin."""
+"""Routes of the users service: register, log in, refresh, log out, profile, personal access
+tokens, admin."""
 
 from __future__ import annotations
 
+import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
@@ -11,6 +13,7 @@ from energy_tracker.core.auth import (
     DUMMY_PASSWORD_HASH,
     hash_password,
     issue_access_token,
+    new_personal_token,
     new_refresh_token,
     secret_digest,
     verify_password,
@@ -23,10 +26,13 @@ from energy_tracker.core.stores.metadata import Conflict
 from energy_tracker.services.users import household_api
 from energy_tracker.services.users.household_api import households
 from energy_tracker.services.users.household_store import HouseholdStore
-from energy_tracker.services.users.models import User
+from energy_tracker.services.users.models import AccessToken, User
 from energy_tracker.services.users.schemas import (
+    AccessTokenIn,
+    AccessTokenOut,
     AdminUserPatch,
     LoginIn,
+    NewAccessTokenOut,
     ProfilePatch,
     RefreshIn,
     RegisterIn,
@@ -38,13 +44,14 @@ from energy_tracker.services.users.session import (
     session_refresh_token,
     set_session,
 )
-from energy_tracker.services.users.store import UserStore
+from energy_tracker.services.users.store import MAX_ACCESS_TOKENS, TooManyTokens, UserStore
 
 REFRESH_TTL = timedelta(days=30)
 
 router = APIRouter(tags=["users"])
 
 UserId = Annotated[str, Path(max_length=64)]
+TokenId = Annotated[str, Path(max_length=64)]
 
 
 def users(request: Request) -> UserStore:
@@ -221,6 +228,74 @@ async def update_me(
     if user is None:
         raise not_found("user")
     return await user_out(user, homes)
+
+
+def token_out(token: AccessToken) -> AccessTokenOut:
+    """A personal access token as its owner sees it listed: never the token."""
+    return AccessTokenOut(
+        id=token.id,
+        name=token.name,
+        scope="read" if token.scope == "read" else "write",
+        created_at=token.created_at.isoformat(),
+        expires_at=token.expires_at.isoformat() if token.expires_at else None,
+        last_used_at=token.last_used_at.isoformat() if token.last_used_at else None,
+    )
+
+
+@router.post(
+    "/users/me/tokens",
+    status_code=201,
+    response_model=NewAccessTokenOut,
+    responses={409: {"description": f"already {MAX_ACCESS_TOKENS} live tokens: revoke one"}},
+)
+async def create_token(
+    body: AccessTokenIn,
+    request: Request,
+    caller: Caller = Depends(authorized),
+    store: UserStore = Depends(users),
+) -> NewAccessTokenOut:
+    """A personal access token for a script or Home Assistant (`Authorization: Bearer etp_…`),
+    shown in this answer only; `read` ones cannot change anything. Only a password sign-in may
+    make one, not another token."""
+    now = datetime.now(UTC)
+    token_id = uuid.uuid4()
+    secret = new_personal_token(token_id, secret=request.app.state.secret)
+    expires = now + timedelta(days=body.expires_in_days) if body.expires_in_days else None
+    made = AccessToken(
+        str(token_id), caller.user_id, body.name, body.scope, now, expires, None, None
+    )
+    try:
+        await store.add_access_token(made, secret_digest(secret), now)
+    except TooManyTokens:
+        raise ApiError(
+            409, "conflict", f"you already hold {MAX_ACCESS_TOKENS} tokens: revoke one first"
+        ) from None
+    except Conflict:
+        raise not_found("user") from None
+    return NewAccessTokenOut(**token_out(made).model_dump(), token=secret)
+
+
+@router.get("/users/me/tokens", response_model=list[AccessTokenOut])
+async def list_tokens(
+    caller: Caller = Depends(authorized), store: UserStore = Depends(users)
+) -> list[AccessTokenOut]:
+    """Your personal access tokens not revoked (expired ones included), newest first, each with
+    its last use (to the minute); never the tokens themselves."""
+    return [token_out(t) for t in await store.access_tokens(caller.user_id)]
+
+
+@router.delete("/users/me/tokens/{token_id}", status_code=204)
+async def revoke_token(
+    token_id: TokenId,
+    caller: Caller = Depends(authorized),
+    store: UserStore = Depends(users),
+    cache: CredentialCache = Depends(credentials),
+) -> None:
+    """Revoke one of your tokens: refused from the next request on in this service, within
+    CREDENTIAL_TTL_S (5 s) in services running in other processes."""
+    if not await store.revoke_access_token(caller.user_id, token_id, datetime.now(UTC)):
+        raise not_found("token")
+    cache.forget_token(token_id)
 
 
 @router.get("/users", response_model=list[UserOut])

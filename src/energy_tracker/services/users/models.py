@@ -58,3 +58,17 @@ class Invitation:
     created_at: datetime
     expires_at: datetime
     accepted_at: datetime | None
+
+
+@dataclass(frozen=True)
+class AccessToken:
+    """A personal access token as its owner sees it listed: never the token itself."""
+
+    id: str
+    user_id: str
+    name: str
+    scope: str  # "read" or "write"
+    created_at: datetime
+    expires_at: datetime | None
+    last_used_at: datetime | None  # to within a minute
+    revoked_at: datetime | None

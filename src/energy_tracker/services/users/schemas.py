@@ -213,3 +213,22 @@ class UserOut(BaseModel):
     currency: str = Field(description="deprecated: your own household's")
     tariff: dict | None = Field(description="deprecated: your own household's")
     created_at: str
+
+
+class AccessTokenIn(Strict):
+    name: Annotated[Name, Field(min_length=1)]
+    scope: Literal["read", "write"]
+    expires_in_days: int | None = Field(default=None, ge=1, le=3650)  # None: never expires
+
+
+class AccessTokenOut(BaseModel):
+    id: str
+    name: str
+    scope: Literal["read", "write"]
+    created_at: str
+    expires_at: str | None
+    last_used_at: str | None  # to within a minute
+
+
+class NewAccessTokenOut(AccessTokenOut):
+    token: str  # shown this once: only its hash is kept

@@ -1,0 +1,45 @@
+"""Rules on anomalies (`"metric": "anomaly"`): the core's detector (`core.anomalies`, the one the
+insights report) over the whole hours of the rule's device, or of all its household's devices
+summed. Each hour that ends is one observation, the highest score of the anomalies covering it
+(0: none), which the rule's threshold judges like any other value: an alert opens when the
+detector flags the hour and resolves at the first hour it no longer does. Live (on hour usage
+events) and in a rule preview alike. Days off are weekends and the public holidays of the
+household's country, as in the insights."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from zoneinfo import ZoneInfo
+
+from energy_tracker.core.anomalies import HISTORY_H, hour_scores
+from energy_tracker.core.hours import HOUR_S, calendar_of, hour_series
+from energy_tracker.core.stores.timeseries.base import SeriesStore
+
+HOUR_MS = HOUR_S * 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Scope:
+    """What a rule on anomalies judges: these devices' hours times their weights, added up (a
+    household's consumption, each kWh once), with the days of `zone` and the public holidays
+    of `country` (None: weekends only)."""
+
+    weights: dict[str, float]
+    zone: ZoneInfo
+    country: str | None
+
+
+async def anomaly_samples(
+    store: SeriesStore, scope: Scope, start_ms: int, end_ms: int
+) -> list[tuple[int, float]]:
+    """(end of the hour in ms, score) of each whole hour starting at or after `start_ms` that
+    ended by `end_ms`, judged from the hours before it (HISTORY_H of them)."""
+    first = -(-start_ms // HOUR_MS) * HOUR_S
+    end = end_ms // HOUR_MS * HOUR_S
+    if end <= first or not scope.weights:
+        return []
+    lo = first - HISTORY_H * HOUR_S
+    kwh, _ = await hour_series(store, scope.weights, lo, end)
+    judged = (first - lo) // HOUR_S
+    scores = hour_scores(kwh, calendar_of(lo, kwh.size, scope.zone, scope.country), judged)
+    return [((lo + (i + 1) * HOUR_S) * 1000, float(scores[i])) for i in range(judged, kwh.size)]
