@@ -208,23 +208,20 @@ class DeviceStore:
 
 
 def _contexts() -> Select[Any]:
-    return (
-        select(
-            devices.c.id,
-            devices.c.owner_id,
-            devices.c.household_id,
-            devices.c.name,
-            devices.c.timezone,
-            devices.c.disabled,
-            devices.c.role,
-            devices.c.parent_id,
-            households.c.timezone.label("household_timezone"),
-            households.c.currency,
-            households.c.tariff,
-            _has_active_owner().label("has_active_owner"),
-        )
-        .join(households, households.c.id == devices.c.household_id)
-    )
+    return select(
+        devices.c.id,
+        devices.c.owner_id,
+        devices.c.household_id,
+        devices.c.name,
+        devices.c.timezone,
+        devices.c.disabled,
+        devices.c.role,
+        devices.c.parent_id,
+        households.c.timezone.label("household_timezone"),
+        households.c.currency,
+        households.c.tariff,
+        _has_active_owner().label("has_active_owner"),
+    ).join(households, households.c.id == devices.c.household_id)
 
 
 def _has_active_owner() -> Exists:
