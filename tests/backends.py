@@ -45,14 +45,15 @@ def require(leg: str, host: str, port: int) -> None:
     pytest.skip(f"{leg} leg skipped: no server on {host}:{port}")
 
 
-def _pg_admin(sql: str) -> None:
+def pg_admin(sql: str, port: int = POSTGRES[1]) -> None:
+    """Run `sql` as postgres on the server at `port` (the shared one by default)."""
     import asyncio
 
     import asyncpg
 
     async def run() -> None:
         conn = await asyncpg.connect(
-            host=POSTGRES[0], port=POSTGRES[1], user="postgres", database="postgres"
+            host=POSTGRES[0], port=port, user="postgres", database="postgres"
         )
         try:
             await conn.execute(sql)
@@ -62,10 +63,11 @@ def _pg_admin(sql: str) -> None:
     asyncio.run(run())
 
 
-def _mysql_admin(sql: str) -> None:
+def mysql_admin(sql: str, port: int = MARIADB[1]) -> None:
+    """Run `sql` as root on the server at `port` (the shared one by default)."""
     import pymysql
 
-    conn = pymysql.connect(host=MARIADB[0], port=MARIADB[1], user="root", password="")
+    conn = pymysql.connect(host=MARIADB[0], port=port, user="root", password="")
     try:
         with conn.cursor() as cur:
             cur.execute(sql)
@@ -83,11 +85,11 @@ def postgres_url() -> Iterator[str]:
     """A fresh PostgreSQL database (postgresql://…), dropped afterwards."""
     require("postgresql", *POSTGRES)
     name = fresh_database_name()
-    _pg_admin(f'CREATE DATABASE "{name}"')
+    pg_admin(f'CREATE DATABASE "{name}"')
     try:
         yield f"postgresql://postgres@{POSTGRES[0]}:{POSTGRES[1]}/{name}"
     finally:
-        _pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        pg_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
 
 
 @pytest.fixture
@@ -120,11 +122,11 @@ def mysql_url() -> Iterator[str]:
     """A fresh MariaDB/MySQL database (mysql://…), dropped afterwards."""
     require("mariadb", *MARIADB)
     name = fresh_database_name()
-    _mysql_admin(f"CREATE DATABASE `{name}`")
+    mysql_admin(f"CREATE DATABASE `{name}`")
     try:
         yield f"mysql://root@{MARIADB[0]}:{MARIADB[1]}/{name}"
     finally:
-        _mysql_admin(f"DROP DATABASE IF EXISTS `{name}`")
+        mysql_admin(f"DROP DATABASE IF EXISTS `{name}`")
 
 
 @pytest.fixture(

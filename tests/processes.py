@@ -65,6 +65,7 @@ class ServiceProcess:
 
     def __init__(self, args: list[str], env: Mapping[str, str], log_path: Path) -> None:
         self.args = args
+        self.env = dict(env)
         self.log_path = log_path
         self._log = log_path.open("wb")
         full_env = {**os.environ, **env}
@@ -103,6 +104,18 @@ class ServiceProcess:
     def log(self) -> str:
         self._log.flush()
         return self.log_path.read_text(errors="replace")[-5000:]
+
+    def kill(self) -> None:
+        """SIGKILL, as a crash or the OOM killer would: no clean-up runs."""
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.proc.wait()
+        self._log.close()
+
+    def respawn(self, log_path: Path) -> ServiceProcess:
+        """The same command started again with the same environment (as a supervisor would),
+        logging to `log_path`; not yet healthy."""
+        return ServiceProcess(self.args, self.env, log_path)
 
     def stop(self) -> None:
         if self.proc.poll() is None:

@@ -37,6 +37,7 @@ from energy_tracker.core.authz import Action, Caller, Need, route_rule
 from energy_tracker.core.authz import not_found as not_found  # where the services find it
 from energy_tracker.core.directory import DeviceContext, DeviceDirectory
 from energy_tracker.core.errors import ApiError
+from energy_tracker.core.failures import is_transient
 
 log = logging.getLogger(__name__)
 # One line per request (method, path without the query, status, time), to follow a request id
@@ -89,7 +90,8 @@ class RequestIdFilter(logging.Filter):
 
 class RequestIdMiddleware:
     """Takes the caller's X-Request-Id (or makes one) and returns it on the response; logs each
-    request, and answers an unhandled error with a 500 that carries the id as well."""
+    request, and answers an unhandled error with a 500 that carries the id as well (a 503 when
+    the error says a store is away: `core.failures.is_transient`)."""
 
     def __init__(self, app: ASGIApp, service: str) -> None:
         self.app = app
@@ -127,9 +129,21 @@ class RequestIdMiddleware:
 
         try:
             await self.app(scope, receive, send_with_id)
-        except Exception:
+        except Exception as exc:
             # Starlette's last-resort handler sits outside every middleware, where the request
             # id is gone from both the log record and the response: answer here instead.
+            if status is None and is_transient(exc):
+                # A store (or the network) away mid-request is its failure, not the request's:
+                # 503 and Retry-After, which clients retry, as they do when the bus is away.
+                log.warning("a dependency is away (%s: %s): answered 503", type(exc).__name__, exc)
+                await error_response(
+                    503,
+                    "unavailable",
+                    "a store this service needs is unavailable; retry later",
+                    {"request_id": rid},
+                    {"Retry-After": "5"},
+                )(scope, receive, send_with_id)
+                return
             log.exception("unhandled error")
             if status is not None:
                 raise

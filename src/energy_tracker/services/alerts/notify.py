@@ -32,6 +32,7 @@ import orjson
 from prometheus_client import Counter
 
 from energy_tracker import __version__
+from energy_tracker.core.failures import is_transient
 from energy_tracker.core.loops import Stopper
 from energy_tracker.core.urls import SmtpServer
 from energy_tracker.services.alerts.models import Attempt, Delivery
@@ -120,8 +121,11 @@ class Dispatcher:
             while not self._stopper.stopped:
                 try:
                     await self.dispatch_due()
-                except Exception:
-                    log.exception("dispatching notifications failed; trying again shortly")
+                except Exception as exc:
+                    if is_transient(exc):  # the database restarting: one line, not a traceback
+                        log.warning("notifications wait: the database is away (%s)", exc)
+                    else:
+                        log.exception("dispatching notifications failed; trying again shortly")
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._wake.wait(), self.poll_s)
                 self._wake.clear()

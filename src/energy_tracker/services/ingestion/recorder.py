@@ -212,8 +212,9 @@ class ReadingRecorder:
                 ENERGY_READINGS, [readings_recorded(d, rs) for d, rs in by_device.items()]
             )
         except Exception as exc:
-            log.error("publishing readings failed: %s", exc)
-            raise PublishFailed(str(exc)) from exc
+            reason = str(exc) or type(exc).__name__  # a timeout's text is empty; its type is not
+            log.error("publishing readings failed: %s", reason)
+            raise PublishFailed(reason) from exc
         return sum(len(rs) for rs in by_device.values())
 
 
