@@ -30,7 +30,7 @@ from energy_tracker.services.devices.store import DeviceStore
 from energy_tracker.services.gateway.routes import API_PREFIX
 from energy_tracker.services.usage.consumer import UsageConsumer
 from energy_tracker.services.users.store import UserStore
-from tests.e2e.accounts import PASSWORD, logged_in
+from tests.e2e.accounts import PASSWORD, logged_in, signed_up
 from tests.households import own_household
 from tests.llm_server import serving
 from tests.processes import running_up
@@ -524,6 +524,35 @@ def test_without_household_id_each_readable_household_is_reported_on_its_own(api
     finally:
         r = api.http.delete(f"{api.url}/households/{home}/members/{other_id}", headers=owner)
         assert r.status_code in (200, 204), r.text
+
+
+def test_at_most_ten_households_are_reported_the_rest_counted(api: Api) -> None:
+    # "other" joins eleven households of new accounts as a viewer: with its own, twelve it may
+    # read. One request reports on ten (its own first, then the first nine it joined) and
+    # counts the other two in households_left_off; naming one of those reports on it.
+    joined = []
+    for i in range(11):
+        host = signed_up(api.http, api.url, f"host{i}@example.com")
+        home = str(api.http.get(f"{api.url}/households", headers=host).json()["items"][0]["id"])
+        r = api.http.post(
+            f"{api.url}/households/{home}/members",
+            json={"email": api.home.other, "role": "viewer"},
+            headers=host,
+        )
+        assert r.status_code == 201, r.text
+        joined.append((home, host, r.json()["member"]["user_id"]))
+    try:
+        body = api.ok("/insights/anomalies", who="other", at=AT)
+        ids = [h["household_id"] for h in body["households"]]
+        assert ids == [_own_household(api, "other"), *(h for h, _, _ in joined[:9])]
+        assert body["households_left_off"] == 2
+        last = api.ok("/insights/anomalies", who="other", at=AT, household_id=joined[-1][0])
+        assert [h["household_id"] for h in last["households"]] == [joined[-1][0]]
+        assert last["households_left_off"] == 0
+    finally:
+        for home, host, member in joined:
+            r = api.http.delete(f"{api.url}/households/{home}/members/{member}", headers=host)
+            assert r.status_code in (200, 204), r.text
 
 
 def test_an_unmetered_home_with_solar_is_priced_on_what_it_exchanged(api: Api) -> None:
