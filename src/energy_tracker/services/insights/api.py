@@ -1,6 +1,7 @@
-"""Routes of the insights service: a summary, forecasts and anomalies of the caller's home (what
-it consumed, each kWh once: core.consumption), or of one device with `device_id` (theirs; an
-admin's: any)."""
+"""Routes of the insights service: a summary, forecasts and anomalies of each household the
+caller may read (what it consumed, each kWh once: core.consumption; each report made once per
+household, the first repeated at the top level), of the one `household_id` names, or of one
+device with `device_id` (theirs; an admin's: any)."""
 
 from __future__ import annotations
 
