@@ -38,6 +38,7 @@ from energy_tracker.services.alerts.models import AlertRule, UsageValue, datetim
 from energy_tracker.services.alerts.observations import (
     AnomalyTasks,
     PeriodEndTasks,
+    Pricing,
     ReadingTasks,
     SilenceTasks,
     TaskSource,
@@ -174,9 +175,25 @@ class AlertEvaluator:
             or (contexts[u.device_id].household_id, u.granularity) in per_household
         ]
         if updates:
-            await self._evaluate(UsageTasks(rules, updates, contexts, self._now_ms()))
+            pricing = await self._pricing(
+                {r.household_id for r in rules if r.metric == "cost" and r.device_id is None}
+            )
+            await self._evaluate(UsageTasks(rules, updates, contexts, self._now_ms(), pricing))
             self.on_change()
         return rejected
+
+    async def _pricing(self, households: set[str]) -> Pricing | None:
+        """What pricing these households' exchange needs (summed cost rules of homes without a
+        meter but with solar or a battery); None without a time-series store (their cost is
+        then the loads' own) or a household to price."""
+        if self.series is None or not households:
+            return None
+        members: dict[str, list[DeviceContext]] = {}
+        for ctx in await self.directory.in_households(households):
+            members.setdefault(ctx.household_id, []).append(ctx)
+        profiles = await self.directory.household_profiles(households)
+        zones = {h: p.timezone for h, p in profiles.items()}
+        return Pricing(self.series, members, zones)
 
     async def _judge_anomalies(
         self, rules: Sequence[AlertRule], devices: set[str], contexts: Mapping[str, DeviceContext]
