@@ -21,6 +21,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import asyncpg
 import httpx
@@ -239,20 +240,21 @@ class Deployment:
         for proc in self.procs:
             proc.check_alive()
 
-    async def idle_cost(self, seconds: float) -> dict[str, float]:
-        """With nothing arriving: the share of one core all the processes use, and the bytes
-        they write to storage, over `seconds`."""
-        cpu = sum(p.cpu_s() for p in self.procs)
+    async def idle_cost(self, seconds: float) -> dict[str, Any]:
+        """With nothing arriving: the share of one core all the processes use (and each of
+        them), and the bytes they write to storage, over `seconds`. CPU time, not wall time:
+        a loaded machine stretches neither."""
+        cpu = {p.name: p.cpu_s() for p in self.procs}
         written = sum(p.written_bytes() for p in self.procs)
         began = time.monotonic()
         await asyncio.sleep(seconds)
         took = time.monotonic() - began
+        used = {p.name: p.cpu_s() - cpu[p.name] for p in self.procs}
         return {
             "seconds": round(took, 1),
-            "cpu_percent_of_a_core": round(
-                (sum(p.cpu_s() for p in self.procs) - cpu) / took * 100, 2
-            ),
+            "cpu_percent_of_a_core": round(sum(used.values()) / took * 100, 2),
             "bytes_written": sum(p.written_bytes() for p in self.procs) - written,
+            "cpu_percent_by_process": {n: round(s / took * 100, 2) for n, s in used.items()},
         }
 
     def stop(self) -> None:

@@ -599,6 +599,24 @@ async def live_mode(
         return {"mode": mode, "live": measured, "peak_rss_mb": deployment.peak_rss_mb()}
 
 
+async def idle_cost(deployment: deploy.Deployment, seconds: float, clock: Clock) -> dict[str, Any]:
+    """The deployment's cost with nothing arriving, past the start's own writes."""
+    await asyncio.sleep(min(5.0, seconds))
+    clock.say(f"  idle for {seconds:g} s")
+    idle = await deployment.idle_cost(seconds)
+    clock.say(f"  {idle['cpu_percent_of_a_core']:.2f} % of a core, {idle['bytes_written']:,} B")
+    return idle
+
+
+async def idle_phase(
+    mode: str, sizes: Sizes, args: argparse.Namespace, clock: Clock, workdir: Path
+) -> dict[str, Any]:
+    """--idle-only: a fresh deployment of `mode`, idle for --idle-s (or the run's idle time)."""
+    secret = deploy.new_secret()
+    async with app_deployment(mode, args, workdir, secret, clock) as (deployment, _):
+        return await idle_cost(deployment, args.idle_s or sizes.idle_s, clock)
+
+
 async def run_mode(
     mode: str, sizes: Sizes, args: argparse.Namespace, clock: Clock, workdir: Path
 ) -> dict[str, Any]:
@@ -635,10 +653,7 @@ async def run_mode(
             await deploy.drop_database(pg, f"et_bench_floor_{pid}")
 
     async with app_deployment(mode, args, workdir, secret, clock) as (deployment, mqtt_port):
-        await asyncio.sleep(min(5.0, sizes.idle_s))  # past the start's own writes
-        clock.say(f"  idle for {sizes.idle_s:g} s")
-        idle = await deployment.idle_cost(sizes.idle_s)
-        clock.say(f"  {idle['cpu_percent_of_a_core']:.2f} % of a core, {idle['bytes_written']:,} B")
+        idle = await idle_cost(deployment, sizes.idle_s, clock)
         measured, stored = await pipeline(deployment, sizes, args, clock, mode.split("+")[0])
         if args.quick:
             # A quick run queries the little the pipeline stored: no second deployment.
@@ -838,6 +853,12 @@ async def main_async(args: argparse.Namespace, sizes: Sizes, modes: list[str]) -
     workdir = Path(tempfile.mkdtemp(prefix="et-bench-"))
     results = []
     try:
+        if args.idle_only:
+            for mode in modes:
+                clock.say(mode)
+                idle = await idle_phase(mode, sizes, args, clock, workdir)
+                print(orjson.dumps({mode: idle}, option=orjson.OPT_INDENT_2).decode())
+            return
         if args.queries_only:
             for mode in modes:
                 clock.say(mode)
@@ -888,6 +909,10 @@ def main() -> None:
     parser.add_argument(
         "--queries-only", action="store_true", help="only time the usage queries (not saved)"
     )
+    parser.add_argument(
+        "--idle-only", action="store_true", help="only the idle cost, per process (not saved)"
+    )
+    parser.add_argument("--idle-s", type=float, help="seconds of idle to measure")
     parser.add_argument("--profile", type=Path, help="py-spy each process into this directory")
     parser.add_argument("--budget", type=float, help="seconds the run may take")
     parser.add_argument("--keep", action="store_true", help="keep the logs and data")

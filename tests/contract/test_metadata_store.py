@@ -797,9 +797,10 @@ async def test_contexts_resolve_zone_tariff_and_enabled_in_one_batch(
         owner_off.id: DeviceContext(
             owner_off.id, xavier.id, "solar", "Asia/Tokyo", "JPY", None, False, xavier_home
         ),
-        # disabled, as the account that registered it is
+        # Enabled although the account that registered it is disabled: it belongs to Wendy's
+        # household, whose owner is active (Xavier's own solar stops: he is its only owner).
         guest.id: DeviceContext(
-            guest.id, xavier.id, "guest", "Europe/Berlin", "EUR", flat, False, wendy_home
+            guest.id, xavier.id, "guest", "Europe/Berlin", "EUR", flat, True, wendy_home
         ),
     }
     assert await device_store.contexts([]) == {}
@@ -815,6 +816,10 @@ async def test_contexts_resolve_zone_tariff_and_enabled_in_one_batch(
     assert await device_store.household_profiles([xavier_home, "unknown-id"]) == {
         xavier_home: HouseholdProfile(xavier_home, "xavier's home", "Asia/Tokyo", "JPY", None)
     }
+
+    # Wendy, the only owner of her household, disabled: nobody answers for its devices any more.
+    await user_store.update(wendy.id, disabled=True)
+    assert not any(c.enabled for c in (await device_store.contexts([*asked, guest.id])).values())
 
 
 async def test_deleting_a_user_deletes_their_devices_and_tokens(

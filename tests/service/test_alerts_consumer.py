@@ -14,10 +14,18 @@ from energy_tracker.core.bus.base import Message
 from energy_tracker.core.bus.embedded import EmbeddedBus
 from energy_tracker.core.bus.runner import ConsumeLoop, Rejected
 from energy_tracker.core.energy import period_end, period_start
-from energy_tracker.core.events import ENERGY_READINGS, USAGE_EVENTS, Reading, readings_recorded
+from energy_tracker.core.events import (
+    ENERGY_READINGS,
+    USAGE_EVENTS,
+    Reading,
+    readings_recorded,
+    usage_updated,
+)
 from energy_tracker.core.stores.timeseries.base import Bucket, Granularity
-from energy_tracker.services.alerts.consumer import GROUP
+from energy_tracker.core.stores.timeseries.sqlite import SqliteSeriesStore
+from energy_tracker.services.alerts.consumer import GROUP, AlertEvaluator
 from energy_tracker.services.devices.store import DeviceStore
+from energy_tracker.services.users.household_store import HouseholdStore
 from tests.alert_receivers import WebhookReceiver
 from tests.service.alerting import SECRET, Alerting, at, delivered
 
@@ -178,6 +186,61 @@ async def test_summed_cost_of_a_metered_home_is_the_meters(alerting: Alerting) -
     await alerting.usage(_bucket(meter, Granularity.HOUR, hour, 2.5, 0.75, 2))
     (alert,) = await alerting.alerts()
     assert (alert.device_id, alert.value) == (None, pytest.approx(0.75))
+
+
+async def test_summed_cost_of_an_unmetered_home_with_solar_is_what_it_exchanged(
+    alerting: Alerting, tmp_path: Path
+) -> None:
+    # No meter; the kettle and the heat pump are the loads, a solar inverter offsets them. Flat
+    # 0.30 a kWh, exports 0.10. This hour's quarters: the first, kettle 1.0 + heat pump 0.2 -
+    # solar 0.4 = 0.8 kWh imported (0.24); the second, heat pump 0.2 - solar 0.6 = 0.4 kWh
+    # exported (-0.04): the hour costs 0.20, as GET /usage prices it (the loads' own cost,
+    # 0.30 + 0.12 = 0.42, ignored what the solar saved and earned). Above 0.10: fires at 0.20.
+    series = SqliteSeriesStore(str(tmp_path / "series.db"))
+    await series.start()
+    await series.migrate()
+    try:
+        solar = await DeviceStore(alerting.db).create(
+            alerting.user_id, "pv", "solar", "4" * 64, role="production"
+        )
+        tariff = {"type": "flat", "price_per_kwh": 0.30, "export_price_per_kwh": 0.10}
+        await HouseholdStore(alerting.db).update(alerting.household_id, tariff=tariff)
+        hour = period_start(alerting.clock.ms(), Granularity.HOUR)
+        second = hour + 15 * 60_000
+        kettle, pump = alerting.device_id, alerting.other_device_id
+        hours = [(kettle, 1.0, 0.30), (pump, 0.4, 0.12), (solar.id, 1.0, 0.30)]
+        q = Granularity.QUARTER
+        # As the usage service stored them: the quarters, and the hours its events announce.
+        await series.put_buckets(
+            [
+                _bucket(kettle, q, hour, 1.0, 0.30, 1),
+                _bucket(pump, q, hour, 0.2, 0.06, 1),
+                _bucket(pump, q, second, 0.2, 0.06, 1),
+                _bucket(solar.id, q, hour, 0.4, 0.12, 1),
+                _bucket(solar.id, q, second, 0.6, 0.18, 1),
+                *(_bucket(d, Granularity.HOUR, hour, kwh, cost, 1) for d, kwh, cost in hours),
+            ]
+        )
+        evaluator = AlertEvaluator(
+            alerting.bus,
+            alerting.store,
+            DeviceStore(alerting.db),
+            max_gap_ms=900_000,
+            clock=alerting.clock,
+            series=series,
+        )
+        await alerting.rule(
+            metric="cost", period="hour", device_id=None, threshold=0.1, clear_threshold=None
+        )
+        for device, kwh, cost in hours:
+            message = alerting.message(
+                USAGE_EVENTS, usage_updated(_bucket(device, Granularity.HOUR, hour, kwh, cost, 1))
+            )
+            assert await evaluator.handle_usage([message]) == []
+        (alert,) = await alerting.alerts()
+        assert (alert.device_id, alert.value) == (None, pytest.approx(0.20))
+    finally:
+        await series.stop()
 
 
 # -- at least once -----------------------------------------------------------------------------

@@ -30,7 +30,7 @@ from energy_tracker.services.devices.store import DeviceStore
 from energy_tracker.services.gateway.routes import API_PREFIX
 from energy_tracker.services.usage.consumer import UsageConsumer
 from energy_tracker.services.users.store import UserStore
-from tests.e2e.accounts import PASSWORD, logged_in
+from tests.e2e.accounts import PASSWORD, logged_in, signed_up
 from tests.households import own_household
 from tests.llm_server import serving
 from tests.processes import running_up
@@ -476,3 +476,114 @@ def test_summary_of_a_metered_home_counts_each_kwh_once(api: Api) -> None:
                 headers=owner,
             )
             assert r.status_code == 200, r.text
+
+
+# -- several households --------------------------------------------------------------------------
+
+PATHS = ("/insights/summary", "/insights/forecast", "/insights/anomalies")
+
+
+def _own_household(api: Api, who: str) -> str:
+    r = api.http.get(f"{api.url}/households", headers=api.auth[who])
+    assert r.status_code == 200, r.text
+    return str(r.json()["items"][0]["id"])
+
+
+def test_without_household_id_each_readable_household_is_reported_on_its_own(api: Api) -> None:
+    # "other" (no devices, in UTC) is made a viewer of the owner's Berlin home: with no
+    # household_id each report answers both homes, each summed on its own, its own first; the
+    # top level stays its own home's, as before there were several.
+    owner, home = api.auth["owner"], _own_household(api, "owner")
+    own = _own_household(api, "other")
+    r = api.http.post(
+        f"{api.url}/households/{home}/members",
+        json={"email": api.home.other, "role": "viewer"},
+        headers=owner,
+    )
+    assert r.status_code == 201, r.text
+    other_id = r.json()["member"]["user_id"]
+    try:
+        for path in PATHS:
+            body = api.ok(path, who="other", at=AT)
+            assert [h["household_id"] for h in body["households"]] == [own, home], path
+            assert [h["timezone"] for h in body["households"]] == ["UTC", "Europe/Berlin"]
+            assert body["households_left_off"] == 0
+            # The top level repeats the first (its own, empty: no devices).
+            listing = ("households", "households_left_off")
+            first = {k: v for k, v in body.items() if k not in listing}
+            assert first == body["households"][0]
+            assert body["household_id"] == own
+            # The owner's home, reported for the viewer exactly as for its owner naming it.
+            named = api.ok(path, household_id=home, at=AT)
+            assert named["households"] == [body["households"][1]]
+        summary = api.ok("/insights/summary", who="other", at=AT)
+        assert summary["month_to_date"] is None
+        # The Berlin home's March so far: the meter's 51.2 kWh and the plug's 8.4 (as in
+        # test_summary_of_the_home), never added to the viewer's own (empty) home.
+        assert summary["households"][1]["month_to_date"]["energy_kwh"] == pytest.approx(59.6)
+    finally:
+        r = api.http.delete(f"{api.url}/households/{home}/members/{other_id}", headers=owner)
+        assert r.status_code in (200, 204), r.text
+
+
+def test_at_most_ten_households_are_reported_the_rest_counted(api: Api) -> None:
+    # "other" joins eleven households of new accounts as a viewer: with its own, twelve it may
+    # read. One request reports on ten (its own first, then the first nine it joined) and
+    # counts the other two in households_left_off; naming one of those reports on it.
+    joined = []
+    for i in range(11):
+        host = signed_up(api.http, api.url, f"host{i}@example.com")
+        home = str(api.http.get(f"{api.url}/households", headers=host).json()["items"][0]["id"])
+        r = api.http.post(
+            f"{api.url}/households/{home}/members",
+            json={"email": api.home.other, "role": "viewer"},
+            headers=host,
+        )
+        assert r.status_code == 201, r.text
+        joined.append((home, host, r.json()["member"]["user_id"]))
+    try:
+        body = api.ok("/insights/anomalies", who="other", at=AT)
+        ids = [h["household_id"] for h in body["households"]]
+        assert ids == [_own_household(api, "other"), *(h for h, _, _ in joined[:9])]
+        assert body["households_left_off"] == 2
+        last = api.ok("/insights/anomalies", who="other", at=AT, household_id=joined[-1][0])
+        assert [h["household_id"] for h in last["households"]] == [joined[-1][0]]
+        assert last["households_left_off"] == 0
+    finally:
+        for home, host, member in joined:
+            r = api.http.delete(f"{api.url}/households/{home}/members/{member}", headers=host)
+            assert r.status_code in (200, 204), r.text
+
+
+def test_an_unmetered_home_with_solar_is_priced_on_what_it_exchanged(api: Api) -> None:
+    # No grid meter: the "meter" becomes the home's solar (producing its 150 W and more) and the
+    # fridge plug (50 W) its only load, with an export price of 0.10. Consumption is the loads:
+    # the plug's 8.4 kWh of 1 to 7 March. Every quarter the solar produced more than the plug
+    # used, so the home exported solar - plug each quarter: 51.2 - 8.4 = 42.8 kWh at 0.10,
+    # a credit of 4.28, and imported nothing: the month so far costs -4.28 (the loads' own cost,
+    # 8.4 x 0.30 = 2.52, ignored the export), as GET /usage prices it.
+    owner, home = api.auth["owner"], _own_household(api, "owner")
+    tariff = {"type": "flat", "price_per_kwh": PRICE, "export_price_per_kwh": 0.10}
+    r = api.http.patch(f"{api.url}/households/{home}", json={"tariff": tariff}, headers=owner)
+    assert r.status_code == 200, r.text
+    r = api.http.patch(
+        f"{api.url}/devices/{api.home.meter}", json={"role": "production"}, headers=owner
+    )
+    assert r.status_code == 200, r.text
+    try:
+        summary = api.ok("/insights/summary", at=AT)
+        assert summary["month_to_date"]["energy_kwh"] == pytest.approx(8.4)
+        assert summary["month_to_date"]["cost"] == pytest.approx(-4.28)
+        forecast = api.ok("/insights/forecast", at=AT)
+        assert forecast["month"]["month_to_date_kwh"] == pytest.approx(8.4)
+        assert forecast["month"]["month_to_date_cost"] == pytest.approx(-4.28)
+        usage = api.ok("/usage", granularity="month", **{"from": "2026-03-01", "to": "2026-03-08"})
+        assert usage["items"][0]["cost"] == pytest.approx(-4.28)
+    finally:
+        r = api.http.patch(
+            f"{api.url}/devices/{api.home.meter}", json={"role": "consumer"}, headers=owner
+        )
+        assert r.status_code == 200, r.text
+        flat = {"type": "flat", "price_per_kwh": PRICE}
+        r = api.http.patch(f"{api.url}/households/{home}", json={"tariff": flat}, headers=owner)
+        assert r.status_code == 200, r.text

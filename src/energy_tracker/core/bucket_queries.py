@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from bisect import bisect_left
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import date, datetime
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -163,26 +163,57 @@ async def household(
 ) -> list[HouseholdBucket]:
     """A household's consumption period by period, each kWh once (core.consumption): each term
     of the formula summed by the store (`summed_buckets`: a row a period per term, so a month by
-    day is a few dozen rows whatever the number of devices). A home without a meter but with
-    production or a battery is priced from its quarters (imports at the import price, exports
-    at the export price, under `tariff` at the hours of `price_zone`)."""
+    day is a few dozen rows whatever the number of devices), priced as `price_exchange` does."""
     layout = Layout.of(d.placement for d in devices)
     zones = {d.device_id: d.timezone for d in devices}
-
-    async def terms(gran: Granularity, start: int, end: int) -> dict[Group, list[Bucket]]:
-        return {
-            g: await summed_buckets(store, [(d, zones[d]) for d in members], gran, start, end, tz)
-            for g, members in layout.groups().items()
-        }
-
-    out = household_buckets(layout, granularity, await terms(granularity, lo, hi))
-    if layout.priced_per_quarter and out:
-        first, last = out[0].bucket.start, out[-1].bucket.start
-        end = period_end(last, granularity, tz)
-        quarters = household_buckets(
-            layout, Granularity.QUARTER, await terms(Granularity.QUARTER, first, end)
-        )
-        costs = exchange_costs(quarters, granularity, tz, price_zone or tz, tariff)
-        for period in out:
-            period.bucket.cost = costs.get(period.bucket.start, 0.0)
+    out = household_buckets(
+        layout, granularity, await _terms(store, layout, zones, granularity, lo, hi, tz)
+    )
+    await price_exchange(store, layout, zones, out, granularity, tz, tariff, price_zone)
     return out
+
+
+async def _terms(
+    store: SeriesStore,
+    layout: Layout,
+    zones: Mapping[str, str],
+    granularity: Granularity,
+    lo: int,
+    hi: int,
+    tz: ZoneInfo,
+) -> dict[Group, list[Bucket]]:
+    """Each term of the formula, its devices summed period by period."""
+    return {
+        g: await summed_buckets(store, [(d, zones[d]) for d in members], granularity, lo, hi, tz)
+        for g, members in layout.groups().items()
+    }
+
+
+async def price_exchange(
+    store: SeriesStore,
+    layout: Layout,
+    zones: Mapping[str, str],
+    periods: Sequence[HouseholdBucket],
+    granularity: Granularity,
+    tz: ZoneInfo,
+    tariff: dict[str, Any] | None,
+    price_zone: ZoneInfo | None = None,
+) -> None:
+    """Replace the cost of each of `periods` (in time order, in `tz`) by what the home
+    exchanged priced quarter by quarter, when the layout needs it (`priced_per_quarter`: no
+    meter, but production or a battery offsets the loads): imports at the import price,
+    exports at the export price, under `tariff` at the hours of `price_zone` (default `tz`).
+    Every other home's cost is already its bucket's. `zones`: each device's zone. The one
+    pricing `GET /usage`, the insights and summed cost alert rules share."""
+    if not layout.priced_per_quarter or not periods:
+        return
+    first, last = periods[0].bucket.start, periods[-1].bucket.start
+    end = period_end(last, granularity, tz)
+    quarters = household_buckets(
+        layout,
+        Granularity.QUARTER,
+        await _terms(store, layout, zones, Granularity.QUARTER, first, end, tz),
+    )
+    costs = exchange_costs(quarters, granularity, tz, price_zone or tz, tariff)
+    for period in periods:
+        period.bucket.cost = costs.get(period.bucket.start, 0.0)

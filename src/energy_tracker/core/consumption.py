@@ -26,8 +26,9 @@ buckets of `GET /usage`, the insights' days and hours, and the summed power of a
 
 Cost is what crosses the meter: with a grid meter, the grid meter's own bucket cost, which the
 usage service prices quarter by quarter (imports at the import price, exports at the export
-price, `energy.quarter_cost`); without one, the loads' cost, less what production and battery
-saved, priced per quarter on the derived exchange (`exchange_wh`).
+price, `energy.quarter_cost`); without one, the loads' cost, or with production or a battery
+the derived exchange priced per quarter (`exchange_costs`, applied by
+`bucket_queries.price_exchange`, the one place every caller prices it).
 """
 
 from __future__ import annotations

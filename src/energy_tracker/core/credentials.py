@@ -108,10 +108,10 @@ class CredentialCache(IdentityDirectory):
         there): its role, its households and its devices' keys."""
         self._roles.pop(user_id, None)
         self._households.pop(user_id, None)
-        # A disabled owner disables their devices' keys; refusals may now be wrong as well.
-        self._keys = {
-            d: v for d, v in self._keys.items() if v[1] is not None and v[1][1] != user_id
-        }
+        # An account disabled, enabled or changing roles may be its household's last active
+        # owner: every device of those households changes (DeviceContext.enabled), whoever
+        # registered it, so every key answer goes (account changes are rare).
+        self._keys = {}
 
     def forget_device(self, device_id: str) -> None:
         """The device changed (disabled, enabled, deleted, new key): every key answer about it,

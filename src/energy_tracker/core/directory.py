@@ -24,7 +24,10 @@ class DeviceContext:
     timezone: str  # the device's own zone, else its household's
     currency: str  # the household's
     tariff: dict[str, Any] | None  # the household's
-    enabled: bool  # neither the device nor the account that registered it is disabled
+    # The device is not disabled and its household still has an owner whose account is enabled:
+    # a device belongs to its household, so disabling the member who registered it changes
+    # nothing, while a household left with no active owner stops sending readings.
+    enabled: bool
     household_id: str
     role: Role = DEFAULT_ROLE  # what it measures in its household (core.consumption)
     parent_id: str | None = None  # the device a sub-meter sits inside

@@ -252,7 +252,7 @@ class IdentityDirectory(Protocol):
         """The current role of an active user; None when the account is disabled or gone."""
 
     async def device_for_key_digest(self, digest: str) -> tuple[str, str] | None:
-        """(device id, owner id) of an enabled device of an active owner holding this key."""
+        """(device id, owner id) of the enabled device (`DeviceContext.enabled`) with this key."""
 
     async def memberships(self, user_id: str) -> tuple[tuple[str, str], ...]:
         """(household id, role) of each household the user belongs to, their own first."""

@@ -440,7 +440,8 @@ class EmbeddedBus(EventBus):
 
 
 class EmbeddedConsumer(Consumer):
-    """One member of a group on one topic; its state is only touched on the bus thread."""
+    """One member of a group on one topic; its state is only written on the bus thread (the
+    event loop reads a few of its marks to skip a trip there when nothing has changed)."""
 
     def __init__(
         self, bus: EmbeddedBus, topic: str, topic_id: int, partitions: int, group: str
@@ -470,6 +471,8 @@ class EmbeddedConsumer(Consumer):
     async def _beat(self) -> None:
         while True:
             await asyncio.sleep(self.bus.session_timeout_s / 4)
+            if self._beat_written == IDLE:
+                continue  # marked idle: `_touch` would write nothing (a fetch ends idling)
             try:
                 await self.bus.in_thread(self._touch)
             except sqlite3.Error as exc:
@@ -613,7 +616,10 @@ class EmbeddedConsumer(Consumer):
         while True:
             # Taken before fetching, so a publish in between wakes the wait below.
             new_records = self.bus.new_records
-            batch = await self.bus.in_thread(self._fetch, max_records)
+            if self.bus.changes == self._empty_at and not self._sync_due():
+                batch = []  # what `_fetch` would answer, without the trip to the bus thread
+            else:
+                batch = await self.bus.in_thread(self._fetch, max_records)
             remaining = deadline - loop.time()
             if batch or remaining <= 0:
                 return batch

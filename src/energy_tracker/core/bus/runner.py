@@ -47,6 +47,10 @@ CONSUMER_LAG = Gauge(
     ["group", "topic", "partition"],
 )
 LAG_EVERY_S = 1.0
+LAG_IDLE_EVERY_S = 5.0
+"""While polls find nothing and the last lag reported was nothing either, the lag is reported
+this seldom (an idle consumer stays nearly idle), yet often enough that partitions moved by a
+rebalance show up soon."""
 
 
 def dlq_topic(topic: str) -> str:
@@ -132,6 +136,7 @@ class ConsumeLoop:
         self._member = True
         loop = asyncio.get_running_loop()
         lag_at = 0.0
+        quiet = False  # nothing behind at the last report, nor polled since: report seldom
         try:
             while not self._stopper.stopped:
                 batch = await consumer.poll(self.max_records, timeout_s=0.5)
@@ -142,22 +147,25 @@ class ConsumeLoop:
                             await consumer.commit(batch)
                             break
                         await self._stopper.sleep(waiting.next())
-                if loop.time() >= lag_at:
-                    lag_at = loop.time() + LAG_EVERY_S
-                    await self._report_lag(consumer)
+                if loop.time() >= lag_at or (batch and quiet):
+                    caught_up = await self._report_lag(consumer)
+                    quiet = caught_up and not batch
+                    lag_at = loop.time() + (LAG_IDLE_EVERY_S if quiet else LAG_EVERY_S)
         finally:
             self._member = False
             self._forget_lag()
             with contextlib.suppress(Exception):
                 await consumer.close()
 
-    async def _report_lag(self, consumer: Consumer) -> None:
+    async def _report_lag(self, consumer: Consumer) -> bool:
+        """Set the lag gauges; True when no partition owned is behind."""
         lag = await consumer.lag()
         for partition, records in lag.items():
             CONSUMER_LAG.labels(self.group, self.topic, str(partition)).set(records)
         for partition in self._reported - lag.keys():
             CONSUMER_LAG.remove(self.group, self.topic, str(partition))
         self._reported = set(lag)
+        return not any(lag.values())
 
     def _forget_lag(self) -> None:
         for partition in self._reported:

@@ -162,6 +162,7 @@ async def create_rule(
         rule = await alerting.store.rules.create(caller.user_id, household_id, _now(), **fields)
     except Conflict:
         raise ApiError(409, "conflict", "the device was deleted meanwhile") from None
+    alerting.check.wake()  # a silence rule may be due before the check's next planned look
     return rule_out(rule)
 
 
@@ -279,6 +280,7 @@ async def update_rule(
     updated = await alerting.store.rules.update(rule_id, _now(), **patch)
     if updated is None:
         raise not_found("alert rule")
+    alerting.check.wake()  # a lower silence threshold may be due sooner
     return rule_out(updated)
 
 

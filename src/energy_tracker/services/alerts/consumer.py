@@ -33,17 +33,19 @@ from energy_tracker.core.events import (
 )
 from energy_tracker.core.stores.timeseries.base import SeriesStore
 from energy_tracker.services.alerts.anomaly import Scope
-from energy_tracker.services.alerts.evaluate import evaluate
-from energy_tracker.services.alerts.models import AlertRule, UsageValue
+from energy_tracker.services.alerts.evaluate import Evaluated, evaluate
+from energy_tracker.services.alerts.models import AlertRule, UsageValue, datetime_to_ms
 from energy_tracker.services.alerts.observations import (
     AnomalyTasks,
     PeriodEndTasks,
+    Pricing,
     ReadingTasks,
     SilenceTasks,
     TaskSource,
     UsageTasks,
 )
 from energy_tracker.services.alerts.publish import PAGE, TransitionPublisher
+from energy_tracker.services.alerts.rules import EvalState, rising_due
 from energy_tracker.services.alerts.store import AlertStore
 
 GROUP = "alerts"
@@ -66,6 +68,7 @@ class AlertEvaluator:
         max_gap_ms: int,
         clock: Callable[[], float] = time.time,
         on_deliveries: Callable[[], None] = lambda: None,
+        on_change: Callable[[], None] = lambda: None,
         series: SeriesStore | None = None,
     ) -> None:
         self.bus = bus
@@ -75,6 +78,9 @@ class AlertEvaluator:
         self.max_gap_ms = max_gap_ms
         self.clock = clock
         self.on_deliveries = on_deliveries
+        # New observations were judged: a silence may have ended (its next one can come sooner
+        # than the check planned), or an alert opened over a period that ends.
+        self.on_change = on_change
         self.publisher = TransitionPublisher(bus, store.transitions)
         self._pruned_at = 0.0
 
@@ -127,6 +133,7 @@ class AlertEvaluator:
             await self._evaluate(
                 ReadingTasks(rules, batch, household_of, self._now_ms(), self.max_gap_ms)
             )
+            self.on_change()
         return rejected
 
     # -- usage-events: energy and cost so far in the current period ------------------------------
@@ -168,8 +175,25 @@ class AlertEvaluator:
             or (contexts[u.device_id].household_id, u.granularity) in per_household
         ]
         if updates:
-            await self._evaluate(UsageTasks(rules, updates, contexts, self._now_ms()))
+            pricing = await self._pricing(
+                {r.household_id for r in rules if r.metric == "cost" and r.device_id is None}
+            )
+            await self._evaluate(UsageTasks(rules, updates, contexts, self._now_ms(), pricing))
+            self.on_change()
         return rejected
+
+    async def _pricing(self, households: set[str]) -> Pricing | None:
+        """What pricing these households' exchange needs (summed cost rules of homes without a
+        meter but with solar or a battery); None without a time-series store (their cost is
+        then the loads' own) or a household to price."""
+        if self.series is None or not households:
+            return None
+        members: dict[str, list[DeviceContext]] = {}
+        for ctx in await self.directory.in_households(households):
+            members.setdefault(ctx.household_id, []).append(ctx)
+        profiles = await self.directory.household_profiles(households)
+        zones = {h: p.timezone for h, p in profiles.items()}
+        return Pricing(self.series, members, zones)
 
     async def _judge_anomalies(
         self, rules: Sequence[AlertRule], devices: set[str], contexts: Mapping[str, DeviceContext]
@@ -202,21 +226,32 @@ class AlertEvaluator:
                 zone = ZoneInfo(profile.timezone if profile else "UTC")
                 scopes[rule.id] = Scope(home.weights(), zone, country)
         await self._evaluate(AnomalyTasks(concerned, scopes, self.series, self._now_ms()))
+        self.on_change()
 
     # -- the clock -------------------------------------------------------------------------------
 
-    async def check(self) -> None:
+    async def check(self) -> int:
         """One pass of what time alone triggers: silences, periods that ended, transitions left
-        unpublished, and (hourly) forgetting old usage buckets."""
+        unpublished, and (hourly) forgetting old usage buckets. Returns the next instant (epoch
+        ms) at which time alone can trigger something of what is stored now; a new rule or an
+        evaluation of new observations may bring it closer (`on_change`)."""
         now_ms = self._now_ms()
-        await self._check_silence(now_ms)
+        due = [await self._check_silence(now_ms)]
         await self._close_periods(now_ms)
+        due.append(await self.store.evaluations.next_period_end())
         await self.publisher.publish_leftovers(self._now())
+        leftovers = self.publisher.leftovers_due()
+        due.append(None if leftovers is None else datetime_to_ms(leftovers))
         if self.clock() - self._pruned_at >= PRUNE_EVERY_S:
             await self.store.evaluations.prune_usage(now_ms - USAGE_KEEP_MS)
             self._pruned_at = self.clock()
+        due.append(round((self._pruned_at + PRUNE_EVERY_S) * 1000))
+        return min(d for d in due if d is not None)
 
-    async def _check_silence(self, now_ms: int) -> None:
+    async def _check_silence(self, now_ms: int) -> int | None:
+        """Judge every watched device's silence; the next instant the clock alone changes one,
+        a device added meanwhile included."""
+        due = Evaluated()
         after = ""
         while rules := await self.store.rules.page(("silence",), after, PAGE):
             after = rules[-1].id
@@ -229,15 +264,21 @@ class AlertEvaluator:
                 for device, created in devices.get(rule.household_id, [])
                 if rule.device_id in (None, device)
             ]
-            await self._evaluate(SilenceTasks(pairs, now_ms))
+            due.due_at((await self._evaluate(SilenceTasks(pairs, now_ms))).due)
+            for rule in rules:
+                if rule.device_id is None:
+                    # A device added from now on is silent from when it was added, at the soonest.
+                    due.due_at(rising_due(rule.condition, EvalState(), now_ms))
+        return due.due
 
     async def _close_periods(self, now_ms: int) -> None:
         ended = await self.store.evaluations.states_past_period(now_ms, PAGE)
         if ended:
             await self._evaluate(PeriodEndTasks(ended))
 
-    async def _evaluate(self, source: TaskSource) -> None:
+    async def _evaluate(self, source: TaskSource) -> Evaluated:
         done = await evaluate(self.store.evaluations, source, self._now())
         if done.notify:
             self.on_deliveries()
         await self.publisher.publish(done.transitions)
+        return done

@@ -17,7 +17,7 @@ from energy_tracker.core.stores.metadata import Conflict
 from energy_tracker.services.alerts.lifecycle import Transition, apply_steps
 from energy_tracker.services.alerts.models import alert_id
 from energy_tracker.services.alerts.observations import TaskSource
-from energy_tracker.services.alerts.rules import EvalState, run
+from energy_tracker.services.alerts.rules import EvalState, rising_due, run
 from energy_tracker.services.alerts.store.evaluation import EvaluationStore
 
 TRANSITIONS = Counter("et_alert_transitions_total", "Alert transitions recorded", ["state"])
@@ -35,6 +35,12 @@ class Evaluated:
 
     transitions: list[Transition] = field(default_factory=list)
     notify: bool = False
+    due: int | None = None  # the first instant the clock alone changes a judged silence
+
+    def due_at(self, at: int | None) -> None:
+        """Keep `at` if it is the earliest instant yet."""
+        if at is not None and (self.due is None or at < self.due):
+            self.due = at
 
 
 def _idle(state: EvalState) -> bool:
@@ -68,6 +74,8 @@ async def evaluate(store: EvaluationStore, source: TaskSource, now: datetime) ->
                 steps = run(t.rule.condition, state, t.samples)
                 opened = open_alerts.get(open_ids[key]) if key in open_ids else None
                 outcome = apply_steps(t.rule, t.scope, state, opened, steps, now)
+                if t.silent_since is not None:
+                    done.due_at(rising_due(t.rule.condition, outcome.state, t.silent_since))
                 if outcome.transitions:
                     home = t.rule.household_id
                     if home not in mailing:

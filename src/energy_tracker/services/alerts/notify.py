@@ -73,6 +73,13 @@ NOTIFICATIONS = Counter(
 )
 
 
+RETRY_PAUSE_S = 0.05
+"""The shortest sleep of the dispatch loop, when a delivery that was due could not be claimed
+(another dispatcher holds it): so that it never spins."""
+FAILED_PAUSE_S = 1.0
+"""The sleep after a failed round (the database away)."""
+
+
 def signature(secret: str, body: bytes) -> str:
     """The X-Signature header value of a webhook body."""
     return "sha256=" + hmac.new(secret.encode(), body, hashlib.sha256).hexdigest()
@@ -90,7 +97,7 @@ class Dispatcher:
         retry: RetryPolicy | None = None,
         timeout_s: float = 10.0,
         concurrency: int = 16,
-        poll_s: float = 1.0,
+        poll_s: float = 60.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.outbox = outbox
@@ -116,22 +123,42 @@ class Dispatcher:
         self._wake.set()
 
     async def run(self) -> None:
-        """Poll and send until stopped; sends in flight are allowed to finish."""
+        """Send what is due, then sleep until the next delivery comes due, new ones are written
+        here (`wake`), a send ends, or `poll_s` passed (deliveries another process wrote), until
+        stopped; sends in flight are allowed to finish. Idle, it wakes once per `poll_s`."""
         try:
             while not self._stopper.stopped:
+                self._wake.clear()
                 try:
                     await self.dispatch_due()
+                    pause = await self.pause_s()
                 except Exception as exc:
                     if is_transient(exc):  # the database restarting: one line, not a traceback
                         log.warning("notifications wait: the database is away (%s)", exc)
                     else:
                         log.exception("dispatching notifications failed; trying again shortly")
+                    pause = FAILED_PAUSE_S
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), self.poll_s)
-                self._wake.clear()
+                    await asyncio.wait_for(self._wake.wait(), pause)
             await self.settle()
         finally:
             await self._http.aclose()
+
+    async def pause_s(self) -> float:
+        """How long to sleep before looking again: until the earliest pending delivery comes due,
+        at most `poll_s`; `poll_s` while every send slot is taken (an ending send wakes the
+        loop)."""
+        if len(self._sending) >= self.concurrency:
+            return self.poll_s
+        due = await self.outbox.next_attempt_at()
+        if due is None:
+            return self.poll_s
+        return min(max((due - self._now()).total_seconds(), RETRY_PAUSE_S), self.poll_s)
+
+    def _sent(self, task: asyncio.Task[None]) -> None:
+        """A send ended: its slot is free, and its retry may be the earliest due."""
+        self._sending.discard(task)
+        self._wake.set()
 
     async def settle(self) -> None:
         """Wait for the sends in flight (each is bounded by the timeout)."""
@@ -151,7 +178,7 @@ class Dispatcher:
                 continue
             task = asyncio.create_task(self._attempt(delivery), name=f"deliver:{delivery.id}")
             self._sending.add(task)
-            task.add_done_callback(self._sending.discard)
+            task.add_done_callback(self._sent)
             started += 1
         return started
 

@@ -9,7 +9,8 @@ from dataclasses import dataclass
 from datetime import datetime
 from zoneinfo import ZoneInfo
 
-from energy_tracker.core.consumption import household_total
+from energy_tracker.core import bucket_queries as queries
+from energy_tracker.core.consumption import Layout, household_total
 from energy_tracker.core.directory import DeviceContext
 from energy_tracker.core.energy import period_end
 from energy_tracker.core.events import Reading
@@ -35,6 +36,7 @@ class Task:
     period_end: int | None = None  # energy and cost: when the observed period ends
     only_if_stored: bool = False  # a reading only matters to a silence state that exists
     unless_firing: bool = False  # the periodic silence check leaves open alerts alone
+    silent_since: int | None = None  # a silence: its value is the seconds since this instant
 
 
 TaskSource = Callable[[Evaluation], Awaitable[list[Task]]]
@@ -94,13 +96,46 @@ class ReadingTasks:
 
 
 @dataclass(frozen=True)
+class Pricing:
+    """What pricing a household's exchange quarter by quarter needs (`price_exchange`): the
+    time-series store, and each household's devices and zone (its tariff's hours)."""
+
+    series: SeriesStore
+    members: Mapping[str, Sequence[DeviceContext]]
+    zones: Mapping[str, str]
+
+    async def cost(
+        self, household_id: str, granularity: Granularity, start: int, end: int, tz: ZoneInfo
+    ) -> float | None:
+        """The cost of the period start..end (in `tz`) of an unmetered home with production or
+        a battery, as `GET /usage` prices it; None for any other home (its buckets' cost is
+        right)."""
+        members = self.members.get(household_id, ())
+        if not Layout.of(c.placement for c in members).priced_per_quarter:
+            return None
+        periods = await queries.household(
+            self.series,
+            members,
+            granularity,
+            start,
+            end,
+            tz,
+            members[0].tariff,
+            ZoneInfo(self.zones.get(household_id, tz.key)),
+        )
+        return sum(p.bucket.cost for p in periods)
+
+
+@dataclass(frozen=True)
 class UsageTasks:
-    """Energy and cost so far in the current period, per device or summed over a household's."""
+    """Energy and cost so far in the current period, per device or summed over a household's
+    (its cost priced on what it exchanged when `pricing` is given and the home needs it)."""
 
     rules: Sequence[AlertRule]
     updates: Sequence[UsageValue]
     contexts: Mapping[str, DeviceContext]
     now_ms: int
+    pricing: Pricing | None = None
 
     async def __call__(self, ev: Evaluation) -> list[Task]:
         # Only a newer version of a bucket is news; and only a period still running is
@@ -128,6 +163,13 @@ class UsageTasks:
                     {d: money for d, (_, money) in per_device.items()},
                 )
                 scope = ALL_DEVICES
+                if rule.metric == "cost" and self.pricing is not None:
+                    zone = ZoneInfo(self.contexts[v.device_id].timezone)
+                    granularity = Granularity(rule.period)
+                    priced = await self.pricing.cost(
+                        rule.household_id, granularity, v.period_start, end, zone
+                    )
+                    cost = cost if priced is None else priced
             value = energy if rule.metric == "energy_kwh" else cost
             out.append(Task(rule, scope, [(self.now_ms, value)], period_end=end))
         return out
@@ -153,7 +195,15 @@ class SilenceTasks:
         for rule, device, since in self.pairs:
             last = seen[device].last_ts if device in seen else datetime_to_ms(since)
             silent_s = max(0.0, (self.now_ms - last) / 1000)
-            out.append(Task(rule, device, [(self.now_ms, silent_s)], unless_firing=True))
+            out.append(
+                Task(
+                    rule,
+                    device,
+                    [(self.now_ms, silent_s)],
+                    unless_firing=True,
+                    silent_since=min(last, self.now_ms),
+                )
+            )
         return out
 
 

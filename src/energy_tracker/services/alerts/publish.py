@@ -28,6 +28,11 @@ class TransitionPublisher:
     def __init__(self, bus: EventBus, outbox: TransitionOutbox) -> None:
         self.bus = bus
         self.outbox = outbox
+        # Transitions recorded up to this instant may be left unpublished (a failed publish
+        # here, or before the first check a run that died): the check looks again once they
+        # are past the grace. None when it need not.
+        self.unsure_until: datetime | None = None
+        self._looked = False
 
     async def publish(self, transitions: Collection[Transition]) -> None:
         """Put transitions on `alert-events` and mark them; on failure they stay unmarked for
@@ -43,9 +48,21 @@ class TransitionPublisher:
             log.warning(
                 "publishing %d alert transition(s) failed (%s); will retry", len(transitions), exc
             )
+            self._unsure(max(t.recorded_at for t in transitions))
+
+    def _unsure(self, until: datetime) -> None:
+        if self.unsure_until is None or self.unsure_until < until:
+            self.unsure_until = until
+
+    def leftovers_due(self) -> datetime | None:
+        """When `publish_leftovers` must run again (None: only when the clock says otherwise)."""
+        return None if self.unsure_until is None else self.unsure_until + PUBLISH_GRACE
 
     async def publish_leftovers(self, now: datetime) -> None:
         """Publish transitions whose writer died (or whose bus was away) before it could."""
+        if not self._looked:
+            self._looked = True
+            self._unsure(now)  # a run that died just before this one started may have left some
         before = now - PUBLISH_GRACE
         while rows := await self.outbox.unpublished(before, PAGE):
             await self.bus.publish(
@@ -54,3 +71,5 @@ class TransitionPublisher:
             await self.outbox.mark_published([tid for tid, _, _ in rows])
             if len(rows) < PAGE:
                 break
+        if self.unsure_until is not None and self.unsure_until <= before:
+            self.unsure_until = None

@@ -21,6 +21,7 @@ Semantics:
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 from enum import StrEnum
 
@@ -112,3 +113,22 @@ def run(cond: Condition, state: EvalState, samples: list[tuple[int, float]]) -> 
         steps.append(result)
         state = result.state
     return steps
+
+
+def rising_due(cond: Condition, state: EvalState, since: int) -> int | None:
+    """For a value that rises by one a second from zero at `since` (a silence, in seconds, with
+    op `gt`), the first instant at which observing it changes `state`: where it passes the
+    threshold, or where its `for` wait and its cooldown are both over. None while an alert is
+    open: only a new reading, which starts the value again from zero, ends it."""
+    if state.firing_since is not None:
+        return None
+    # The first millisecond at which (t - since) / 1000 > threshold, as `step` will compute it.
+    after = math.floor(cond.threshold * 1000)
+    while after / 1000 <= cond.threshold:
+        after += 1
+    while (after - 1) / 1000 > cond.threshold:
+        after -= 1
+    breached = since + after
+    if state.pending_since is None:
+        return breached
+    return max(breached, state.pending_since + cond.for_ms, state.cooldown_until or 0)

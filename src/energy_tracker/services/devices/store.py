@@ -9,7 +9,7 @@ from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Row, Select, delete, select, update
+from sqlalchemy import Exists, Row, Select, delete, exists, false, select, update
 from sqlalchemy.exc import IntegrityError
 
 from energy_tracker.core.consumption import DEFAULT_ROLE, Role
@@ -208,23 +208,36 @@ class DeviceStore:
 
 
 def _contexts() -> Select[Any]:
-    return (
-        select(
-            devices.c.id,
-            devices.c.owner_id,
-            devices.c.household_id,
-            devices.c.name,
-            devices.c.timezone,
-            devices.c.disabled,
-            devices.c.role,
-            devices.c.parent_id,
-            households.c.timezone.label("household_timezone"),
-            households.c.currency,
-            households.c.tariff,
-            users.c.disabled.label("owner_disabled"),
+    return select(
+        devices.c.id,
+        devices.c.owner_id,
+        devices.c.household_id,
+        devices.c.name,
+        devices.c.timezone,
+        devices.c.disabled,
+        devices.c.role,
+        devices.c.parent_id,
+        households.c.timezone.label("household_timezone"),
+        households.c.currency,
+        households.c.tariff,
+        _has_active_owner().label("has_active_owner"),
+    ).join(households, households.c.id == devices.c.household_id)
+
+
+def _has_active_owner() -> Exists:
+    """Whether the device's household still has an owner whose account is enabled. A device
+    belongs to its household, not to the member who registered it: disabling that member
+    leaves it working, while a household whose every owner is disabled stops (nobody may
+    answer for its devices any more)."""
+    m = household_members.c
+    return exists(
+        select(m.user_id)
+        .join(users, users.c.id == m.user_id)
+        .where(
+            m.household_id == devices.c.household_id,
+            m.role == "owner",
+            users.c.disabled == false(),
         )
-        .join(users, users.c.id == devices.c.owner_id)
-        .join(households, households.c.id == devices.c.household_id)
     )
 
 
@@ -236,7 +249,7 @@ def _context(row: Row[Any]) -> DeviceContext:
         timezone=row.timezone or row.household_timezone,
         currency=row.currency,
         tariff=row.tariff,
-        enabled=not (row.disabled or row.owner_disabled),
+        enabled=not row.disabled and bool(row.has_active_owner),
         household_id=row.household_id,
         role=Role(row.role),
         parent_id=row.parent_id,

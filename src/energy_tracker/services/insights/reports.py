@@ -17,7 +17,7 @@ import numpy as np
 from energy_tracker.core import anomalies as detection
 from energy_tracker.core import bucket_queries as queries
 from energy_tracker.core import hours as hourly
-from energy_tracker.core.consumption import Layout, Placement, Role
+from energy_tracker.core.consumption import HouseholdBucket, Layout, Placement, Role
 from energy_tracker.core.stores.timeseries.base import Bucket, Granularity, SeriesStore
 from energy_tracker.services.insights import analysis, recommendations
 from energy_tracker.services.insights import forecasting as fc
@@ -36,6 +36,10 @@ from energy_tracker.services.insights.narrative import Narrator
 from energy_tracker.services.insights.recommendations import Recommendation
 from energy_tracker.services.insights.store import HourCache
 
+# The most households one request reports on (each costs a report's reads: the forecast's and
+# the anomalies' months of hours); the rest are counted, to be asked for one by one.
+MAX_HOUSEHOLDS = 10
+
 
 @dataclass(frozen=True, slots=True)
 class DeviceRef:
@@ -49,13 +53,16 @@ class Subject:
     """Whose usage a report reads, and from where: the zone its days are counted in, and the
     instant it is made as of (aware, in that zone)."""
 
-    device_id: str | None  # None: every device of the user in `devices`
+    device_id: str | None  # None: every device of the household in `devices`
     devices: Sequence[DeviceRef]
     tz: ZoneInfo
     currency: str
     now: datetime
     country: str | None = None  # ISO 3166 alpha-2, for public holidays; None: weekends only
     layout: Layout | None = None  # how `devices` add up; None: each a top-level load
+    household_id: str | None = None
+    tariff: dict[str, Any] | None = None  # the household's: prices what an unmetered home
+    price_zone: ZoneInfo | None = None  # exchanged, at the hours of this zone (default tz)
 
     @property
     def home(self) -> Layout:
@@ -68,6 +75,7 @@ class Subject:
 @dataclass(frozen=True, slots=True)
 class Report:
     device_id: str | None
+    household_id: str | None
     timezone: str
     currency: str
     at: datetime
@@ -150,6 +158,7 @@ def _report(subject: Subject) -> dict[str, Any]:
     """The fields every report starts with: whose, in which zone and currency, as of when."""
     return {
         "device_id": subject.device_id,
+        "household_id": subject.household_id,
         "timezone": subject.tz.key,
         "currency": subject.currency,
         "at": subject.now,
@@ -182,24 +191,48 @@ async def _day_buckets(
     }
 
 
-def _summed_days(subject: Subject, per_device: dict[str, list[Bucket]]) -> list[Day]:
-    """The home's days: what it consumed each day, each kWh once."""
+async def _summed_days(
+    store: SeriesStore, subject: Subject, per_device: dict[str, list[Bucket]]
+) -> list[Day]:
+    """The home's days: what it consumed each day, each kWh once, priced as `GET /usage`
+    prices them."""
     home = queries.combined(subject.home, Granularity.DAY, chain(*per_device.values()))
+    await _priced(store, subject, home, Granularity.DAY)
     return _days_of((p.bucket for p in home), subject.tz)
 
 
 async def _hours(store: SeriesStore, subject: Subject, lo: int, hi: int) -> list[Hour]:
     """The home's hours, each kWh once, with lo <= start < hi (hour buckets are UTC: no zone
-    to mind)."""
+    to mind), priced as `GET /usage` prices them."""
     summed = list(subject.home.weights())
     if not summed:
         return []
     buckets = await store.buckets(summed, Granularity.HOUR, lo, hi)
+    home = queries.combined(subject.home, Granularity.HOUR, buckets)
+    await _priced(store, subject, home, Granularity.HOUR)
     return [
         Hour(datetime.fromtimestamp(b.start / 1000, subject.tz), b.energy_wh / 1000.0, b.cost)
-        for b in (p.bucket for p in queries.combined(subject.home, Granularity.HOUR, buckets))
+        for b in (p.bucket for p in home)
         if hourly.has_data(b)
     ]
+
+
+async def _priced(
+    store: SeriesStore, subject: Subject, periods: list[HouseholdBucket], granularity: Granularity
+) -> None:
+    """A home without a meter but with solar or a battery: each period's cost is what it
+    exchanged, priced quarter by quarter (core.bucket_queries.price_exchange)."""
+    zones = {d.id: d.timezone for d in subject.devices}
+    await queries.price_exchange(
+        store,
+        subject.home,
+        zones,
+        periods,
+        granularity,
+        subject.tz,
+        subject.tariff,
+        subject.price_zone,
+    )
 
 
 # Recommendations compare the recent days with this many days before them.
@@ -234,7 +267,7 @@ async def summary(
     recent_at = analysis.local_midnight(today - timedelta(days=ALWAYS_ON_DAYS), subject.tz)
     recent_start = today - timedelta(days=RECENT_DAYS)
     earlier_start = recent_start - timedelta(days=EARLIER_DAYS)
-    home_days = _summed_days(subject, per_device)
+    home_days = await _summed_days(store, subject, per_device)
     comparison = analysis.month_comparison(home_days, today)
     totals = []
     advice = [
@@ -459,7 +492,7 @@ async def anomalies(
     today = subject.now.date()
     since = today - timedelta(days=window_days)
     first = since - timedelta(days=HISTORY_DAYS)
-    days = _summed_days(subject, await _day_buckets(store, subject, first))
+    days = await _summed_days(store, subject, await _day_buckets(store, subject, first))
     now_s = int(subject.now.timestamp())
     end = now_s // hourly.HOUR_S * hourly.HOUR_S  # the hour holding `at` is not over
     since_s = int(analysis.local_midnight(since, subject.tz).timestamp())

@@ -11,6 +11,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, PlainSerializer, WithJsonSchema
 
+from energy_tracker.services.insights.reports import MAX_HOUSEHOLDS
+
 
 def _rounder(digits: int, *, nullable: bool = False) -> PlainSerializer:
     """Rounds on the way out; `return_type` keeps the documented schema a number (or null)."""
@@ -37,9 +39,12 @@ class Out(BaseModel):
 
 
 class ReportOut(Out):
-    device_id: str | None = Field(description="The device asked for; null: all of yours, summed.")
+    device_id: str | None = Field(
+        description="The device asked for; null: all of the household's, each kWh once."
+    )
+    household_id: str | None = Field(description="The household reported on (the device's).")
     timezone: str = Field(description="The zone days and hours of the day are counted in.")
-    currency: str = Field(description="Of every cost (the owner's profile).")
+    currency: str = Field(description="Of every cost (the household's).")
     at: Instant = Field(description="The instant the report is made as of.")
 
 
@@ -214,3 +219,30 @@ class AnomaliesOut(ReportOut):
         description="Loads stuck on, baseload steps, spikes, unusual hours and silences since "
         "`since`, each from the hours before it, oldest first."
     )
+
+
+# Every household the caller may read, each reported on its own (never added together: they are
+# different homes); the top-level fields repeat the first, as the routes answered before there
+# were households.
+HOUSEHOLDS = (
+    "One report per household asked for (household_id; with device_id: the device's), else per "
+    "household you may read, your own first, each summed on its own in its own zone (unless "
+    f"tz); at most {MAX_HOUSEHOLDS}, the rest counted in households_left_off. The top-level "
+    "fields repeat the first."
+)
+LEFT_OFF = "Readable households not reported past the cap: ask for each with household_id."
+
+
+class SummariesOut(SummaryOut):
+    households: list[SummaryOut] = Field(description=HOUSEHOLDS)
+    households_left_off: int = Field(description=LEFT_OFF)
+
+
+class ForecastsOut(ForecastOut):
+    households: list[ForecastOut] = Field(description=HOUSEHOLDS)
+    households_left_off: int = Field(description=LEFT_OFF)
+
+
+class AnomaliesListOut(AnomaliesOut):
+    households: list[AnomaliesOut] = Field(description=HOUSEHOLDS)
+    households_left_off: int = Field(description=LEFT_OFF)

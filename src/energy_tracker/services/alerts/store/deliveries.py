@@ -9,7 +9,7 @@ from collections.abc import Collection
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import insert, select, update
+from sqlalchemy import func, insert, select, update
 
 from energy_tracker.core.stores.metadata import Database
 from energy_tracker.core.stores.schema import alert_deliveries, alert_delivery_attempts
@@ -68,6 +68,15 @@ class DeliveryOutbox:
         )
         async with self._db.begin() as conn:
             return [Delivery(**row._mapping) for row in (await conn.execute(query)).all()]
+
+    async def next_attempt_at(self) -> datetime | None:
+        """When the earliest pending delivery comes due (None when none is pending): the
+        dispatcher sleeps until then."""
+        query = select(func.min(alert_deliveries.c.next_attempt_at)).where(
+            alert_deliveries.c.status == "pending"
+        )
+        async with self._db.begin() as conn:
+            return await conn.scalar(query)
 
     async def claim(self, delivery: Delivery, lease_until: datetime) -> bool:
         """Take a due delivery for one attempt; False if another dispatcher took it first.

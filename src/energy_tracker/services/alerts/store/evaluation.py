@@ -21,6 +21,7 @@ from sqlalchemy import (
     case,
     delete,
     false,
+    func,
     insert,
     or_,
     select,
@@ -114,6 +115,16 @@ class EvaluationStore:
         async with self._db.begin() as conn:
             rows = (await conn.execute(query)).all()
         return [(rule_from_row(row), row.scope, row.period_end) for row in rows]
+
+    async def next_period_end(self) -> int | None:
+        """The earliest end of a period over which an alert is open or a `for` wait runs (None
+        when there is none): the periodic check sleeps until then."""
+        s = alert_states.c
+        query = select(func.min(s.period_end)).where(
+            or_(s.firing_since.is_not(None), s.pending_since.is_not(None))
+        )
+        async with self._db.begin() as conn:
+            return await conn.scalar(query)
 
     async def prune_usage(self, before_ms: int) -> int:
         """Forget usage buckets that started before `before_ms` (no rule looks that far back)."""
