@@ -126,3 +126,28 @@ async def test_sqlite_series_store_waits_out_a_held_lock(tmp_path: Path) -> None
         assert len(await store.readings_page("dev", 0, 2**62, None, 10_000)) == 2000
     finally:
         await store.stop()
+
+
+async def test_sqlite_metadata_store_waits_out_a_held_lock(tmp_path: Path) -> None:
+    """SQLite's "database is locked" (another process writing for longer than the busy timeout)
+    is an OperationalError like a poison one would be: it must be classified transient."""
+    db = Database(f"sqlite:///{tmp_path / 'meta.db'}")
+    await db.start()
+    try:
+        await db.migrate()
+        users = UserStore(db)
+        await users.create("before@example.com", "x", None)
+        other = sqlite3.connect(tmp_path / "meta.db", isolation_level=None)
+        other.execute("BEGIN EXCLUSIVE")
+        try:
+            with pytest.raises(Exception) as raised:
+                await users.create("during@example.com", "x", None)
+            assert is_transient(raised.value), f"{type(raised.value).__name__}: {raised.value}"
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        await until_ok(lambda: users.create("after@example.com", "x", None))
+        assert await users.by_email("after@example.com") is not None
+        assert await users.by_email("during@example.com") is None
+    finally:
+        await db.stop()
