@@ -168,6 +168,8 @@ async function members(householdId: string, myId: string, owner: boolean): Promi
                       {
                         type: "button",
                         class: "secondary",
+                        // The row names the member; a reader of the button alone hears whom.
+                        "aria-label": mine ? "Leave" : `Remove ${m.email}`,
                         onclick: () =>
                           act(async () => {
                             await api("DELETE", `/households/${householdId}/members/${m.user_id}`);
@@ -177,7 +179,7 @@ async function members(householdId: string, myId: string, owner: boolean): Promi
                             }
                           }, mine ? "You left the household" : `Removed ${m.email}`),
                       },
-                      mine ? "Leave" : `Remove ${m.email}`,
+                      mine ? "Leave" : "Remove",
                     )
                   : null;
               return h("tr", {}, h("th", { scope: "row" }, m.email), h("td", {}, r), h("td", {}, mail), h("td", {}, remove));
