@@ -23,6 +23,7 @@ export function alertsPage(): Page {
 
       // Alerts whose notifications are open: a live redraw (any alert's transition) keeps them open.
       const opened = new Set<string>();
+      const seen = new Map<string, HTMLElement>(); // the attempts last shown, per opened alert
       const drawAlerts = async () => {
         const data = await api("GET", inHome("/alerts?limit=100"));
         clear(
@@ -56,15 +57,19 @@ export function alertsPage(): Page {
                               if (!d.open || d.dataset.loaded) return;
                               d.dataset.loaded = "1";
                               const full = await api("GET", `/alerts/${a.id}`);
-                              d.append(
-                                h("ul", {}, ...full.deliveries.flatMap((dl: any) => [
-                                  h("li", {}, `${dl.channel} to ${dl.target} (${dl.event}): ${dl.status}, ${dl.attempts} attempt(s)${dl.last_error ? `, last error: ${dl.last_error}` : ""}`),
-                                  ...(dl.history ?? []).map((t: any) => h("li", { class: "attempt" }, `attempt ${t.attempt} at ${when(t.at)}: ${t.ok ? "ok" : "failed"} ${t.status_code ?? ""} ${t.error ?? ""}`)),
-                                ])),
-                              );
+                              const fresh = h("ul", {}, ...full.deliveries.flatMap((dl: any) => [
+                                h("li", {}, `${dl.channel} to ${dl.target} (${dl.event}): ${dl.status}, ${dl.attempts} attempt(s)${dl.last_error ? `, last error: ${dl.last_error}` : ""}`),
+                                ...(dl.history ?? []).map((t: any) => h("li", { class: "attempt" }, `attempt ${t.attempt} at ${when(t.at)}: ${t.ok ? "ok" : "failed"} ${t.status_code ?? ""} ${t.error ?? ""}`)),
+                              ]));
+                              d.querySelector("ul")?.remove(); // the copy shown while this was asked for
+                              d.append(fresh);
+                              seen.set(a.id, fresh);
                             },
                           },
                           h("summary", {}, `Notifications (${a.deliveries.length})`),
+                          // Redrawn open, it shows what it showed until the fresh answer comes:
+                          // the page must not jump under the pointer of someone about to click.
+                          opened.has(a.id) ? (seen.get(a.id)?.cloneNode(true) as HTMLElement | undefined) ?? null : null,
                         )
                       : null,
                   ),
