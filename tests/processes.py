@@ -33,16 +33,15 @@ SERVER_URLS = (
 
 
 def embedded_settings(tmp_path: Path, jwt_secret: str, **options: Any) -> Settings:
-    """Settings of an in-process app on the embedded stores under `tmp_path/data`."""
+    """Settings of an in-process app on the embedded stores under `tmp_path/data`; `options`
+    override any of them (a store on a private server, say)."""
     data = tmp_path / "data"
-    return Settings(
-        data_dir=data,
-        bus_url=f"embedded:///{data}/bus.db",
-        db_url=f"sqlite:///{data}/meta.db",
-        tsdb_url=f"sqlite:///{data}/series.db",
-        jwt_secret=jwt_secret,
-        **options,
-    )
+    stores = {
+        "bus_url": f"embedded:///{data}/bus.db",
+        "db_url": f"sqlite:///{data}/meta.db",
+        "tsdb_url": f"sqlite:///{data}/series.db",
+    }
+    return Settings(data_dir=data, jwt_secret=jwt_secret, **(stores | options))
 
 
 def free_port() -> int:

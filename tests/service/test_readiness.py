@@ -11,7 +11,6 @@ import httpx
 import uvicorn
 
 from energy_tracker.app import create_app, migrate
-from energy_tracker.config import Settings
 from tests.processes import embedded_settings, free_port
 
 SECRET = "readiness-test-secret-0123456789-0123456789"
@@ -20,14 +19,8 @@ SECRET = "readiness-test-secret-0123456789-0123456789"
 async def test_readyz_names_a_stopped_worker_and_a_store_that_does_not_answer(
     tmp_path: Path,
 ) -> None:
-    settings = Settings(
-        data_dir=tmp_path / "data",
-        db_url=None,
-        bus_url=None,
-        tsdb_url=None,
-        redis_url=None,
-        mqtt_url=None,
-        jwt_secret="readiness-test-secret-0123456789-0123456789",
+    settings = embedded_settings(
+        tmp_path, "readiness-test-secret-0123456789-0123456789", redis_url=None, mqtt_url=None
     )
     await migrate(settings)
     app = create_app(settings, ["usage"], gateway=False)

@@ -14,22 +14,20 @@ import httpx
 import pytest
 
 from energy_tracker.app import create_app, migrate
-from energy_tracker.config import Settings
 from tests.e2e.accounts import PASSWORD
 from tests.private_servers import private_postgres
+from tests.processes import embedded_settings
 
 
 @pytest.mark.postgres
 async def test_a_request_whose_store_is_away_answers_503(tmp_path: Path) -> None:
     with private_postgres(tmp_path) as server:
-        settings = Settings(
-            data_dir=tmp_path / "data",
+        settings = embedded_settings(
+            tmp_path,
+            "store-away-test-secret-0123456789-0123456789",
             db_url=server.url,
-            bus_url=None,
-            tsdb_url=None,
             redis_url=None,
             mqtt_url=None,
-            jwt_secret="store-away-test-secret-0123456789-0123456789",
         )
         await migrate(settings)
         app = create_app(settings, ["users"], gateway=False)
