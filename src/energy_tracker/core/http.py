@@ -383,7 +383,7 @@ def forbidden(message: str = "not allowed") -> ApiError:
     return ApiError(403, "forbidden", message)
 
 
-def device_directory(request: Request) -> DeviceDirectory:
+async def device_directory(request: Request) -> DeviceDirectory:
     """FastAPI dependency: the device directory the composition root injected."""
     directory: DeviceDirectory = request.app.state.directory
     return directory

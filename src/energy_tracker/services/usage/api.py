@@ -50,7 +50,7 @@ MAX_SPAN_MS = {
 hours, 3,660 days or 1,200 months, so one query is a bounded amount of work for the loop."""
 
 
-def series(request: Request) -> SeriesStore:
+async def series(request: Request) -> SeriesStore:
     """FastAPI dependency: the time-series store."""
     return request.app.state.series
 
@@ -69,7 +69,7 @@ class UsageQuery:
         return _range(self.granularity, self.start, self.end, zone)
 
 
-def usage_query(
+async def usage_query(
     granularity: Granularity = Granularity.HOUR,
     start: Annotated[str | None, Query(alias="from", max_length=40)] = None,
     end: Annotated[str | None, Query(alias="to", max_length=40)] = None,
