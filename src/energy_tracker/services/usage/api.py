@@ -195,15 +195,14 @@ async def _household_usage(
     )
     layout = Layout.of(ctx.placement for ctx in mine)
     consumed = sum(p.bucket.energy_wh for p in periods)
+    loads = [ctx for ctx in mine if ctx.device_id in layout.loads]
+    energy = await queries.energy_totals(
+        store, [(ctx.device_id, ctx.timezone) for ctx in loads], query.granularity, lo, hi, zone
+    )
     breakdown, explained = [], 0.0
-    for ctx in mine:
-        if ctx.device_id in layout.loads:
-            buckets = await queries.device_buckets(
-                store, ctx.device_id, ctx.timezone, query.granularity, lo, hi, zone
-            )
-            energy = sum(b.energy_wh for b in buckets)
-            explained += energy
-            breakdown.append(_share(ctx.device_id, ctx.name, ctx.role, energy, consumed))
+    for ctx in loads:
+        explained += energy[ctx.device_id]
+        breakdown.append(_share(ctx.device_id, ctx.name, ctx.role, energy[ctx.device_id], consumed))
     if layout.metered:
         breakdown.append(_share(None, "other", None, consumed - explained, consumed))
     return {
