@@ -431,8 +431,12 @@ def shutting_down(request: Request) -> asyncio.Event:
     return event
 
 
-def json_bytes(value: Any) -> bytes:
-    return orjson.dumps(value)
+def json_response(value: Any, status_code: int = 200) -> Response:
+    """`value` (plain dicts, lists, strings, numbers) as a JSON response, encoded by orjson in
+    one call. A route that returns its dict has FastAPI walk it with `jsonable_encoder` first,
+    which took a year by day (365 items) about ten times as long as building the items; a
+    route that returns this keeps its documented schema with `response_model`."""
+    return Response(orjson.dumps(value), status_code, media_type="application/json")
 
 
 # -- the OpenAPI document ------------------------------------------------------------------------
