@@ -659,10 +659,13 @@ async def run_mode(
             # A quick run queries the little the pipeline stored: no second deployment.
             clock.say(f"  {sizes.query_reps} of each query on {stored.readings:,} readings")
             queries = await query_store.time_queries(deployment, stored, sizes.query_reps, SEED)
-        measured["live"] = await live_workload(deployment, mqtt_port, sizes, args, clock, mode)
+        if not args.no_live:
+            measured["live"] = await live_workload(deployment, mqtt_port, sizes, args, clock, mode)
         rss = deployment.peak_rss_mb()
 
-    if not args.quick:
+    if args.no_queries:
+        queries = None
+    elif not args.quick:
         queries = await query_phase(mode, sizes, args, clock, workdir, secret)
     names = ("device_year_by_day", "device_day_by_hour", "user_month_by_day")
     return {
@@ -674,7 +677,7 @@ async def run_mode(
         "p50_ms_reading_to_usage": measured.pop("p50_ms_reading_to_usage"),
         "p99_ms_reading_to_usage": measured.pop("p99_ms_reading_to_usage"),
         "p99_ms_reading_to_alert": measured.pop("p99_ms_reading_to_alert"),
-        "query_p99_ms": max(queries[n]["p99_ms"] for n in names),
+        "query_p99_ms": max(queries[n]["p99_ms"] for n in names) if queries else None,
         "peak_rss_mb": rss,
         "idle": idle,
         "bus": {
@@ -775,8 +778,14 @@ def table(results: list[dict[str, Any]], host: dict[str, Any], when: str, second
         ("pipeline ÷ floor", lambda r: ratio(r, "floor_readings_per_s")),
         ("reading → usage bucket p50 / p99, ms (at half rate)", latency),
         ("reading → alert p99, ms", lambda r: _n(r["p99_ms_reading_to_alert"])),
-        ("usage query p99, ms (worst of three)", lambda r: f"{r['query_p99_ms']:,.1f}"),
-        ("… on a store of, readings", lambda r: _n(r["queries"]["store_readings"])),
+        (
+            "usage query p99, ms (worst of three)",
+            lambda r: "n/a" if r["query_p99_ms"] is None else f"{r['query_p99_ms']:,.1f}",
+        ),
+        (
+            "… on a store of, readings",
+            lambda r: _n(r["queries"]["store_readings"]) if r["queries"] else "n/a",
+        ),
         ("peak RSS, MB", rss),
         (
             "idle: % of a core, bytes written (nothing arriving)",
@@ -876,13 +885,23 @@ async def main_async(args: argparse.Namespace, sizes: Sizes, modes: list[str]) -
         r["machine"] = host
         r["measured_at"] = when
         r["quick"] = args.quick
-    name = "live" if args.live_only else "quick" if args.quick else "latest"
+    partial = args.no_queries or args.no_live
+    name = (
+        "live"
+        if args.live_only
+        else "quick"
+        if args.quick
+        else "partial"
+        if partial
+        else "latest"
+    )
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
     clock.over_budget()
     markdown = table(results, host, when, clock.elapsed())
     (RESULTS / f"{name}.md").write_text(markdown)
-    if not args.quick and not args.live_only:
+    partial = args.no_queries or args.no_live
+    if not args.quick and not args.live_only and not partial:
         update_readme(markdown)
     print(markdown)
 
@@ -915,6 +934,12 @@ def main() -> None:
     parser.add_argument("--idle-s", type=float, help="seconds of idle to measure")
     parser.add_argument("--profile", type=Path, help="py-spy each process into this directory")
     parser.add_argument("--budget", type=float, help="seconds the run may take")
+    parser.add_argument(
+        "--no-queries", action="store_true", help="leave out the usage queries (not saved)"
+    )
+    parser.add_argument(
+        "--no-live", action="store_true", help="leave out the live workload (not saved)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the logs and data")
     parser.add_argument(
         "--live-only", action="store_true", help="only the live workload (results in live.*)"
