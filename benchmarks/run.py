@@ -314,7 +314,8 @@ def profiling(procs: list[deploy.Proc], out_dir: Path | None, tag: str) -> Itera
         return
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     out_dir.mkdir(parents=True, exist_ok=True)
-    record = [spy, "record", "--nonblocking", "--gil", "--rate", "200", "--format", "raw"]
+    record = [spy, "record", "--nonblocking", "--gil", "--subprocesses", "--rate", "200"]
+    record += ["--format", "raw"]
     spies = [
         subprocess.Popen(
             [*record, "--pid", str(p.pid), "--output", str(out_dir / f"{tag}-{p.name}.txt")],
@@ -742,7 +743,9 @@ def table(results: list[dict[str, Any]], host: dict[str, Any], when: str, second
         return f"{r['p50_ms_reading_to_usage']:,.0f} / {r['p99_ms_reading_to_usage']:,.0f}"
 
     def rss(r: dict[str, Any]) -> str:
-        return ", ".join(f"{k} {_n(v)}" for k, v in r["peak_rss_mb"].items())
+        peaks = r["peak_rss_mb"]
+        each = ", ".join(f"{k} {_n(v)}" for k, v in peaks.items())
+        return f"{each}; sum {_n(sum(v for v in peaks.values() if v))}"
 
     def live_row(leg: str, key: str) -> Callable[[dict[str, Any]], str]:
         return lambda r: _n(r.get("live", {}).get(leg, {}).get(key))

@@ -85,7 +85,7 @@ class ChildProcess:
 
     async def _start(self) -> asyncio.subprocess.Process:
         argv = [sys.executable, "-m", "energy_tracker.cli", "--log-level", self.log_level]
-        argv += ["consume", self.service, "--metrics-port", str(self.metrics_port)]
+        argv += ["consume", "--metrics-port", str(self.metrics_port), self.service]
         # stdout and stderr are the parent's: one log for all of `up`.
         return await asyncio.create_subprocess_exec(*argv, preexec_fn=_die_with_parent)
 
