@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -284,6 +285,29 @@ class Deployment:
             peaks[p.name] = p.peak_rss_mb()
             peaks |= {name: _status_mb(pid, "VmHWM") for name, pid in p.children().items()}
         return peaks
+
+    @contextlib.contextmanager
+    def sampling_rss(self, every_s: float = 0.2) -> Iterator[dict[str, float]]:
+        """While the block runs, the most memory all the processes (children too) held
+        resident at one instant (VmRSS summed, sampled every `every_s`), in MiB: `["total"]`.
+        Unlike each one's VmHWM, it is what the deployment needs at once, and only under the
+        load of the block (not, say, while accounts were created)."""
+        peak = {"total": 0.0}
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.wait(every_s):
+                pids = [pid for p in self.procs for pid in p.family()]
+                peak["total"] = max(peak["total"], sum(_status_mb(i, "VmRSS") or 0 for i in pids))
+
+        sampler = threading.Thread(target=sample, name="rss-sampler", daemon=True)
+        sampler.start()
+        try:
+            yield peak
+        finally:
+            stop.set()
+            sampler.join()
+            peak["total"] = round(peak["total"], 1)
 
     def check_alive(self) -> None:
         for proc in self.procs:

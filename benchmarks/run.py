@@ -15,7 +15,8 @@ For each mode, `embedded` (`energy-tracker up`: the SQLite bus and stores, one p
    quarter bucket it filled, and from a live probe reading's 202 to the `alert-events`
    transition it causes, both watched through the bus adapter; p50/p99;
 5. usage queries on a store of at least 10M readings (query_store.py); p50/p99;
-6. the peak RSS (VmHWM) of every process under load;
+6. memory: the RSS of all the processes at once (children too) under the pipeline's load,
+   sampled, and each process's peak RSS (VmHWM) over the whole run;
 7. the idle cost, before any load: the CPU all the processes use (/proc/<pid>/stat) and the
    bytes they write to storage (/proc/<pid>/io write_bytes) while nothing arrives.
 8. the live workload (live.py): devices sending one reading per POST (wrk) and per MQTT message
@@ -386,7 +387,10 @@ async def pipeline(
             total = await asyncio.to_thread(fleet.build, rounds, clock.left(120))
             watcher = await asyncio.wait_for(joining, clock.left(60))
             clock.say(f"  throughput: {total:,} readings in POSTs of ~{per_round // len(homes):,}")
-            with profiling(deployment.procs, args.profile, profile_tag):
+            with (
+                profiling(deployment.procs, args.profile, profile_tag),
+                deployment.sampling_rss() as under_load,
+            ):
                 sent = await asyncio.to_thread(fleet.run, None, clock.left())
                 deployment.check_alive()
                 first = min(s.sent_at for s in sent)
@@ -448,6 +452,7 @@ async def pipeline(
         "p50_ms_reading_to_usage": _percentile(delays, 50),
         "p99_ms_reading_to_usage": _percentile(delays, 99),
         "p99_ms_reading_to_alert": _percentile(alert_delays, 99) if alert_delays else None,
+        "rss_mb_under_load": under_load["total"],
         "pipeline": {
             "readings": total,
             "homes": len(homes),
@@ -789,7 +794,11 @@ def table(results: list[dict[str, Any]], host: dict[str, Any], when: str, second
             "… on a store of, readings",
             lambda r: _n(r["queries"]["store_readings"]) if r["queries"] else "n/a",
         ),
-        ("peak RSS, MB", rss),
+        (
+            "RSS under the pipeline's load, MB (every process at once, sampled)",
+            lambda r: _n(r.get("rss_mb_under_load")),
+        ),
+        ("peak RSS of each process over the run (VmHWM), MB", rss),
         (
             "idle: % of a core, bytes written (nothing arriving)",
             lambda r: f"{r['idle']['cpu_percent_of_a_core']:.2f} %, {r['idle']['bytes_written']:,}",
@@ -890,13 +899,7 @@ async def main_async(args: argparse.Namespace, sizes: Sizes, modes: list[str]) -
         r["quick"] = args.quick
     partial = args.no_queries or args.no_live
     name = (
-        "live"
-        if args.live_only
-        else "quick"
-        if args.quick
-        else "partial"
-        if partial
-        else "latest"
+        "live" if args.live_only else "quick" if args.quick else "partial" if partial else "latest"
     )
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))

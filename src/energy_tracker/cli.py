@@ -122,9 +122,7 @@ def cmd_up(settings: Settings) -> None:
     )
     # The usage consumer, the busiest, runs in a second process (background.py): both cores.
     asyncio.run(
-        _serve(
-            settings, list(SERVICE_NAMES), gateway=True, banner=banner, elsewhere=("usage",)
-        )
+        _serve(settings, list(SERVICE_NAMES), gateway=True, banner=banner, elsewhere=("usage",))
     )
 
 
