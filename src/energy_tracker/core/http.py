@@ -222,9 +222,14 @@ def install_error_handlers(app: FastAPI) -> None:
         )
 
 
-def install_health(app: FastAPI, failing: Callable[[], Awaitable[list[str]]]) -> None:
+def install_health(
+    app: FastAPI,
+    failing: Callable[[], Awaitable[list[str]]],
+    metrics_text: Callable[[], Awaitable[bytes]] | None = None,
+) -> None:
     """Unauthenticated /healthz (alive), /readyz (backends reachable, background workers
-    running: `failing` names what is not) and /metrics."""
+    running: `failing` names what is not) and /metrics (`metrics_text`, when this process
+    reports other processes' metrics too, else its own)."""
 
     @app.get("/healthz", include_in_schema=False)
     async def healthz() -> dict[str, str]:
@@ -239,7 +244,8 @@ def install_health(app: FastAPI, failing: Callable[[], Awaitable[list[str]]]) ->
 
     @app.get("/metrics", include_in_schema=False)
     async def metrics() -> Response:
-        return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)
+        text = generate_latest() if metrics_text is None else await metrics_text()
+        return Response(text, media_type=CONTENT_TYPE_LATEST)
 
 
 # -- the caller --------------------------------------------------------------------------------
