@@ -241,6 +241,18 @@ access_tokens = Table(
     mysql_charset="utf8mb4",
 )
 
+# One row (id 1): a counter every change of what authentication answers moves (an account, a
+# household's members, a device, a token), so that each process's credential cache
+# (core/credentials.py) learns of changes made in other processes by reading one row a second.
+credential_changes = Table(
+    "credential_changes",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("version", BigInteger, nullable=False),
+    mysql_engine="InnoDB",
+    mysql_charset="utf8mb4",
+)
+
 
 # -- alerts ------------------------------------------------------------------------------------
 # Instants the evaluation reasons about (reading time, pending since, cooldown end) are epoch ms,

@@ -155,6 +155,19 @@ class DeviceStore:
             row = (await conn.execute(query)).first()
         return _device(row) if row else None
 
+    async def contexts_by_key_hash(
+        self, api_key_hashes: Collection[str]
+    ) -> dict[str, DeviceContext]:
+        """The context of the device of each of these ingest key digests that belongs to one,
+        by digest, in one query (authentication looks up many new keys at once under load)."""
+        wanted = set(api_key_hashes)
+        if not wanted:
+            return {}
+        query = _contexts().add_columns(devices.c.api_key_hash)
+        async with self._db.begin() as conn:
+            rows = (await conn.execute(query.where(devices.c.api_key_hash.in_(wanted)))).all()
+        return {row.api_key_hash: _context(row) for row in rows}
+
     async def ids_by_meta(self, key: str, value: str) -> builtins.list[str]:
         """Ids of the devices whose metadata maps `key` to the string `value` (for instance the
         Tasmota topic a device publishes under), in creation order.
