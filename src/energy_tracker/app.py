@@ -15,9 +15,11 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+import httpx
 from fastapi import APIRouter, FastAPI
 
 from energy_tracker import __version__
+from energy_tracker.background import ChildProcess, merged_metrics
 from energy_tracker.config import SERVICE_NAMES, Settings
 from energy_tracker.core.auth import AccessGrant
 from energy_tracker.core.bus.base import EventBus
@@ -140,6 +142,10 @@ class Runtime:
     limiter: RateLimiter | None = None
     loops: list[Worker] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    elsewhere: frozenset[str] = frozenset()
+    """Services whose background work (consumers, periodic tasks) runs in a child process
+    (`background.py`): here they only serve their routes."""
+    children: list[ChildProcess] = field(default_factory=list)
 
 
 def open_bus(settings: Settings) -> EventBus:
@@ -302,6 +308,8 @@ def _wire_usage(app: FastAPI, settings: Settings, rt: Runtime, shared: Shared) -
     if rt.bus is None or rt.series is None:
         return
     app.state.stored_readings = StoredReadings()
+    if "usage" in rt.elsewhere:
+        return  # the consumer and retention run in the child; live streams poll the store
     consumer = UsageConsumer(
         rt.bus, rt.series, shared.devices, settings.max_gap_s * 1000, app.state.stored_readings
     )
@@ -369,14 +377,21 @@ ROUTERS: dict[str, APIRouter] = {name: build.router for name, build in SERVICES.
 
 
 def _lifespan(
-    settings: Settings, local: list[str], gateway: bool, runtime: Runtime | None
+    settings: Settings,
+    local: list[str],
+    gateway: bool,
+    runtime: Runtime | None,
+    elsewhere: frozenset[str],
 ) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]:
-    """Start the runtime (unless given one), wire the local services onto it, and on the way out
-    close the gateway's proxy client and stop the runtime, whatever failed in between."""
+    """Start the runtime (unless given one), wire the local services onto it, start the child
+    processes of the services whose background work runs `elsewhere`, and on the way out
+    close the gateway's proxy client and stop the runtime (children too), whatever failed in
+    between."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         rt = runtime or await start_runtime(settings, local, gateway=gateway)
+        rt.elsewhere = elsewhere
         app.state.runtime = rt
         try:
             shared = _wire_shared(app, settings, rt)
@@ -384,6 +399,11 @@ def _lifespan(
                 wire = SERVICES[service].wire if service in SERVICES else None
                 if wire is not None:
                     wire(app, settings, rt, shared)
+            level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
+            for service in sorted(elsewhere):
+                child = ChildProcess(service, level)
+                rt.children.append(child)
+                _run_worker(rt, f"{service}:process", child)
             yield
         finally:
             proxy_client: ProxyClients | None = app.state.proxy_client
@@ -404,16 +424,23 @@ def _remote_services(settings: Settings, local: list[str]) -> dict[str, str]:
 
 
 def create_app(
-    settings: Settings, services: Iterable[str], *, gateway: bool, runtime: Runtime | None = None
+    settings: Settings,
+    services: Iterable[str],
+    *,
+    gateway: bool,
+    runtime: Runtime | None = None,
+    elsewhere: Iterable[str] = (),
 ) -> FastAPI:
     """An app serving `services` in-process; with `gateway`, also the public entry point, which
     forwards to ET_<SERVICE>_URL every service not served here. A `runtime` already started
-    (so that start-up failures surface before the server runs) is used and then stopped."""
+    (so that start-up failures surface before the server runs) is used and then stopped. The
+    background work of the services in `elsewhere` runs in child processes this app starts
+    (`energy-tracker consume NAME`), which share its bus and stores."""
     local = [s for s in services if s in SERVICE_NAMES and s != "gateway"]
     app = FastAPI(
         title="Home Energy Tracker",
         version=__version__,
-        lifespan=_lifespan(settings, local, gateway, runtime),
+        lifespan=_lifespan(settings, local, gateway, runtime, frozenset(elsewhere)),
         docs_url="/docs",
         openapi_url="/openapi.json",
     )
@@ -423,7 +450,7 @@ def create_app(
     app.add_middleware(BodyGuard)
     app.add_middleware(RequestIdMiddleware, service="gateway" if gateway else "+".join(local))
     install_error_handlers(app)
-    install_health(app, _readiness(app))
+    install_health(app, _readiness(app), _metrics(app))
     for service in local:
         if service in ROUTERS:
             app.include_router(ROUTERS[service], prefix=API_PREFIX)
@@ -465,6 +492,20 @@ def _readiness(app: FastAPI) -> Callable[[], Awaitable[list[str]]]:
         return down
 
     return failing
+
+
+def _metrics(app: FastAPI) -> Callable[[], Awaitable[bytes]]:
+    """This process's metrics, with those of its child processes merged in."""
+
+    async def text() -> bytes:
+        rt: Runtime | None = getattr(app.state, "runtime", None)
+        children = rt.children if rt is not None else []
+        if not children:
+            return merged_metrics(())
+        async with httpx.AsyncClient() as client:
+            return merged_metrics(await asyncio.gather(*(c.metrics(client) for c in children)))
+
+    return text
 
 
 def _api_schema(app: FastAPI, services: list[str]) -> dict:

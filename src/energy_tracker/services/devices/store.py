@@ -9,13 +9,18 @@ from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Exists, Row, Select, delete, exists, false, func, select, update
+from sqlalchemy import Row, Select, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from energy_tracker.core.consumption import DEFAULT_ROLE, Role
 from energy_tracker.core.directory import DeviceContext, HouseholdProfile
 from energy_tracker.core.stores.metadata import Conflict, Database
-from energy_tracker.core.stores.schema import devices, household_members, households, users
+from energy_tracker.core.stores.schema import (
+    device_has_active_owner,
+    devices,
+    household_members,
+    households,
+)
 from energy_tracker.services.devices.models import Device
 
 UPDATABLE = frozenset(
@@ -250,25 +255,8 @@ def _contexts() -> Select[Any]:
         households.c.timezone.label("household_timezone"),
         households.c.currency,
         households.c.tariff,
-        _has_active_owner().label("has_active_owner"),
+        device_has_active_owner().label("has_active_owner"),
     ).join(households, households.c.id == devices.c.household_id)
-
-
-def _has_active_owner() -> Exists:
-    """Whether the device's household still has an owner whose account is enabled. A device
-    belongs to its household, not to the member who registered it: disabling that member
-    leaves it working, while a household whose every owner is disabled stops (nobody may
-    answer for its devices any more)."""
-    m = household_members.c
-    return exists(
-        select(m.user_id)
-        .join(users, users.c.id == m.user_id)
-        .where(
-            m.household_id == devices.c.household_id,
-            m.role == "owner",
-            users.c.disabled == false(),
-        )
-    )
 
 
 def _context(row: Row[Any]) -> DeviceContext:
