@@ -451,7 +451,7 @@ def create_app(
     app.add_middleware(RequestIdMiddleware, service="gateway" if gateway else "+".join(local))
     install_error_handlers(app)
     install_health(app, _readiness(app), _metrics(app))
-    for service in local:
+    for service in sorted(local, key=_match_order):
         if service in ROUTERS:
             app.include_router(ROUTERS[service], prefix=API_PREFIX)
     remote = _remote_services(settings, local) if gateway else {}
@@ -461,6 +461,18 @@ def create_app(
     documented = list(ROUTERS) if gateway else [s for s in local if s in ROUTERS]
     app.openapi = lambda: _api_schema(app, documented)  # type: ignore[method-assign]
     return app
+
+
+MATCHED_FIRST = ("ingestion", "devices")
+"""Services whose routes a request is matched against first. Starlette tries each included
+router in turn, and FastAPI's costs tens of microseconds even when none of its routes match
+(measured: POST /readings matched in 168 µs behind the users and devices routers, 33 µs
+first), so the live workload's one-reading POST comes first, then a device's GET. No two
+services share a path, so the order changes nothing else."""
+
+
+def _match_order(service: str) -> int:
+    return MATCHED_FIRST.index(service) if service in MATCHED_FIRST else len(MATCHED_FIRST)
 
 
 def _readiness(app: FastAPI) -> Callable[[], Awaitable[list[str]]]:
