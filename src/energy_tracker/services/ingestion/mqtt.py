@@ -150,6 +150,9 @@ class MqttIngester:
         self._wake = asyncio.Event()
         # Subscribed to the broker now (/readyz): false between a loss and the reconnection.
         self.ready = False
+        # Messages taken (published, or dead-lettered) since the start: how replicas sharing
+        # a subscription split the load.
+        self.taken = 0
 
     async def run(self) -> None:
         """Receive until stopped, reconnecting after every loss of the broker."""
@@ -252,6 +255,7 @@ class MqttIngester:
                 self._in_hand = batch
                 if not await self.handle([m for m, _ in batch]):
                     return
+                self.taken += len(batch)
                 # Only now does the broker hear that they are ours: the bus has them.
                 for _, done in batch:
                     if done is not None and not done.done():
