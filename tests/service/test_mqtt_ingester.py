@@ -19,6 +19,7 @@ import pytest
 
 from energy_tracker.core.bus.embedded import EmbeddedBus
 from energy_tracker.core.events import ENERGY_READINGS, Reading, parse_readings_recorded
+from energy_tracker.core.stores.credential_changes import CredentialChanges
 from energy_tracker.core.stores.metadata import Database
 from energy_tracker.services.devices.store import DeviceStore
 from energy_tracker.services.ingestion import mqtt
@@ -41,6 +42,7 @@ class Setup:
     devices: DeviceStore
     plug: str
     disabled: str
+    db: Database
 
     async def drain(self, topic: str) -> list[bytes]:
         consumer = await self.bus.subscribe(topic, "test-reader")
@@ -68,9 +70,9 @@ async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
     # A retention window of 400 days around the real clock, which NOW is on.
     recorder = ReadingRecorder(bus, devices, retention_days=400)
     try:
-        yield Setup(
-            MqttIngester("mqtt://127.0.0.1:1", recorder, devices), bus, devices, plug.id, off.id
-        )
+        changes = CredentialChanges(db).version
+        ingester = MqttIngester("mqtt://127.0.0.1:1", recorder, devices, changes=changes)
+        yield Setup(ingester, bus, devices, plug.id, off.id, db)
     finally:
         await bus.stop()
         await db.stop()
@@ -140,6 +142,20 @@ async def test_a_remapped_tasmota_name_is_found_after_the_cache_expires(setup: S
     assert [x["error"] for x in letters] == [
         "unknown device: no device has metadata tasmota_topic='newname'"
     ]
+
+
+async def test_a_device_disabled_is_refused_once_the_change_counter_moves(setup: Setup) -> None:
+    """Devices are remembered between batches, until the credential change counter moves."""
+    plug = setup.plug
+    await setup.ingester.handle([message(f"et/{plug}/readings", {"ts": NOW - MIN, "power_w": 1})])
+    await setup.devices.update(plug, disabled=True)
+    await CredentialChanges(setup.db).bump()  # what disabling it through the API does
+    setup.ingester._next_check = 0.0  # what CHECK_EVERY_S seconds would do
+    await setup.ingester.handle([message(f"et/{plug}/readings", {"ts": NOW, "power_w": 2})])
+    published = [r for v in await setup.drain(ENERGY_READINGS) for r in parse_readings_recorded(v)]
+    assert published == [Reading(plug, NOW - MIN, power_w=1.0)]
+    letters = [orjson.loads(v)["data"] for v in await setup.drain(f"{ENERGY_READINGS}.dlq")]
+    assert [x["error"] for x in letters] == ["device_id: device is disabled"]
 
 
 @contextlib.asynccontextmanager
