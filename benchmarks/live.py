@@ -14,7 +14,9 @@ readings. Measured on a running deployment:
    the count reaching what was acknowledged (or the wait running out: what was acknowledged but
    not counted by then is reported, `not_counted_by_end`);
 3. MQTT: several publisher processes send one QoS 1 message per reading for the same devices to
-   the deployment's broker; end to end the same way, over what the broker acknowledged.
+   the deployment's broker at `mqtt_rate` messages a second together, while a probe device
+   publishes one reading into a quarter of its own every PROBE_EVERY_S, timed from the broker's
+   PUBACK to that bucket; end to end the same way, over what the broker acknowledged.
 
 httpx cannot be the HTTP load generator here (one Python process tops out near the server's
 own rate); wrk is installed by `scripts/ensure-tools.sh` (`make bench` and `make bench-quick`).
