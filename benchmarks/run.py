@@ -922,6 +922,11 @@ def table(results: list[dict[str, Any]], host: dict[str, Any], when: str, second
         ("live, HTTP: POSTs answered/s", live_row("http", "accepted_per_s")),
         ("live, HTTP: 202 → bucket p99, ms", live_row("http", "p99_ms_202_to_bucket")),
         ("live, MQTT: readings/s, one per QoS 1 message", live_row("mqtt", "readings_per_s")),
+        (
+            "live, MQTT: published (acknowledged by the broker)/s",
+            live_row("mqtt", "published_per_s"),
+        ),
+        ("live, MQTT: PUBACK → bucket p99, ms", live_row("mqtt", "p99_ms_puback_to_bucket")),
         ("live: acknowledged, not counted by the end of the wait, HTTP / MQTT", missing),
         ("idle: one POST p50 / p99; GET one device p50; /healthz p50, ms", idle),
     ]

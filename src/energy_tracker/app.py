@@ -299,6 +299,7 @@ def _wire_ingestion(app: FastAPI, settings: Settings, rt: Runtime, shared: Share
             app.state.recorder,
             shared.devices,
             place=str(settings.data_dir.resolve()),
+            changes=CredentialChanges(rt.db).version,
         )
         _run_worker(rt, "ingestion:mqtt", ingester)
 
