@@ -222,10 +222,13 @@ async def run(
     *,
     fleet: live.Fleet | None = None,
     first_ms: int | None = None,
+    cpu_s: Callable[[], float] | None = None,
 ) -> dict[str, Any]:
     """This block on a running deployment; its figures. `fleet`: devices enrolled (and probes
     given their rules) by an earlier run on the same deployment; `first_ms`: the first readings'
-    time (by default they end a minute ago), never inside quarters an earlier run filled."""
+    time (by default they end a minute ago), never inside quarters an earlier run filled;
+    `cpu_s`: CPU seconds the deployment's processes have used so far, for the CPU a record costs
+    (on a shared machine the rates follow the share of the cores the run gets; CPU time less so)."""
     from prometheus_client.parser import text_string_to_metric_families
 
     latency_rounds = max(1, round(sizes.rate * sizes.latency_s / sizes.devices))
@@ -274,6 +277,7 @@ async def run(
             want = dict(readings.per_quarter)
             probes = {(d, first_ms + n * INTERVAL_MS) for d in probe_ids for n in range(rounds)}
             say(f"  throughput: {len(records):,} one-reading records, as fast as the bus takes")
+            cpu_began = cpu_s() if cpu_s else None
             began = time.time()
             await _publish(producer, records, sizes.chunk, None)
             published = time.time()
@@ -285,6 +289,7 @@ async def run(
             usage_done = time.time()
             first_probes = {p for p in probes if p[1] < first_ms + sizes.rounds * INTERVAL_MS}
             alerts_done = await _alerts_caught_up(lag, watcher, first_probes, left(120))
+            cpu_used = cpu_s() - cpu_began if cpu_s and cpu_began is not None else None
             throughput = {
                 "records": len(records),
                 "published_per_s": round(len(records) / (published - began)),
@@ -293,11 +298,16 @@ async def run(
                 "records_per_s_through_alerts": (
                     round(len(records) / (alerts_done - began)) if alerts_done else None
                 ),
+                # Of every process of the deployment, until the alerts group had them all.
+                "cpu_ms_per_record": (
+                    round(cpu_used * 1000 / len(records), 3) if cpu_used is not None else None
+                ),
             }
             say(
                 f"  {throughput['records_per_s_to_buckets']:,} records/s to the buckets"
                 f" ({throughput['published_per_s']:,}/s published), through alerts"
-                f" {throughput['records_per_s_through_alerts']}/s"
+                f" {throughput['records_per_s_through_alerts']}/s;"
+                f" {throughput['cpu_ms_per_record']} ms of CPU a record"
             )
 
             # -- latency at a steady rate ----------------------------------------------------

@@ -600,6 +600,7 @@ async def consumers_workload(
             sizes.consumers,
             clock.say,
             clock.left,
+            cpu_s=lambda: sum(p.cpu_s() for p in deployment.procs),
         )
     deployment.check_alive()
     return result
@@ -836,6 +837,15 @@ def table(results: list[dict[str, Any]], host: dict[str, Any], when: str, second
             lambda r: " / ".join(
                 _n(r.get("consumers", {}).get("latency", {}).get(k))
                 for k in ("p50_ms_record_to_bucket", "p99_ms_record_to_bucket")
+            ),
+        ),
+        (
+            "bus + consumers: CPU ms a record (every process)",
+            lambda r: (
+                f"{v:.3f}"
+                if (v := r.get("consumers", {}).get("throughput", {}).get("cpu_ms_per_record"))
+                is not None
+                else "n/a"
             ),
         ),
         (
