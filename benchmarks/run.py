@@ -676,6 +676,7 @@ async def run_mode(
             await deploy.drop_database(pg, f"et_bench_limit_{pid}")
             await deploy.drop_database(pg, f"et_bench_floor_{pid}")
 
+    queries: dict[str, Any] | None = None
     async with app_deployment(mode, args, workdir, secret, clock) as (deployment, mqtt_port):
         idle = await idle_cost(deployment, sizes.idle_s, clock)
         measured, stored = await pipeline(deployment, sizes, args, clock, mode.split("+")[0])
@@ -687,9 +688,7 @@ async def run_mode(
             measured["live"] = await live_workload(deployment, mqtt_port, sizes, args, clock, mode)
         rss = deployment.peak_rss_mb()
 
-    if args.no_queries:
-        queries = None
-    elif not args.quick:
+    if not args.quick and not args.no_queries:
         queries = await query_phase(mode, sizes, args, clock, workdir, secret)
     names = ("device_year_by_day", "device_day_by_hour", "user_month_by_day")
     return {

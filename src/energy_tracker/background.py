@@ -11,10 +11,11 @@ Why it is shaped this way:
   takes several writer processes (WAL, BEGIN IMMEDIATE, a busy timeout, one consumer-group
   member per process), and the SQLite stores are WAL files with a busy timeout.
 - The parent supervises it as one of its background workers (`ChildProcess`): `/readyz` says
-  when it is not running, a crash is logged and the child started again after a pause, and
-  stopping `up` (SIGTERM, Ctrl-C) stops it gracefully (SIGTERM, its offsets committed) before
-  the parent exits. If the parent dies without stopping it (kill -9), the kernel sends the child
-  SIGTERM (PR_SET_PDEATHSIG), so no orphan keeps consuming.
+  when it is not running (or not started yet: until its metrics answer), a crash is logged
+  and the child started again after a pause, and stopping `up` (SIGTERM, Ctrl-C) stops it
+  gracefully (SIGTERM, its offsets committed) before the parent exits. If the parent dies
+  without stopping it (kill -9), the kernel sends the child SIGTERM (PR_SET_PDEATHSIG), so no
+  orphan keeps consuming.
 - The child's Prometheus metrics are served on a loopback port only the parent knows and merged
   into the parent's `/metrics`, so `up` still has one `/metrics` with every consumer's lag.
 """
@@ -42,6 +43,7 @@ RESTART_PAUSE_S = 1.0
 STOP_TIMEOUT_S = 8.0
 """How long a stopping child may take to commit its offsets before it is killed: within the
 10 s a container runtime grants the whole of `up`."""
+_START_POLL_S = 0.2
 _PR_SET_PDEATHSIG = 1
 # The interpreter's own metrics are the parent's to report; the child's would repeat their names.
 _PROCESS_FAMILIES = ("process_", "python_")
@@ -74,10 +76,12 @@ class ChildProcess:
         self.metrics_port = _free_port()
         self.proc: asyncio.subprocess.Process | None = None
         self._stopping = asyncio.Event()
+        self._started = False
 
     @property
     def ready(self) -> bool:
-        return self.proc is not None and self.proc.returncode is None
+        """Running, and started: its metrics answer once its consumers are wired."""
+        return self._started and self.proc is not None and self.proc.returncode is None
 
     @property
     def pid(self) -> int | None:
@@ -91,10 +95,12 @@ class ChildProcess:
 
     async def run(self) -> None:
         while not self._stopping.is_set():
+            self._started = False
             self.proc = await self._start()
             stopping = asyncio.create_task(self._stopping.wait())
             exited = asyncio.create_task(self.proc.wait())
             try:
+                await self._until_started(exited)
                 await asyncio.wait({stopping, exited}, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 stopping.cancel()
@@ -108,6 +114,23 @@ class ChildProcess:
             )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), RESTART_PAUSE_S)
+
+    async def _until_started(self, exited: asyncio.Task[int]) -> None:
+        """Wait until the child's metrics answer (it is wired), it exits, or up stops."""
+        async with httpx.AsyncClient() as client:
+            while not (exited.done() or self._stopping.is_set()):
+                try:
+                    r = await client.get(self._metrics_url, timeout=1.0)
+                    if r.status_code == 200:
+                        self._started = True
+                        return
+                except httpx.HTTPError:
+                    pass
+                await asyncio.sleep(_START_POLL_S)
+
+    @property
+    def _metrics_url(self) -> str:
+        return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     @staticmethod
     async def _terminate(proc: asyncio.subprocess.Process) -> None:
@@ -129,7 +152,7 @@ class ChildProcess:
         if not self.ready:
             return ""
         try:
-            r = await client.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2.0)
+            r = await client.get(self._metrics_url, timeout=2.0)
         except httpx.HTTPError:
             return ""
         return r.text if r.status_code == 200 else ""
@@ -152,4 +175,4 @@ def merged_metrics(texts: Iterable[str]) -> bytes:
         def collect(self) -> Iterable[Any]:
             return families.values()
 
-    return generate_latest(Merged())  # type: ignore[arg-type]  # any object with collect()
+    return generate_latest(Merged())  # any object with collect() will do
