@@ -10,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
@@ -35,6 +35,7 @@ from energy_tracker.core.http import (
     install_health,
 )
 from energy_tracker.core.inputs import BodyGuard
+from energy_tracker.core.stores.credential_changes import CredentialChanges
 from energy_tracker.core.stores.metadata import Database
 from energy_tracker.core.stores.timeseries.base import SeriesStore
 from energy_tracker.core.stores.timeseries.factory import series_store_from_url
@@ -79,10 +80,17 @@ UNREAD_TOPICS = [ALERT_EVENTS, *(dlq_topic(t) for t in TOPICS)]
 class Directory:
     """Identity look-ups for authentication, backed by the user, household and device stores."""
 
-    def __init__(self, users: UserStore, households: HouseholdStore, devices: DeviceStore) -> None:
+    def __init__(
+        self,
+        users: UserStore,
+        households: HouseholdStore,
+        devices: DeviceStore,
+        changes: CredentialChanges,
+    ) -> None:
         self.users = users
         self.households = households
         self.devices = devices
+        self.changes = changes
 
     async def memberships(self, user_id: str) -> tuple[tuple[str, str], ...]:
         return await self.households.memberships(user_id)
@@ -91,18 +99,26 @@ class Directory:
         user = await self.users.get(user_id)
         return user.role if user is not None and not user.disabled else None
 
-    async def device_for_key_digest(self, digest: str) -> tuple[str, str] | None:
-        device = await self.devices.by_key_hash(digest)
-        if device is None:
-            return None
-        ctx = (await self.devices.contexts([device.id])).get(device.id)
-        return (device.id, device.owner_id) if ctx and ctx.enabled else None
+    async def devices_for_key_digests(
+        self, digests: Collection[str]
+    ) -> dict[str, tuple[str, str] | None]:
+        found = await self.devices.contexts_by_key_hash(digests)
+        return {
+            d: (ctx.device_id, ctx.owner_id) if (ctx := found.get(d)) and ctx.enabled else None
+            for d in digests
+        }
 
     async def access_grant(self, token_id: str) -> AccessGrant | None:
         return await self.users.access_grant(token_id)
 
     async def token_used(self, token_id: str, at: datetime) -> None:
         await self.users.access_token_used(token_id, at, timedelta(seconds=TOKEN_USE_RESOLUTION_S))
+
+    async def credentials_version(self) -> int:
+        return await self.changes.version()
+
+    async def credentials_changed(self) -> int:
+        return await self.changes.bump()
 
 
 class Worker(Protocol):
@@ -170,7 +186,10 @@ async def create_admin(settings: Settings, email: str, password: Callable[[], st
     await db.start()
     try:
         await db.migrate()
-        return await ensure_admin(UserStore(db), email, password)
+        done = await ensure_admin(UserStore(db), email, password)
+        # A running process may have cached the account's former role.
+        await CredentialChanges(db).bump()
+        return done
     finally:
         await db.stop()
 
@@ -255,7 +274,7 @@ def _wire_shared(app: FastAPI, settings: Settings, rt: Runtime) -> Shared:
     app.state.series = rt.series
     app.state.limiter = rt.limiter
     app.state.credentials = CredentialCache(
-        Directory(shared.users, shared.households, shared.devices)
+        Directory(shared.users, shared.households, shared.devices, CredentialChanges(rt.db))
     )
     app.state.authenticator = Authenticator(
         app.state.credentials, app.state.secret, settings.jwt_issuer
