@@ -32,7 +32,6 @@ import sys
 from collections.abc import Iterable
 from typing import Any
 
-import httpx
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -117,20 +116,29 @@ class ChildProcess:
 
     async def _until_started(self, exited: asyncio.Task[int]) -> None:
         """Wait until the child's metrics answer (it is wired), it exits, or up stops."""
-        async with httpx.AsyncClient() as client:
-            while not (exited.done() or self._stopping.is_set()):
-                try:
-                    r = await client.get(self._metrics_url, timeout=1.0)
-                    if r.status_code == 200:
-                        self._started = True
-                        return
-                except httpx.HTTPError:
-                    pass
-                await asyncio.sleep(_START_POLL_S)
+        while not (exited.done() or self._stopping.is_set()):
+            if await self._get_metrics() is not None:
+                self._started = True
+                return
+            await asyncio.sleep(_START_POLL_S)
 
-    @property
-    def _metrics_url(self) -> str:
-        return f"http://127.0.0.1:{self.metrics_port}/metrics"
+    async def _get_metrics(self) -> str | None:
+        """GET /metrics from the child (HTTP/1.0, as prometheus_client serves it); None when
+        it does not answer. By hand rather than through an HTTP client, which would log a line
+        for every scrape."""
+        try:
+            async with asyncio.timeout(2.0):
+                reader, writer = await asyncio.open_connection("127.0.0.1", self.metrics_port)
+                try:
+                    writer.write(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+                    await writer.drain()
+                    answer = await reader.read()
+                finally:
+                    writer.close()
+        except (OSError, TimeoutError):
+            return None
+        head, _, body = answer.partition(b"\r\n\r\n")
+        return body.decode() if head.split(b" ", 2)[1:2] == [b"200"] else None
 
     @staticmethod
     async def _terminate(proc: asyncio.subprocess.Process) -> None:
@@ -147,15 +155,9 @@ class ChildProcess:
     def stop(self) -> None:
         self._stopping.set()
 
-    async def metrics(self, client: httpx.AsyncClient) -> str:
+    async def metrics(self) -> str:
         """The child's metrics in the text format; empty while it is not answering."""
-        if not self.ready:
-            return ""
-        try:
-            r = await client.get(self._metrics_url, timeout=2.0)
-        except httpx.HTTPError:
-            return ""
-        return r.text if r.status_code == 200 else ""
+        return (await self._get_metrics() or "") if self.ready else ""
 
 
 def merged_metrics(texts: Iterable[str]) -> bytes:
