@@ -193,6 +193,7 @@ class EventWatcher:
         self.usage: dict[tuple[str, int], float] = {}
         self.alerts: dict[tuple[str, int], float] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._empty_at = [0.0, 0.0]  # when each watch last found nothing left to read
 
     @classmethod
     async def start(cls, url: str, full_quarter: int) -> EventWatcher:
@@ -209,8 +210,8 @@ class EventWatcher:
             await bus.stop()
             raise
         watcher._tasks = [
-            asyncio.create_task(watcher._watch(usage, watcher._on_usage)),
-            asyncio.create_task(watcher._watch(alerts, watcher._on_alert)),
+            asyncio.create_task(watcher._watch(usage, watcher._on_usage, 0)),
+            asyncio.create_task(watcher._watch(alerts, watcher._on_alert, 1)),
         ]
         return watcher
 
@@ -223,13 +224,28 @@ class EventWatcher:
         data = decode(value, ALERT_TRANSITIONED)
         self.alerts.setdefault((data["device_id"], data["at_ms"]), now)
 
-    @staticmethod
-    async def _watch(consumer: Consumer, note: Callable[[bytes, float], None]) -> None:
+    async def _watch(
+        self, consumer: Consumer, note: Callable[[bytes, float], None], index: int
+    ) -> None:
         while True:
             messages = await consumer.poll(5000, timeout_s=0.2)
             now = time.time()
+            if not messages:
+                self._empty_at[index] = time.monotonic()
             for m in messages:
                 note(m.value, now)
+
+    async def caught_up(self, timeout_s: float) -> None:
+        """Wait until both watches have read everything published so far: the throughput
+        run leaves hundreds of thousands of usage events, and a latency probe noted while the
+        watcher still reads them would time the watcher, not the pipeline."""
+        since = time.monotonic()
+        deadline = since + timeout_s
+        while min(self._empty_at) < since and time.monotonic() < deadline:
+            for task in self._tasks:
+                if task.done():
+                    task.result()  # re-raise why the watcher stopped
+            await asyncio.sleep(0.05)
 
     async def wait_for(
         self, seen: dict[tuple[str, int], float], keys: set[tuple[str, int]], timeout_s: float
@@ -319,16 +335,17 @@ def profiling(procs: list[deploy.Proc], out_dir: Path | None, tag: str) -> Itera
         return
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     out_dir.mkdir(parents=True, exist_ok=True)
-    record = [spy, "record", "--nonblocking", "--gil", "--subprocesses", "--rate", "200"]
-    record += ["--format", "raw"]
+    record = [spy, "record", "--nonblocking", "--gil", "--rate", "200", "--format", "raw"]
+    targets = {p.name: p.pid for p in procs if p.name != "tansu"}
+    for p in procs:
+        targets |= p.children()  # `up`'s consumer process: `up/usage`
     spies = [
         subprocess.Popen(
-            [*record, "--pid", str(p.pid), "--output", str(out_dir / f"{tag}-{p.name}.txt")],
+            [*record, "--pid", str(pid), "--output", str(out_dir / f"{tag}-{name}.txt")],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        for p in procs
-        if p.name != "tansu"
+        for name, pid in targets.items()
     ]
     try:
         yield
@@ -410,6 +427,7 @@ async def pipeline(
             half = rate / 2
             latency_rounds = min(spare, max(1, math.ceil(half * sizes.latency_s / per_round)))
             offered = await asyncio.to_thread(fleet.build, latency_rounds, clock.left(120))
+            await watcher.caught_up(clock.left(120))
             clock.say(f"  latency: {offered:,} readings at {half:,.0f}/s, and alert probes")
             probing_done = asyncio.Event()
             probing = asyncio.create_task(alert_probe.run(probing_done))
@@ -779,6 +797,7 @@ async def run_mode(
             await deploy.drop_database(pg, f"et_bench_limit_{pid}")
             await deploy.drop_database(pg, f"et_bench_floor_{pid}")
 
+    queries: dict[str, Any] | None = None
     async with app_deployment(mode, args, workdir, secret, clock) as (deployment, mqtt_port):
         idle = await idle_cost(deployment, sizes.idle_s, clock)
         measured, stored = await pipeline(deployment, sizes, args, clock, mode.split("+")[0])
@@ -791,9 +810,7 @@ async def run_mode(
             measured["consumers"] = await consumers_workload(deployment, sizes, args, clock, mode)
         rss = deployment.peak_rss_mb()
 
-    if args.no_queries:
-        queries = None
-    elif not args.quick:
+    if not args.quick and not args.no_queries:
         half = measured["pipeline_readings_per_s"] / 2
         queries = await query_phase(mode, sizes, args, clock, workdir, secret, half)
     names = QUERY_NAMES

@@ -15,7 +15,6 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-import httpx
 from fastapi import APIRouter, FastAPI
 
 from energy_tracker import __version__
@@ -501,10 +500,7 @@ def _metrics(app: FastAPI) -> Callable[[], Awaitable[bytes]]:
     async def text() -> bytes:
         rt: Runtime | None = getattr(app.state, "runtime", None)
         children = rt.children if rt is not None else []
-        if not children:
-            return merged_metrics(())
-        async with httpx.AsyncClient() as client:
-            return merged_metrics(await asyncio.gather(*(c.metrics(client) for c in children)))
+        return merged_metrics(await asyncio.gather(*(c.metrics() for c in children)))
 
     return text
 
