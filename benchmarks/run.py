@@ -15,7 +15,8 @@ For each mode, `embedded` (`energy-tracker up`: the SQLite bus and stores, one p
    quarter bucket it filled, and from a live probe reading's 202 to the `alert-events`
    transition it causes, both watched through the bus adapter; p50/p99;
 5. usage queries on a store of at least 10M readings (query_store.py); p50/p99;
-6. the peak RSS (VmHWM) of every process under load;
+6. memory: the RSS of all the processes at once (children too) under the pipeline's load,
+   sampled, and each process's peak RSS (VmHWM) over the whole run;
 7. the idle cost, before any load: the CPU all the processes use (/proc/<pid>/stat) and the
    bytes they write to storage (/proc/<pid>/io write_bytes) while nothing arrives.
 8. the live workload (live.py): devices sending one reading per POST (wrk) and per MQTT message
@@ -314,7 +315,8 @@ def profiling(procs: list[deploy.Proc], out_dir: Path | None, tag: str) -> Itera
         return
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     out_dir.mkdir(parents=True, exist_ok=True)
-    record = [spy, "record", "--nonblocking", "--gil", "--rate", "200", "--format", "raw"]
+    record = [spy, "record", "--nonblocking", "--gil", "--subprocesses", "--rate", "200"]
+    record += ["--format", "raw"]
     spies = [
         subprocess.Popen(
             [*record, "--pid", str(p.pid), "--output", str(out_dir / f"{tag}-{p.name}.txt")],
@@ -385,7 +387,10 @@ async def pipeline(
             total = await asyncio.to_thread(fleet.build, rounds, clock.left(120))
             watcher = await asyncio.wait_for(joining, clock.left(60))
             clock.say(f"  throughput: {total:,} readings in POSTs of ~{per_round // len(homes):,}")
-            with profiling(deployment.procs, args.profile, profile_tag):
+            with (
+                profiling(deployment.procs, args.profile, profile_tag),
+                deployment.sampling_rss() as under_load,
+            ):
                 sent = await asyncio.to_thread(fleet.run, None, clock.left())
                 deployment.check_alive()
                 first = min(s.sent_at for s in sent)
@@ -448,6 +453,7 @@ async def pipeline(
         "p50_ms_reading_to_usage": _percentile(delays, 50),
         "p99_ms_reading_to_usage": _percentile(delays, 99),
         "p99_ms_reading_to_alert": _percentile(alert_delays, 99) if alert_delays else None,
+        "rss_mb_under_load": under_load["total"],
         "pipeline": {
             "readings": total,
             "homes": len(homes),
@@ -755,10 +761,13 @@ async def run_mode(
             # A quick run queries the little the pipeline stored: no second deployment.
             clock.say(f"  {sizes.query_reps} of each query on {stored.readings:,} readings")
             queries = await query_store.time_queries(deployment, stored, sizes.query_reps, SEED)
-        measured["live"] = await live_workload(deployment, mqtt_port, sizes, args, clock, mode)
+        if not args.no_live:
+            measured["live"] = await live_workload(deployment, mqtt_port, sizes, args, clock, mode)
         rss = deployment.peak_rss_mb()
 
-    if not args.quick:
+    if args.no_queries:
+        queries = None
+    elif not args.quick:
         half = measured["pipeline_readings_per_s"] / 2
         queries = await query_phase(mode, sizes, args, clock, workdir, secret, half)
     names = QUERY_NAMES
@@ -771,10 +780,10 @@ async def run_mode(
         "p50_ms_reading_to_usage": measured.pop("p50_ms_reading_to_usage"),
         "p99_ms_reading_to_usage": measured.pop("p99_ms_reading_to_usage"),
         "p99_ms_reading_to_alert": measured.pop("p99_ms_reading_to_alert"),
-        "query_p99_ms": max(queries[n]["p99_ms"] for n in names),
+        "query_p99_ms": max(queries[n]["p99_ms"] for n in names) if queries else None,
         "query_p99_ms_ingesting": (
             max(queries["while_ingesting"][n]["p99_ms"] for n in names)
-            if "while_ingesting" in queries
+            if queries and "while_ingesting" in queries
             else None
         ),
         "peak_rss_mb": rss,
@@ -841,7 +850,9 @@ def table(results: list[dict[str, Any]], host: dict[str, Any], when: str, second
         return f"{r['p50_ms_reading_to_usage']:,.0f} / {r['p99_ms_reading_to_usage']:,.0f}"
 
     def rss(r: dict[str, Any]) -> str:
-        return ", ".join(f"{k} {_n(v)}" for k, v in r["peak_rss_mb"].items())
+        peaks = r["peak_rss_mb"]
+        each = ", ".join(f"{k} {_n(v)}" for k, v in peaks.items())
+        return f"{each}; sum {_n(sum(v for v in peaks.values() if v))}"
 
     def live_row(leg: str, key: str) -> Callable[[dict[str, Any]], str]:
         return lambda r: _n(r.get("live", {}).get(leg, {}).get(key))
@@ -877,7 +888,10 @@ def table(results: list[dict[str, Any]], host: dict[str, Any], when: str, second
         ("pipeline ÷ floor", lambda r: ratio(r, "floor_readings_per_s")),
         ("reading → usage bucket p50 / p99, ms (at half rate)", latency),
         ("reading → alert p99, ms", lambda r: _n(r["p99_ms_reading_to_alert"])),
-        ("usage query p99, ms (worst of three)", lambda r: f"{r['query_p99_ms']:,.1f}"),
+        (
+            "usage query p99, ms (worst of three)",
+            lambda r: "n/a" if r["query_p99_ms"] is None else f"{r['query_p99_ms']:,.1f}",
+        ),
         (
             "… while other homes POST at half the pipeline rate",
             lambda r: (
@@ -886,8 +900,15 @@ def table(results: list[dict[str, Any]], host: dict[str, Any], when: str, second
                 else f"{r['query_p99_ms_ingesting']:,.1f}"
             ),
         ),
-        ("… on a store of, readings", lambda r: _n(r["queries"]["store_readings"])),
-        ("peak RSS, MB", rss),
+        (
+            "… on a store of, readings",
+            lambda r: _n(r["queries"]["store_readings"]) if r["queries"] else "n/a",
+        ),
+        (
+            "RSS under the pipeline's load, MB (every process at once, sampled)",
+            lambda r: _n(r.get("rss_mb_under_load")),
+        ),
+        ("peak RSS of each process over the run (VmHWM), MB", rss),
         (
             "idle: % of a core, bytes written (nothing arriving)",
             lambda r: f"{r['idle']['cpu_percent_of_a_core']:.2f} %, {r['idle']['bytes_written']:,}",
@@ -988,13 +1009,17 @@ async def main_async(args: argparse.Namespace, sizes: Sizes, modes: list[str]) -
         r["machine"] = host
         r["measured_at"] = when
         r["quick"] = args.quick
-    name = "live" if args.live_only else "quick" if args.quick else "latest"
+    partial = args.no_queries or args.no_live
+    name = (
+        "live" if args.live_only else "quick" if args.quick else "partial" if partial else "latest"
+    )
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
     clock.over_budget()
     markdown = table(results, host, when, clock.elapsed())
     (RESULTS / f"{name}.md").write_text(markdown)
-    if not args.quick and not args.live_only:
+    partial = args.no_queries or args.no_live
+    if not args.quick and not args.live_only and not partial:
         update_readme(markdown)
     print(markdown)
 
@@ -1033,6 +1058,12 @@ def main() -> None:
     parser.add_argument("--idle-s", type=float, help="seconds of idle to measure")
     parser.add_argument("--profile", type=Path, help="py-spy each process into this directory")
     parser.add_argument("--budget", type=float, help="seconds the run may take")
+    parser.add_argument(
+        "--no-queries", action="store_true", help="leave out the usage queries (not saved)"
+    )
+    parser.add_argument(
+        "--no-live", action="store_true", help="leave out the live workload (not saved)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the logs and data")
     parser.add_argument(
         "--live-only", action="store_true", help="only the live workload (results in live.*)"
