@@ -1076,7 +1076,9 @@ async def main_async(args: argparse.Namespace, sizes: Sizes, modes: list[str]) -
         if args.queries_only:
             for mode in modes:
                 clock.say(mode)
-                rate = args.query_ingest_rate or _half_pipeline_rate(mode)
+                rate = args.query_ingest_rate
+                if rate is None:  # 0: the queries alone
+                    rate = _half_pipeline_rate(mode)
                 secret = deploy.new_secret()
                 timed = await query_phase(mode, sizes, args, clock, workdir, secret, rate)
                 print(orjson.dumps({mode: timed}, option=orjson.OPT_INDENT_2).decode())
@@ -1140,7 +1142,7 @@ def main() -> None:
         "--query-ingest-rate",
         type=float,
         help="readings/s POSTed while the queries are timed again (--queries-only; default: "
-        "half the mode's pipeline rate in results/latest.json)",
+        "half the mode's pipeline rate in results/latest.json; 0: not timed again)",
     )
     parser.add_argument(
         "--idle-only", action="store_true", help="only the idle cost, per process (not saved)"
