@@ -110,25 +110,85 @@ def test_no_history_judges_nothing() -> None:
     assert detect(kwh, first=0) == []
 
 
+def busy_mornings(days: int = 29) -> tuple[np.ndarray, np.ndarray]:
+    """Hours and quarters of a home at 200 W, but 1 kW from 07:00 to 14:00 every day."""
+    kw = np.full(days * 96, 0.2)
+    for d in range(days):
+        kw[d * 96 + 7 * 4 : d * 96 + 14 * 4] = 1.0
+    quarters = kw / 4
+    return quarters.reshape(-1, 4).sum(axis=1), quarters
+
+
+def test_a_short_spike_is_found_in_the_quarters_an_hour_hides() -> None:
+    # 2.5 kW more from 10:45 to 11:15: 0.625 kWh in each of two hours, less than 1 kWh above
+    # their highest (1.0): no hour is a spike. In quarters the two at 10:45 and 11:00 are at
+    # 3.5 kW, 2.5 above the highest of their times of day ±1 h (1.0; no quarter of the weeks
+    # before went above its own highest, so the margin is 1 kW). Hour 10 is not quiet (its
+    # 90th percentile, 1.0, is more than 0.1 above the home's 10th percentile, 0.2): a spike
+    # over hours 10 and 11, 2 x 3.5 / 4 = 1.75 kWh against 2 x 1.0 / 4 = 0.5; score: the
+    # 2.5 kW excess over the 0.05 spread floor (no range at all) = 50.
+    kwh, quarters = busy_mornings()
+    kwh[DAY + 10 : DAY + 12] += 0.625
+    quarters[(DAY + 10) * 4 + 3 : (DAY + 11) * 4 + 1] += 0.625
+    assert detect(kwh) == []
+    cal = hourly.calendar_of(MONDAY, kwh.size, UTC, None)
+    assert dt.detect(kwh, cal, DAY, kwh.size, quarters) == [
+        dt.Event("spike", DAY + 10, DAY + 12, approx(1.75), approx(0.5), approx(50.0))
+    ]
+
+
+def test_a_home_that_went_further_above_its_highest_needs_a_bigger_spike() -> None:
+    # As above, but 20 days before, 3 kW more for a quarter at 20:00 (3.2 kW against a highest
+    # of 0.2 after 8 days): the home's own margin for the day judged is 3.0 kW, and 2.5 above
+    # the highest is no spike. 3.5 kW more (4.5, 3.5 above) is one again.
+    kwh, quarters = busy_mornings()
+    quarters[(8 * 24 + 20) * 4] += 0.75
+    quarters[(DAY + 10) * 4 + 3 : (DAY + 11) * 4 + 1] += 0.625
+    cal = hourly.calendar_of(MONDAY, kwh.size, UTC, None)
+    assert dt.detect(kwh, cal, DAY, kwh.size, quarters) == []
+    quarters[(DAY + 10) * 4 + 3 : (DAY + 11) * 4 + 1] += 0.25
+    assert [(e.kind, e.first, e.end) for e in dt.detect(kwh, cal, DAY, kwh.size, quarters)] == [
+        ("spike", DAY + 10, DAY + 12)
+    ]
+
+
 def test_the_backtest_finds_every_fault_injected_into_a_steady_home() -> None:
-    # 130 days of 0.2 kWh an hour: nothing to find in it; each fault injected every 10 days
-    # after the warm-up (35 days) and the detector's history (56) is found: 2.2 for 6 h lifts
-    # each hour 2.0 above its 10th percentile; +0.3 for a week lifts the always-on level 0.3
-    # above 0.2 (spread: the 0.05 floor); 6 h without data follow a recorded week; +3 kWh is
-    # 3 above the highest at a quiet hour (an unusual hour counts as the spike it is).
-    kwh = flat(130)
+    # 160 days of 0.2 kWh an hour (0.05 a quarter): nothing to find in it; each fault injected
+    # every 10 days after the warm-up (35 days) and the detector's history (84) is found: 2.2
+    # for 6 h lifts each quarter 2.0 kW above its 10th percentile; +0.3 for a week lifts the
+    # always-on level 0.3 above 0.2 (spread: the 0.05 floor); 6 h without data follow a
+    # recorded week; 2.5 kW for 30 min lifts a whole quarter 2.5 kW above the highest of its
+    # time of day, at a quiet hour (an unusual hour counts as the spike it is).
+    kwh = flat(160)
     data = ev.DataSet(
-        "steady", "test", MONDAY, kwh, hourly.calendar_of(MONDAY, kwh.size, UTC, None)
+        "steady",
+        "test",
+        MONDAY,
+        kwh,
+        hourly.calendar_of(MONDAY, kwh.size, UTC, None),
+        np.full(kwh.size * 4, 0.05),
     )
     result = ev.Result("steady")
     ev.backtest_anomalies(data, result)
-    # Faults start at the midnights of days 92, 102, 112 and 122 (day 91 is the first judged;
-    # the week-long step from day 122 ends with day 128, a day before the data's end): 4 each.
+    # Faults start on the days 120, 130, 140 and 150 (day 119 is the first judged; the
+    # week-long step from day 150 ends with day 156, a day before the data's end): 4 each.
     assert result.recall == {
         "2 kW load stuck on for 6 h": (4, 4),
         "+300 W baseload for a week": (4, 4),
         "6 h of silence": (4, 4),
-        "3 kWh spike in an hour": (4, 4),
+        "2.5 kW spike for 30 min": (4, 4),
     }
     assert (result.false_alarms, result.data_silences) == (0, 0)
-    assert result.alarm_months == approx(39 / 30.4375)
+    assert result.alarm_months == approx(41 / 30.4375)
+
+
+def test_alarms_count_runs_of_flagged_hours_once() -> None:
+    # A stuck load over hours 10-15 and a spike at 15-16 touch: one alarm. A spike at 20 is a
+    # second; a silence (the data's own gap) none.
+    events = [
+        dt.Event("stuck_on", 10, 16, 0.0, 0.0, 1.0),
+        dt.Event("spike", 15, 17, 0.0, 0.0, 1.0),
+        dt.Event("spike", 20, 21, 0.0, 0.0, 1.0),
+        dt.Event("silence", 30, 36, 0.0, 0.0, 2.0),
+    ]
+    assert ev.alarms(events, 48) == 2

@@ -36,20 +36,24 @@ MIN_HOURS = 14
 # The spread of an hour: the 10th to 90th percentile range of its earlier values over 2.563 (that
 # range of a normal distribution in standard deviations), at least MIN_SPREAD_KWH.
 SPREAD_PER_SIGMA = 2.563
-MIN_SPREAD_KWH = 0.05
+MIN_SPREAD_KW = 0.05
 # Stuck on: STUCK_H hours or more on end, each at least STUCK_KWH above the 10th percentile of
 # its hour of the day (a load left on lifts even the quietest hours). Chosen on the UCI home
 # (`make evaluate`): 6 h and 1.8 kWh keep a 2 kW load left on 6 h found 95 % of the time, while
 # the home's own evenings of electric heating cross it about once a month (1.7: 96 % and 1.3 a
 # month; 1.9: 91 % and 0.9).
 STUCK_H = 6
-STUCK_KWH = 1.8
+STUCK_KW = 1.8
 # A spike: an hour at least SPIKE_KWH above the highest of its hour of the day over the four
 # weeks before (higher than the home has been at that time of day for a month). At an hour that
 # is usually quiet (its 90th percentile at most QUIET_KWH above the home's always-on level, the
 # 10th percentile of all its hours) it is usage at an unusual hour.
-SPIKE_KWH = 1.0
-QUIET_KWH = 0.1
+SPIKE_KW = 1.0
+QUIET_KW = 0.1
+QUARTERS_PER_H = 4
+# A spike must also go further above the highest of its time of day than any slot did in this
+# many days before (the home's own calibration).
+CALIBRATION_DAYS = 56
 # A baseload step: the always-on level of a day (the 10th percentile of its hours) at least
 # STEP_KWH (an hour, i.e. 1,000 x that in W) and STEP_Z spreads above its median over the
 # four weeks before, on STEP_DAYS days running.
@@ -80,9 +84,10 @@ class Event:
 
 @dataclass(frozen=True, slots=True)
 class Baselines:
-    """For each hour of first..end-1, from the same local hour ±1 over the HISTORY_DAYS days before
-    its day: the 10th percentile, the median (what is expected), the highest, the spread, and
-    whether that hour of the day is usually quiet. NaN (False) where too few hours were seen."""
+    """For each slot (an hour, or a quarter hour) of first..end-1, in kW, from the same local
+    time of day ±1 h over the HISTORY_DAYS days before its day: the 10th percentile, the median
+    (what is expected), the highest, the spread, and whether that hour of the day is usually
+    quiet. NaN (False) where too few slots were seen."""
 
     low: Floats
     expected: Floats
@@ -90,37 +95,76 @@ class Baselines:
     spread: Floats
     quiet: Bools
 
+    def tail(self, k: int) -> Baselines:
+        """The baselines of the slots after the first k."""
+        return Baselines(
+            self.low[k:], self.expected[k:], self.top[k:], self.spread[k:], self.quiet[k:]
+        )
+
+
+def spike_margins(
+    kw: Floats, per_h: int, cal: Calendar, seen: Baselines, lo: int, first: int, end: int
+) -> Floats:
+    """For each slot from hour `first` on, how far above the highest of its time of day it
+    must be to be a spike: SPIKE_KW, or more in a home that went that far above its own
+    highest in the CALIBRATION_DAYS before (its slots from hour `lo` on have baselines
+    `seen`) to hour `end`: a spike must beat every one of them, so that a home whose evenings often top
+    their month keeps about one such alarm a month at most."""
+    day = cal.day[lo:end].repeat(per_h)
+    with np.errstate(invalid="ignore"):
+        excess = kw[lo * per_h : lo * per_h + day.size] - seen.top
+    excess = np.where(np.isnan(excess), -np.inf, excess)
+    starts = np.concatenate([[0], np.nonzero(np.diff(day))[0] + 1])
+    # The highest excess up to each slot, per day: a running maximum over the day starts.
+    out = np.full(day.size - (first - lo) * per_h, SPIKE_KW)
+    skip = (first - lo) * per_h
+    window = CALIBRATION_DAYS * 24 * per_h
+    bounds = list(starts) + [day.size]
+    for a, z in zip(bounds[:-1], bounds[1:], strict=True):
+        if z <= skip:
+            continue
+        past = excess[max(0, a - window) : a]
+        level = float(past.max()) if past.size else -np.inf
+        out[max(a, skip) - skip : z - skip] = max(SPIKE_KW, level)
+    return out
+
 
 def _mad_sigma(values: Floats) -> float:
     middle = np.median(values)
     return float(MAD_TO_SIGMA * np.median(np.abs(values - middle)))
 
 
-def baselines(kwh: Floats, cal: Calendar, first: int, end: int) -> Baselines:
-    """Baselines of hours first..end-1, each from the local days before its own."""
+def baselines(kw: Floats, per_h: int, cal: Calendar, first: int, end: int) -> Baselines:
+    """Baselines of slots first..end-1 of `kw` (per_h slots an hour, the hours of `cal`), each
+    from the local days before its own."""
     n = end - first
+    slot = cal.hour.astype(np.int64).repeat(per_h) * per_h + np.tile(np.arange(per_h), cal.hour.size)
+    day = cal.day.repeat(per_h)
+    slots = 24 * per_h
     stats = np.full((5, n), np.nan)  # low, expected, top, spread, quiet (as 0/1)
     i = first
     while i < end:
         j = i
-        while j < end and cal.day[j] == cal.day[i]:
+        while j < end and day[j] == day[i]:
             j += 1
-        lo = max(0, i - HISTORY_DAYS * 24)
-        used, hour = kwh[lo:i], cal.hour[lo:i]
+        lo = max(0, i - HISTORY_DAYS * 24 * per_h)
+        used, at = kw[lo:i], slot[lo:i]
         recorded = ~np.isnan(used)
-        if np.count_nonzero(recorded) >= MIN_HOURS:
-            by_hour = [used[(hour == h) & recorded] for h in range(24)]
+        if np.count_nonzero(recorded) >= MIN_HOURS * per_h:
+            by_slot = [used[(at == s) & recorded] for s in range(slots)]
             sample = [
-                np.concatenate([by_hour[(h + k) % 24] for k in (-1, 0, 1)]) for h in range(24)
+                np.concatenate([by_slot[(s + k) % slots] for k in range(-per_h, per_h + 1)])
+                for s in range(slots)
             ]
             q10, q50, q90, top = _row_percentiles(sample, [10.0, 50.0, 90.0, 100.0])
+            by_hour = [used[(at // per_h == h) & recorded] for h in range(24)]
             (own_q90,) = _row_percentiles(by_hour, [90.0])
             base = np.percentile(used[recorded], BASE_PERCENTILE)
-            quiet = own_q90 <= base + QUIET_KWH
-            spread = np.maximum((q90 - q10) / SPREAD_PER_SIGMA, MIN_SPREAD_KWH)
+            quiet = (own_q90 <= base + QUIET_KW).repeat(per_h)
+            spread = np.maximum((q90 - q10) / SPREAD_PER_SIGMA, MIN_SPREAD_KW)
             table = np.stack([q10, q50, top, spread, quiet.astype(float)])
-            table[:, np.array([s.size < MIN_HOURS for s in sample])] = np.nan
-            stats[:, i - first : j - first] = table[:, cal.hour[i:j]]
+            table[:, np.array([s.size < MIN_HOURS * per_h for s in sample])] = np.nan
+            stats[:, i - first : j - first] = table[:, slot[i:j]]
         i = j
     quiet = np.nan_to_num(stats[4]) > 0
     return Baselines(stats[0], stats[1], stats[2], stats[3], quiet)
@@ -153,30 +197,42 @@ def _runs(mask: Bools) -> list[tuple[int, int]]:
     return list(zip(np.nonzero(edges == 1)[0], np.nonzero(edges == -1)[0], strict=True))
 
 
-def _excess_event(kind: Kind, kwh: Floats, b: Baselines, first: int, a: int, z: int) -> Event:
-    """Hours first+a..first+z-1 as an event scored by their mean excess over expected in
-    spreads."""
-    actual = kwh[first + a : first + z]
+def _excess_event(
+    kind: Kind, kw: Floats, per_h: int, b: Baselines, first: int, a: int, z: int
+) -> Event:
+    """Slots first+a..first+z-1 as an event over the hours they fall in, with their energy
+    and what was expected of them, scored by their mean excess over expected in spreads."""
+    actual = kw[first + a : first + z]
     expected = b.expected[a:z]
     score = float(np.mean((actual - expected) / b.spread[a:z]))
-    return Event(kind, first + a, first + z, float(actual.sum()), float(expected.sum()), score)
+    return Event(
+        kind,
+        (first + a) // per_h,
+        -(-(first + z) // per_h),
+        float(actual.sum()) / per_h,
+        float(expected.sum()) / per_h,
+        score,
+    )
 
 
-def excess_events(kwh: Floats, b: Baselines, first: int) -> list[Event]:
-    """Stuck-on loads, spikes and unusual hours among hours first..first+len(b)-1."""
-    used = kwh[first : first + b.expected.size]
+def excess_events(
+    kw: Floats, per_h: int, b: Baselines, first: int, margin: Floats
+) -> list[Event]:
+    """Stuck-on loads, spikes and unusual hours among slots first..first+len(b)-1; a spike
+    at least `margin` above the highest of its time of day."""
+    used = kw[first : first + b.expected.size]
     with np.errstate(invalid="ignore"):
-        stuck = used - b.low >= STUCK_KWH
-        spike = used - b.top >= SPIKE_KWH
+        stuck = used - b.low >= STUCK_KW
+        spike = used - b.top >= margin
     events = []
     for a, e in _runs(stuck):
-        if e - a >= STUCK_H:
-            events.append(_excess_event("stuck_on", kwh, b, first, a, e))
+        if e - a >= STUCK_H * per_h:
+            events.append(_excess_event("stuck_on", kw, per_h, b, first, a, e))
             spike[a:e] = False
     for a, e in _runs(spike & ~b.quiet):
-        events.append(_excess_event("spike", kwh, b, first, a, e))
+        events.append(_excess_event("spike", kw, per_h, b, first, a, e))
     for a, e in _runs(spike & b.quiet):
-        events.append(_excess_event("unusual_hour", kwh, b, first, a, e))
+        events.append(_excess_event("unusual_hour", kw, per_h, b, first, a, e))
     return events
 
 
@@ -219,7 +275,7 @@ def step_events(kwh: Floats, cal: Calendar, first: int, end: int) -> list[Event]
         if past.size < HISTORY_DAYS // 2 or np.isnan(level[d]):
             continue
         ref[d] = np.median(past)
-        spread[d] = max(_mad_sigma(past), MIN_SPREAD_KWH)
+        spread[d] = max(_mad_sigma(past), MIN_SPREAD_KW)
         flagged[d] = level[d] - ref[d] >= max(STEP_KWH, STEP_Z * spread[d])
     events = []
     first_day = cal.day[first] - days.first
@@ -243,13 +299,20 @@ def step_events(kwh: Floats, cal: Calendar, first: int, end: int) -> list[Event]
     return events
 
 
-def detect(kwh: Floats, cal: Calendar, first: int, end: int) -> list[Event]:
+def detect(
+    kwh: Floats, cal: Calendar, first: int, end: int, quarters: Floats | None = None
+) -> list[Event]:
     """Every anomaly among hours first..end-1 of the series, judged only from the hours before
     each (and the day of each), oldest first."""
     if end <= first:
         return []
-    b = baselines(kwh, cal, first, end)
-    events = excess_events(kwh, b, first)
+    per_h = 1 if quarters is None else QUARTERS_PER_H
+    kw = kwh if quarters is None else quarters * QUARTERS_PER_H
+    lo = max(0, first - CALIBRATION_DAYS * 24)
+    seen = baselines(kw, per_h, cal, lo * per_h, end * per_h)
+    margin = spike_margins(kw, per_h, cal, seen, lo, first, end)
+    b = seen.tail((first - lo) * per_h)
+    events = excess_events(kw, per_h, b, first * per_h, margin)
     events += silence_events(kwh, first, end)
     events += step_events(kwh, cal, first, end)
     return sorted(events, key=lambda e: (e.first, e.kind))
@@ -257,16 +320,18 @@ def detect(kwh: Floats, cal: Calendar, first: int, end: int) -> list[Event]:
 
 # An hour is judged from the four weeks before its day, and a baseload step from the four weeks
 # of days before it: this many hours of history before the first hour judged.
-HISTORY_H = 2 * HISTORY_DAYS * 24
+HISTORY_H = (HISTORY_DAYS + CALIBRATION_DAYS) * 24
 
 
-def hour_scores(kwh: Floats, cal: Calendar, first: int) -> Floats:
+def hour_scores(
+    kwh: Floats, cal: Calendar, first: int, quarters: Floats | None = None
+) -> Floats:
     """For each hour first..len-1, the highest score of the anomalies found among those hours
     that cover it, 0 where none does (NaN: none before `first`). What an alert rule on anomalies
     judges, hour by hour, as the detector found them."""
     scores = np.full(kwh.size, np.nan)
     scores[first:] = 0.0
-    for e in detect(kwh, cal, first, kwh.size):
+    for e in detect(kwh, cal, first, kwh.size, quarters):
         span = slice(max(e.first, first), e.end)
         scores[span] = np.maximum(scores[span], e.score)
     return scores

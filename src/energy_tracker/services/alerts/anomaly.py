@@ -1,6 +1,6 @@
 """Rules on anomalies (`"metric": "anomaly"`): the core's detector (`core.anomalies`, the one the
 insights report) over the whole hours of the rule's device, or of all its household's devices
-summed. Each hour that ends is one observation, the highest score of the anomalies covering it
+summed, its hours and quarter hours. Each hour that ends is one observation, the highest score of the anomalies covering it
 (0: none), which the rule's threshold judges like any other value: an alert opens when the
 detector flags the hour and resolves at the first hour it no longer does. Live (on hour usage
 events) and in a rule preview alike. Days off are weekends and the public holidays of the
@@ -12,7 +12,7 @@ from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
 from energy_tracker.core.anomalies import HISTORY_H, hour_scores
-from energy_tracker.core.hours import HOUR_S, calendar_of, hour_series
+from energy_tracker.core.hours import HOUR_S, calendar_of, hour_series, quarter_series
 from energy_tracker.core.stores.timeseries.base import SeriesStore
 
 HOUR_MS = HOUR_S * 1000
@@ -40,6 +40,8 @@ async def anomaly_samples(
         return []
     lo = first - HISTORY_H * HOUR_S
     kwh, _ = await hour_series(store, scope.weights, lo, end)
+    quarters = await quarter_series(store, scope.weights, lo, end)
     judged = (first - lo) // HOUR_S
-    scores = hour_scores(kwh, calendar_of(lo, kwh.size, scope.zone, scope.country), judged)
+    cal = calendar_of(lo, kwh.size, scope.zone, scope.country)
+    scores = hour_scores(kwh, cal, judged, quarters)
     return [((lo + (i + 1) * HOUR_S) * 1000, float(scores[i])) for i in range(judged, kwh.size)]

@@ -501,10 +501,12 @@ async def anomalies(
     now_s = int(subject.now.timestamp())
     end = now_s // hourly.HOUR_S * hourly.HOUR_S  # the hour holding `at` is not over
     since_s = int(analysis.local_midnight(since, subject.tz).timestamp())
-    start = (since_s - 2 * HISTORY_DAYS * 86_400) // hourly.HOUR_S * hourly.HOUR_S
+    start = (since_s - detection.HISTORY_H * hourly.HOUR_S) // hourly.HOUR_S * hourly.HOUR_S
     kwh, _ = await _hour_series(store, subject, start, end, cache)
+    quarters = await hourly.quarter_series(store, subject.home.weights(), start, end)
     cal = hourly.calendar_of(start, kwh.size, subject.tz, subject.country)
-    found = detection.detect(kwh, cal, -(-(since_s - start) // hourly.HOUR_S), kwh.size)
+    judged = -(-(since_s - start) // hourly.HOUR_S)
+    found = detection.detect(kwh, cal, judged, kwh.size, quarters)
     return Anomalies(
         **_report(subject),
         since=since,
