@@ -1,10 +1,10 @@
 """Rules on anomalies (`"metric": "anomaly"`): the core's detector (`core.anomalies`, the one the
-insights report) over the whole hours of the rule's device, or of all its household's devices
-summed, its hours and quarter hours. Each hour that ends is one observation, the highest score of the anomalies covering it
-(0: none), which the rule's threshold judges like any other value: an alert opens when the
-detector flags the hour and resolves at the first hour it no longer does. Live (on hour usage
-events) and in a rule preview alike. Days off are weekends and the public holidays of the
-household's country, as in the insights."""
+insights report) over the whole hours (and their quarters) of the rule's device, or of all its
+household's devices summed. Each hour that ends is one observation, the highest score of the
+anomalies covering it (0: none), which the rule's threshold judges like any other value: an
+alert opens when the detector flags the hour and resolves at the first hour it no longer does.
+Live (on hour usage events) and in a rule preview alike. Days off are weekends and the public
+holidays of the household's country, as in the insights."""
 
 from __future__ import annotations
 
