@@ -17,6 +17,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -61,36 +62,30 @@ class Proc:
         if self.popen.poll() is not None:
             raise RuntimeError(f"{self.name} exited with {self.popen.returncode}:\n{self.tail()}")
 
+    def children(self) -> dict[str, int]:
+        """The processes this one started and that still run (`up` starts its usage consumer
+        as `energy-tracker consume usage`), by name (`up/usage`): pid."""
+        return {f"{self.name}/{_command_name(pid)}": pid for pid in _descendants(self.pid)}
+
+    def family(self) -> list[int]:
+        return [self.pid, *self.children().values()]
+
     def peak_rss_mb(self) -> float | None:
         """The most memory the process has held resident (VmHWM), in MiB; None once it is gone."""
-        return self._status_mb("VmHWM")
+        return _status_mb(self.pid, "VmHWM")
 
     def rss_mb(self) -> float | None:
         """The memory the process holds resident now (VmRSS), in MiB; None once it is gone."""
-        return self._status_mb("VmRSS")
-
-    def _status_mb(self, key: str) -> float | None:
-        try:
-            status = Path(f"/proc/{self.pid}/status").read_text()
-        except OSError:
-            return None
-        for line in status.splitlines():
-            if line.startswith(f"{key}:"):
-                return round(int(line.split()[1]) / 1024, 1)
-        return None
+        return _status_mb(self.pid, "VmRSS")
 
     def cpu_s(self) -> float:
-        """CPU time the process has used so far (user + system), in seconds."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        """CPU time the process and its children have used so far (user + system), in s."""
+        return sum(_cpu_s(pid) for pid in self.family())
 
     def written_bytes(self) -> int:
-        """Bytes the process has caused to be written to storage so far (not sockets, not
-        bytes rewritten in the page cache before they reach the disk)."""
-        for line in Path(f"/proc/{self.pid}/io").read_text().splitlines():
-            if line.startswith("write_bytes:"):
-                return int(line.split()[1])
-        return 0
+        """Bytes the process and its children have caused to be written to storage so far
+        (not sockets, not bytes rewritten in the page cache before they reach the disk)."""
+        return sum(_written_bytes(pid) for pid in self.family())
 
     def terminate(self) -> None:
         if self.popen.poll() is None:
@@ -105,6 +100,56 @@ class Proc:
             self.popen.kill()
             self.popen.wait(timeout=STOP_TIMEOUT_S)
         self._log.close()
+
+
+def _descendants(pid: int) -> list[int]:
+    found: list[int] = []
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return found
+    for task in tasks:
+        with contextlib.suppress(OSError):
+            for child in (task / "children").read_text().split():
+                found += [int(child), *_descendants(int(child))]
+    return found
+
+
+def _command_name(pid: int) -> str:
+    """The last word of a process's command line (`consume usage`: usage)."""
+    try:
+        argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except OSError:
+        return str(pid)
+    words = [a.decode(errors="replace") for a in argv if a]
+    return words[-1] if words else str(pid)
+
+
+def _status_mb(pid: int, key: str) -> float | None:
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except OSError:
+        return None
+    for line in status.splitlines():
+        if line.startswith(f"{key}:"):
+            return round(int(line.split()[1]) / 1024, 1)
+    return None
+
+
+def _cpu_s(pid: int) -> float:
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except OSError:
+        return 0.0
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def _written_bytes(pid: int) -> int:
+    with contextlib.suppress(OSError):
+        for line in Path(f"/proc/{pid}/io").read_text().splitlines():
+            if line.startswith("write_bytes:"):
+                return int(line.split()[1])
+    return 0
 
 
 def wait_until(
@@ -234,7 +279,35 @@ class Deployment:
         return self.service_urls or [self.gateway_url]
 
     def peak_rss_mb(self) -> dict[str, float | None]:
-        return {p.name: p.peak_rss_mb() for p in self.procs}
+        """Each process's peak RSS (VmHWM), the children of each (`up/usage`) too."""
+        peaks: dict[str, float | None] = {}
+        for p in self.procs:
+            peaks[p.name] = p.peak_rss_mb()
+            peaks |= {name: _status_mb(pid, "VmHWM") for name, pid in p.children().items()}
+        return peaks
+
+    @contextlib.contextmanager
+    def sampling_rss(self, every_s: float = 0.2) -> Iterator[dict[str, float]]:
+        """While the block runs, the most memory all the processes (children too) held
+        resident at one instant (VmRSS summed, sampled every `every_s`), in MiB: `["total"]`.
+        Unlike each one's VmHWM, it is what the deployment needs at once, and only under the
+        load of the block (not, say, while accounts were created)."""
+        peak = {"total": 0.0}
+        stop = threading.Event()
+
+        def sample() -> None:
+            while not stop.wait(every_s):
+                pids = [pid for p in self.procs for pid in p.family()]
+                peak["total"] = max(peak["total"], sum(_status_mb(i, "VmRSS") or 0 for i in pids))
+
+        sampler = threading.Thread(target=sample, name="rss-sampler", daemon=True)
+        sampler.start()
+        try:
+            yield peak
+        finally:
+            stop.set()
+            sampler.join()
+            peak["total"] = round(peak["total"], 1)
 
     def check_alive(self) -> None:
         for proc in self.procs:

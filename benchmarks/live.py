@@ -30,6 +30,7 @@ import shutil
 import statistics
 import subprocess
 import tempfile
+import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Sequence
@@ -217,6 +218,34 @@ def publish_mqtt(
         return sum(pool.starmap(_publish_share, shares))
 
 
+def _publish_probe(
+    port: int, device_id: str, first_ms: int, until: threading.Event
+) -> list[tuple[int, float]]:
+    """The MQTT probe: one QoS 1 message into a quarter of its own every PROBE_EVERY_S, each
+    sent alone; [(quarter, when the broker acknowledged it)]."""
+    import paho.mqtt.client as mqtt
+
+    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"probe-{uuid.uuid4().hex}")
+    client.connect("127.0.0.1", port)
+    client.loop_start()
+    acked: list[tuple[int, float]] = []
+    try:
+        i = 0
+        while not until.is_set():
+            ts = first_ms + i * QUARTER_MS
+            payload = orjson.dumps({"ts": ts, "power_w": 10.0})
+            info = client.publish(f"et/{device_id}/readings", payload, qos=1)
+            info.wait_for_publish(timeout=30)
+            if info.is_published():
+                acked.append((ts, time.time()))
+            i += 1
+            until.wait(PROBE_EVERY_S)
+        return acked
+    finally:
+        client.loop_stop()
+        client.disconnect()
+
+
 async def counted(gateway: Gateway, owners: Sequence[dict[str, str]]) -> int:
     """Readings in the owners' usage buckets (the sum of their month buckets' samples)."""
     params = {"granularity": "month", "from": "0", "to": str(int(time.time() * 1000) + 1)}
@@ -345,30 +374,72 @@ async def run(
         )
         result: dict[str, Any] = {"devices": sizes.devices, "idle": idle, "http": http}
         if mqtt_port is not None:
-            messages = sizes.devices * sizes.mqtt_per_device
-            say(f"  live MQTT: {messages:,} QoS 1 messages from {sizes.mqtt_processes} processes")
-            began = time.time()
-            published = await asyncio.to_thread(
-                publish_mqtt,
-                mqtt_port,
-                fleet.devices,
-                sizes.mqtt_per_device,
-                now - 6 * 3_600_000,
-                sizes.mqtt_processes,
-            )
-            sent_s = time.time() - began
-            got, done = await wait_counted(gateway, fleet.owners, total + published, left(180))
-            result["mqtt"] = {
-                "messages": messages,
-                "acknowledged_by_broker": published,
-                "counted": got - total,
-                "not_counted_by_end": max(0, published - (got - total)),
-                "published_per_s": round(published / sent_s),
-                "readings_per_s": round((got - total) / (done - began)),
-            }
-            say(
-                f"  {result['mqtt']['readings_per_s']:,} readings/s end to end"
-                f" ({result['mqtt']['published_per_s']:,} msg/s published),"
-                f" not counted {result['mqtt']['not_counted_by_end']}"
+            result["mqtt"] = await mqtt_leg(
+                gateway, fleet, mqtt_port, sizes, probe_first, watcher, say, left
             )
     return result
+
+
+async def mqtt_leg(
+    gateway: Gateway,
+    fleet: Fleet,
+    port: int,
+    sizes: LiveSizes,
+    probe_first: int,
+    watcher: Callable[[], Awaitable[Watcher]],
+    say: Callable[[str], None],
+    left: Callable[[float], float],
+) -> dict[str, Any]:
+    """`mqtt_per_device` QoS 1 messages per device from `mqtt_processes` publishers, while the
+    probe device publishes one reading into a quarter of its own (after the HTTP probe's)
+    every PROBE_EVERY_S, timed from the broker's PUBACK to that bucket on `usage-events`."""
+    before = await counted(gateway, fleet.owners)
+    watching = await asyncio.wait_for(watcher(), left(60))
+    messages = sizes.devices * sizes.mqtt_per_device
+    first_quarter = probe_first + 10 * 86_400_000  # clear of the HTTP probe's quarters
+    say(f"  live MQTT: {messages:,} QoS 1 messages from {sizes.mqtt_processes} processes")
+    try:
+        stop_probe = threading.Event()
+        probing = asyncio.create_task(
+            asyncio.to_thread(_publish_probe, port, fleet.probe.id, first_quarter, stop_probe)
+        )
+        began = time.time()
+        try:
+            published = await asyncio.to_thread(
+                publish_mqtt,
+                port,
+                fleet.devices,
+                sizes.mqtt_per_device,
+                int(began * 1000) - 6 * 3_600_000,
+                sizes.mqtt_processes,
+            )
+        finally:
+            sent_s = time.time() - began
+            stop_probe.set()
+            probe_acked = await probing
+        got, done = await wait_counted(gateway, fleet.owners, before + published, left(180))
+        accepted = {(fleet.probe.id, ts): at for ts, at in probe_acked}
+        await watching.wait_for(watching.usage, set(accepted), left(30))
+        delays = [
+            (watching.usage[k] - at) * 1000 for k, at in accepted.items() if k in watching.usage
+        ]
+    finally:
+        await watching.stop()
+    out = {
+        "messages": messages,
+        "acknowledged_by_broker": published,
+        "counted": got - before,
+        "not_counted_by_end": max(0, published - (got - before)),
+        "published_per_s": round(published / sent_s),
+        "readings_per_s": round((got - before) / (done - began)),
+        "probe_readings": len(accepted),
+        "probe_seen": len(delays),
+        "p50_ms_puback_to_bucket": _pct(delays, 50) if len(delays) > 1 else None,
+        "p99_ms_puback_to_bucket": _pct(delays, 99) if len(delays) > 1 else None,
+    }
+    say(
+        f"  {out['readings_per_s']:,} readings/s end to end ({out['published_per_s']:,} msg/s"
+        f" published), p99 PUBACK -> bucket {out['p99_ms_puback_to_bucket']} ms,"
+        f" not counted {out['not_counted_by_end']}"
+    )
+    return out

@@ -14,7 +14,7 @@ import gc
 import multiprocessing
 import time
 import traceback
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import Any
@@ -92,8 +92,10 @@ async def _post_all(
     posts: Sequence[Post],
     rate: float | None,
     start_at: float,
+    stopped: Callable[[], bool] = lambda: False,
 ) -> list[Sent]:
-    """POST everything, `concurrency` at a time, paced to `rate` readings/s when given."""
+    """POST everything, `concurrency` at a time, paced to `rate` readings/s when given; no
+    more once `stopped()` says so (what is in flight is still awaited)."""
     limits = httpx.Limits(max_connections=spec.concurrency)
     async with httpx.AsyncClient(timeout=300.0, limits=limits) as client:
         gateway = Gateway(client, spec.base_url)
@@ -112,6 +114,8 @@ async def _post_all(
         began, due = time.time(), 0.0
         tasks = []
         for post in posts:
+            if stopped():
+                break
             if rate:
                 await asyncio.sleep(max(0.0, began + due - time.time()))
                 due += post.readings / rate
@@ -122,7 +126,8 @@ async def _post_all(
 
 
 def worker_main(conn: Connection, spec: WorkerSpec) -> None:
-    """The worker process: answers ("build", rounds), ("go", rate, start_at) and ("exit",)."""
+    """The worker process: answers ("build", rounds), ("go", rate, start_at) and ("exit",);
+    a ("stop",) received while it posts ends the posting early (and is ignored otherwise)."""
     gc.set_threshold(50_000)  # building bodies makes millions of short-lived objects
     try:
         homes = {h.index: Home.create(spec.seed, h.index) for h in spec.homes}
@@ -138,7 +143,19 @@ def worker_main(conn: Connection, spec: WorkerSpec) -> None:
                 posts = _build(spec, accounts, streams, *args)
                 conn.send(("built", sum(p.readings for p in posts)))
             elif command == "go":
-                conn.send(("done", asyncio.run(_post_all(spec, accounts, posts, *args))))
+                stop = False
+
+                def stopped() -> bool:
+                    nonlocal stop
+                    stop = stop or conn.poll()  # the only message it can be is a stop
+                    return stop
+
+                sent = asyncio.run(_post_all(spec, accounts, posts, *args, stopped))
+                if stop:
+                    conn.recv()
+                conn.send(("done", sent))
+            elif command == "stop":
+                continue
             else:
                 return
     except BaseException:
@@ -179,10 +196,20 @@ class Fleet:
 
     def run(self, rate: float | None, timeout_s: float) -> list[Sent]:
         """POST what was built, starting together, sharing `rate` (None: as fast as accepted)."""
+        self.go(rate)
+        return [s for sent in self._answers("done", timeout_s) for s in sent]
+
+    def go(self, rate: float | None) -> None:
+        """Start POSTing what was built, as `run` does, without waiting; `finish` ends it."""
         start_at = time.time() + 0.2
         share = rate / len(self._conns) if rate else None
         for conn in self._conns:
             conn.send(("go", share, start_at))
+
+    def finish(self, timeout_s: float) -> list[Sent]:
+        """Stop what `go` started (the POSTs in flight complete) and return what was sent."""
+        for conn in self._conns:
+            conn.send(("stop",))
         return [s for sent in self._answers("done", timeout_s) for s in sent]
 
     def close(self) -> None:

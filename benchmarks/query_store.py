@@ -1,15 +1,22 @@
 """The store the usage queries are timed on, and the timing.
 
-A year (`days`) of one-minute readings of a few simulated homes, at least `target` readings in
-all, registered through the API (so users, devices and tokens are real) but written straight
+The shape issue 16 measured: one user's household of 100 meters (more if `target` needs them),
+each read every 5 minutes for a year (`days`), at least `target` readings in all. The meters'
+power comes from the seeded simulated homes (each meter is one device of one of them), and
+every meter is a plain top-level load (the default role), so the household's consumption is
+the sum of 100 loads and its breakdown names each. The account and its devices are registered
+through the API (so users, devices and tokens are real); the readings are written straight
 through the series store's batch write, with their buckets computed by the usage service's own
 `Rollups`, exactly as its consumer would have. Built once and kept between runs: an embedded
-data dir under benchmarks/.cache, or a PostgreSQL database named after its size, each with a
-manifest (benchmarks/.cache/query-<mode>-<target>.json) that marks it complete.
+data dir under benchmarks/.cache, or a PostgreSQL database named after its size and this
+checkout (two checkouts sharing a server never drop each other's), each with a manifest
+(benchmarks/.cache/query-<mode>-<target>.json) that marks it complete.
 """
 
 from __future__ import annotations
 
+import hashlib
+import math
 import random
 import shutil
 import statistics
@@ -31,11 +38,12 @@ from energy_tracker.core.energy import QUARTER_MS
 from energy_tracker.core.events import Reading
 from energy_tracker.core.stores.timeseries.factory import series_store_from_url
 from energy_tracker.services.usage.rollups import DeviceReadings, Rollups
-from energy_tracker.simulator.driver import PASSWORD, Gateway, email_of, register_homes
+from energy_tracker.simulator.driver import PASSWORD, Gateway
 from energy_tracker.simulator.homes import Home
 
-INTERVAL_MS = 60_000
-CHUNK_INSTANTS = 7 * 24 * 60  # a week of one home's readings per write
+INTERVAL_MS = 300_000  # a reading every 5 minutes
+METERS = 100
+CHUNK_INSTANTS = 7 * 24 * 12  # a week of readings per write
 MAX_GAP_MS = 900_000
 
 
@@ -49,13 +57,10 @@ class Manifest:
     seed: int
     end_ms: int
     days: int
-    homes: list[dict[str, Any]]  # {"index", "email", "device_ids"}
+    interval_ms: int
+    homes: list[dict[str, Any]]  # {"index", "email", "device_ids"}: one user's household
     data_dir: str | None = None  # embedded
     db_url: str | None = None  # postgresql
-
-    @property
-    def meters(self) -> list[str]:
-        return [h["device_ids"]["meter"] for h in self.homes]
 
 
 def manifest_path(cache: Path, mode: str, target: int) -> Path:
@@ -69,45 +74,91 @@ def load_manifest(path: Path) -> Manifest | None:
         return None
 
 
-def homes_for(target: int, days: int, seed: int) -> list[Home]:
-    """The fewest homes of the seeded population whose devices, read every minute for
-    `days`, make at least `target` readings."""
+def meters_for(target: int, days: int, seed: int) -> list[tuple[Home, str]]:
+    """(home, device key) of each meter: the devices of the seeded homes in order, as many as
+    `METERS` or as `target` readings over `days` need, whichever is more."""
     per_device = days * 86_400_000 // INTERVAL_MS
-    homes: list[Home] = []
-    while sum(len(h.devices) for h in homes) * per_device < target:
-        homes.append(Home.create(seed, len(homes)))
-    return homes
+    wanted = max(METERS, math.ceil(target / per_device))
+    meters: list[tuple[Home, str]] = []
+    index = 0
+    while len(meters) < wanted:
+        home = Home.create(seed, index)
+        meters += [(home, d.key) for d in home.devices][: wanted - len(meters)]
+        index += 1
+    return meters
 
 
-async def fill(url: str, homes: list[Home], end_ms: int, days: int, ids: dict[int, dict]) -> int:
-    """Write every home's readings over `days` before `end_ms`, and their buckets."""
+def email(seed: int) -> str:
+    return f"query-store-{seed}@example.com"
+
+
+async def register(gateway: Gateway, seed: int, meters: list[tuple[Home, str]]) -> dict[str, str]:
+    """The household's account and its meters (each a top-level load); meter name -> id."""
+    creds = {"email": email(seed), "password": PASSWORD}
+    await gateway.call("POST", "/auth/register", ok=(201,), json=creds)
+    token = await gateway.login(email(seed))
+    auth = {"Authorization": f"Bearer {token}"}
+    own = (await gateway.call("GET", "/households", headers=auth)).json()["items"][0]["id"]
+    place = meters[0][0].place
+    settings = {
+        "name": "Query store",
+        "timezone": place.timezone,
+        "currency": place.currency,
+        "tariff": place.tariff,
+    }
+    await gateway.call("PATCH", f"/households/{own}", json=settings, headers=auth)
+    ids = {}
+    for n in range(len(meters)):
+        body = {"name": f"Meter {n:03d}", "type": "meter"}
+        created = await gateway.call("POST", "/devices", json=body, headers=auth)
+        ids[body["name"]] = created.json()["id"]
+    return ids
+
+
+async def fill(
+    url: str, meters: list[tuple[Home, str]], device_ids: list[str], end_ms: int, days: int
+) -> int:
+    """Write every meter's readings over `days` before `end_ms`, and their buckets."""
     store = series_store_from_url(url)
     await store.start()
     rollups = Rollups(store, MAX_GAP_MS)
     written = 0
+    place = meters[0][0].place
+    tz = ZoneInfo(place.timezone)
     try:
         await store.migrate()
         start = end_ms - days * 86_400_000
-        for home in homes:
-            stream = home.stream(start, INTERVAL_MS)
-            devices, tz = ids[home.index], ZoneInfo(home.place.timezone)
-            while stream.next_ms < end_ms:
-                instants = min(CHUNK_INSTANTS, (end_ms - stream.next_ms) // INTERVAL_MS)
-                by_device: dict[str, list[Reading]] = defaultdict(list)
+        homes = {home.index: home for home, _ in meters}
+        streams = {i: home.stream(start, INTERVAL_MS) for i, home in homes.items()}
+        ids = {(home.index, key): d for (home, key), d in zip(meters, device_ids, strict=True)}
+        at = start
+        while at < end_ms:
+            instants = min(CHUNK_INSTANTS, (end_ms - at) // INTERVAL_MS)
+            by_device: dict[str, list[Reading]] = defaultdict(list)
+            for i, stream in streams.items():
                 for s in stream.take(instants):
-                    device = devices[s.device]
-                    by_device[device].append(
-                        Reading(device, s.ts, s.power_w, s.energy_wh, s.voltage_v)
-                    )
-                batch = [r for rs in by_device.values() for r in rs]
-                written += len(await store.add_readings(batch))
-                changed = await rollups.recompute(
-                    {d: DeviceReadings(rs, tz, home.place.tariff) for d, rs in by_device.items()}
-                )
-                await store.put_buckets(changed)
+                    device = ids.get((i, s.device))
+                    if device is not None:
+                        by_device[device].append(
+                            Reading(device, s.ts, s.power_w, s.energy_wh, s.voltage_v)
+                        )
+            at += instants * INTERVAL_MS
+            batch = [r for rs in by_device.values() for r in rs]
+            written += len(await store.add_readings(batch))
+            changed = await rollups.recompute(
+                {d: DeviceReadings(rs, tz, place.tariff) for d, rs in by_device.items()}
+            )
+            await store.put_buckets(changed)
     finally:
         await store.stop()
     return written
+
+
+def database_name(cache: Path, target: int) -> str:
+    """This checkout's query database: named after the cache directory too, so another
+    checkout's benchmark on the same server never drops it while this one reads it."""
+    checkout = hashlib.sha256(str(cache.resolve()).encode()).hexdigest()[:8]
+    return f"et_bench_query_{target}_{checkout}"
 
 
 async def build(
@@ -122,21 +173,23 @@ async def build(
 ) -> Manifest:
     """Build the store and write its manifest; `deploy(dir, db_url)` is a context manager
     that runs the services on it (for registering the homes)."""
-    homes = homes_for(target, days, seed)
+    meters = meters_for(target, days, seed)
     end_ms = int(time.time() * 1000) // QUARTER_MS * QUARTER_MS
     data_dir = cache / f"query-{mode}-{target}"
     shutil.rmtree(data_dir, ignore_errors=True)
     db_url = None
     if pg_server is not None:
-        db_url = await create_database(pg_server, f"et_bench_query_{target}")
-    say(f"building the {mode} query store: {len(homes)} homes, {days} days, ≥{target:,} readings")
+        db_url = await create_database(pg_server, database_name(cache, target))
+    say(
+        f"building the {mode} query store: {len(meters)} meters of one household, {days} days,"
+        f" ≥{target:,} readings"
+    )
     began = time.monotonic()
     with deploy(data_dir, db_url) as deployment:
         async with httpx.AsyncClient(timeout=60.0) as client:
-            accounts = await register_homes(Gateway(client, deployment.gateway_url), homes)
-    ids = {a.home.index: a.device_ids for a in accounts}
+            ids = await register(Gateway(client, deployment.gateway_url), seed, meters)
     tsdb = db_url or f"sqlite:///{data_dir}/series.db"
-    readings = await fill(tsdb, homes, end_ms, days, ids)
+    readings = await fill(tsdb, meters, list(ids.values()), end_ms, days)
     await settle(tsdb)  # queries are timed on a store in its steady state, not fresh from a load
     manifest = Manifest(
         mode=mode,
@@ -145,7 +198,8 @@ async def build(
         seed=seed,
         end_ms=end_ms,
         days=days,
-        homes=[{"index": h.index, "email": email_of(h), "device_ids": ids[h.index]} for h in homes],
+        interval_ms=INTERVAL_MS,
+        homes=[{"index": 0, "email": email(seed), "device_ids": ids}],
         data_dir=None if db_url else str(data_dir),
         db_url=db_url,
     )

@@ -15,7 +15,8 @@ For each mode, `embedded` (`energy-tracker up`: the SQLite bus and stores, one p
    quarter bucket it filled, and from a live probe reading's 202 to the `alert-events`
    transition it causes, both watched through the bus adapter; p50/p99;
 5. usage queries on a store of at least 10M readings (query_store.py); p50/p99;
-6. the peak RSS (VmHWM) of every process under load;
+6. memory: the RSS of all the processes at once (children too) under the pipeline's load,
+   sampled, and each process's peak RSS (VmHWM) over the whole run;
 7. the idle cost, before any load: the CPU all the processes use (/proc/<pid>/stat) and the
    bytes they write to storage (/proc/<pid>/io write_bytes) while nothing arrives.
 8. the live workload (live.py): devices sending one reading per POST (wrk) and per MQTT message
@@ -314,7 +315,8 @@ def profiling(procs: list[deploy.Proc], out_dir: Path | None, tag: str) -> Itera
         return
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     out_dir.mkdir(parents=True, exist_ok=True)
-    record = [spy, "record", "--nonblocking", "--gil", "--rate", "200", "--format", "raw"]
+    record = [spy, "record", "--nonblocking", "--gil", "--subprocesses", "--rate", "200"]
+    record += ["--format", "raw"]
     spies = [
         subprocess.Popen(
             [*record, "--pid", str(p.pid), "--output", str(out_dir / f"{tag}-{p.name}.txt")],
@@ -385,7 +387,10 @@ async def pipeline(
             total = await asyncio.to_thread(fleet.build, rounds, clock.left(120))
             watcher = await asyncio.wait_for(joining, clock.left(60))
             clock.say(f"  throughput: {total:,} readings in POSTs of ~{per_round // len(homes):,}")
-            with profiling(deployment.procs, args.profile, profile_tag):
+            with (
+                profiling(deployment.procs, args.profile, profile_tag),
+                deployment.sampling_rss() as under_load,
+            ):
                 sent = await asyncio.to_thread(fleet.run, None, clock.left())
                 deployment.check_alive()
                 first = min(s.sent_at for s in sent)
@@ -438,6 +443,7 @@ async def pipeline(
         seed=SEED,
         end_ms=start_ms + (rounds + latency_rounds) * post_ms,
         days=1,
+        interval_ms=INTERVAL_MS,
         homes=[
             {"index": a.home.index, "email": a.email, "device_ids": a.device_ids} for a in accounts
         ],
@@ -447,6 +453,7 @@ async def pipeline(
         "p50_ms_reading_to_usage": _percentile(delays, 50),
         "p99_ms_reading_to_usage": _percentile(delays, 99),
         "p99_ms_reading_to_alert": _percentile(alert_delays, 99) if alert_delays else None,
+        "rss_mb_under_load": under_load["total"],
         "pipeline": {
             "readings": total,
             "homes": len(homes),
@@ -482,8 +489,10 @@ async def query_phase(
     clock: Clock,
     workdir: Path,
     secret: str,
+    ingest_rate: float | None,
 ) -> dict[str, Any]:
-    """Usage queries on the cached store (built first if missing and allowed)."""
+    """Usage queries on the cached store (built first if missing and allowed): alone, then
+    again while other homes POST readings at `ingest_rate` (None: not measured)."""
     pg = args.pg_url if mode == KAFKA else None
     tag = "embedded" if mode == EMBEDDED else "postgresql"
     path = query_store.manifest_path(CACHE, tag, sizes.query_target)
@@ -496,7 +505,7 @@ async def query_phase(
         return deploy.split(
             data_dir,
             secret,
-            ["users", "devices", "usage"],
+            ["users", "devices", "ingestion", "usage"],
             bus_url=f"embedded:///{workdir}/query-bus.db",
             db_url=db_url,
             tsdb_url=db_url,
@@ -514,9 +523,102 @@ async def query_phase(
     where = Path(manifest.data_dir) if manifest.data_dir else workdir / "query"
     with deployed(where, manifest.db_url) as deployment:
         clock.say(f"  {sizes.query_reps} of each query on {manifest.readings:,} readings")
-        timed = await query_store.time_queries(deployment, manifest, sizes.query_reps, SEED)
+        with profiling(deployment.procs, args.profile, f"{tag}-queries"):
+            began = time.monotonic()
+            timed = await query_store.time_queries(deployment, manifest, sizes.query_reps, SEED)
+            alone_s = time.monotonic() - began
+        clock.say("  " + _query_summary(timed))
+        if ingest_rate:
+            timed["while_ingesting"] = await queries_while_ingesting(
+                deployment, manifest, sizes, args, clock, ingest_rate, alone_s
+            )
         timed["peak_rss_mb"] = deployment.peak_rss_mb()
     return timed
+
+
+QUERY_NAMES = ("device_year_by_day", "device_day_by_hour", "user_month_by_day")
+INGEST_HOMES = 12
+
+
+def _query_summary(timed: dict[str, Any]) -> str:
+    return ", ".join(
+        f"{n} p50 {timed[n]['p50_ms']:.2f} / p99 {timed[n]['p99_ms']:.2f} ms" for n in QUERY_NAMES
+    )
+
+
+async def queries_while_ingesting(
+    deployment: deploy.Deployment,
+    manifest: query_store.Manifest,
+    sizes: Sizes,
+    args: argparse.Namespace,
+    clock: Clock,
+    rate: float,
+    alone_s: float,
+) -> dict[str, Any]:
+    """The same queries while other homes (their own accounts, so the queried household's
+    buckets stay as built) POST batches of readings through the gateway at `rate` readings/s,
+    from load processes, for as long as the queries take."""
+    homes = make_homes(SEED + 1, INGEST_HOMES)
+    full_quarter = QUARTER_MS // INTERVAL_MS
+    per_round = sum(len(h.devices) for h in homes) * args.quarters_per_post * full_quarter
+    # Enough for three times the queries' time alone, plus the start: the load is stopped
+    # when the queries end.
+    rounds = max(1, math.ceil(rate * (3 * alone_s + 30) / per_round))
+    post_ms = args.quarters_per_post * QUARTER_MS
+    start_ms = int(time.time() * 1000) // QUARTER_MS * QUARTER_MS - rounds * post_ms
+    async with httpx.AsyncClient(timeout=60.0) as client:
+        accounts = await register_homes(Gateway(client, deployment.gateway_url), homes)
+    workers = min(args.workers, len(accounts))
+    fleet = load.Fleet(
+        [
+            load.WorkerSpec(
+                base_url=deployment.gateway_url,
+                seed=SEED + 1,
+                homes=[
+                    load.HomeLoad(a.home.index, a.token, a.device_ids) for a in accounts[w::workers]
+                ],
+                start_ms=start_ms,
+                interval_ms=INTERVAL_MS,
+                quarters_per_post=args.quarters_per_post,
+                concurrency=args.concurrency,
+            )
+            for w in range(workers)
+        ]
+    )
+    try:
+        offered = await asyncio.to_thread(fleet.build, rounds, clock.left(120))
+        clock.say(f"  again while {len(homes)} other homes POST {rate:,.0f} readings/s")
+        fleet.go(rate)
+        await asyncio.sleep(2.0)  # the load under way before the first query
+        began = time.time()
+        timed = await query_store.time_queries(deployment, manifest, sizes.query_reps, SEED)
+        ended = time.time()
+        sent = await asyncio.to_thread(fleet.finish, clock.left(120))
+    finally:
+        fleet.close()
+    during = sum(s.readings for s in sent if began <= s.accepted_at <= ended)
+    timed["ingest"] = {
+        "offered_readings_per_s": round(rate),
+        "accepted_readings_per_s_while_querying": round(during / (ended - began)),
+        "built_readings": offered,
+        "all_sent_within_build": sum(s.readings for s in sent) >= offered,
+    }
+    clock.say(
+        f"  {_query_summary(timed)}; {timed['ingest']['accepted_readings_per_s_while_querying']:,}"
+        " readings/s accepted meanwhile"
+    )
+    return timed
+
+
+def _half_pipeline_rate(mode: str) -> float | None:
+    """Half the pipeline rate of `mode` in the last full run (results/latest.json), for
+    --queries-only; None when there is none."""
+    try:
+        runs = orjson.loads((RESULTS / "latest.json").read_bytes())
+    except (OSError, orjson.JSONDecodeError):
+        return None
+    rates = [r["pipeline_readings_per_s"] for r in runs if r.get("mode") == mode]
+    return rates[0] / 2 if rates else None
 
 
 @contextlib.asynccontextmanager
@@ -659,12 +761,16 @@ async def run_mode(
             # A quick run queries the little the pipeline stored: no second deployment.
             clock.say(f"  {sizes.query_reps} of each query on {stored.readings:,} readings")
             queries = await query_store.time_queries(deployment, stored, sizes.query_reps, SEED)
-        measured["live"] = await live_workload(deployment, mqtt_port, sizes, args, clock, mode)
+        if not args.no_live:
+            measured["live"] = await live_workload(deployment, mqtt_port, sizes, args, clock, mode)
         rss = deployment.peak_rss_mb()
 
-    if not args.quick:
-        queries = await query_phase(mode, sizes, args, clock, workdir, secret)
-    names = ("device_year_by_day", "device_day_by_hour", "user_month_by_day")
+    if args.no_queries:
+        queries = None
+    elif not args.quick:
+        half = measured["pipeline_readings_per_s"] / 2
+        queries = await query_phase(mode, sizes, args, clock, workdir, secret, half)
+    names = QUERY_NAMES
     return {
         "mode": mode,
         "pipeline_readings_per_s": measured.pop("pipeline_readings_per_s"),
@@ -674,7 +780,12 @@ async def run_mode(
         "p50_ms_reading_to_usage": measured.pop("p50_ms_reading_to_usage"),
         "p99_ms_reading_to_usage": measured.pop("p99_ms_reading_to_usage"),
         "p99_ms_reading_to_alert": measured.pop("p99_ms_reading_to_alert"),
-        "query_p99_ms": max(queries[n]["p99_ms"] for n in names),
+        "query_p99_ms": max(queries[n]["p99_ms"] for n in names) if queries else None,
+        "query_p99_ms_ingesting": (
+            max(queries["while_ingesting"][n]["p99_ms"] for n in names)
+            if queries and "while_ingesting" in queries
+            else None
+        ),
         "peak_rss_mb": rss,
         "idle": idle,
         "bus": {
@@ -739,7 +850,9 @@ def table(results: list[dict[str, Any]], host: dict[str, Any], when: str, second
         return f"{r['p50_ms_reading_to_usage']:,.0f} / {r['p99_ms_reading_to_usage']:,.0f}"
 
     def rss(r: dict[str, Any]) -> str:
-        return ", ".join(f"{k} {_n(v)}" for k, v in r["peak_rss_mb"].items())
+        peaks = r["peak_rss_mb"]
+        each = ", ".join(f"{k} {_n(v)}" for k, v in peaks.items())
+        return f"{each}; sum {_n(sum(v for v in peaks.values() if v))}"
 
     def live_row(leg: str, key: str) -> Callable[[dict[str, Any]], str]:
         return lambda r: _n(r.get("live", {}).get(leg, {}).get(key))
@@ -775,9 +888,27 @@ def table(results: list[dict[str, Any]], host: dict[str, Any], when: str, second
         ("pipeline ÷ floor", lambda r: ratio(r, "floor_readings_per_s")),
         ("reading → usage bucket p50 / p99, ms (at half rate)", latency),
         ("reading → alert p99, ms", lambda r: _n(r["p99_ms_reading_to_alert"])),
-        ("usage query p99, ms (worst of three)", lambda r: f"{r['query_p99_ms']:,.1f}"),
-        ("… on a store of, readings", lambda r: _n(r["queries"]["store_readings"])),
-        ("peak RSS, MB", rss),
+        (
+            "usage query p99, ms (worst of three)",
+            lambda r: "n/a" if r["query_p99_ms"] is None else f"{r['query_p99_ms']:,.1f}",
+        ),
+        (
+            "… while other homes POST at half the pipeline rate",
+            lambda r: (
+                "n/a"
+                if r.get("query_p99_ms_ingesting") is None
+                else f"{r['query_p99_ms_ingesting']:,.1f}"
+            ),
+        ),
+        (
+            "… on a store of, readings",
+            lambda r: _n(r["queries"]["store_readings"]) if r["queries"] else "n/a",
+        ),
+        (
+            "RSS under the pipeline's load, MB (every process at once, sampled)",
+            lambda r: _n(r.get("rss_mb_under_load")),
+        ),
+        ("peak RSS of each process over the run (VmHWM), MB", rss),
         (
             "idle: % of a core, bytes written (nothing arriving)",
             lambda r: f"{r['idle']['cpu_percent_of_a_core']:.2f} %, {r['idle']['bytes_written']:,}",
@@ -862,7 +993,9 @@ async def main_async(args: argparse.Namespace, sizes: Sizes, modes: list[str]) -
         if args.queries_only:
             for mode in modes:
                 clock.say(mode)
-                timed = await query_phase(mode, sizes, args, clock, workdir, deploy.new_secret())
+                rate = args.query_ingest_rate or _half_pipeline_rate(mode)
+                secret = deploy.new_secret()
+                timed = await query_phase(mode, sizes, args, clock, workdir, secret, rate)
                 print(orjson.dumps({mode: timed}, option=orjson.OPT_INDENT_2).decode())
             return
         for mode in modes:
@@ -876,13 +1009,17 @@ async def main_async(args: argparse.Namespace, sizes: Sizes, modes: list[str]) -
         r["machine"] = host
         r["measured_at"] = when
         r["quick"] = args.quick
-    name = "live" if args.live_only else "quick" if args.quick else "latest"
+    partial = args.no_queries or args.no_live
+    name = (
+        "live" if args.live_only else "quick" if args.quick else "partial" if partial else "latest"
+    )
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
     clock.over_budget()
     markdown = table(results, host, when, clock.elapsed())
     (RESULTS / f"{name}.md").write_text(markdown)
-    if not args.quick and not args.live_only:
+    partial = args.no_queries or args.no_live
+    if not args.quick and not args.live_only and not partial:
         update_readme(markdown)
     print(markdown)
 
@@ -910,11 +1047,23 @@ def main() -> None:
         "--queries-only", action="store_true", help="only time the usage queries (not saved)"
     )
     parser.add_argument(
+        "--query-ingest-rate",
+        type=float,
+        help="readings/s POSTed while the queries are timed again (--queries-only; default: "
+        "half the mode's pipeline rate in results/latest.json)",
+    )
+    parser.add_argument(
         "--idle-only", action="store_true", help="only the idle cost, per process (not saved)"
     )
     parser.add_argument("--idle-s", type=float, help="seconds of idle to measure")
     parser.add_argument("--profile", type=Path, help="py-spy each process into this directory")
     parser.add_argument("--budget", type=float, help="seconds the run may take")
+    parser.add_argument(
+        "--no-queries", action="store_true", help="leave out the usage queries (not saved)"
+    )
+    parser.add_argument(
+        "--no-live", action="store_true", help="leave out the live workload (not saved)"
+    )
     parser.add_argument("--keep", action="store_true", help="keep the logs and data")
     parser.add_argument(
         "--live-only", action="store_true", help="only the live workload (results in live.*)"

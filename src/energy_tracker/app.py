@@ -10,14 +10,16 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Collection, Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
+import httpx
 from fastapi import APIRouter, FastAPI
 
 from energy_tracker import __version__
+from energy_tracker.background import ChildProcess, merged_metrics
 from energy_tracker.config import SERVICE_NAMES, Settings
 from energy_tracker.core.auth import AccessGrant
 from energy_tracker.core.bus.base import EventBus
@@ -33,6 +35,7 @@ from energy_tracker.core.http import (
     install_health,
 )
 from energy_tracker.core.inputs import BodyGuard
+from energy_tracker.core.stores.credential_changes import CredentialChanges
 from energy_tracker.core.stores.metadata import Database
 from energy_tracker.core.stores.timeseries.base import SeriesStore
 from energy_tracker.core.stores.timeseries.factory import series_store_from_url
@@ -77,10 +80,17 @@ UNREAD_TOPICS = [ALERT_EVENTS, *(dlq_topic(t) for t in TOPICS)]
 class Directory:
     """Identity look-ups for authentication, backed by the user, household and device stores."""
 
-    def __init__(self, users: UserStore, households: HouseholdStore, devices: DeviceStore) -> None:
+    def __init__(
+        self,
+        users: UserStore,
+        households: HouseholdStore,
+        devices: DeviceStore,
+        changes: CredentialChanges,
+    ) -> None:
         self.users = users
         self.households = households
         self.devices = devices
+        self.changes = changes
 
     async def memberships(self, user_id: str) -> tuple[tuple[str, str], ...]:
         return await self.households.memberships(user_id)
@@ -89,18 +99,26 @@ class Directory:
         user = await self.users.get(user_id)
         return user.role if user is not None and not user.disabled else None
 
-    async def device_for_key_digest(self, digest: str) -> tuple[str, str] | None:
-        device = await self.devices.by_key_hash(digest)
-        if device is None:
-            return None
-        ctx = (await self.devices.contexts([device.id])).get(device.id)
-        return (device.id, device.owner_id) if ctx and ctx.enabled else None
+    async def devices_for_key_digests(
+        self, digests: Collection[str]
+    ) -> dict[str, tuple[str, str] | None]:
+        found = await self.devices.contexts_by_key_hash(digests)
+        return {
+            d: (ctx.device_id, ctx.owner_id) if (ctx := found.get(d)) and ctx.enabled else None
+            for d in digests
+        }
 
     async def access_grant(self, token_id: str) -> AccessGrant | None:
         return await self.users.access_grant(token_id)
 
     async def token_used(self, token_id: str, at: datetime) -> None:
         await self.users.access_token_used(token_id, at, timedelta(seconds=TOKEN_USE_RESOLUTION_S))
+
+    async def credentials_version(self) -> int:
+        return await self.changes.version()
+
+    async def credentials_changed(self) -> int:
+        return await self.changes.bump()
 
 
 class Worker(Protocol):
@@ -124,6 +142,10 @@ class Runtime:
     limiter: RateLimiter | None = None
     loops: list[Worker] = field(default_factory=list)
     tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    elsewhere: frozenset[str] = frozenset()
+    """Services whose background work (consumers, periodic tasks) runs in a child process
+    (`background.py`): here they only serve their routes."""
+    children: list[ChildProcess] = field(default_factory=list)
 
 
 def open_bus(settings: Settings) -> EventBus:
@@ -164,7 +186,10 @@ async def create_admin(settings: Settings, email: str, password: Callable[[], st
     await db.start()
     try:
         await db.migrate()
-        return await ensure_admin(UserStore(db), email, password)
+        done = await ensure_admin(UserStore(db), email, password)
+        # A running process may have cached the account's former role.
+        await CredentialChanges(db).bump()
+        return done
     finally:
         await db.stop()
 
@@ -249,7 +274,7 @@ def _wire_shared(app: FastAPI, settings: Settings, rt: Runtime) -> Shared:
     app.state.series = rt.series
     app.state.limiter = rt.limiter
     app.state.credentials = CredentialCache(
-        Directory(shared.users, shared.households, shared.devices)
+        Directory(shared.users, shared.households, shared.devices, CredentialChanges(rt.db))
     )
     app.state.authenticator = Authenticator(
         app.state.credentials, app.state.secret, settings.jwt_issuer
@@ -283,6 +308,8 @@ def _wire_usage(app: FastAPI, settings: Settings, rt: Runtime, shared: Shared) -
     if rt.bus is None or rt.series is None:
         return
     app.state.stored_readings = StoredReadings()
+    if "usage" in rt.elsewhere:
+        return  # the consumer and retention run in the child; live streams poll the store
     consumer = UsageConsumer(
         rt.bus, rt.series, shared.devices, settings.max_gap_s * 1000, app.state.stored_readings
     )
@@ -350,14 +377,21 @@ ROUTERS: dict[str, APIRouter] = {name: build.router for name, build in SERVICES.
 
 
 def _lifespan(
-    settings: Settings, local: list[str], gateway: bool, runtime: Runtime | None
+    settings: Settings,
+    local: list[str],
+    gateway: bool,
+    runtime: Runtime | None,
+    elsewhere: frozenset[str],
 ) -> Callable[[FastAPI], contextlib.AbstractAsyncContextManager[None]]:
-    """Start the runtime (unless given one), wire the local services onto it, and on the way out
-    close the gateway's proxy client and stop the runtime, whatever failed in between."""
+    """Start the runtime (unless given one), wire the local services onto it, start the child
+    processes of the services whose background work runs `elsewhere`, and on the way out
+    close the gateway's proxy client and stop the runtime (children too), whatever failed in
+    between."""
 
     @contextlib.asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         rt = runtime or await start_runtime(settings, local, gateway=gateway)
+        rt.elsewhere = elsewhere
         app.state.runtime = rt
         try:
             shared = _wire_shared(app, settings, rt)
@@ -365,6 +399,11 @@ def _lifespan(
                 wire = SERVICES[service].wire if service in SERVICES else None
                 if wire is not None:
                     wire(app, settings, rt, shared)
+            level = logging.getLevelName(logging.getLogger().getEffectiveLevel())
+            for service in sorted(elsewhere):
+                child = ChildProcess(service, level)
+                rt.children.append(child)
+                _run_worker(rt, f"{service}:process", child)
             yield
         finally:
             proxy_client: ProxyClients | None = app.state.proxy_client
@@ -385,16 +424,23 @@ def _remote_services(settings: Settings, local: list[str]) -> dict[str, str]:
 
 
 def create_app(
-    settings: Settings, services: Iterable[str], *, gateway: bool, runtime: Runtime | None = None
+    settings: Settings,
+    services: Iterable[str],
+    *,
+    gateway: bool,
+    runtime: Runtime | None = None,
+    elsewhere: Iterable[str] = (),
 ) -> FastAPI:
     """An app serving `services` in-process; with `gateway`, also the public entry point, which
     forwards to ET_<SERVICE>_URL every service not served here. A `runtime` already started
-    (so that start-up failures surface before the server runs) is used and then stopped."""
+    (so that start-up failures surface before the server runs) is used and then stopped. The
+    background work of the services in `elsewhere` runs in child processes this app starts
+    (`energy-tracker consume NAME`), which share its bus and stores."""
     local = [s for s in services if s in SERVICE_NAMES and s != "gateway"]
     app = FastAPI(
         title="Home Energy Tracker",
         version=__version__,
-        lifespan=_lifespan(settings, local, gateway, runtime),
+        lifespan=_lifespan(settings, local, gateway, runtime, frozenset(elsewhere)),
         docs_url="/docs",
         openapi_url="/openapi.json",
     )
@@ -404,7 +450,7 @@ def create_app(
     app.add_middleware(BodyGuard)
     app.add_middleware(RequestIdMiddleware, service="gateway" if gateway else "+".join(local))
     install_error_handlers(app)
-    install_health(app, _readiness(app))
+    install_health(app, _readiness(app), _metrics(app))
     for service in local:
         if service in ROUTERS:
             app.include_router(ROUTERS[service], prefix=API_PREFIX)
@@ -446,6 +492,20 @@ def _readiness(app: FastAPI) -> Callable[[], Awaitable[list[str]]]:
         return down
 
     return failing
+
+
+def _metrics(app: FastAPI) -> Callable[[], Awaitable[bytes]]:
+    """This process's metrics, with those of its child processes merged in."""
+
+    async def text() -> bytes:
+        rt: Runtime | None = getattr(app.state, "runtime", None)
+        children = rt.children if rt is not None else []
+        if not children:
+            return merged_metrics(())
+        async with httpx.AsyncClient() as client:
+            return merged_metrics(await asyncio.gather(*(c.metrics(client) for c in children)))
+
+    return text
 
 
 def _api_schema(app: FastAPI, services: list[str]) -> dict:

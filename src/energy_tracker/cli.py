@@ -1,4 +1,4 @@
-"""The `energy-tracker` command: up, serve NAME, migrate, import FILE.csv --device ID,
+"""The `energy-tracker` command: up, serve NAME, consume NAME, migrate, import FILE.csv --device ID,
 create-admin EMAIL, simulate, evaluate."""
 
 from __future__ import annotations
@@ -37,13 +37,20 @@ def _configure_logging(level: str, json_lines: bool) -> None:
     logging.getLogger("alembic").setLevel(logging.WARNING)
 
 
-async def _serve(settings: Settings, services: list[str], *, gateway: bool, banner: str) -> None:
+async def _serve(
+    settings: Settings,
+    services: list[str],
+    *,
+    gateway: bool,
+    banner: str,
+    elsewhere: tuple[str, ...] = (),
+) -> None:
     import uvicorn
 
     from energy_tracker.app import create_app, start_runtime
 
     runtime = await start_runtime(settings, services, gateway=gateway)
-    app = create_app(settings, services, gateway=gateway, runtime=runtime)
+    app = create_app(settings, services, gateway=gateway, runtime=runtime, elsewhere=elsewhere)
     config = uvicorn.Config(
         app,
         host=settings.http_host,
@@ -65,12 +72,40 @@ async def _serve(settings: Settings, services: list[str], *, gateway: bool, bann
                 self._captured_signals.remove(sig)
 
     server = Server(config)
+    _collect_less()
+    print(banner, flush=True)
+    await server.serve()
+
+
+def _collect_less() -> None:
     # Readings arrive by the thousand per request and each becomes several short-lived objects
     # (a dict, a model, a dataclass): at the default threshold of 700 allocations the collector
     # ran every ~100 readings, and the pipeline went ~1.4x faster without it (benchmarks/run.py).
     gc.set_threshold(50_000)
-    print(banner, flush=True)
-    await server.serve()
+
+
+async def _consume(settings: Settings, service: str, metrics_port: int | None) -> None:
+    """A service's background work (its consumers and periodic tasks) without HTTP, until
+    SIGTERM or SIGINT; its metrics on 127.0.0.1:`metrics_port` for the parent to merge."""
+    from prometheus_client import start_http_server
+
+    from energy_tracker.app import create_app, start_runtime
+
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    runtime = await start_runtime(settings, [service])
+    app = create_app(settings, [service], gateway=False, runtime=runtime)
+    if metrics_port:
+        server, _ = start_http_server(metrics_port, addr="127.0.0.1")
+    _collect_less()
+    try:
+        async with app.router.lifespan_context(app):
+            await stop.wait()
+    finally:
+        if metrics_port:
+            server.shutdown()
 
 
 def cmd_up(settings: Settings) -> None:
@@ -79,13 +114,24 @@ def cmd_up(settings: Settings) -> None:
     asyncio.run(migrate(settings))
     url = f"http://{settings.http_host}:{settings.http_port}"
     banner = (
-        f"Home Energy Tracker: every service in one process\n"
+        f"Home Energy Tracker: every service, the usage consumer in a second process\n"
         f"  API     {url}/api/v1   (docs at {url}/docs)\n"
         f"  data in {settings.data_dir.resolve()}\n"
         f"  bus     {redact_url(settings.effective_bus_url)}\n"
         f"Ctrl-C stops it."
     )
-    asyncio.run(_serve(settings, list(SERVICE_NAMES), gateway=True, banner=banner))
+    # The usage consumer, the busiest, runs in a second process (background.py): both cores.
+    asyncio.run(
+        _serve(settings, list(SERVICE_NAMES), gateway=True, banner=banner, elsewhere=("usage",))
+    )
+
+
+def cmd_consume(settings: Settings, name: str, metrics_port: int | None) -> None:
+    from energy_tracker.app import ROUTERS
+
+    if name not in ROUTERS:
+        raise SystemExit(f"energy-tracker: the {name} service is not built yet")
+    asyncio.run(_consume(settings, name, metrics_port))
 
 
 def cmd_serve(settings: Settings, name: str) -> None:
@@ -284,9 +330,14 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="energy-tracker", description=__doc__)
     parser.add_argument("--log-level", default="INFO")
     sub = parser.add_subparsers(dest="command", required=True)
-    sub.add_parser("up", help="run every service in one process on the embedded defaults")
+    sub.add_parser("up", help="run every service on the embedded defaults (two processes)")
     serve = sub.add_parser("serve", help="run one service, wired by the ET_* URLs")
     serve.add_argument("name", choices=SERVICE_NAMES)
+    consume = sub.add_parser(
+        "consume", help="run one service's consumers and periodic tasks, without HTTP"
+    )
+    consume.add_argument("name", choices=[n for n in SERVICE_NAMES if n != "gateway"])
+    consume.add_argument("--metrics-port", type=int, help="serve /metrics on 127.0.0.1:PORT")
     sub.add_parser("migrate", help="create or upgrade the database schemas")
     admin = sub.add_parser("create-admin", help="make EMAIL an admin, creating the account")
     admin.add_argument("email")
@@ -337,6 +388,8 @@ def main(argv: list[str] | None = None) -> None:
             cmd_up(settings)
         elif args.command == "serve":
             cmd_serve(settings, args.name)
+        elif args.command == "consume":
+            cmd_consume(settings, args.name, args.metrics_port)
         elif args.command == "import":
             cmd_import(settings, args.file, args.device, args.batch, args.skip_bad)
         elif args.command == "create-admin":

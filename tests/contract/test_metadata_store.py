@@ -38,7 +38,7 @@ HASH_B = "b" * 64
 HASH_C = "c" * 64
 LATER = datetime(2030, 1, 1, tzinfo=UTC)
 NOW = datetime(2029, 6, 1, 12, 0, tzinfo=UTC)
-HEAD = "0005_access_tokens"  # the newest revision under migrations/versions
+HEAD = "0006_credential_changes"  # the newest revision under migrations/versions
 
 
 @pytest.fixture
@@ -110,6 +110,7 @@ async def test_downgrade_to_base_then_upgrade_again(metadata_db: Database) -> No
             "alert_transitions",
             "alert_usage",
             "alerts",
+            "credential_changes",
             "devices",
             "household_invitations",
             "household_members",

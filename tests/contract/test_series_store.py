@@ -508,6 +508,34 @@ async def test_summed_buckets_adds_devices_period_by_period(store: SeriesStore) 
     assert await store.summed_buckets([A], Granularity.DAY, FEB, JAN) == []
 
 
+async def test_device_totals_add_each_devices_periods(store: SeriesStore) -> None:
+    day = 24 * HOUR
+    await store.put_buckets(
+        [
+            Bucket(A, Granularity.DAY, JAN, 1000.0, 0.25, 96, 96, 9600.0, 50.0, 200.0, 3),
+            Bucket(A, Granularity.DAY, JAN + day, 2000.0, 0.5, 96, 96, 19200.0, 80.0, 300.0, 1),
+            Bucket(B, Granularity.DAY, JAN, 500.0, 0.125, 48, 40, 2000.0, 10.0, 900.0, 2),
+            Bucket(B, Granularity.DAY, JAN + 2 * day, 250.0, 0.0625, 10, 0, 0.0, None, None, 1),
+            Bucket(C, Granularity.DAY, JAN, 7.0, 1.0, 1, 1, 7.0, 7.0, 7.0, 1),  # not asked for
+            Bucket(A, Granularity.HOUR, JAN, 99.0, 9.0, 9, 9, 9.0, 9.0, 9.0, 1),  # other grain
+            Bucket(A, Granularity.DAY, JAN + 3 * day, 5.0, 0.5, 1, 1, 5.0, 5.0, 5.0, 1),  # after
+        ]
+    )
+    got = await store.device_totals([B, A, "never-seen", A], Granularity.DAY, JAN, JAN + 3 * day)
+    # By hand: A is its first two days (1000 + 2000 Wh, 0.25 + 0.5, 96 + 96 samples, 96 + 96
+    # power samples, 9600 + 19200 W summed, min(50, 80), max(200, 300)); B its two days
+    # (500 + 250 Wh, 0.125 + 0.0625, 48 + 10, 40 + 0, 2000 + 0, min 10, max 900). Ordered by
+    # device, each starting at the asked start, version 0.
+    assert got == [
+        Bucket(A, Granularity.DAY, JAN, 3000.0, 0.75, 192, 192, 28800.0, 50.0, 300.0, 0),
+        Bucket(B, Granularity.DAY, JAN, 750.0, 0.1875, 58, 40, 2000.0, 10.0, 900.0, 0),
+    ]
+    assert await store.device_totals([], Granularity.DAY, JAN, FEB) == []
+    assert await store.device_totals(["never-seen"], Granularity.DAY, JAN, FEB) == []
+    assert await store.device_totals([A], Granularity.DAY, FEB, JAN) == []
+    assert await store.device_totals([C], Granularity.MONTH, JAN, FEB) == []
+
+
 # -- query plans -------------------------------------------------------------------------------
 
 PLAN_DEVICES = 300
@@ -516,6 +544,7 @@ DAY = 24 * HOUR
 SQLITE_PARAMS: dict[str, tuple | dict] = {
     "buckets": (1, "day", JAN, JAN + DAY),
     "summed_buckets": ("[1, 2]", "day", JAN, JAN + DAY),
+    "device_totals": ("[1, 2]", "day", JAN, JAN + DAY),
     "readings_page": {"s": 1, "low": JAN, "end": JAN + DAY, "limit": 10},
     "readings_around": {"s": 1, "start": JAN, "end": JAN + DAY},
     "count_readings": (1, JAN, JAN + DAY),
@@ -523,6 +552,7 @@ SQLITE_PARAMS: dict[str, tuple | dict] = {
 POSTGRES_PARAMS: dict[str, tuple] = {
     "buckets_many": (["plan-0001"], ["day"], [JAN], [JAN + DAY]),
     "summed_buckets": (["plan-0001", "plan-0002"], "day", JAN, JAN + DAY),
+    "device_totals": (["plan-0001", "plan-0002"], "day", JAN, JAN + DAY),
     "readings_page": (1, JAN, JAN + DAY, 10),
     "readings_around_many": (["plan-0001"], [JAN], [JAN + DAY]),
     "count_readings_many": (["plan-0001"], [JAN], [JAN + DAY]),

@@ -10,7 +10,7 @@ from typing import Any
 
 import httpx
 
-from energy_tracker.core.credentials import CREDENTIAL_TTL_S
+from energy_tracker.core.credentials import CHECK_EVERY_S
 
 PASSWORD = "correct horse battery"
 
@@ -71,12 +71,12 @@ def post_reading(
 
 
 def status_when(
-    send: Callable[[], httpx.Response], want: int, timeout_s: float = CREDENTIAL_TTL_S + 10
+    send: Callable[[], httpx.Response], want: int, timeout_s: float = CHECK_EVERY_S + 10
 ) -> int:
     """The status `send()` answers once it is `want`, or the last one when `timeout_s` runs out.
 
-    For a credential changed through another process: each process reuses what it looked up for
-    CREDENTIAL_TTL_S, so the change arrives there within that, not at once.
+    For a credential changed through another process: each process reads the change counter
+    once every CHECK_EVERY_S, so the change arrives there within that, not at once.
     """
     deadline = time.monotonic() + timeout_s
     while (status := send().status_code) != want and time.monotonic() < deadline:

@@ -480,9 +480,10 @@ def test_create_admin_promotes_and_a_demotion_applies_at_once(
     promoted = run_command(["create-admin", user.email], env)
     assert promoted.returncode == 0, promoted.stderr
     assert "is now an admin" in promoted.stdout
-    # The token was issued to a plain user; the role is the account's, so it counts: within the
-    # credential cache's lifetime, as the command is another process; a demotion through the
-    # API of this process counts at once.
+    # The token was issued to a plain user; the role is the account's, so it counts: within a
+    # second (the command moves the credential change counter, which `up` reads once a second),
+    # as the command is another process; a demotion through the API of this process counts at
+    # once.
     users = world.api + "/users"
     assert status_when(lambda: world.http.get(users, headers=user.headers), 200) == 200
     r = world.http.patch(

@@ -26,6 +26,7 @@ from energy_tracker.core.stores.timeseries.sqlite import SqliteSeriesStore
 from energy_tracker.services.alerts.consumer import GROUP, AlertEvaluator
 from energy_tracker.services.devices.store import DeviceStore
 from energy_tracker.services.users.household_store import HouseholdStore
+from energy_tracker.services.users.store import UserStore
 from tests.alert_receivers import WebhookReceiver
 from tests.service.alerting import SECRET, Alerting, at, delivered
 
@@ -351,6 +352,28 @@ async def test_a_device_that_never_reported_is_silent_since_the_rule_began(
     await alerting.evaluator.check()
     (alert,) = await alerting.alerts()
     assert (alert.device_id, alert.value) == (alerting.device_id, 601.0)
+
+
+async def test_a_household_without_an_enabled_owner_has_no_silent_devices(
+    alerting: Alerting,
+) -> None:
+    # The household's only owner is disabled: its devices are stopped (their readings are
+    # refused), so a device that stops reporting is not news. Silent for 601 s of a 600 s rule,
+    # no alert; once the owner is enabled again the same silence fires, 601 s + 30 s.
+    await alerting.rule(metric="silence", device_id=None, threshold=600.0, clear_threshold=None)
+    await alerting.readings((0, 900.0), device=alerting.other_device_id)
+    await alerting.readings((0, 80.0))
+    users = UserStore(alerting.db)
+    await users.update(alerting.user_id, disabled=True)
+    alerting.clock.advance(601)
+    await alerting.evaluator.check()
+    assert await alerting.alerts() == []
+    await users.update(alerting.user_id, disabled=False)
+    alerting.clock.advance(30)
+    await alerting.evaluator.check()
+    assert sorted((a.device_id, a.value) for a in await alerting.alerts()) == sorted(
+        [(alerting.device_id, 631.0), (alerting.other_device_id, 631.0)]
+    )
 
 
 # -- energy and cost so far in a period --------------------------------------------------------

@@ -62,9 +62,11 @@ def normalize_email(email: str) -> str:
 
 
 # Argon2 takes 64 MiB and tens of milliseconds of CPU per call: it runs in a worker thread, so
-# the event loop keeps serving everyone else, and at most this many at once, so a burst of
-# logins costs a bounded amount of memory.
-_HASHING = threading.BoundedSemaphore(4)
+# the event loop keeps serving everyone else, and one at a time, so a burst of logins or sign-ups
+# costs 64 MiB, not 64 MiB each (four at once made `up`'s peak RSS ~480 MB in the benchmark's
+# sign-ups). One call already spreads over the cores (4 lanes, in threads of libargon2), so more
+# at once would not be faster on a small box.
+_HASHING = threading.BoundedSemaphore(1)
 
 
 async def hash_password(password: str) -> str:

@@ -124,6 +124,32 @@ async def summed_buckets(
     return summed(granularity, totals + others) if others else totals
 
 
+async def energy_totals(
+    store: SeriesStore,
+    devices: Iterable[tuple[str, str]],
+    granularity: Granularity,
+    lo: int,
+    hi: int,
+    tz: ZoneInfo,
+) -> dict[str, float]:
+    """Wh of each (device id, device zone) over the periods of [lo, hi) (0.0 for a device with
+    none): the devices whose stored buckets are the asked periods added up by the store in one
+    query (`device_totals`), only a device whose day or month is another zone's from its own
+    periods, as `device_buckets` gives them, so the sum is the one its periods show."""
+    out: dict[str, float] = {}
+    stored: list[str] = []
+    for device_id, device_zone in devices:
+        out[device_id] = 0.0
+        if _stored_as_asked(granularity, device_zone, tz):
+            stored.append(device_id)
+        else:
+            buckets = await device_buckets(store, device_id, device_zone, granularity, lo, hi, tz)
+            out[device_id] = sum(b.energy_wh for b in buckets)
+    for total in await store.device_totals(stored, granularity, lo, hi):
+        out[total.device_id] = total.energy_wh
+    return out
+
+
 def _stored_as_asked(granularity: Granularity, device_zone: str, tz: ZoneInfo) -> bool:
     return granularity in (Granularity.QUARTER, Granularity.HOUR) or ZoneInfo(device_zone) == tz
 

@@ -9,19 +9,14 @@ import secrets
 import socket
 import ssl
 from dataclasses import dataclass
-from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import aiomqtt
-from paho.mqtt.packettypes import PacketTypes
-from paho.mqtt.properties import Properties
 
 from energy_tracker.core.errors import UnsupportedUrl
 
 SESSION_EXPIRY_S = 86_400
 """How long the broker keeps an ingester's session (and its messages) while it is away."""
-RECEIVE_MAXIMUM = 65_535
-"""The most unacknowledged messages the broker may send an ingester (MQTT 5's limit)."""
 
 SMTP_SUPPORTED = "smtp://[user:password@]host[:port][?from=address] or smtps://…"
 
@@ -101,39 +96,21 @@ class BrokerSettings:
             session_expiry_s=int(expiry),
         )
 
-    def client(self, session: str | None = None) -> aiomqtt.Client:
-        """A client for this broker, not yet connected (enter it to connect); with `session` (a
-        client id), one that resumes that persistent MQTT 5 session, lets the broker send up to
-        RECEIVE_MAXIMUM unacknowledged messages, and acknowledges each only when told
-        (`client._client.ack`)."""
-        common: dict[str, Any] = {
-            "username": self.username,
-            "password": self.password,
-            "keepalive": 30,
-            "timeout": 5.0,
-            "tls_context": ssl.create_default_context() if self.tls else None,
-        }
-        if session is None:
-            # A throwaway id: two processes with one id would keep disconnecting each other.
-            identifier = (
-                f"energy-tracker-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
-            )
-            return aiomqtt.Client(self.host, self.port, identifier=identifier, **common)
-        connect = Properties(PacketTypes.CONNECT)  # type: ignore[no-untyped-call]
-        connect.SessionExpiryInterval = self.session_expiry_s
-        connect.ReceiveMaximum = RECEIVE_MAXIMUM
-        client = aiomqtt.Client(
+    def client(self) -> aiomqtt.Client:
+        """A publishing client for this broker under a throwaway id, not yet connected (enter it
+        to connect). The MQTT ingester receives with its own (services/ingestion/mqtt.py)."""
+        # A throwaway id: two processes with one id would keep disconnecting each other.
+        identifier = f"energy-tracker-{socket.gethostname()}-{os.getpid()}-{secrets.token_hex(3)}"
+        return aiomqtt.Client(
             self.host,
             self.port,
-            identifier=session,
-            protocol=aiomqtt.ProtocolVersion.V5,
-            clean_start=False,
-            properties=connect,
-            **common,
+            identifier=identifier,
+            username=self.username,
+            password=self.password,
+            keepalive=30,
+            timeout=5.0,
+            tls_context=ssl.create_default_context() if self.tls else None,
         )
-        # aiomqtt has no switch for it; paho's own: PUBACK only when `ack` is called.
-        client._client.manual_ack_set(True)
-        return client
 
     def session_id(self, place: str) -> str:
         """`client_id` from the URL, else one stable for this host and `place` (the data

@@ -25,10 +25,13 @@ from sqlalchemy import (
     Table,
     Text,
     TypeDecorator,
+    exists,
     false,
+    select,
     text,
 )
 from sqlalchemy.dialects import mysql
+from sqlalchemy.sql.selectable import Exists
 from sqlalchemy.types import TypeEngine
 
 # Deterministic constraint names, so a later revision can drop or alter them on every dialect.
@@ -234,6 +237,18 @@ access_tokens = Table(
     Column("expires_at", UtcDateTime, nullable=True),  # NULL: never
     Column("last_used_at", UtcDateTime, nullable=True),  # to the minute (see credentials.py)
     Column("revoked_at", UtcDateTime, nullable=True),
+    mysql_engine="InnoDB",
+    mysql_charset="utf8mb4",
+)
+
+# One row (id 1): a counter every change of what authentication answers moves (an account, a
+# household's members, a device, a token), so that each process's credential cache
+# (core/credentials.py) learns of changes made in other processes by reading one row a second.
+credential_changes = Table(
+    "credential_changes",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=False),
+    Column("version", BigInteger, nullable=False),
     mysql_engine="InnoDB",
     mysql_charset="utf8mb4",
 )
@@ -459,3 +474,21 @@ alert_usage = Table(
     mysql_engine="InnoDB",
     mysql_charset="utf8mb4",
 )
+
+
+def device_has_active_owner() -> Exists:
+    """Whether a device's household still has an owner whose account is enabled (a condition
+    on `devices` rows). A device belongs to its household, not to the member who registered
+    it: disabling that member leaves it working, while a household whose every owner is
+    disabled stops (nobody may answer for its devices any more). Every query that decides
+    whether a device is enabled uses this one condition."""
+    m = household_members.c
+    return exists(
+        select(m.user_id)
+        .join(users, users.c.id == m.user_id)
+        .where(
+            m.household_id == devices.c.household_id,
+            m.role == "owner",
+            users.c.disabled == false(),
+        )
+    )

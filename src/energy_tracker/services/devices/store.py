@@ -9,13 +9,18 @@ from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Exists, Row, Select, delete, exists, false, select, update
+from sqlalchemy import Row, Select, delete, select, update
 from sqlalchemy.exc import IntegrityError
 
 from energy_tracker.core.consumption import DEFAULT_ROLE, Role
 from energy_tracker.core.directory import DeviceContext, HouseholdProfile
 from energy_tracker.core.stores.metadata import Conflict, Database
-from energy_tracker.core.stores.schema import devices, household_members, households, users
+from energy_tracker.core.stores.schema import (
+    device_has_active_owner,
+    devices,
+    household_members,
+    households,
+)
 from energy_tracker.services.devices.models import Device
 
 UPDATABLE = frozenset(
@@ -150,6 +155,19 @@ class DeviceStore:
             row = (await conn.execute(query)).first()
         return _device(row) if row else None
 
+    async def contexts_by_key_hash(
+        self, api_key_hashes: Collection[str]
+    ) -> dict[str, DeviceContext]:
+        """The context of the device of each of these ingest key digests that belongs to one,
+        by digest, in one query (authentication looks up many new keys at once under load)."""
+        wanted = set(api_key_hashes)
+        if not wanted:
+            return {}
+        query = _contexts().add_columns(devices.c.api_key_hash)
+        async with self._db.begin() as conn:
+            rows = (await conn.execute(query.where(devices.c.api_key_hash.in_(wanted)))).all()
+        return {row.api_key_hash: _context(row) for row in rows}
+
     async def ids_by_meta(self, key: str, value: str) -> builtins.list[str]:
         """Ids of the devices whose metadata maps `key` to the string `value` (for instance the
         Tasmota topic a device publishes under), in creation order.
@@ -220,25 +238,8 @@ def _contexts() -> Select[Any]:
         households.c.timezone.label("household_timezone"),
         households.c.currency,
         households.c.tariff,
-        _has_active_owner().label("has_active_owner"),
+        device_has_active_owner().label("has_active_owner"),
     ).join(households, households.c.id == devices.c.household_id)
-
-
-def _has_active_owner() -> Exists:
-    """Whether the device's household still has an owner whose account is enabled. A device
-    belongs to its household, not to the member who registered it: disabling that member
-    leaves it working, while a household whose every owner is disabled stops (nobody may
-    answer for its devices any more)."""
-    m = household_members.c
-    return exists(
-        select(m.user_id)
-        .join(users, users.c.id == m.user_id)
-        .where(
-            m.household_id == devices.c.household_id,
-            m.role == "owner",
-            users.c.disabled == false(),
-        )
-    )
 
 
 def _context(row: Row[Any]) -> DeviceContext:

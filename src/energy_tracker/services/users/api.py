@@ -292,10 +292,10 @@ async def revoke_token(
     cache: CredentialCache = Depends(credentials),
 ) -> None:
     """Revoke one of your tokens: refused from the next request on in this service, within
-    CREDENTIAL_TTL_S (5 s) in services running in other processes."""
+    CHECK_EVERY_S (1 s) in services running in other processes."""
     if not await store.revoke_access_token(caller.user_id, token_id, datetime.now(UTC)):
         raise not_found("token")
-    cache.forget_token(token_id)
+    await cache.forget_token(token_id)
 
 
 @router.get("/users", response_model=list[UserOut])
@@ -323,7 +323,7 @@ async def admin_update(
     user = await store.update(user_id, **body.model_dump(exclude_none=True))
     if user is None:
         raise not_found("user")
-    cache.forget_user(user_id)
+    await cache.forget_user(user_id)
     if body.disabled:
         await store.revoke_user_tokens(user_id)
     return await user_out(user, homes)

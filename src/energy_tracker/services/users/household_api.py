@@ -167,7 +167,7 @@ async def add_member(
             "already a member of this household",
             [{"field": "email", "message": "already a member"}],
         ) from None
-    cache.forget_user(user.id)
+    await cache.forget_user(user.id)
     member = await store.member(household_id, user.id)
     return {"status": "joined", "member": member_out(member) if member else None}
 
@@ -198,7 +198,7 @@ async def change_member(
     if member is None:
         raise not_found("member")
     for m in before:  # a transfer demotes the other owners
-        cache.forget_user(m.user_id)
+        await cache.forget_user(m.user_id)
     return member_out(member)
 
 
@@ -221,7 +221,7 @@ async def remove_member(
         raise _last_owner() from None
     if not removed:
         raise not_found("member")
-    cache.forget_user(user_id)
+    await cache.forget_user(user_id)
 
 
 @router.post(
@@ -255,7 +255,7 @@ async def accept_invitation(
         await store.accept(invitation, caller.user_id, _now())
     except Conflict:
         raise ApiError(409, "conflict", "already a member of this household") from None
-    cache.forget_user(caller.user_id)
+    await cache.forget_user(caller.user_id)
     household = await store.get(invitation.household_id)
     if household is None:
         raise not_found("invitation")

@@ -151,6 +151,15 @@ class SeriesStore(ABC):
         row a day. Unknown devices add nothing."""
 
     @abstractmethod
+    async def device_totals(
+        self, device_ids: Sequence[str], granularity: Granularity, start: int, end: int
+    ) -> list[Bucket]:
+        """Each device's buckets with start <= period start < end added up (one bucket a
+        device that has any, its start `start`, version 0), ordered by device: in one indexed
+        query, so a household's breakdown over a month reads its loads' day rows and sends
+        back one row a load, however many loads it has. Unknown devices are absent."""
+
+    @abstractmethod
     async def put_buckets(self, buckets: Sequence[Bucket]) -> None:
         """Insert or replace buckets (whole rows, version included)."""
 

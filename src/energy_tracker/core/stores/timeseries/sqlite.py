@@ -21,6 +21,7 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from functools import partial
 from itertools import starmap
+from operator import attrgetter
 from pathlib import Path
 from typing import TypeVar
 from urllib.parse import unquote, urlsplit
@@ -123,18 +124,26 @@ _BUCKETS = f"""SELECT {_BUCKET_COLUMNS} FROM buckets
     WHERE series = ? AND granularity = ? AND start >= ? AND start < ? ORDER BY start"""
 # One PK range scan per device (the IN list), added up by SQLite: a household's month by day is
 # one row a day back to Python, however many devices it has.
-_SUMMED = """SELECT start, sum(energy_wh), sum(cost), sum(samples), sum(power_samples),
-        sum(power_sum_w), min(min_power_w), max(max_power_w), 0
+_SUMS = """sum(energy_wh), sum(cost), sum(samples), sum(power_samples), sum(power_sum_w),
+        min(min_power_w), max(max_power_w), 0"""
+_SUMMED = f"""SELECT start, {_SUMS}
     FROM buckets
     WHERE series IN (SELECT value FROM json_each(?)) AND granularity = ? AND start >= ?
         AND start < ?
     GROUP BY start ORDER BY start"""
+# The same PK range scans, added up per device instead of per period (the key's order).
+_TOTALS = f"""SELECT series, {_SUMS}
+    FROM buckets
+    WHERE series IN (SELECT value FROM json_each(?)) AND granularity = ? AND start >= ?
+        AND start < ?
+    GROUP BY series"""
 _PAGE = f"""SELECT {_READING_COLUMNS} FROM readings
     WHERE series = :s AND ts >= :low AND ts < :end ORDER BY ts LIMIT :limit"""
 
 READ_STATEMENTS: dict[str, str] = {
     "buckets": _BUCKETS,
     "summed_buckets": _SUMMED,
+    "device_totals": _TOTALS,
     "readings_page": _PAGE,
     "readings_around": _AROUND,
     "count_readings": _COUNT,
@@ -143,6 +152,7 @@ READ_STATEMENTS: dict[str, str] = {
 a whole table."""
 
 Row = tuple[int, int, float | None, float | None, float | None, float | None]
+_BY_DEVICE = attrgetter("device_id")
 
 
 def sqlite_path(url: str) -> Path:
@@ -235,6 +245,13 @@ class SqliteSeriesStore(SeriesStore):
         if not device_ids or start >= end:
             return []
         return await self._read(lambda: self._summed(device_ids, granularity, start, end))
+
+    async def device_totals(
+        self, device_ids: Sequence[str], granularity: Granularity, start: int, end: int
+    ) -> list[Bucket]:
+        if not device_ids or start >= end:
+            return []
+        return await self._read(lambda: self._totals(device_ids, granularity, start, end))
 
     async def put_buckets(self, buckets: Sequence[Bucket]) -> None:
         if buckets:
@@ -421,6 +438,20 @@ class SqliteSeriesStore(SeriesStore):
             _SUMMED, (orjson.dumps(series), Granularity(granularity).value, start, end)
         )
         return [Bucket("*", granularity, *row) for row in rows]
+
+    def _totals(
+        self, device_ids: Sequence[str], granularity: Granularity, start: int, end: int
+    ) -> list[Bucket]:
+        db = self._read_db
+        ids = self._series_ids(device_ids, create=False, db=db)
+        device_of = {ids[d]: d for d in device_ids if d in ids}
+        if not device_of:
+            return []
+        rows = db.execute(
+            _TOTALS, (orjson.dumps(sorted(device_of)), Granularity(granularity).value, start, end)
+        )
+        found = [Bucket(device_of[series], granularity, start, *sums) for series, *sums in rows]
+        return sorted(found, key=_BY_DEVICE)
 
     def _put_buckets(self, buckets: Sequence[Bucket]) -> None:
         ids = self._series_ids((b.device_id for b in buckets), create=True)

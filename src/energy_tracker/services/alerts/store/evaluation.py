@@ -41,6 +41,7 @@ from energy_tracker.core.stores.schema import (
     alert_states,
     alert_usage,
     alerts,
+    device_has_active_owner,
     devices,
     household_members,
     users,
@@ -83,11 +84,14 @@ class EvaluationStore:
     async def household_devices(
         self, household_ids: Collection[str]
     ) -> dict[str, builtins.list[tuple[str, datetime]]]:
-        """The enabled devices (id, created_at) of each household."""
+        """The enabled devices (id, created_at) of each household: not disabled, in a
+        household with an enabled owner, as everywhere else (a stopped device is not silent)."""
         if not household_ids:
             return {}
         query = select(devices.c.household_id, devices.c.id, devices.c.created_at).where(
-            devices.c.household_id.in_(list(household_ids)), devices.c.disabled == false()
+            devices.c.household_id.in_(list(household_ids)),
+            devices.c.disabled == false(),
+            device_has_active_owner(),
         )
         out: dict[str, list[tuple[str, datetime]]] = {}
         async with self._db.begin() as conn:
