@@ -115,10 +115,11 @@ def _tops(kw: Floats, per_h: int, cal: Calendar, first: int, end: int) -> Floats
     around = _around(per_h)
     out = np.full(end - first, np.nan)
     for r in np.unique(row[first:end]):
-        history = grid[max(0, r - HISTORY_DAYS) : r][:, around]
-        counts = np.count_nonzero(~np.isnan(history), axis=(0, 2))
-        if counts.sum() < MIN_HOURS * per_h:
+        days = grid[max(0, r - HISTORY_DAYS) : r]
+        if np.count_nonzero(~np.isnan(days)) < MIN_HOURS * per_h:
             continue
+        history = days[:, around]
+        counts = np.count_nonzero(~np.isnan(history), axis=(0, 2))
         with np.errstate(invalid="ignore"), warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)  # an all-NaN time of day
             top = np.nanmax(history, axis=(0, 2))
@@ -135,7 +136,7 @@ def spike_margins(
     must be to be a spike: SPIKE_KW, or more in a home that went that far above its own
     highest in the CALIBRATION_DAYS before (its slots from hour `lo` to hour `end` have highest
     `top`): a spike must beat every one of them, so that a home whose evenings often top
-    their month keeps about one such alarm a month at most."""
+    their month keeps about one such alarm in that time at most (a new record)."""
     day = cal.day[lo:end].repeat(per_h)
     with np.errstate(invalid="ignore"):
         excess = kw[lo * per_h : end * per_h] - top
