@@ -192,3 +192,20 @@ def test_alarms_count_runs_of_flagged_hours_once() -> None:
         dt.Event("silence", 30, 36, 0.0, 0.0, 2.0),
     ]
     assert ev.alarms(events, 48) == 2
+
+
+def test_hour_scores_find_a_load_on_since_before_the_first_hour_scored() -> None:
+    # 0.2 kWh an hour, but 3.0 at 15:00 on every fourth day of the four weeks; then 2 kW more
+    # from 10:00 to 16:00, and only 15:00 scored (an alert rule's last hour). At 15:00, 2.2 is
+    # below the highest of 14:00-16:00 (3.0): no spike, and one hour is no run of six. Looking
+    # from 24 hours before, the six hours stuck on are found (each 2.0 above the 10th
+    # percentile, 0.2; the 90th percentiles are 0.2, so the spread is the 0.05 floor) and 15:00
+    # carries their score, (2.2 - 0.2) / 0.05 = 40.
+    kwh = flat()
+    kwh[15 : DAY : 4 * 24] = 3.0
+    kwh[DAY + 10 : DAY + 16] += 2.0
+    cal = hourly.calendar_of(MONDAY, kwh.size, UTC, None)
+    assert [e.kind for e in dt.detect(kwh, cal, DAY + 15, kwh.size)] == []
+    scores = dt.hour_scores(kwh, cal, DAY + 15)
+    assert np.isnan(scores[: DAY + 15]).all()
+    assert scores[DAY + 15 :] == approx([40.0] + [0.0] * 8)

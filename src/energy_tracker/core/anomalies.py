@@ -352,15 +352,22 @@ def detect(
 # before it (each judged from the four weeks before its own day), and a baseload step from the
 # four weeks of days before it: this many hours of history before the first hour judged.
 HISTORY_H = (HISTORY_DAYS + CALIBRATION_DAYS) * 24
+# `hour_scores` looks for anomalies from this many hours before the first it scores, so that a
+# load on since before it is found as the run it is (a stuck-on load needs STUCK_H hours): the
+# history it needs is SCORES_HISTORY_H.
+SCORES_LOOKBACK_H = 24
+SCORES_HISTORY_H = HISTORY_H + SCORES_LOOKBACK_H
 
 
 def hour_scores(kwh: Floats, cal: Calendar, first: int, quarters: Floats | None = None) -> Floats:
-    """For each hour first..len-1, the highest score of the anomalies found among those hours
-    that cover it, 0 where none does (NaN: none before `first`). What an alert rule on anomalies
-    judges, hour by hour, as the detector found them."""
+    """For each hour first..len-1, the highest score of the anomalies covering it, 0 where none
+    does (NaN: none before `first`), the anomalies found among the hours from SCORES_LOOKBACK_H
+    before `first` on. What an alert rule on anomalies judges, hour by hour, as the detector
+    found them."""
     scores = np.full(kwh.size, np.nan)
     scores[first:] = 0.0
-    for e in detect(kwh, cal, first, kwh.size, quarters):
-        span = slice(max(e.first, first), e.end)
-        scores[span] = np.maximum(scores[span], e.score)
+    for e in detect(kwh, cal, max(0, first - SCORES_LOOKBACK_H), kwh.size, quarters):
+        if e.end > first:
+            span = slice(max(e.first, first), e.end)
+            scores[span] = np.maximum(scores[span], e.score)
     return scores

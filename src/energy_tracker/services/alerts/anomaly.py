@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from zoneinfo import ZoneInfo
 
-from energy_tracker.core.anomalies import HISTORY_H, hour_scores
+from energy_tracker.core.anomalies import SCORES_HISTORY_H, hour_scores
 from energy_tracker.core.hours import HOUR_S, calendar_of, hour_series, quarter_series
 from energy_tracker.core.stores.timeseries.base import SeriesStore
 
@@ -33,12 +33,12 @@ async def anomaly_samples(
     store: SeriesStore, scope: Scope, start_ms: int, end_ms: int
 ) -> list[tuple[int, float]]:
     """(end of the hour in ms, score) of each whole hour starting at or after `start_ms` that
-    ended by `end_ms`, judged from the hours before it (HISTORY_H of them)."""
+    ended by `end_ms`, judged from the hours before it (SCORES_HISTORY_H of them)."""
     first = -(-start_ms // HOUR_MS) * HOUR_S
     end = end_ms // HOUR_MS * HOUR_S
     if end <= first or not scope.weights:
         return []
-    lo = first - HISTORY_H * HOUR_S
+    lo = first - SCORES_HISTORY_H * HOUR_S
     kwh, _ = await hour_series(store, scope.weights, lo, end)
     quarters = await quarter_series(store, scope.weights, lo, end)
     judged = (first - lo) // HOUR_S
