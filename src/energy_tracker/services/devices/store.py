@@ -13,7 +13,7 @@ from sqlalchemy import Row, Select, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from energy_tracker.core.consumption import DEFAULT_ROLE, Role
-from energy_tracker.core.directory import DeviceContext, HouseholdProfile
+from energy_tracker.core.directory import DeviceContext, HouseholdProfile, directory_changed
 from energy_tracker.core.stores.metadata import Conflict, Database
 from energy_tracker.core.stores.schema import (
     device_has_active_owner,
@@ -80,6 +80,7 @@ class DeviceStore:
                 )
         except IntegrityError as exc:
             raise Conflict("device key hash already in use, or the owner does not exist") from exc
+        directory_changed()
         return device
 
     async def _own_household(self, owner_id: str) -> str | None:
@@ -138,6 +139,7 @@ class DeviceStore:
                     update(devices).where(devices.c.id == device_id).values(**fields)
                 )
             row = (await conn.execute(_select().where(devices.c.id == device_id))).first()
+        directory_changed()
         return _device(row) if row else None
 
     async def delete(self, device_id: str) -> bool:
@@ -150,6 +152,7 @@ class DeviceStore:
             )
             await conn.execute(update(devices).where(inside).values(parent_id=None))
             result = await conn.execute(delete(devices).where(devices.c.id == device_id))
+        directory_changed()
         return result.rowcount == 1
 
     async def set_key_hash(self, device_id: str, api_key_hash: str) -> bool:
