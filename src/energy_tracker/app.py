@@ -25,6 +25,7 @@ from energy_tracker.core.bus.base import EventBus
 from energy_tracker.core.bus.factory import bus_from_url
 from energy_tracker.core.bus.runner import ConsumeLoop, dlq_topic
 from energy_tracker.core.credentials import TOKEN_USE_RESOLUTION_S, CredentialCache
+from energy_tracker.core.directory import DirectoryCache
 from energy_tracker.core.events import ALERT_EVENTS, TOPICS
 from energy_tracker.core.http import (
     Authenticator,
@@ -270,6 +271,7 @@ def _wire_shared(app: FastAPI, settings: Settings, rt: Runtime) -> Shared:
     app.state.users, app.state.devices = shared.users, shared.devices
     app.state.households = shared.households
     app.state.directory = shared.devices
+    app.state.read_directory = DirectoryCache(shared.devices)
     app.state.series = rt.series
     app.state.limiter = rt.limiter
     app.state.credentials = CredentialCache(
@@ -298,6 +300,7 @@ def _wire_ingestion(app: FastAPI, settings: Settings, rt: Runtime, shared: Share
             app.state.recorder,
             shared.devices,
             place=str(settings.data_dir.resolve()),
+            changes=CredentialChanges(rt.db).version,
         )
         _run_worker(rt, "ingestion:mqtt", ingester)
 

@@ -319,7 +319,7 @@ def cmd_simulate(settings: Settings, args: argparse.Namespace) -> None:
         raise SystemExit(f"energy-tracker: simulate: MQTT broker {mqtt_url}: {exc}") from None
 
 
-def cmd_evaluate(files: list[Path], series: list[str] | None) -> None:
+def cmd_evaluate(files: list[Path], series: list[str] | None, half: str | None = None) -> None:
     """Backtest the insights on real homes and print the table (services/insights/evaluate.py)."""
     from energy_tracker.services.insights import evaluate
 
@@ -328,6 +328,8 @@ def cmd_evaluate(files: list[Path], series: list[str] | None) -> None:
         if not path.exists():
             raise SystemExit(f"energy-tracker: evaluate: {path} is missing (run `make data`)")
         for data_set in evaluate.load_uci(path, series):
+            if half:
+                data_set = evaluate.half_of(data_set, half == "second")
             print(f"evaluating {data_set.name} ({data_set.kwh.size:,} hours) …", flush=True)
             results.append(evaluate.evaluate(data_set))
     print(evaluate.table(results))
@@ -397,6 +399,12 @@ def main(argv: list[str] | None = None) -> None:
         action="append",
         help="only these series (uci-home, uci-kitchen, uci-laundry, uci-water-heater-ac)",
     )
+    ev.add_argument(
+        "--half",
+        choices=["first", "second"],
+        help="judge only the first or the second half of each series (the anomaly thresholds "
+        "were chosen on the first)",
+    )
     args = parser.parse_args(argv)
     try:
         settings = Settings()
@@ -414,7 +422,7 @@ def main(argv: list[str] | None = None) -> None:
         elif args.command == "simulate":
             cmd_simulate(settings, args)
         elif args.command == "evaluate":
-            cmd_evaluate(args.files, args.series)
+            cmd_evaluate(args.files, args.series, args.half)
         else:
             cmd_migrate(settings)
     except (BackendUnavailable, UnsupportedUrl) as exc:
