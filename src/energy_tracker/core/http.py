@@ -389,16 +389,13 @@ def forbidden(message: str = "not allowed") -> ApiError:
     return ApiError(403, "forbidden", message)
 
 
-async def device_directory(request: Request) -> DeviceDirectory:
-    """FastAPI dependency: the device directory the composition root injected. Async, as every
-    dependency that does not block should be: FastAPI runs a plain `def` dependency on its
-    thread pool, a thread hop per dependency and request (a usage query's profile showed that
-    hand-off as 9 % of its time)."""
+def device_directory(request: Request) -> DeviceDirectory:
+    """FastAPI dependency: the device directory the composition root injected."""
     directory: DeviceDirectory = request.app.state.directory
     return directory
 
 
-async def read_directory(request: Request) -> DeviceDirectory:
+def read_directory(request: Request) -> DeviceDirectory:
     """FastAPI dependency: the device directory of read routes, which may answer from a
     `core.directory.DirectoryCache` (a change made in another process arrives within its
     TTL; one made in this process, at once)."""
