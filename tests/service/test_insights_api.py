@@ -214,24 +214,31 @@ def _ewma_level(odd_age: int, end: date = date(2026, 3, 7)) -> tuple[float, floa
     return all_days, DAY_KWH + 12 * weights[odd_age] / sum(working)
 
 
-def _level_weight() -> float:
+def _day_weights() -> dict[str, float]:
     """By hand: the days' blend weighs the level, the day-kind median and the weekday median by
-    their one-day errors over the 28 days before 8 March, to the power -8. The medians say 5.6
-    every day: wrong only on 4 March (by 12). The level is 5.6 until 4 March (wrong by 12 too),
-    then above it: on Thursday 5 and Friday 6 March halfway to the working days' level, on
-    Saturday 7 March halfway to the weekend's (all 5.6)."""
+    their one-day errors over the 56 days before 8 March, to the power -8. The meter's days
+    start on Sunday 1 February: the level has a forecast from 2 February (34 days), the
+    day-kind median from 3 February (a working day needs one before it; the first Saturday has
+    the 1st: 33 days), the weekday median from 8 February (a week back: 28 days). The medians
+    say 5.6 every day: wrong only on 4 March (by 12). The level is 5.6 until 4 March (wrong by
+    12 too), then above it: on Thursday 5 and Friday 6 March halfway to the working days'
+    level, on Saturday 7 March halfway to the weekend's (all 5.6)."""
     e5 = sum(_ewma_level(0, date(2026, 3, 4))) / 2 - DAY_KWH
     e6 = sum(_ewma_level(1, date(2026, 3, 5))) / 2 - DAY_KWH
     e7 = (_ewma_level(2, date(2026, 3, 6))[0] + DAY_KWH) / 2 - DAY_KWH
-    level_mae, median_mae = (12 + e5 + e6 + e7) / 28, 12 / 28
-    return level_mae**-8 / (level_mae**-8 + 2 * median_mae**-8)
+    raw = {
+        "level": ((12 + e5 + e6 + e7) / 34) ** -8,
+        "day-kind": (12 / 33) ** -8,
+        "weekday": (12 / 28) ** -8,
+    }
+    return {name: r / sum(raw.values()) for name, r in raw.items()}
 
 
 def _days_expected() -> tuple[float, float]:
     """The days' forecast of a working day and of a day off: the medians' 5.6, and the level
     (halfway to its kind's) with its weight."""
     level, working = _ewma_level(3)
-    w = _level_weight()
+    w = _day_weights()["level"]
     weekday, weekend = (level + working) / 2, (level + DAY_KWH) / 2
     return DAY_KWH + w * (weekday - DAY_KWH), DAY_KWH + w * (weekend - DAY_KWH)
 
@@ -245,10 +252,7 @@ def test_forecast_of_a_device(api: Api) -> None:
         "day-kind",
         "hour-of-week",
     }
-    w = _level_weight()
-    assert body["estimators"]["days"] == pytest.approx(
-        {"level": w, "day-kind": (1 - w) / 2, "weekday": (1 - w) / 2}, abs=1e-3
-    )
+    assert body["estimators"]["days"] == pytest.approx(_day_weights(), abs=1e-3)
     # Hours: every hour of the five weeks before is 0.15 kWh (150 W), 18:00 is 2.15; every
     # estimator's median of the same hour says so (the 3.15s of one morning are one of many).
     # Their errors over four weeks are 0 but for four hours of one day (at most 3 of any hour's

@@ -148,7 +148,7 @@ class DayForecastOut(Out):
     day: date
     energy_kwh: Kwh = Field(
         description="Blend of the recent level, the median of recent days of its kind and the "
-        "median of its weekday, each weighed by its errors over the last 4 weeks."
+        "median of its weekday, each weighed by its errors over the last 8 weeks."
     )
     low: Kwh = Field(description="Low end of an 80 % interval (from the blend's own errors).")
     high: Kwh = Field(description="High end of an 80 % interval.")
