@@ -86,7 +86,8 @@ def test_a_lost_broker_is_reconnected(tmp_path: Path, broker: Mosquitto) -> None
             t = (int(time.time() * 1000) // HOUR - 2) * HOUR
             send(broker.port, device, t, 100.0)
 
-            assert http.get(proc.url + "/readyz").status_code == 200
+            # up's usage child process may still be starting (it is in /readyz too).
+            assert ready(http, proc.url), http.get(proc.url + "/readyz").text
             broker.stop()
             assert proc.has_logged("MQTT broker lost"), proc.log()
             # Not ready while the ingester has no broker, and /readyz says which worker.
@@ -94,7 +95,7 @@ def test_a_lost_broker_is_reconnected(tmp_path: Path, broker: Mosquitto) -> None
             assert (r.status_code, r.json().get("failing")) == (503, ["ingestion:mqtt"]), r.text
             broker.start()
             assert proc.has_logged("MQTT: subscribed", 2), proc.log()
-            assert http.get(proc.url + "/readyz").status_code == 200
+            assert ready(http, proc.url), http.get(proc.url + "/readyz").text
             send(broker.port, device, t + 30 * MIN, 100.0)
 
             # One reading sent before the broker was lost and one after it came back: both
@@ -176,7 +177,7 @@ def test_a_database_away_is_waited_out_not_the_end_of_the_ingester(
                     http, usage, auth, hour, lambda i: bool(i) and i[0]["samples"] == 2
                 )
                 assert [i["samples"] for i in items] == [2]
-                assert http.get(proc.url + "/readyz").status_code == 200
+                assert ready(http, proc.url), http.get(proc.url + "/readyz").text
 
 
 def test_a_burst_beyond_the_broker_queue_loses_nothing(tmp_path: Path, broker: Mosquitto) -> None:
@@ -242,6 +243,16 @@ def test_what_the_broker_drops_is_in_the_metrics(tmp_path: Path) -> None:
 
 
 DROPPED = "et_mqtt_broker_dropped_messages"
+
+
+def ready(http: httpx.Client, url: str, timeout_s: float = 30.0) -> bool:
+    """Whether /readyz answers 200 within `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while http.get(url + "/readyz").status_code != 200:
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 def metric(text: str, name: str) -> float | None:
