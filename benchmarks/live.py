@@ -223,7 +223,7 @@ def _publish_share(
     client_id = f"live-{uuid.uuid4().hex}".encode()
     connect = b"\x00\x04MQTT\x04\x02\x00\x3c" + len(client_id).to_bytes(2, "big") + client_id
     sock.sendall(_packet(0x10, connect))
-    packets = []
+    packets: list[bytes] = []
     for n in range(per_device):
         ts = first_ms + n * INTERVAL_MS
         for d in device_ids:
