@@ -153,6 +153,23 @@ def load_uci(path: Path, names: list[str] | None = None) -> list[DataSet]:
     return out
 
 
+def half_of(ds: DataSet, second: bool) -> DataSet:
+    """The first half of the series' days, or the second with the history its first judged
+    hour needs before it (WARMUP_H and the detector's DETECT_HISTORY_D): the anomaly thresholds
+    were chosen on the first half and checked on the second."""
+    mid = ds.kwh.size // 2 // 24 * 24
+    lo, end = (mid - WARMUP_H - DETECT_HISTORY_D * 24, ds.kwh.size) if second else (0, mid)
+    quarters = None if ds.quarters is None else ds.quarters[lo * 4 : end * 4]
+    return DataSet(
+        f"{ds.name} ({'second' if second else 'first'} half)",
+        ds.source,
+        ds.start + lo * hourly.HOUR_S,
+        ds.kwh[lo:end],
+        ds.cal.slice(lo, end),
+        quarters,
+    )
+
+
 # -- forecasts ---------------------------------------------------------------------------------
 
 
