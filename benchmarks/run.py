@@ -194,6 +194,7 @@ class EventWatcher:
         self.usage: dict[tuple[str, int], float] = {}
         self.alerts: dict[tuple[str, int], float] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._empty_at = [0.0, 0.0]  # when each watch last found nothing left to read
 
     @classmethod
     async def start(cls, url: str, full_quarter: int) -> EventWatcher:
@@ -210,8 +211,8 @@ class EventWatcher:
             await bus.stop()
             raise
         watcher._tasks = [
-            asyncio.create_task(watcher._watch(usage, watcher._on_usage)),
-            asyncio.create_task(watcher._watch(alerts, watcher._on_alert)),
+            asyncio.create_task(watcher._watch(usage, watcher._on_usage, 0)),
+            asyncio.create_task(watcher._watch(alerts, watcher._on_alert, 1)),
         ]
         return watcher
 
@@ -224,13 +225,28 @@ class EventWatcher:
         data = decode(value, ALERT_TRANSITIONED)
         self.alerts.setdefault((data["device_id"], data["at_ms"]), now)
 
-    @staticmethod
-    async def _watch(consumer: Consumer, note: Callable[[bytes, float], None]) -> None:
+    async def _watch(
+        self, consumer: Consumer, note: Callable[[bytes, float], None], index: int
+    ) -> None:
         while True:
             messages = await consumer.poll(5000, timeout_s=0.2)
             now = time.time()
+            if not messages:
+                self._empty_at[index] = time.monotonic()
             for m in messages:
                 note(m.value, now)
+
+    async def caught_up(self, timeout_s: float) -> None:
+        """Wait until both watches have read everything published so far: the throughput
+        run leaves hundreds of thousands of usage events, and a latency probe noted while the
+        watcher still reads them would time the watcher, not the pipeline."""
+        since = time.monotonic()
+        deadline = since + timeout_s
+        while min(self._empty_at) < since and time.monotonic() < deadline:
+            for task in self._tasks:
+                if task.done():
+                    task.result()  # re-raise why the watcher stopped
+            await asyncio.sleep(0.05)
 
     async def wait_for(
         self, seen: dict[tuple[str, int], float], keys: set[tuple[str, int]], timeout_s: float
@@ -320,16 +336,17 @@ def profiling(procs: list[deploy.Proc], out_dir: Path | None, tag: str) -> Itera
         return
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     out_dir.mkdir(parents=True, exist_ok=True)
-    record = [spy, "record", "--nonblocking", "--gil", "--subprocesses", "--rate", "200"]
-    record += ["--format", "raw"]
+    record = [spy, "record", "--nonblocking", "--gil", "--rate", "200", "--format", "raw"]
+    targets = {p.name: p.pid for p in procs if p.name != "tansu"}
+    for p in procs:
+        targets |= p.children()  # `up`'s consumer process: `up/usage`
     spies = [
         subprocess.Popen(
-            [*record, "--pid", str(p.pid), "--output", str(out_dir / f"{tag}-{p.name}.txt")],
+            [*record, "--pid", str(pid), "--output", str(out_dir / f"{tag}-{name}.txt")],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        for p in procs
-        if p.name != "tansu"
+        for name, pid in targets.items()
     ]
     try:
         yield
@@ -411,6 +428,7 @@ async def pipeline(
             half = rate / 2
             latency_rounds = min(spare, max(1, math.ceil(half * sizes.latency_s / per_round)))
             offered = await asyncio.to_thread(fleet.build, latency_rounds, clock.left(120))
+            await watcher.caught_up(clock.left(120))
             clock.say(f"  latency: {offered:,} readings at {half:,.0f}/s, and alert probes")
             probing_done = asyncio.Event()
             probing = asyncio.create_task(alert_probe.run(probing_done))
@@ -780,6 +798,7 @@ async def run_mode(
             await deploy.drop_database(pg, f"et_bench_limit_{pid}")
             await deploy.drop_database(pg, f"et_bench_floor_{pid}")
 
+    queries: dict[str, Any] | None = None
     async with app_deployment(mode, args, workdir, secret, clock) as (deployment, mqtt_port):
         idle = await idle_cost(deployment, sizes.idle_s, clock)
         measured, stored = await pipeline(deployment, sizes, args, clock, mode.split("+")[0])
@@ -792,9 +811,7 @@ async def run_mode(
             measured["consumers"] = await consumers_workload(deployment, sizes, args, clock, mode)
         rss = deployment.peak_rss_mb()
 
-    if args.no_queries:
-        queries = None
-    elif not args.quick:
+    if not args.quick and not args.no_queries:
         half = measured["pipeline_readings_per_s"] / 2
         queries = await query_phase(mode, sizes, args, clock, workdir, secret, half)
     names = QUERY_NAMES
@@ -952,6 +969,11 @@ def table(results: list[dict[str, Any]], host: dict[str, Any], when: str, second
         ("live, HTTP: POSTs answered/s", live_row("http", "accepted_per_s")),
         ("live, HTTP: 202 → bucket p99, ms", live_row("http", "p99_ms_202_to_bucket")),
         ("live, MQTT: readings/s, one per QoS 1 message", live_row("mqtt", "readings_per_s")),
+        (
+            "live, MQTT: published (acknowledged by the broker)/s",
+            live_row("mqtt", "published_per_s"),
+        ),
+        ("live, MQTT: PUBACK → bucket p99, ms", live_row("mqtt", "p99_ms_puback_to_bucket")),
         ("live: acknowledged, not counted by the end of the wait, HTTP / MQTT", missing),
         ("idle: one POST p50 / p99; GET one device p50; /healthz p50, ms", idle),
     ]
@@ -1055,7 +1077,9 @@ async def main_async(args: argparse.Namespace, sizes: Sizes, modes: list[str]) -
         if args.queries_only:
             for mode in modes:
                 clock.say(mode)
-                rate = args.query_ingest_rate or _half_pipeline_rate(mode)
+                rate = args.query_ingest_rate
+                if rate is None:  # 0: the queries alone
+                    rate = _half_pipeline_rate(mode)
                 secret = deploy.new_secret()
                 timed = await query_phase(mode, sizes, args, clock, workdir, secret, rate)
                 print(orjson.dumps({mode: timed}, option=orjson.OPT_INDENT_2).decode())
@@ -1121,7 +1145,7 @@ def main() -> None:
         "--query-ingest-rate",
         type=float,
         help="readings/s POSTed while the queries are timed again (--queries-only; default: "
-        "half the mode's pipeline rate in results/latest.json)",
+        "half the mode's pipeline rate in results/latest.json; 0: not timed again)",
     )
     parser.add_argument(
         "--idle-only", action="store_true", help="only the idle cost, per process (not saved)"

@@ -395,6 +395,14 @@ def device_directory(request: Request) -> DeviceDirectory:
     return directory
 
 
+def read_directory(request: Request) -> DeviceDirectory:
+    """FastAPI dependency: the device directory of read routes, which may answer from a
+    `core.directory.DirectoryCache` (a change made in another process arrives within its
+    TTL; one made in this process, at once)."""
+    directory: DeviceDirectory = request.app.state.read_directory
+    return directory
+
+
 async def visible_device(
     caller: Caller, directory: DeviceDirectory, device_id: str, field: str | None = None
 ) -> DeviceContext:

@@ -106,6 +106,10 @@ CREATE TABLE IF NOT EXISTS owners (
 _BUSY_TIMEOUT_S = 30.0
 """How long a writer waits for another process's write transaction before giving up."""
 
+_BEGIN_TRY_MS = 1
+_BEGIN_PAUSE_S = 0.0005
+"""How a write waits for another process's write transaction (`EmbeddedBus._begin`)."""
+
 _TRIM_EVERY_S = 60.0
 _TRIM_AT_MOST = 100_000
 """Records deleted per partition and pass: a long backlog goes in steps, so the write lock is
@@ -220,7 +224,7 @@ class EmbeddedBus(EventBus):
         """Run `fn` in one write transaction; BEGIN IMMEDIATE takes the lock before any read,
         so offsets read inside are not raced by another process."""
         conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
+        self._begin(conn)
         try:
             result = fn(conn)
         except BaseException:
@@ -228,6 +232,32 @@ class EmbeddedBus(EventBus):
             raise
         conn.execute("COMMIT")
         return result
+
+    @staticmethod
+    def _begin(conn: sqlite3.Connection) -> None:
+        """BEGIN IMMEDIATE, trying again every millisecond while another process writes.
+
+        SQLite's own busy handler sleeps longer and longer between tries (up to 100 ms), and
+        the lock goes to whoever asks at the instant it is free: with `up`'s two processes
+        writing one log, the one that publishes batch after batch kept it, and the usage
+        consumer's offset commits and usage events waited seconds behind it. Trying every
+        millisecond keeps such a wait to about one of the other's transactions.
+        """
+        conn.execute(f"PRAGMA busy_timeout={_BEGIN_TRY_MS}")
+        deadline = time.monotonic() + _BUSY_TIMEOUT_S
+        try:
+            while True:
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlite3.OperationalError as exc:
+                    if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
+                        raise
+                    if time.monotonic() > deadline:
+                        raise
+                time.sleep(_BEGIN_PAUSE_S)
+        finally:
+            conn.execute(f"PRAGMA busy_timeout={int(_BUSY_TIMEOUT_S * 1000)}")
 
     # -- EventBus ---------------------------------------------------------------------------
 

@@ -9,11 +9,11 @@ from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Row, Select, delete, select, update
+from sqlalchemy import Row, Select, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from energy_tracker.core.consumption import DEFAULT_ROLE, Role
-from energy_tracker.core.directory import DeviceContext, HouseholdProfile
+from energy_tracker.core.directory import DeviceContext, HouseholdProfile, directory_changed
 from energy_tracker.core.stores.metadata import Conflict, Database
 from energy_tracker.core.stores.schema import (
     device_has_active_owner,
@@ -80,6 +80,7 @@ class DeviceStore:
                 )
         except IntegrityError as exc:
             raise Conflict("device key hash already in use, or the owner does not exist") from exc
+        directory_changed()
         return device
 
     async def _own_household(self, owner_id: str) -> str | None:
@@ -98,6 +99,23 @@ class DeviceStore:
         async with self._db.begin() as conn:
             row = (await conn.execute(_select().where(devices.c.id == device_id))).first()
         return _device(row) if row else None
+
+    async def shown(self, device_id: str) -> tuple[Device, str] | None:
+        """The device with this id and the time zone it is shown in (its own, else its
+        household's), in one query: what GET /devices/{id} needs."""
+        zone = func.coalesce(devices.c.timezone, households.c.timezone).label("shown_timezone")
+        query = (
+            select(*_DEVICE_COLUMNS, zone)
+            .join(households, households.c.id == devices.c.household_id)
+            .where(devices.c.id == device_id)
+        )
+        async with self._db.begin() as conn:
+            row = (await conn.execute(query)).first()
+        if row is None:
+            return None
+        fields = dict(row._mapping)
+        shown = fields.pop("shown_timezone")
+        return Device(**fields), shown
 
     async def list(
         self, household_ids: Collection[str] | None, limit: int = 100, offset: int = 0
@@ -121,6 +139,7 @@ class DeviceStore:
                     update(devices).where(devices.c.id == device_id).values(**fields)
                 )
             row = (await conn.execute(_select().where(devices.c.id == device_id))).first()
+        directory_changed()
         return _device(row) if row else None
 
     async def delete(self, device_id: str) -> bool:
@@ -133,6 +152,7 @@ class DeviceStore:
             )
             await conn.execute(update(devices).where(inside).values(parent_id=None))
             result = await conn.execute(delete(devices).where(devices.c.id == device_id))
+        directory_changed()
         return result.rowcount == 1
 
     async def set_key_hash(self, device_id: str, api_key_hash: str) -> bool:

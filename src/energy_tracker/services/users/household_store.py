@@ -17,6 +17,7 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from energy_tracker.core.auth import normalize_email
+from energy_tracker.core.directory import directory_changed
 from energy_tracker.core.stores.metadata import Conflict, Database
 from energy_tracker.core.stores.schema import (
     household_invitations,
@@ -159,6 +160,7 @@ class HouseholdStore:
             row = (
                 await conn.execute(select(households).where(households.c.id == household_id))
             ).first()
+        directory_changed()
         return _household(row) if row else None
 
     async def members(self, household_id: str) -> builtins.list[Member]:
