@@ -174,6 +174,13 @@ def _healthy(url: str) -> bool:
         return False
 
 
+def _ready(url: str) -> bool:
+    try:
+        return httpx.get(url + "/readyz", timeout=2.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
 def _listening(port: int) -> bool:
     with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
         return True
@@ -365,7 +372,8 @@ def embedded(workdir: Path, secret: str, **settings: str | None) -> Iterator[Dep
     deployment = Deployment(url, settings.get("bus_url") or f"embedded:///{workdir}/bus.db")
     try:
         deployment.procs.append(energy_tracker("up", ["up"], env, workdir / "up.log"))
-        wait_until("energy-tracker up", lambda: _healthy(url), START_TIMEOUT_S, deployment.procs)
+        # Ready, not only alive: up's consumer process has started too.
+        wait_until("energy-tracker up", lambda: _ready(url), START_TIMEOUT_S, deployment.procs)
         yield deployment
     finally:
         deployment.stop()

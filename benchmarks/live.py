@@ -14,7 +14,9 @@ readings. Measured on a running deployment:
    the count reaching what was acknowledged (or the wait running out: what was acknowledged but
    not counted by then is reported, `not_counted_by_end`);
 3. MQTT: several publisher processes send one QoS 1 message per reading for the same devices to
-   the deployment's broker; end to end the same way, over what the broker acknowledged.
+   the deployment's broker at `mqtt_rate` messages a second together, while a probe device
+   publishes one reading into a quarter of its own every PROBE_EVERY_S, timed from the broker's
+   PUBACK to that bucket; end to end the same way, over what the broker acknowledged.
 
 httpx cannot be the HTTP load generator here (one Python process tops out near the server's
 own rate); wrk is installed by `scripts/ensure-tools.sh` (`make bench` and `make bench-quick`).
@@ -27,6 +29,7 @@ import contextlib
 import multiprocessing
 import re
 import shutil
+import socket
 import statistics
 import subprocess
 import tempfile
@@ -49,6 +52,8 @@ LIVE_LUA = HERE / "live.lua"
 DEVICES_PER_OWNER = 1000
 INTERVAL_MS = 10_000
 PROBE_EVERY_S = 0.05
+COUNT_EVERY_S = 0.5
+"""How often the MQTT leg asks the API for the count (its end time is this close)."""
 PASSWORD = "live devices, not a secret"
 
 
@@ -111,8 +116,11 @@ async def enroll(gateway: Gateway, devices: int, tag: str) -> Fleet:
     return Fleet(auths[:-1], made[:-1], made[-1])
 
 
-def idle_latency(base_url: str, auth: dict[str, str], device: Device, n: int) -> dict[str, Any]:
-    """p50/p99 (ms) of `n` sequential requests of each kind, nothing else running."""
+def idle_latency(
+    base_url: str, auth: dict[str, str], device: Device, newcomers: Sequence[Device], n: int
+) -> dict[str, Any]:
+    """p50/p99 (ms) of `n` sequential requests of each kind, nothing else running; the first
+    POST of each of `newcomers` (devices not seen before) is the credential look-up's cost."""
     api = base_url + "/api/v1"
     first = int(time.time() * 1000) - 6 * 3_600_000
     key = {"X-Device-Key": device.key}
@@ -122,6 +130,11 @@ def idle_latency(base_url: str, auth: dict[str, str], device: Device, n: int) ->
         "get_me": lambda c, i: c.get(f"{api}/users/me", headers=auth),
         "post_one_reading": lambda c, i: c.post(
             f"{api}/readings", json={"ts": first + i * INTERVAL_MS, "power_w": 50.0}, headers=key
+        ),
+        "post_new_device": lambda c, i: c.post(
+            f"{api}/readings",
+            json={"ts": first + i * INTERVAL_MS, "power_w": 50.0},
+            headers={"X-Device-Key": newcomers[i % len(newcomers)].key},
         ),
     }
     out: dict[str, Any] = {}
@@ -182,38 +195,95 @@ def run_wrk(
     )
 
 
-def _publish_share(port: int, device_ids: list[str], per_device: int, first_ms: int) -> int:
-    """One publisher process: `per_device` QoS 1 messages for each device, round after round;
-    returns how many the broker acknowledged."""
-    import paho.mqtt.client as mqtt
+def _varint(n: int) -> bytes:
+    """MQTT's Remaining Length: 7 bits a byte, low first, the high bit saying more follow."""
+    out = bytearray()
+    while True:
+        n, digit = n >> 7, n & 0x7F
+        out.append(digit | (0x80 if n else 0))
+        if not n:
+            return bytes(out)
 
-    client = mqtt.Client(mqtt.CallbackAPIVersion.VERSION2, client_id=f"live-{uuid.uuid4().hex}")
-    client.max_inflight_messages_set(1000)
-    client.max_queued_messages_set(0)
-    client.connect("127.0.0.1", port)
-    client.loop_start()
-    try:
-        sent = []
-        for n in range(per_device):
-            ts = first_ms + n * INTERVAL_MS
-            for d in device_ids:
-                payload = orjson.dumps({"ts": ts, "power_w": 100.5 + n})
-                sent.append(client.publish(f"et/{d}/readings", payload, qos=1))
-        acked = 0
-        for info in sent:
-            info.wait_for_publish(timeout=120)
-            acked += info.is_published()
-        return acked
-    finally:
-        client.loop_stop()
-        client.disconnect()
+
+def _packet(first: int, body: bytes) -> bytes:
+    return bytes([first]) + _varint(len(body)) + body
+
+
+def _publish_share(
+    port: int, device_ids: list[str], per_device: int, first_ms: int, rate: float
+) -> int:
+    """One publisher process: `per_device` QoS 1 messages for each device, round after round,
+    at `rate` messages a second; returns how many the broker acknowledged (PUBACKs).
+
+    MQTT 3.1.1 packets written straight to a socket, not through paho: paho's publish costs
+    tens of µs of Python a message, so on these 2 cores the publishers took the CPU the
+    ingester needed and set the rate themselves (1–7k messages/s); this one writes pre-built
+    packets in 10 ms slices and counts the PUBACKs on a thread, as wrk does for HTTP."""
+    sock = socket.create_connection(("127.0.0.1", port))
+    client_id = f"live-{uuid.uuid4().hex}".encode()
+    connect = b"\x00\x04MQTT\x04\x02\x00\x3c" + len(client_id).to_bytes(2, "big") + client_id
+    sock.sendall(_packet(0x10, connect))
+    packets = []
+    for n in range(per_device):
+        ts = first_ms + n * INTERVAL_MS
+        for d in device_ids:
+            topic = f"et/{d}/readings".encode()
+            mid = len(packets) % 65_535 + 1
+            payload = orjson.dumps({"ts": ts, "power_w": 100.5 + n})
+            body = len(topic).to_bytes(2, "big") + topic + mid.to_bytes(2, "big") + payload
+            packets.append(_packet(0x32, body))
+    acked = 0
+    connected = threading.Event()
+
+    def read_acks() -> None:
+        nonlocal acked
+        buf = b""
+        while acked < len(packets):
+            chunk = sock.recv(65_536)
+            if not chunk:
+                return
+            buf += chunk
+            while len(buf) >= 2:  # every packet from the broker here has a 1-byte length
+                kind, size = buf[0] >> 4, buf[1]
+                if len(buf) < 2 + size:
+                    break
+                if kind == 4:  # PUBACK
+                    acked += 1
+                elif kind == 2:  # CONNACK
+                    connected.set()
+                buf = buf[2 + size :]
+
+    reader = threading.Thread(target=read_acks, daemon=True)
+    reader.start()
+    if not connected.wait(30):
+        raise RuntimeError("the broker did not answer CONNECT")
+    began = time.monotonic()
+    per_slice = max(1, round(rate * 0.01))
+    for i in range(0, len(packets), per_slice):
+        # Never more than 60,000 unacknowledged: a packet id is reused after 65,535.
+        while i - acked > 60_000:
+            time.sleep(0.001)
+        sock.sendall(b"".join(packets[i : i + per_slice]))
+        wait = began + (i + per_slice) / rate - time.monotonic()
+        if wait > 0:
+            time.sleep(wait)
+    reader.join(timeout=120)
+    sock.close()
+    return acked
 
 
 def publish_mqtt(
-    port: int, devices: Sequence[Device], per_device: int, first_ms: int, processes: int
+    port: int,
+    devices: Sequence[Device],
+    per_device: int,
+    first_ms: int,
+    processes: int,
+    rate: float,
 ) -> int:
     ids = [d.id for d in devices]
-    shares = [(port, ids[p::processes], per_device, first_ms) for p in range(processes)]
+    shares = [
+        (port, ids[p::processes], per_device, first_ms, rate / processes) for p in range(processes)
+    ]
     with multiprocessing.get_context("spawn").Pool(processes) as pool:
         return sum(pool.starmap(_publish_share, shares))
 
@@ -258,15 +328,20 @@ async def counted(gateway: Gateway, owners: Sequence[dict[str, str]]) -> int:
 
 
 async def wait_counted(
-    gateway: Gateway, owners: Sequence[dict[str, str]], want: int, timeout_s: float
+    gateway: Gateway,
+    owners: Sequence[dict[str, str]],
+    want: int,
+    timeout_s: float,
+    every_s: float = 0.1,
 ) -> tuple[int, float]:
-    """(count, when) once the count reaches `want`, or what it is when `timeout_s` runs out."""
+    """(count, when) once the count reaches `want`, or what it is when `timeout_s` runs out;
+    asked every `every_s` (each time a /usage per owner, summing their 1,000 devices)."""
     deadline = time.monotonic() + timeout_s
     while True:
         now, got = time.time(), await counted(gateway, owners)
         if got >= want or time.monotonic() > deadline:
             return got, now
-        await asyncio.sleep(0.1)
+        await asyncio.sleep(every_s)
 
 
 async def probe(
@@ -294,6 +369,10 @@ class LiveSizes:
     mqtt_per_device: int
     mqtt_processes: int
     idle_requests: int
+    mqtt_rate: float = 20_000
+    """Messages a second the MQTT publishers send, all together: the goal's rate. Devices send
+    at their own pace, not as fast as a loop can; faster than the ingester drains, the broker's
+    queue (and the delivery → bucket time) would only grow."""
 
 
 async def run(
@@ -314,11 +393,17 @@ async def run(
             enroll(gateway, sizes.devices, uuid.uuid4().hex[:8]), left(900)
         )
         idle = await asyncio.to_thread(
-            idle_latency, base_url, fleet.owners[0], fleet.devices[0], sizes.idle_requests
+            idle_latency,
+            base_url,
+            fleet.owners[0],
+            fleet.devices[0],
+            fleet.devices[1 : sizes.idle_requests + 2],
+            sizes.idle_requests,
         )
         say(
-            "  idle: POST one reading p50 {post_one_reading[p50_ms]} ms, GET one device"
-            " p50 {get_device[p50_ms]} ms, /healthz p50 {healthz[p50_ms]} ms".format(**idle)
+            "  idle: POST one reading p50 {post_one_reading[p50_ms]} ms (a device's first"
+            " {post_new_device[p50_ms]} ms), GET one device p50 {get_device[p50_ms]} ms,"
+            " /healthz p50 {healthz[p50_ms]} ms".format(**idle)
         )
         before = await counted(gateway, fleet.owners)
         watching = await asyncio.wait_for(watcher(), left(60))
@@ -412,12 +497,17 @@ async def mqtt_leg(
                 sizes.mqtt_per_device,
                 int(began * 1000) - 6 * 3_600_000,
                 sizes.mqtt_processes,
+                sizes.mqtt_rate,
             )
         finally:
             sent_s = time.time() - began
             stop_probe.set()
             probe_acked = await probing
-        got, done = await wait_counted(gateway, fleet.owners, before + published, left(180))
+        # Every 0.5 s: at every 0.1 s, the count's own /usage requests took ~70 % of the
+        # embedded process's CPU in a profile of this leg, more than the ingester.
+        got, done = await wait_counted(
+            gateway, fleet.owners, before + published, left(180), COUNT_EVERY_S
+        )
         accepted = {(fleet.probe.id, ts): at for ts, at in probe_acked}
         await watching.wait_for(watching.usage, set(accepted), left(30))
         delays = [

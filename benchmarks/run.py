@@ -54,6 +54,7 @@ from pathlib import Path
 from typing import Any
 
 import bus_limit
+import consumers
 import deploy
 import floor
 import httpx
@@ -101,6 +102,7 @@ class Sizes:
     idle_s: float
     budget_s: float
     live: live.LiveSizes
+    consumers: consumers.ConsumerSizes
 
 
 FULL = Sizes(
@@ -122,6 +124,7 @@ FULL = Sizes(
         mqtt_processes=2,
         idle_requests=200,
     ),
+    consumers=consumers.ConsumerSizes(devices=10_000, rounds=20, rate=20_000, latency_s=10),
 )
 QUICK = Sizes(
     bus_records=20_000,
@@ -142,6 +145,7 @@ QUICK = Sizes(
         mqtt_processes=2,
         idle_requests=40,
     ),
+    consumers=consumers.ConsumerSizes(devices=200, rounds=10, rate=2_000, latency_s=2),
 )
 
 
@@ -189,6 +193,7 @@ class EventWatcher:
         self.usage: dict[tuple[str, int], float] = {}
         self.alerts: dict[tuple[str, int], float] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._empty_at = [0.0, 0.0]  # when each watch last found nothing left to read
 
     @classmethod
     async def start(cls, url: str, full_quarter: int) -> EventWatcher:
@@ -205,8 +210,8 @@ class EventWatcher:
             await bus.stop()
             raise
         watcher._tasks = [
-            asyncio.create_task(watcher._watch(usage, watcher._on_usage)),
-            asyncio.create_task(watcher._watch(alerts, watcher._on_alert)),
+            asyncio.create_task(watcher._watch(usage, watcher._on_usage, 0)),
+            asyncio.create_task(watcher._watch(alerts, watcher._on_alert, 1)),
         ]
         return watcher
 
@@ -219,13 +224,28 @@ class EventWatcher:
         data = decode(value, ALERT_TRANSITIONED)
         self.alerts.setdefault((data["device_id"], data["at_ms"]), now)
 
-    @staticmethod
-    async def _watch(consumer: Consumer, note: Callable[[bytes, float], None]) -> None:
+    async def _watch(
+        self, consumer: Consumer, note: Callable[[bytes, float], None], index: int
+    ) -> None:
         while True:
             messages = await consumer.poll(5000, timeout_s=0.2)
             now = time.time()
+            if not messages:
+                self._empty_at[index] = time.monotonic()
             for m in messages:
                 note(m.value, now)
+
+    async def caught_up(self, timeout_s: float) -> None:
+        """Wait until both watches have read everything published so far: the throughput
+        run leaves hundreds of thousands of usage events, and a latency probe noted while the
+        watcher still reads them would time the watcher, not the pipeline."""
+        since = time.monotonic()
+        deadline = since + timeout_s
+        while min(self._empty_at) < since and time.monotonic() < deadline:
+            for task in self._tasks:
+                if task.done():
+                    task.result()  # re-raise why the watcher stopped
+            await asyncio.sleep(0.05)
 
     async def wait_for(
         self, seen: dict[tuple[str, int], float], keys: set[tuple[str, int]], timeout_s: float
@@ -315,16 +335,17 @@ def profiling(procs: list[deploy.Proc], out_dir: Path | None, tag: str) -> Itera
         return
     spy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
     out_dir.mkdir(parents=True, exist_ok=True)
-    record = [spy, "record", "--nonblocking", "--gil", "--subprocesses", "--rate", "200"]
-    record += ["--format", "raw"]
+    record = [spy, "record", "--nonblocking", "--gil", "--rate", "200", "--format", "raw"]
+    targets = {p.name: p.pid for p in procs if p.name != "tansu"}
+    for p in procs:
+        targets |= p.children()  # `up`'s consumer process: `up/usage`
     spies = [
         subprocess.Popen(
-            [*record, "--pid", str(p.pid), "--output", str(out_dir / f"{tag}-{p.name}.txt")],
+            [*record, "--pid", str(pid), "--output", str(out_dir / f"{tag}-{name}.txt")],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
         )
-        for p in procs
-        if p.name != "tansu"
+        for name, pid in targets.items()
     ]
     try:
         yield
@@ -406,6 +427,7 @@ async def pipeline(
             half = rate / 2
             latency_rounds = min(spare, max(1, math.ceil(half * sizes.latency_s / per_round)))
             offered = await asyncio.to_thread(fleet.build, latency_rounds, clock.left(120))
+            await watcher.caught_up(clock.left(120))
             clock.say(f"  latency: {offered:,} readings at {half:,.0f}/s, and alert probes")
             probing_done = asyncio.Event()
             probing = asyncio.create_task(alert_probe.run(probing_done))
@@ -687,6 +709,23 @@ async def live_workload(
     return result
 
 
+async def consumers_workload(
+    deployment: deploy.Deployment, sizes: Sizes, args: argparse.Namespace, clock: Clock, mode: str
+) -> dict[str, Any]:
+    with profiling(deployment.procs, args.profile, f"consumers-{mode.split('+')[0]}"):
+        result = await consumers.run(
+            deployment.gateway_url,
+            deployment.bus_url,
+            deployment.metrics_urls(),
+            sizes.consumers,
+            clock.say,
+            clock.left,
+            cpu_s=lambda: sum(p.cpu_s() for p in deployment.procs),
+        )
+    deployment.check_alive()
+    return result
+
+
 async def live_mode(
     mode: str,
     sizes: Sizes,
@@ -695,8 +734,12 @@ async def live_mode(
     workdir: Path,
     secret: str,
 ) -> dict[str, Any]:
-    """--live-only: a deployment for the live workload alone."""
+    """--live-only (--consumers-only): a deployment for the live workload (or the bus +
+    consumers block) alone."""
     async with app_deployment(mode, args, workdir, secret, clock) as (deployment, mqtt_port):
+        if args.consumers_only:
+            measured = await consumers_workload(deployment, sizes, args, clock, mode)
+            return {"mode": mode, "consumers": measured, "peak_rss_mb": deployment.peak_rss_mb()}
         measured = await live_workload(deployment, mqtt_port, sizes, args, clock, mode)
         return {"mode": mode, "live": measured, "peak_rss_mb": deployment.peak_rss_mb()}
 
@@ -726,7 +769,7 @@ async def run_mode(
     secret = deploy.new_secret()
     pg = args.pg_url
     pid = os.getpid()
-    if args.live_only:
+    if args.live_only or args.consumers_only:
         return await live_mode(mode, sizes, args, clock, workdir, secret)
     tansu: deploy.Proc | None = None
     if mode == EMBEDDED:
@@ -754,6 +797,7 @@ async def run_mode(
             await deploy.drop_database(pg, f"et_bench_limit_{pid}")
             await deploy.drop_database(pg, f"et_bench_floor_{pid}")
 
+    queries: dict[str, Any] | None = None
     async with app_deployment(mode, args, workdir, secret, clock) as (deployment, mqtt_port):
         idle = await idle_cost(deployment, sizes.idle_s, clock)
         measured, stored = await pipeline(deployment, sizes, args, clock, mode.split("+")[0])
@@ -763,11 +807,10 @@ async def run_mode(
             queries = await query_store.time_queries(deployment, stored, sizes.query_reps, SEED)
         if not args.no_live:
             measured["live"] = await live_workload(deployment, mqtt_port, sizes, args, clock, mode)
+            measured["consumers"] = await consumers_workload(deployment, sizes, args, clock, mode)
         rss = deployment.peak_rss_mb()
 
-    if args.no_queries:
-        queries = None
-    elif not args.quick:
+    if not args.quick and not args.no_queries:
         half = measured["pipeline_readings_per_s"] / 2
         queries = await query_phase(mode, sizes, args, clock, workdir, secret, half)
     names = QUERY_NAMES
@@ -873,6 +916,9 @@ def table(results: list[dict[str, Any]], host: dict[str, Any], when: str, second
         )
 
     devices = _n(next((r["live"]["devices"] for r in results if "live" in r), None))
+    measured = next((r["consumers"] for r in results if "consumers" in r), None)
+    consumer_devices = _n(measured["devices"] if measured else None)
+    consumer_rate = _n(measured["latency"]["offered_per_s"] if measured else None)
     batch_rows: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
         ("pipeline, readings/s (POST → usage buckets)", lambda r: _n(r["pipeline_readings_per_s"])),
         (
@@ -922,14 +968,51 @@ def table(results: list[dict[str, Any]], host: dict[str, Any], when: str, second
         ("live, HTTP: POSTs answered/s", live_row("http", "accepted_per_s")),
         ("live, HTTP: 202 → bucket p99, ms", live_row("http", "p99_ms_202_to_bucket")),
         ("live, MQTT: readings/s, one per QoS 1 message", live_row("mqtt", "readings_per_s")),
+        (
+            "live, MQTT: published (acknowledged by the broker)/s",
+            live_row("mqtt", "published_per_s"),
+        ),
+        ("live, MQTT: PUBACK → bucket p99, ms", live_row("mqtt", "p99_ms_puback_to_bucket")),
         ("live: acknowledged, not counted by the end of the wait, HTTP / MQTT", missing),
         ("idle: one POST p50 / p99; GET one device p50; /healthz p50, ms", idle),
     ]
-    rows = (
-        live_rows
-        if all("pipeline_readings_per_s" not in r for r in results)
-        else (batch_rows + live_rows)
-    )
+    consumer_rows: list[tuple[str, Callable[[dict[str, Any]], str]]] = [
+        (
+            f"bus + consumers, one-reading records/s to the buckets / through alerts"
+            f" ({consumer_devices} devices)",
+            lambda r: " / ".join(
+                _n(r.get("consumers", {}).get("throughput", {}).get(k))
+                for k in ("records_per_s_to_buckets", "records_per_s_through_alerts")
+            ),
+        ),
+        (
+            f"bus + consumers: record → bucket p50 / p99, ms, at {consumer_rate} records/s",
+            lambda r: " / ".join(
+                _n(r.get("consumers", {}).get("latency", {}).get(k))
+                for k in ("p50_ms_record_to_bucket", "p99_ms_record_to_bucket")
+            ),
+        ),
+        (
+            "bus + consumers: CPU ms a record (every process)",
+            lambda r: (
+                f"{v:.3f}"
+                if (v := r.get("consumers", {}).get("throughput", {}).get("cpu_ms_per_record"))
+                is not None
+                else "n/a"
+            ),
+        ),
+        (
+            "bus + consumers: record → alert p99, ms",
+            lambda r: _n(r.get("consumers", {}).get("latency", {}).get("p99_ms_record_to_alert")),
+        ),
+    ]
+    if all("pipeline_readings_per_s" in r for r in results):
+        rows = batch_rows + live_rows + consumer_rows
+    else:
+        rows = [
+            *(live_rows if any("live" in r for r in results) else []),
+            *(consumer_rows if any("consumers" in r for r in results) else []),
+        ]
     lines = [
         "| | " + " | ".join(r["mode"] for r in results) + " |",
         "|---|" + "---:|" * len(results),
@@ -1013,15 +1096,22 @@ async def main_async(args: argparse.Namespace, sizes: Sizes, modes: list[str]) -
         r["quick"] = args.quick
     partial = args.no_queries or args.no_live
     name = (
-        "live" if args.live_only else "quick" if args.quick else "partial" if partial else "latest"
+        "consumers"
+        if args.consumers_only
+        else "live"
+        if args.live_only
+        else "quick"
+        if args.quick
+        else "partial"
+        if partial
+        else "latest"
     )
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / f"{name}.json").write_bytes(orjson.dumps(results, option=orjson.OPT_INDENT_2))
     clock.over_budget()
     markdown = table(results, host, when, clock.elapsed())
     (RESULTS / f"{name}.md").write_text(markdown)
-    partial = args.no_queries or args.no_live
-    if not args.quick and not args.live_only and not partial:
+    if not args.quick and not args.live_only and not args.consumers_only and not partial:
         update_readme(markdown)
     print(markdown)
 
@@ -1058,6 +1148,8 @@ def main() -> None:
         "--idle-only", action="store_true", help="only the idle cost, per process (not saved)"
     )
     parser.add_argument("--idle-s", type=float, help="seconds of idle to measure")
+    parser.add_argument("--consumer-devices", type=int, help="devices of the bus + consumers block")
+    parser.add_argument("--consumer-rate", type=int, help="records/s of its latency leg")
     parser.add_argument("--profile", type=Path, help="py-spy each process into this directory")
     parser.add_argument("--budget", type=float, help="seconds the run may take")
     parser.add_argument(
@@ -1070,6 +1162,11 @@ def main() -> None:
     parser.add_argument(
         "--live-only", action="store_true", help="only the live workload (results in live.*)"
     )
+    parser.add_argument(
+        "--consumers-only",
+        action="store_true",
+        help="only the bus + consumers block (results in consumers.*)",
+    )
     args = parser.parse_args()
     gc.set_threshold(50_000)  # as the services do (cli.py): this builds millions of readings
     sizes = QUICK if args.quick else FULL
@@ -1079,6 +1176,11 @@ def main() -> None:
         pipeline_readings=args.readings or sizes.pipeline_readings,
         query_target=args.query_readings or sizes.query_target,
         budget_s=args.budget or sizes.budget_s,
+        consumers=replace(
+            sizes.consumers,
+            devices=args.consumer_devices or sizes.consumers.devices,
+            rate=args.consumer_rate or sizes.consumers.rate,
+        ),
     )
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
     if KAFKA in modes and not (_tansu_available() and _pg_reachable(args.pg_url)):

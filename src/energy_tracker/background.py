@@ -11,10 +11,11 @@ Why it is shaped this way:
   takes several writer processes (WAL, BEGIN IMMEDIATE, a busy timeout, one consumer-group
   member per process), and the SQLite stores are WAL files with a busy timeout.
 - The parent supervises it as one of its background workers (`ChildProcess`): `/readyz` says
-  when it is not running, a crash is logged and the child started again after a pause, and
-  stopping `up` (SIGTERM, Ctrl-C) stops it gracefully (SIGTERM, its offsets committed) before
-  the parent exits. If the parent dies without stopping it (kill -9), the kernel sends the child
-  SIGTERM (PR_SET_PDEATHSIG), so no orphan keeps consuming.
+  when it is not running (or not started yet: until its metrics answer), a crash is logged
+  and the child started again after a pause, and stopping `up` (SIGTERM, Ctrl-C) stops it
+  gracefully (SIGTERM, its offsets committed) before the parent exits. If the parent dies
+  without stopping it (kill -9), the kernel sends the child SIGTERM (PR_SET_PDEATHSIG), so no
+  orphan keeps consuming.
 - The child's Prometheus metrics are served on a loopback port only the parent knows and merged
   into the parent's `/metrics`, so `up` still has one `/metrics` with every consumer's lag.
 """
@@ -31,7 +32,6 @@ import sys
 from collections.abc import Iterable
 from typing import Any
 
-import httpx
 from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
@@ -42,6 +42,7 @@ RESTART_PAUSE_S = 1.0
 STOP_TIMEOUT_S = 8.0
 """How long a stopping child may take to commit its offsets before it is killed: within the
 10 s a container runtime grants the whole of `up`."""
+_START_POLL_S = 0.2
 _PR_SET_PDEATHSIG = 1
 # The interpreter's own metrics are the parent's to report; the child's would repeat their names.
 _PROCESS_FAMILIES = ("process_", "python_")
@@ -74,10 +75,12 @@ class ChildProcess:
         self.metrics_port = _free_port()
         self.proc: asyncio.subprocess.Process | None = None
         self._stopping = asyncio.Event()
+        self._started = False
 
     @property
     def ready(self) -> bool:
-        return self.proc is not None and self.proc.returncode is None
+        """Running, and started: its metrics answer once its consumers are wired."""
+        return self._started and self.proc is not None and self.proc.returncode is None
 
     @property
     def pid(self) -> int | None:
@@ -91,10 +94,12 @@ class ChildProcess:
 
     async def run(self) -> None:
         while not self._stopping.is_set():
+            self._started = False
             self.proc = await self._start()
             stopping = asyncio.create_task(self._stopping.wait())
             exited = asyncio.create_task(self.proc.wait())
             try:
+                await self._until_started(exited)
                 await asyncio.wait({stopping, exited}, return_when=asyncio.FIRST_COMPLETED)
             finally:
                 stopping.cancel()
@@ -108,6 +113,32 @@ class ChildProcess:
             )
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), RESTART_PAUSE_S)
+
+    async def _until_started(self, exited: asyncio.Task[int]) -> None:
+        """Wait until the child's metrics answer (it is wired), it exits, or up stops."""
+        while not (exited.done() or self._stopping.is_set()):
+            if await self._get_metrics() is not None:
+                self._started = True
+                return
+            await asyncio.sleep(_START_POLL_S)
+
+    async def _get_metrics(self) -> str | None:
+        """GET /metrics from the child (HTTP/1.0, as prometheus_client serves it); None when
+        it does not answer. By hand rather than through an HTTP client, which would log a line
+        for every scrape."""
+        try:
+            async with asyncio.timeout(2.0):
+                reader, writer = await asyncio.open_connection("127.0.0.1", self.metrics_port)
+                try:
+                    writer.write(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
+                    await writer.drain()
+                    answer = await reader.read()
+                finally:
+                    writer.close()
+        except (OSError, TimeoutError):
+            return None
+        head, _, body = answer.partition(b"\r\n\r\n")
+        return body.decode() if head.split(b" ", 2)[1:2] == [b"200"] else None
 
     @staticmethod
     async def _terminate(proc: asyncio.subprocess.Process) -> None:
@@ -124,15 +155,9 @@ class ChildProcess:
     def stop(self) -> None:
         self._stopping.set()
 
-    async def metrics(self, client: httpx.AsyncClient) -> str:
+    async def metrics(self) -> str:
         """The child's metrics in the text format; empty while it is not answering."""
-        if not self.ready:
-            return ""
-        try:
-            r = await client.get(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2.0)
-        except httpx.HTTPError:
-            return ""
-        return r.text if r.status_code == 200 else ""
+        return (await self._get_metrics() or "") if self.ready else ""
 
 
 def merged_metrics(texts: Iterable[str]) -> bytes:
@@ -152,4 +177,4 @@ def merged_metrics(texts: Iterable[str]) -> bytes:
         def collect(self) -> Iterable[Any]:
             return families.values()
 
-    return generate_latest(Merged())  # type: ignore[arg-type]  # any object with collect()
+    return generate_latest(Merged())  # any object with collect() will do

@@ -90,7 +90,7 @@ class Asked:
         self.cache, self.real, self.names = cache, cache.source, list[str]()
 
     def __enter__(self) -> list[str]:
-        self.cache.source = self  # type: ignore[assignment]
+        self.cache.source = self
         return self.names
 
     def __exit__(self, *_: object) -> None:

@@ -204,26 +204,60 @@ def test_summary_of_a_device(api: Api) -> None:
     assert body["narrative"] == "Always on: 150 W."
 
 
-def _ewma_level(odd_age: int) -> tuple[float, float]:
-    """By hand: the recent level of 28 days of 5.6 kWh but one 17.6 `odd_age` days back, with
-    weights halving every 4 days (age 0: yesterday), over all days and over working days only
-    (the odd day is a Wednesday)."""
+def _ewma_level(odd_age: int, end: date = date(2026, 3, 7)) -> tuple[float, float]:
+    """By hand: the recent level of 28 days of 5.6 kWh up to `end` but one 17.6 `odd_age` days
+    back, with weights halving every 4 days (age 0: `end`), over all days and over working days
+    only (the odd day is a Wednesday)."""
     weights = [0.5 ** (age / 4) for age in range(28)]
-    working = [
-        w for age, w in enumerate(weights) if (date(2026, 3, 7) - timedelta(days=age)).weekday() < 5
-    ]
+    working = [w for age, w in enumerate(weights) if (end - timedelta(days=age)).weekday() < 5]
     all_days = DAY_KWH + 12 * weights[odd_age] / sum(weights)
     return all_days, DAY_KWH + 12 * weights[odd_age] / sum(working)
+
+
+def _day_weights() -> dict[str, float]:
+    """By hand: the days' blend weighs the level, the day-kind median and the weekday median by
+    their one-day errors over the 56 days before 8 March, to the power -8. The meter's days
+    start on Sunday 1 February: the level has a forecast from 2 February (34 days), the
+    day-kind median from 3 February (a working day needs one before it; the first Saturday has
+    the 1st: 33 days), the weekday median from 8 February (a week back: 28 days). The medians
+    say 5.6 every day: wrong only on 4 March (by 12). The level is 5.6 until 4 March (wrong by
+    12 too), then above it: on Thursday 5 and Friday 6 March halfway to the working days'
+    level, on Saturday 7 March halfway to the weekend's (all 5.6)."""
+    e5 = sum(_ewma_level(0, date(2026, 3, 4))) / 2 - DAY_KWH
+    e6 = sum(_ewma_level(1, date(2026, 3, 5))) / 2 - DAY_KWH
+    e7 = (_ewma_level(2, date(2026, 3, 6))[0] + DAY_KWH) / 2 - DAY_KWH
+    raw = {
+        "level": ((12 + e5 + e6 + e7) / 34) ** -8,
+        "day-kind": (12 / 33) ** -8,
+        "weekday": (12 / 28) ** -8,
+    }
+    return {name: r / sum(raw.values()) for name, r in raw.items()}
+
+
+def _days_expected() -> tuple[float, float]:
+    """The days' forecast of a working day and of a day off: the medians' 5.6, and the level
+    (halfway to its kind's) with its weight."""
+    level, working = _ewma_level(3)
+    w = _day_weights()["level"]
+    weekday, weekend = (level + working) / 2, (level + DAY_KWH) / 2
+    return DAY_KWH + w * (weekday - DAY_KWH), DAY_KWH + w * (weekend - DAY_KWH)
 
 
 def test_forecast_of_a_device(api: Api) -> None:
     body = api.ok("/insights/forecast", device_id=api.home.meter, at=AT)
     assert body["method"] == "profile"
-    # Hours: every hour of the six weeks before is 0.15 kWh (150 W), 18:00 is 2.15; the median of
-    # the same hour of the week and of the same hour of recent days of its kind are those, and
-    # the hour just before `at` has no reading, so nothing pulls them. The profile's own errors
-    # over four weeks are 0 but for four hours of one day (3/84 of any hour's sample): the 10th
-    # and 90th percentiles are 0, and the interval is the point.
+    assert set(body["estimators"]["hours"]) == {
+        "pooled",
+        "last-7-days",
+        "day-kind",
+        "hour-of-week",
+    }
+    assert body["estimators"]["days"] == pytest.approx(_day_weights(), abs=1e-3)
+    # Hours: every hour of the five weeks before is 0.15 kWh (150 W), 18:00 is 2.15; every
+    # estimator's median of the same hour says so (the 3.15s of one morning are one of many).
+    # Their errors over four weeks are 0 but for four hours of one day (at most 3 of any hour's
+    # 84): the band of 0 holds more errors than an 80 % band's ranks, and the interval is the
+    # point.
     hours = body["hours"]
     assert len(hours) == 48
     assert hours[0]["period_start"] == "2026-03-08T12:00:00+01:00"
@@ -231,10 +265,9 @@ def test_forecast_of_a_device(api: Api) -> None:
     for h in hours:
         expected = 2.15 if h["period_start"][11:13] == "18" else 0.15
         assert (h["energy_kwh"], h["low"], h["high"]) == pytest.approx((expected,) * 3, abs=1e-6)
-    # Days: the level of the 28 days before today (4 March, the 17.6, is 3 days back), halfway
-    # to the level of days of the same kind (weekends: all 5.6).
-    level, working = _ewma_level(3)
-    weekday, weekend = (level + working) / 2, (level + DAY_KWH) / 2
+    # Days: the medians' 5.6 and the level of the 28 days before today (4 March, the 17.6, is
+    # 3 days back) halfway to the level of days of the same kind, blended (`_days_expected`).
+    weekday, weekend = _days_expected()
     days = body["days"]
     assert [d["day"] for d in days] == [f"2026-03-{n:02d}" for n in range(9, 16)]
     assert [d["energy_kwh"] for d in days] == pytest.approx([weekday] * 5 + [weekend] * 2)
@@ -245,6 +278,8 @@ def test_forecast_of_a_device(api: Api) -> None:
     # half of today and 23 days left: weekdays 9-13, 16-20, 23-27, 30-31 (17), weekend days
     # 14-15, 21-22, 28-29 (6), today (a Sunday) counts half. The rest is half that level and
     # half the month's rate so far, 51.2 kWh over 7.5 days, for 23.5 days.
+    level, working = _ewma_level(3)
+    weekday, weekend = (level + working) / 2, (level + DAY_KWH) / 2
     rest_level = 17 * weekday + 6 * weekend + 0.5 * weekend
     expected = 51.2 + 0.5 * rest_level + 0.5 * 51.2 / 7.5 * 23.5
     month = body["month"]
@@ -260,12 +295,11 @@ def test_forecast_of_a_device(api: Api) -> None:
 
 def test_a_public_holiday_of_the_households_country_is_a_day_off(api: Api) -> None:
     """Monday 9 March 2026 is National Heroes and Benefactors Day in Belize: with the
-    household's country BZ it is forecast as a day off (weekend level), the other working days
+    household's country BZ it is forecast as a day off (as a weekend), the other working days
     as before; without a country, as a working day."""
     headers = api.auth["owner"]
     home = api.http.get(api.url + "/households", headers=headers).json()["items"][0]["id"]
-    level, working = _ewma_level(3)
-    weekday, weekend = (level + working) / 2, (level + DAY_KWH) / 2
+    weekday, weekend = _days_expected()
     try:
         r = api.http.patch(f"{api.url}/households/{home}", json={"country": "BZ"}, headers=headers)
         assert r.status_code == 200, r.text
@@ -395,6 +429,7 @@ def test_no_history_gives_empty_answers(api: Api) -> None:
     forecast = api.ok("/insights/forecast", who="other")
     assert (forecast["month"], forecast["days"], forecast["hours"]) == (None, [], [])
     assert forecast["method"] == "none"
+    assert forecast["estimators"] == {"hours": {}, "days": {}}
     anomalies = api.ok("/insights/anomalies", who="other")
     assert (anomalies["days"], anomalies["events"]) == ([], [])
 

@@ -90,18 +90,18 @@ def test_silence_after_a_mostly_silent_week_is_not_news() -> None:
     assert [e.kind for e in detect(kwh)] == []
 
 
-def test_a_baseload_step_of_two_days() -> None:
-    # 0.2 an hour for 28 days, then 0.4 (200 W more, always on) for two days. Each day's
+def test_a_baseload_step_of_three_days() -> None:
+    # 0.2 an hour for 28 days, then 0.4 (200 W more, always on) for three days. Each day's
     # always-on level (10th percentile of its hours) steps from 0.2 to 0.4; the 28 days before
-    # each have median 0.2 and MAD 0 (the second day's include the first's 0.4 once), so the
-    # spread is the 0.05 floor: 0.2 >= max(0.15, 3 x 0.05). Over 48 hours: 0.4 x 48 against
-    # 0.2 x 48; score 0.2 / 0.05 = 4.
-    kwh = np.concatenate([flat(28), flat(2, 0.4)])
+    # each have median 0.2 and MAD 0 (the later days' include the earlier 0.4s once or twice),
+    # so the spread is the 0.05 floor: 0.2 >= max(0.15, 3 x 0.05). Over 72 hours: 0.4 x 72
+    # against 0.2 x 72; score 0.2 / 0.05 = 4.
+    kwh = np.concatenate([flat(28), flat(3, 0.4)])
     assert detect(kwh) == [
-        dt.Event("baseload_step", DAY, DAY + 48, approx(19.2), approx(9.6), approx(4.0))
+        dt.Event("baseload_step", DAY, DAY + 72, approx(28.8), approx(14.4), approx(4.0))
     ]
-    # One day is not a step.
-    assert detect(kwh[: DAY + 24]) == []
+    # Two days are not a step.
+    assert detect(kwh[: DAY + 48]) == []
 
 
 def test_no_history_judges_nothing() -> None:
@@ -192,3 +192,20 @@ def test_alarms_count_runs_of_flagged_hours_once() -> None:
         dt.Event("silence", 30, 36, 0.0, 0.0, 2.0),
     ]
     assert ev.alarms(events, 48) == 2
+
+
+def test_hour_scores_find_a_load_on_since_before_the_first_hour_scored() -> None:
+    # 0.2 kWh an hour, but 3.0 at 15:00 on every fourth day of the four weeks; then 2 kW more
+    # from 10:00 to 16:00, and only 15:00 scored (an alert rule's last hour). At 15:00, 2.2 is
+    # below the highest of 14:00-16:00 (3.0): no spike, and one hour is no run of six. Looking
+    # from 24 hours before, the six hours stuck on are found (each 2.0 above the 10th
+    # percentile, 0.2; the 90th percentiles are 0.2, so the spread is the 0.05 floor) and 15:00
+    # carries their score, (2.2 - 0.2) / 0.05 = 40.
+    kwh = flat()
+    kwh[15 : DAY : 4 * 24] = 3.0
+    kwh[DAY + 10 : DAY + 16] += 2.0
+    cal = hourly.calendar_of(MONDAY, kwh.size, UTC, None)
+    assert [e.kind for e in dt.detect(kwh, cal, DAY + 15, kwh.size)] == []
+    scores = dt.hour_scores(kwh, cal, DAY + 15)
+    assert np.isnan(scores[: DAY + 15]).all()
+    assert scores[DAY + 15 :] == approx([40.0] + [0.0] * 8)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, date, datetime
+from zoneinfo import ZoneInfo
 
 import numpy as np
 import pytest
@@ -26,7 +27,7 @@ def test_calendar_marks_weekends_and_public_holidays() -> None:
     assert not hourly.calendar_of(start, 3 * 24, UTC, None).off[1]
 
 
-def test_profile_is_the_mean_of_the_weekly_and_the_day_kind_medians() -> None:
+def test_the_hour_estimators_by_hand() -> None:
     # Three weeks of 1 kWh an hour, but the hours at 08:00 of the three Mondays were 5, 3 and 9.
     hours = 21 * 24
     kwh = np.ones(hours + 24)
@@ -34,51 +35,96 @@ def test_profile_is_the_mean_of_the_weekly_and_the_day_kind_medians() -> None:
     for week, value in enumerate([5.0, 3.0, 9.0]):
         kwh[week * 168 + 8] = value
     cal = hourly.calendar_of(MONDAY, kwh.size, UTC, None)
-    pred = fc.profile_hours(kwh, cal, hours, 24)  # the fourth Monday
-    # 08:00: the same hour of the week over the weeks before: median(5, 3, 9) = 5; the same hour
-    # of the last 21 days of its kind (15 working days): 12 ones and the three Mondays (5, 3, 9),
-    # median of 15 sorted values, the 8th: 1. Mean (5 + 1) / 2 = 3.
-    assert pred[8] == approx(3.0)
-    assert pred[9] == approx(1.0)
+    pooled, last7, kind, week = fc.hour_candidates(kwh, cal, hours, 24)  # the fourth Monday
+    # 08:00. The same hour of the week: median(9, 3, 5) = 5. The last 7 days: six 1s and the
+    # Monday a week back, 9: 1. The last 28 days of its kind (working days; 21 days exist): 12
+    # ones and 9, 3, 5: the 8th of 15 sorted values, 1. Pooled: the three Mondays (7, 14 and 21
+    # days back) twice, as weeks and as working days, and the 12 ones 3-6, 10-13 and 17-20 days
+    # back, weights 2^(-days/21): the ones weigh 8.36 of 12.21, over half: 1.
+    assert (pooled[8], last7[8], kind[8], week[8]) == approx((1.0, 1.0, 1.0, 5.0))
+    assert (pooled[9], last7[9], kind[9], week[9]) == approx((1.0, 1.0, 1.0, 1.0))
+    assert fc.hour_candidates(kwh, cal, hours, 24).shape == (len(fc.HOUR_ESTIMATORS), 24)
 
 
-def test_the_last_hour_pulls_the_next_ones() -> None:
-    # A flat 1 kWh for two weeks, then the last hour at 3: 2 above its profile of 1. The next
-    # hours get 2 x 0.6 = 1.2, 2 x 0.36 = 0.72 on top.
-    kwh = np.ones(14 * 24 + 2)
-    kwh[14 * 24 - 1] = 3.0
-    kwh[14 * 24 :] = np.nan
-    cal = hourly.calendar_of(MONDAY, kwh.size, UTC, None)
-    f = fc.forecast_hours(kwh, cal, 14 * 24, 2)
-    assert f.method == "profile"
-    # The profile of the last hour (13 x 1 and the 3 itself is after its origin): 1.
-    assert list(f.kwh) == approx([1 + 1.2, 1 + 0.72])
+def test_the_same_local_hour_across_a_dst_change() -> None:
+    # Paris went to summer time on Sunday 29 March 2026 (02:00 became 03:00): that day has 23
+    # hours. Each hour's kWh is its local hour of the day; a forecast of Monday 30 March 08:00
+    # (local) reads 08:00 of the days before, not the hour 24 h earlier in UTC.
+    paris = ZoneInfo("Europe/Paris")
+    start = int(datetime(2026, 3, 23, tzinfo=paris).timestamp())
+    cal = hourly.calendar_of(start, 8 * 24, paris, None)
+    kwh = cal.hour.astype(float)
+    origin = int(np.nonzero(cal.day == date(2026, 3, 30).toordinal())[0][0])
+    kwh[origin:] = np.nan
+    _pooled, last7, kind, _week = fc.hour_candidates(kwh, cal, origin, 24)
+    assert last7[8] == 8.0 and kind[8] == 8.0
 
 
-def test_interval_from_the_percentiles_of_its_own_errors() -> None:
-    # Four weeks of errors, 0 but +1 at 12:00 on ten days and -0.5 at 02:00 on all 28 days. At
-    # 12:00 the sample is the 84 errors at 11:00-13:00: 74 zeros and 10 ones; the 90th percentile
-    # sits at rank 0.9 x 83 = 74.7, among the ones: 1; the 10th at 0. At 03:00 the sample
-    # (02:00-04:00) is 28 x -0.5 and 56 zeros: 10th percentile at rank 8.3: -0.5; 90th: 0.
+def test_the_blend_weighs_each_estimator_by_its_recent_errors() -> None:
+    # Actual 1, 1, 1, 1. Estimator A said 1, 1, 1, 3 (mean absolute error 0.5), B 2 throughout
+    # (1), C nothing (the worst of the others': 1). Weights 0.5^-8 = 256, 1, 1, over 258.
+    actual = np.ones(4)
+    past = np.array([[1.0, 1.0, 1.0, 3.0], [2.0] * 4, [np.nan] * 4])
+    weights = fc.blend_weights(actual, past)
+    assert list(weights) == approx([256 / 258, 1 / 258, 1 / 258])
+    # A column where B has nothing: A and C, (256 x 4 + 1 x 2) / 257.
+    column = np.array([[4.0], [np.nan], [2.0]])
+    assert fc.blend(column, weights)[0] == approx((256 * 4 + 2) / 257)
+    assert np.isnan(fc.blend(np.full((3, 1), np.nan), weights)[0])
+
+
+def test_the_interval_is_split_conformal() -> None:
+    # 19 errors 1..19: the floor(20 x 0.1) = 2nd and the ceil(20 x 0.9) = 18th.
+    assert fc.interval(np.arange(1.0, 20.0)) == (2.0, 18.0)
+    # 20 errors: 16 zeros, two -1 and two +1. The 80 % band, the 2nd and 19th (-1, 1), holds 18
+    # by its ranks; narrower, at 70 % (the 3rd and 18th), it is (0, 0) and still holds 16...
+    # fewer than 18: the 80 % band stays.
+    e = np.array([0.0] * 16 + [-1.0, -1.0, 1.0, 1.0])
+    assert fc.interval(e) == (-1.0, 1.0)
+    # 84 errors, 74 zeros and 10 ones (a sub-meter idle most hours): the 80 % band is the 8th
+    # and the 77th, (0, 1), 70 by its ranks; (0, 0) holds 74 of them: that one.
+    e = np.array([0.0] * 74 + [1.0] * 10)
+    assert fc.interval(e) == (0.0, 0.0)
+
+
+def test_hour_interval_from_the_errors_at_the_same_hour() -> None:
+    # Six weeks of 1 kWh an hour: every estimator says 1. Over the last four weeks they had
+    # said 1 + k/100 at 12:00 of the k-th day (k = 0..27) and 1 elsewhere. The sample at 12:00
+    # (11:00-13:00, 84 errors): 57 zeros (k = 0, and 11:00 and 13:00) and -0.01..-0.27. The 80 %
+    # band's ranks, the 8th (-0.20) and the 77th (0), hold 70 errors. Narrower, with ties at 0:
+    # at 65 % the 14th smallest (floor(85 x 0.175)), -0.14, and 0 still hold 14 + 57 = 71; at 60 %
+    # the 17th, -0.11, would hold 68: 1 - 0.14 to 1. At 03:00 every error is 0: the point.
     days = 42
     kwh = np.ones(days * 24 + 24)
     kwh[days * 24 :] = np.nan
     cal = hourly.calendar_of(MONDAY, kwh.size, UTC, None)
-    errors = np.zeros(28 * 24)
-    errors[np.arange(10) * 24 + 12] = 1.0
-    errors[np.arange(28) * 24 + 2] = -0.5
-    f = fc.forecast_hours(kwh, cal, days * 24, 24, errors)
-    assert (f.low[12], f.kwh[12], f.high[12]) == approx((1.0, 1.0, 2.0))
-    assert (f.low[3], f.kwh[3], f.high[3]) == approx((0.5, 1.0, 1.0))
-    assert (f.low[8], f.high[8]) == approx((1.0, 1.0))
-    # Computed from the series, the errors of a flat history are all 0.
-    assert not fc.hour_errors(kwh, cal, days * 24).any()
+    past = np.ones((len(fc.HOUR_ESTIMATORS), 28 * 24))
+    past[:, np.arange(28) * 24 + 12] += np.arange(28) / 100
+    f = fc.forecast_hours(kwh, cal, days * 24, 24, past)
+    assert f.method == "profile"
+    assert (f.low[12], f.kwh[12], f.high[12]) == approx((0.86, 1.0, 1.0))
+    assert (f.low[3], f.kwh[3], f.high[3]) == approx((1.0, 1.0, 1.0))
+    # Computed from the series, a flat history's estimators are all 1: no error.
+    assert not (fc.day_ahead_candidates(kwh, cal, 14 * 24, days * 24) - 1).any()
+
+
+def test_a_cold_start_uses_the_days_it_has_and_says_so() -> None:
+    # Three days, each hour's kWh its hour of the day / 10. No week back yet: the hour of the
+    # week has nothing and weighs least; the others repeat the days seen, with no error.
+    kwh = np.concatenate([np.tile(np.arange(24) / 10, 3), np.full(24, np.nan)])
+    cal = hourly.calendar_of(MONDAY, kwh.size, UTC, None)
+    f = fc.forecast_hours(kwh, cal, 72, 24)
+    assert f.method == "recent-days"
+    assert list(f.kwh) == approx(list(np.arange(24) / 10))
+    assert list(f.low) == approx(list(f.kwh)) and list(f.high) == approx(list(f.kwh))
+    assert set(f.weights) == set(fc.HOUR_ESTIMATORS)
+    assert f.weights["hour-of-week"] == min(f.weights.values())
 
 
 def test_no_history_says_none() -> None:
     kwh = np.full(48, np.nan)
     f = fc.forecast_hours(kwh, hourly.calendar_of(MONDAY, 48, UTC, None), 24, 24)
-    assert f.method == "none" and np.isnan(f.kwh).all()
+    assert f.method == "none" and np.isnan(f.kwh).all() and f.weights == {}
 
 
 def test_days_sum_their_hours_and_fill_a_few_missing() -> None:
@@ -116,6 +162,34 @@ def test_day_level_halfway_to_its_kind() -> None:
     monday, saturday = fc.level_days(days, 7, 6)[[0, 5]]
     assert monday == approx((level + 10) / 2)
     assert saturday == approx((level + 20) / 2)
+
+
+def test_the_day_estimators_by_hand() -> None:
+    # Two weeks from a Monday: working days 10 kWh, weekend days 20, but the second Wednesday 40.
+    kwh = np.array(([10.0] * 5 + [20.0] * 2) * 2 + [np.nan] * 7)
+    kwh[9] = 40.0
+    off = np.array(([False] * 5 + [True] * 2) * 3)
+    days = hourly.DaySeries(date(2026, 3, 2).toordinal(), kwh, off)
+    level, kind, weekday = fc.day_candidates(days, 14, 7)
+    # Days of the same kind: nine 10s and the 40 (the 10s weigh most), or four 20s.
+    assert list(kind) == approx([10.0] * 5 + [20.0] * 2)
+    # The same weekday over the weeks before: Wednesday median(40, 10) = 25.
+    assert list(weekday) == approx([10.0, 10.0, 25.0, 10.0, 10.0, 20.0, 20.0])
+    assert list(level) == approx(list(fc.level_days(days, 14, 7)))
+
+
+def test_the_days_blend_follows_the_estimator_that_was_right() -> None:
+    # Ten weeks of the same week: Monday 10, Tuesday 20, ... Friday 50, weekend 5 and 5. The
+    # weekday median made no error, the level and the day-kind median did: it gets the weight,
+    # and the interval of a blend that never erred is the point.
+    week = [10.0, 20.0, 30.0, 40.0, 50.0, 5.0, 5.0]
+    kwh = np.array(week * 10 + [np.nan] * 7)
+    off = np.array(([False] * 5 + [True] * 2) * 11)
+    days = hourly.DaySeries(date(2026, 1, 5).toordinal(), kwh, off)
+    f = fc.forecast_days(days, 70, 7)
+    assert f.method == "profile"
+    assert list(f.kwh) == approx(week)
+    assert list(f.low) == approx(week) and list(f.high) == approx(week)
 
 
 def test_month_projection_halves_the_level_and_the_months_rate() -> None:

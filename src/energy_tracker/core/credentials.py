@@ -262,7 +262,7 @@ def _remember(entries: dict[str, Any], key: str, value: Any) -> None:
     entries[key] = value
 
 
-def credentials(request: Request) -> CredentialCache:
+async def credentials(request: Request) -> CredentialCache:
     """FastAPI dependency: this process's credential cache, for routes that change credentials."""
     cache: CredentialCache = request.app.state.credentials
     return cache

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from datetime import date, datetime, timedelta
+from functools import lru_cache
 from typing import Any
 from zoneinfo import ZoneInfo
 
@@ -35,7 +36,10 @@ UTC = ZoneInfo("UTC")
 # -- periods -----------------------------------------------------------------------------------
 
 
+@lru_cache(maxsize=16384)
 def _local_midnight(day: date, tz: ZoneInfo) -> int:
+    """Cached: the consumers ask for the same few days and months of the same zones thousands of
+    times a second (a zone-aware datetime costs microseconds), and the answer never changes."""
     # fold=0 on a nonexistent local midnight yields the instant the clocks jumped: the day's start.
     return int(datetime(day.year, day.month, day.day, tzinfo=tz).timestamp() * 1000)
 
@@ -52,8 +56,10 @@ def period_start(ts: int, granularity: Granularity, tz: ZoneInfo = UTC) -> int:
     return _local_midnight(local.date().replace(day=1), tz)
 
 
+@lru_cache(maxsize=16384)
 def period_end(start: int, granularity: Granularity, tz: ZoneInfo = UTC) -> int:
-    """Epoch ms at which the bucket beginning at `start` ends (23 or 25 hours on DST days)."""
+    """Epoch ms at which the bucket beginning at `start` ends (23 or 25 hours on DST days).
+    Cached like `_local_midnight`: few distinct starts, asked for again and again."""
     if granularity is Granularity.QUARTER:
         return start + QUARTER_MS
     if granularity is Granularity.HOUR:

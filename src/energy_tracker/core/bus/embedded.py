@@ -17,8 +17,13 @@ Why it is shaped this way:
   `owners` table and only ever taken over when the previous owner released it (on its next poll)
   or died (no heartbeat for the session timeout), so two live members never read one partition.
   A newly owned partition starts at the group's committed offset.
-- SQLite calls block, so each bus runs them on one dedicated thread with its own connection;
-  that thread also serialises all access to the connection and to the consumers' positions.
+- SQLite calls block, so each bus runs them on two dedicated threads, each with its own
+  connection: the writer (appends, offset commits, membership, heartbeats, the trim) and the
+  reader (consumers' fetches, lag, the watcher). In WAL a reader never blocks the writer nor
+  waits for it, so a consumer's fetch does not queue behind the appends of a busy ingestion, and
+  the appends do not queue behind the fetches. A consumer's own state changes only between its
+  awaits (`poll` syncs its membership on the writer, then fetches on the reader), so the two
+  threads never change one consumer's positions at once.
 - One writer per log, with group commit (`GroupCommit`): what many callers publish while the
   previous append is being written goes into the next append, one transaction for all of it,
   so one-reading requests do not each pay a transaction and queue behind each other.
@@ -101,6 +106,10 @@ CREATE TABLE IF NOT EXISTS owners (
 _BUSY_TIMEOUT_S = 30.0
 """How long a writer waits for another process's write transaction before giving up."""
 
+_BEGIN_TRY_MS = 1
+_BEGIN_PAUSE_S = 0.0005
+"""How a write waits for another process's write transaction (`EmbeddedBus._begin`)."""
+
 _TRIM_EVERY_S = 60.0
 _TRIM_AT_MOST = 100_000
 """Records deleted per partition and pass: a long backlog goes in steps, so the write lock is
@@ -172,6 +181,8 @@ class EmbeddedBus(EventBus):
         self.rebalance_check_s = rebalance_check_s
         self._executor: ThreadPoolExecutor | None = None
         self._conn: sqlite3.Connection | None = None
+        self._reader: ThreadPoolExecutor | None = None
+        self._read_conn: sqlite3.Connection | None = None
         self._topics: dict[str, tuple[int, int]] = {}
         self._consumers: set[EmbeddedConsumer] = set()
         self._trimming: asyncio.Task[None] | None = None
@@ -186,10 +197,22 @@ class EmbeddedBus(EventBus):
     # -- thread plumbing --------------------------------------------------------------------
 
     async def in_thread(self, fn: Callable[..., T], *args: object) -> T:
-        """Run a blocking SQLite call on the bus thread without blocking the event loop."""
+        """Run a blocking SQLite call on the writer thread without blocking the event loop."""
         if self._executor is None:
             raise RuntimeError("EmbeddedBus is not started")
         return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    async def in_reader(self, fn: Callable[..., T], *args: object) -> T:
+        """Run a read-only SQLite call on the reader thread (`read_conn`)."""
+        if self._reader is None:
+            raise RuntimeError("EmbeddedBus is not started")
+        return await asyncio.get_running_loop().run_in_executor(self._reader, fn, *args)
+
+    @property
+    def read_conn(self) -> sqlite3.Connection:
+        if self._read_conn is None:
+            raise RuntimeError("EmbeddedBus is not started")
+        return self._read_conn
 
     @property
     def conn(self) -> sqlite3.Connection:
@@ -201,7 +224,7 @@ class EmbeddedBus(EventBus):
         """Run `fn` in one write transaction; BEGIN IMMEDIATE takes the lock before any read,
         so offsets read inside are not raced by another process."""
         conn = self.conn
-        conn.execute("BEGIN IMMEDIATE")
+        self._begin(conn)
         try:
             result = fn(conn)
         except BaseException:
@@ -210,15 +233,42 @@ class EmbeddedBus(EventBus):
         conn.execute("COMMIT")
         return result
 
+    @staticmethod
+    def _begin(conn: sqlite3.Connection) -> None:
+        """BEGIN IMMEDIATE, trying again every millisecond while another process writes.
+
+        SQLite's own busy handler sleeps longer and longer between tries (up to 100 ms), and
+        the lock goes to whoever asks at the instant it is free: with `up`'s two processes
+        writing one log, the one that publishes batch after batch kept it, and the usage
+        consumer's offset commits and usage events waited seconds behind it. Trying every
+        millisecond keeps such a wait to about one of the other's transactions.
+        """
+        conn.execute(f"PRAGMA busy_timeout={_BEGIN_TRY_MS}")
+        deadline = time.monotonic() + _BUSY_TIMEOUT_S
+        try:
+            while True:
+                try:
+                    conn.execute("BEGIN IMMEDIATE")
+                    return
+                except sqlite3.OperationalError as exc:
+                    if exc.sqlite_errorcode & 0xFF != sqlite3.SQLITE_BUSY:
+                        raise
+                    if time.monotonic() > deadline:
+                        raise
+                time.sleep(_BEGIN_PAUSE_S)
+        finally:
+            conn.execute(f"PRAGMA busy_timeout={int(_BUSY_TIMEOUT_S * 1000)}")
+
     # -- EventBus ---------------------------------------------------------------------------
 
     async def start(self) -> None:
         self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedded-bus")
+        self._reader = ThreadPoolExecutor(max_workers=1, thread_name_prefix="embedded-bus-read")
         try:
             await self.in_thread(self._open)
+            await self.in_reader(self._open_reader)
         except (OSError, sqlite3.Error) as exc:
-            self._executor.shutdown(wait=False)
-            self._executor = None
+            await self._shut()
             raise BackendUnavailable("ET_BUS_URL", self.url, str(exc)) from None
         self._trimming = asyncio.create_task(self._trim_periodically(), name="bus-trim")
         self._watching = asyncio.create_task(self._watch(), name="bus-watch")
@@ -232,14 +282,15 @@ class EmbeddedBus(EventBus):
     async def _watch(self) -> None:
         """Wake the consumers when another connection (another process) has committed.
 
-        PRAGMA data_version changes only for other connections' commits, never for this
-        bus's own, which `publish` signals itself."""
+        Asked on the reader's connection, so it never waits for a write: PRAGMA data_version
+        changes with every other connection's commit, this bus's writer's too (their consumers
+        are then woken once more, which finds nothing new or what a publish already signalled)."""
         last = None
         pause = _WATCH_MIN_S
         while True:
             await asyncio.sleep(pause)
             try:
-                version = await self.in_thread(self._data_version)
+                version = await self.in_reader(self._data_version)
             except sqlite3.Error as exc:
                 log.warning("watching the bus log failed: %s", exc)
                 continue
@@ -251,7 +302,7 @@ class EmbeddedBus(EventBus):
             last = version
 
     def _data_version(self) -> int:
-        (version,) = self.conn.execute("PRAGMA data_version").fetchone()
+        (version,) = self.read_conn.execute("PRAGMA data_version").fetchone()
         return int(version)
 
     def _open(self) -> None:
@@ -268,6 +319,12 @@ class EmbeddedBus(EventBus):
             raise
         self._conn = conn
 
+    def _open_reader(self) -> None:
+        """The reader's connection, once the writer has made the file WAL and its schema."""
+        conn = sqlite3.connect(self.path, timeout=_BUSY_TIMEOUT_S, isolation_level=None)
+        conn.execute("PRAGMA query_only=ON")
+        self._read_conn = conn
+
     async def stop(self) -> None:
         await self._group_commit.flush()
         for task in (self._trimming, self._watching):
@@ -278,16 +335,28 @@ class EmbeddedBus(EventBus):
         self._trimming = self._watching = None
         for consumer in list(self._consumers):
             await consumer.close()
-        if self._executor is None:
-            return
-        await self.in_thread(self._close)
-        self._executor.shutdown(wait=False)
-        self._executor = None
+        await self._shut()
+
+    async def _shut(self) -> None:
+        """Close both connections, each on its own thread, and end the threads."""
+        if self._reader is not None:
+            await self.in_reader(self._close_reader)
+            self._reader.shutdown(wait=False)
+            self._reader = None
+        if self._executor is not None:
+            await self.in_thread(self._close)
+            self._executor.shutdown(wait=False)
+            self._executor = None
 
     def _close(self) -> None:
         if self._conn is not None:
             self._conn.close()
             self._conn = None
+
+    def _close_reader(self) -> None:
+        if self._read_conn is not None:
+            self._read_conn.close()
+            self._read_conn = None
 
     async def _trim_periodically(self) -> None:
         while True:
@@ -440,8 +509,9 @@ class EmbeddedBus(EventBus):
 
 
 class EmbeddedConsumer(Consumer):
-    """One member of a group on one topic; its state is only written on the bus thread (the
-    event loop reads a few of its marks to skip a trip there when nothing has changed)."""
+    """One member of a group on one topic. Its state is written on the bus's threads, one call
+    at a time (`poll` and `commit` await each call before the next; the heartbeat only reads it),
+    and the event loop reads a few of its marks to skip a trip there when nothing has changed."""
 
     def __init__(
         self, bus: EmbeddedBus, topic: str, topic_id: int, partitions: int, group: str
@@ -574,15 +644,10 @@ class EmbeddedConsumer(Consumer):
             return since >= self.bus.rebalance_check_s
         return since >= self.bus.session_timeout_s / 2
 
-    def _fetch(self, max_records: int) -> list[Message]:
-        """Up to `max_records` from the owned partitions, starting at a rotating partition so a
-        busy partition cannot starve the others. Nothing is read again while nothing changed
-        since a fetch found nothing."""
-        changes = self.bus.changes
-        if self._sync_due():
-            self.sync_membership()
-        elif changes == self._empty_at:
-            return []
+    def _fetch(self, max_records: int, changes: int) -> list[Message]:
+        """On the reader: up to `max_records` from the owned partitions, starting at a rotating
+        partition so a busy partition cannot starve the others. `changes`: the bus's count when
+        the poll began (nothing is read again until it moves, once a fetch found nothing)."""
         owned = sorted(self._positions)
         if not owned:
             self._empty_at = changes
@@ -594,7 +659,7 @@ class EmbeddedConsumer(Consumer):
             budget = max_records - len(out)
             if budget <= 0:
                 break
-            rows = self.bus.conn.execute(
+            rows = self.bus.read_conn.execute(
                 "SELECT seq, key, value FROM messages"
                 " WHERE topic_id = ? AND part = ? AND seq >= ? ORDER BY seq LIMIT ?",
                 (self.topic_id, p, self._positions[p], budget),
@@ -604,8 +669,6 @@ class EmbeddedConsumer(Consumer):
                 self._positions[p] = rows[-1][0] + 1
         if not out:
             self._empty_at = changes
-        elif self._beat_written == IDLE:
-            self._touch()  # busy again: heartbeat, so a hung process loses its partitions
         return out
 
     async def poll(self, max_records: int = 1000, timeout_s: float = 1.0) -> list[Message]:
@@ -616,10 +679,16 @@ class EmbeddedConsumer(Consumer):
         while True:
             # Taken before fetching, so a publish in between wakes the wait below.
             new_records = self.bus.new_records
-            if self.bus.changes == self._empty_at and not self._sync_due():
-                batch = []  # what `_fetch` would answer, without the trip to the bus thread
-            else:
-                batch = await self.bus.in_thread(self._fetch, max_records)
+            changes = self.bus.changes
+            batch: list[Message] = []
+            if self._sync_due():
+                await self.bus.in_thread(self.sync_membership)
+                batch = await self.bus.in_reader(self._fetch, max_records, changes)
+            elif changes != self._empty_at:  # else nothing came since a fetch found nothing
+                batch = await self.bus.in_reader(self._fetch, max_records, changes)
+            if batch and self._beat_written == IDLE:
+                # Busy again: heartbeat, so a hung process loses its partitions.
+                await self.bus.in_thread(self._touch)
             remaining = deadline - loop.time()
             if batch or remaining <= 0:
                 return batch
@@ -631,14 +700,14 @@ class EmbeddedConsumer(Consumer):
     async def lag(self) -> dict[int, int]:
         def lag() -> dict[int, int]:
             ends = dict(
-                self.bus.conn.execute(
+                self.bus.read_conn.execute(
                     "SELECT part, MAX(seq) + 1 FROM messages WHERE topic_id = ? GROUP BY part",
                     (self.topic_id,),
                 )
             )
             return {p: max(0, ends.get(p, 0) - pos) for p, pos in self._positions.items()}
 
-        return await self.bus.in_thread(lag)
+        return await self.bus.in_reader(lag)
 
     async def commit(self, messages: Sequence[Message]) -> None:
         offsets: dict[int, int] = {}

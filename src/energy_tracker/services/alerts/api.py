@@ -68,7 +68,7 @@ STREAM_KEEPALIVE_S = 15.0
 STREAM_OVERLAP = timedelta(seconds=5)
 
 
-def service(request: Request) -> AlertService:
+async def service(request: Request) -> AlertService:
     """FastAPI dependency: the alerts service's parts this process runs."""
     return request.app.state.alerts
 

@@ -32,7 +32,7 @@ from energy_tracker.core.events import (
     parse_usage_updated,
 )
 from energy_tracker.core.stores.timeseries.base import SeriesStore
-from energy_tracker.services.alerts.anomaly import Scope
+from energy_tracker.services.alerts.anomaly import HourlySamples, Scope
 from energy_tracker.services.alerts.evaluate import Evaluated, evaluate
 from energy_tracker.services.alerts.models import AlertRule, UsageValue, datetime_to_ms
 from energy_tracker.services.alerts.observations import (
@@ -73,6 +73,7 @@ class AlertEvaluator:
     ) -> None:
         self.bus = bus
         self.series = series  # the hours anomaly rules judge; None: those rules wait
+        self._anomaly_samples = HourlySamples(series) if series is not None else None
         self.store = store
         self.directory = directory
         self.max_gap_ms = max_gap_ms
@@ -206,7 +207,7 @@ class AlertEvaluator:
             for r in rules
             if (r.device_id in devices if r.device_id is not None else r.household_id in homes)
         ]
-        if not concerned or self.series is None:
+        if not concerned or self._anomaly_samples is None:
             return
         households = {r.household_id for r in concerned}
         profiles = await self.directory.household_profiles(households)
@@ -225,7 +226,7 @@ class AlertEvaluator:
                 )
                 zone = ZoneInfo(profile.timezone if profile else "UTC")
                 scopes[rule.id] = Scope(home.weights(), zone, country)
-        await self._evaluate(AnomalyTasks(concerned, scopes, self.series, self._now_ms()))
+        await self._evaluate(AnomalyTasks(concerned, scopes, self._anomaly_samples, self._now_ms()))
         self.on_change()
 
     # -- the clock -------------------------------------------------------------------------------

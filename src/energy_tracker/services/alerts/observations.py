@@ -15,7 +15,7 @@ from energy_tracker.core.directory import DeviceContext
 from energy_tracker.core.energy import period_end
 from energy_tracker.core.events import Reading
 from energy_tracker.core.stores.timeseries.base import Granularity, SeriesStore
-from energy_tracker.services.alerts.anomaly import Scope, anomaly_samples
+from energy_tracker.services.alerts.anomaly import HourlySamples, Scope
 from energy_tracker.services.alerts.models import (
     ALL_DEVICES,
     AlertRule,
@@ -229,14 +229,14 @@ class AnomalyTasks:
 
     rules: Sequence[AlertRule]
     scopes: Mapping[str, Scope]  # by rule id
-    series: SeriesStore
+    samples_of: HourlySamples
     now_ms: int
 
     async def __call__(self, ev: Evaluation) -> list[Task]:
         out = []
         for rule in self.rules:
-            samples = await anomaly_samples(
-                self.series, self.scopes[rule.id], self.now_ms - ANOMALY_LOOKBACK_MS, self.now_ms
+            samples = await self.samples_of(
+                self.scopes[rule.id], self.now_ms - ANOMALY_LOOKBACK_MS, self.now_ms
             )
             out.append(Task(rule, rule.device_id or ALL_DEVICES, samples))
         return out

@@ -27,7 +27,7 @@ HouseholdId = Annotated[
 Limit = Annotated[int, Query(ge=1, le=1000)]
 
 
-def devices(request: Request) -> DeviceStore:
+async def devices(request: Request) -> DeviceStore:
     """FastAPI dependency: the devices store."""
     return request.app.state.devices
 
@@ -137,7 +137,10 @@ async def get_device(
     store: DeviceStore = Depends(devices),
 ) -> dict:
     """A device of one of your households."""
-    return await one_device_out(store, await visible_device(store, device_id, caller))
+    found = await store.shown(device_id)
+    caller.check(found[0].household_id if found else None, "device")
+    assert found is not None  # check() refused a missing device
+    return device_out(*found)
 
 
 @router.patch("/devices/{device_id}", response_model=DeviceOut, responses=answers(409))

@@ -9,7 +9,7 @@ from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import Any
 
-from sqlalchemy import Row, Select, delete, select, update
+from sqlalchemy import Row, Select, delete, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from energy_tracker.core.consumption import DEFAULT_ROLE, Role
@@ -99,6 +99,23 @@ class DeviceStore:
         async with self._db.begin() as conn:
             row = (await conn.execute(_select().where(devices.c.id == device_id))).first()
         return _device(row) if row else None
+
+    async def shown(self, device_id: str) -> tuple[Device, str] | None:
+        """The device with this id and the time zone it is shown in (its own, else its
+        household's), in one query: what GET /devices/{id} needs."""
+        zone = func.coalesce(devices.c.timezone, households.c.timezone).label("shown_timezone")
+        query = (
+            select(*_DEVICE_COLUMNS, zone)
+            .join(households, households.c.id == devices.c.household_id)
+            .where(devices.c.id == device_id)
+        )
+        async with self._db.begin() as conn:
+            row = (await conn.execute(query)).first()
+        if row is None:
+            return None
+        fields = dict(row._mapping)
+        shown = fields.pop("shown_timezone")
+        return Device(**fields), shown
 
     async def list(
         self, household_ids: Collection[str] | None, limit: int = 100, offset: int = 0

@@ -29,7 +29,7 @@ HAND_PARSED_BODIES: dict[str, TypeAdapter[Any]] = {
 }
 
 
-def recorder(request: Request) -> ReadingRecorder:
+async def recorder(request: Request) -> ReadingRecorder:
     """FastAPI dependency: the reading recorder (checks, then publishes)."""
     return request.app.state.recorder
 

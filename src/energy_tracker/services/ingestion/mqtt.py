@@ -69,6 +69,7 @@ from energy_tracker.services.ingestion.recorder import (
     READINGS_ACCEPTED,
     READINGS_REFUSED,
     ReadingRecorder,
+    mistimed_by,
 )
 
 log = logging.getLogger(__name__)
@@ -85,6 +86,11 @@ NAME_TTL_S = 30.0
 """How long a Tasmota name's device (or its absence) is remembered: a re-mapped name takes
 effect within this, and a chatty unmapped device costs one query per period, not per message."""
 MAX_CACHED_NAMES = 10_000
+MAX_CACHED_DEVICES = 200_000
+CHECK_EVERY_S = 1.0
+"""How often, at most, the credential change counter is read: how late a device disabled (in
+this process or another) is refused here."""
+UNKNOWN_DEVICE = "unknown device"  # ReadingRecorder.refusals' reason for a device not found
 MAX_KEPT_BYTES = 64 * 1024
 CONNECT_TIMEOUT_S = 10.0
 RETRY_PAUSE_S = (0.5, 30.0)
@@ -134,14 +140,26 @@ class MqttIngester:
     """Subscribes, turns messages into readings or dead letters, and reconnects when cut off."""
 
     def __init__(
-        self, url: str, recorder: ReadingRecorder, directory: DeviceDirectory, place: str = ""
+        self,
+        url: str,
+        recorder: ReadingRecorder,
+        directory: DeviceDirectory,
+        place: str = "",
+        changes: Callable[[], Awaitable[int]] | None = None,
     ) -> None:
+        """`changes` reads the credential change counter (`CredentialChanges.version`); without
+        it every batch asks the directory about its devices."""
         self.url = url
         self.broker = BrokerSettings.from_url(url)
         self.session = self.broker.session_id(place)
         self.recorder = recorder
         self.directory = directory
         self._names: dict[str, _Target] = {}
+        self._changes = changes
+        # Why each known device may not send (None: it may), as of the counter's `_version`.
+        self._devices: dict[str, str | None] = {}
+        self._version: int | None = None
+        self._next_check = 0.0
         self._stopper = Stopper()
         # Messages received and not yet published, each with its PUBACK's future (None: QoS 0);
         # `_in_hand` is the batch being published.
@@ -150,6 +168,9 @@ class MqttIngester:
         self._wake = asyncio.Event()
         # Subscribed to the broker now (/readyz): false between a loss and the reconnection.
         self.ready = False
+        # Messages taken (published, or dead-lettered) since the start: how replicas sharing
+        # a subscription split the load.
+        self.taken = 0
 
     async def run(self) -> None:
         """Receive until stopped, reconnecting after every loss of the broker."""
@@ -252,6 +273,7 @@ class MqttIngester:
                 self._in_hand = batch
                 if not await self.handle([m for m, _ in batch]):
                     return
+                self.taken += len(batch)
                 # Only now does the broker hear that they are ours: the bus has them.
                 for _, done in batch:
                     if done is not None and not done.done():
@@ -284,8 +306,14 @@ class MqttIngester:
             except PayloadError as exc:
                 reasons[index] = str(exc)
         candidates = [(i, r) for i, readings in parsed.items() for r in readings]
-        for p in await self.recorder.check(candidates):
-            reasons.setdefault(p["index"], f"{p['field']}: {p['message']}")
+        oldest, newest = self.recorder.window()
+        for index, reading in candidates:
+            if (mistime := mistimed_by(reading.ts, oldest, newest)) is not None:
+                reasons.setdefault(index, f"ts: {mistime}")
+        refused = await self._refusals({r.device_id for _, r in candidates})
+        for index, reading in candidates:
+            if (why := refused.get(reading.device_id)) is not None:
+                reasons.setdefault(index, f"device_id: {why}")
         good = [r for i, readings in parsed.items() if i not in reasons for r in readings]
         if good and not await self._until_accepted(lambda: self.recorder.publish(good), len(good)):
             return False
@@ -303,6 +331,33 @@ class MqttIngester:
                 return False
             log.warning("MQTT: %d message(s) sent to the DLQ", len(letters))
         return True
+
+    async def _refusals(self, device_ids: set[str]) -> dict[str, str]:
+        """`ReadingRecorder.refusals` for these devices, from memory for the devices already
+        seen: a query per batch for 10,000 devices was half the ingester's own time. Known
+        devices are kept until the credential change counter moves (a device disabled, enabled
+        or deleted, an owner disabled: what `DeviceContext.enabled` depends on), read at most
+        every CHECK_EVERY_S; an unknown device is asked about again each time, as creating one
+        does not move the counter."""
+        if self._changes is None:
+            return await self.recorder.refusals(device_ids, None)
+        now = time.monotonic()
+        if now >= self._next_check:
+            version = await self._changes()
+            if version != self._version:
+                self._devices.clear()
+                self._version = version
+            self._next_check = now + CHECK_EVERY_S
+        missing = [d for d in device_ids if d not in self._devices]
+        found = await self.recorder.refusals(missing, None) if missing else {}
+        if len(self._devices) + len(missing) > MAX_CACHED_DEVICES:
+            self._devices.clear()
+        for device_id in missing:
+            why = found.get(device_id)
+            if why != UNKNOWN_DEVICE:
+                self._devices[device_id] = why
+        refused = {d: why for d in device_ids if (why := self._devices.get(d)) is not None}
+        return found | refused
 
     async def _parse(self, message: Received) -> list[Reading]:
         if len(message.payload) > MAX_BODY_BYTES:

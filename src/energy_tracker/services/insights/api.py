@@ -32,7 +32,7 @@ router = APIRouter(prefix="/insights", tags=["insights"])
 YEARS = range(1971, 9000)
 
 
-def series(request: Request) -> SeriesStore:
+async def series(request: Request) -> SeriesStore:
     """FastAPI dependency: the time-series store."""
     return request.app.state.series
 

@@ -153,6 +153,23 @@ def load_uci(path: Path, names: list[str] | None = None) -> list[DataSet]:
     return out
 
 
+def half_of(ds: DataSet, second: bool) -> DataSet:
+    """The first half of the series' days, or the second with the history its first judged
+    hour needs before it (WARMUP_H and the detector's DETECT_HISTORY_D): the anomaly thresholds
+    were chosen on the first half and checked on the second."""
+    mid = ds.kwh.size // 2 // 24 * 24
+    lo, end = (mid - WARMUP_H - DETECT_HISTORY_D * 24, ds.kwh.size) if second else (0, mid)
+    quarters = None if ds.quarters is None else ds.quarters[lo * 4 : end * 4]
+    return DataSet(
+        f"{ds.name} ({'second' if second else 'first'} half)",
+        ds.source,
+        ds.start + lo * hourly.HOUR_S,
+        ds.kwh[lo:end],
+        ds.cal.slice(lo, end),
+        quarters,
+    )
+
+
 # -- forecasts ---------------------------------------------------------------------------------
 
 
@@ -199,12 +216,11 @@ class _Errors:
 def backtest_hours(ds: DataSet, result: Result) -> None:
     kwh, cal = ds.kwh, ds.cal
     n = kwh.size
-    profile = fc.day_ahead_profile(kwh, cal, 0, n)
-    errors_all = kwh - profile
+    day_ahead = fc.day_ahead_candidates(kwh, cal, 0, n)
     errors = _Errors()
     for origin in range(WARMUP_H, n - HOURS_AHEAD, ORIGIN_STEP_H):
-        own_errors = errors_all[origin - fc.INTERVAL_DAYS * 24 : origin]
-        f = fc.forecast_hours(kwh, cal, origin, HOURS_AHEAD, own_errors)
+        past = day_ahead[:, origin - fc.INTERVAL_DAYS * 24 : origin]
+        f = fc.forecast_hours(kwh, cal, origin, HOURS_AHEAD, past)
         targets = np.arange(origin, origin + HOURS_AHEAD)
         days7 = np.stack([kwh[origin - 24 * k + (targets - origin) % 24] for k in range(1, 8)])
         with np.errstate(all="ignore"):
@@ -221,9 +237,11 @@ def backtest_hours(ds: DataSet, result: Result) -> None:
 
 def backtest_days(ds: DataSet, result: Result) -> None:
     days = hourly.days_of(ds.kwh, ds.cal)
+    day_ahead = fc.days_ahead(days, 0, days.kwh.size, DAYS_AHEAD)
     errors = _Errors()
     for origin in range(WARMUP_H // 24, days.kwh.size - DAYS_AHEAD):
-        f = fc.forecast_days(days, origin, DAYS_AHEAD)
+        past = day_ahead[:, origin - 2 * fc.INTERVAL_DAYS : origin]
+        f = fc.forecast_days(days, origin, DAYS_AHEAD, past)
         targets = np.arange(origin, origin + DAYS_AHEAD)
         sn = days.kwh[targets - 7]
         sn = np.where(targets - 7 < origin, sn, days.kwh[targets - 14])

@@ -3,14 +3,16 @@ interval. Pure functions over numpy arrays (no I/O), shared by the API and by th
 (`evaluate.py`), so what is measured is what is served.
 
 Why these estimators (chosen by `energy-tracker evaluate` on real homes, see the README): a
-household's hour is mostly noise around a weekly rhythm, so the best single guess is a robust
-profile of the same hour over recent weeks (the median: hourly kWh is heavy-tailed, one oven
-evening must not move next Tuesday), blended with the same hour on recent days of the same kind
-(working day or weekend/holiday), and pulled towards the hour just seen for the first few hours
-(a load that is on now is probably still on in an hour). A day is the sum of many hours, so its
-noise is milder and its mean matters: the days use means of recent days of the same kind. The
-80 % intervals are the 10th and 90th percentiles of the same estimator's own errors over the
-last four weeks (split conformal), so their width is learnt from the home, not assumed.
+household's hour is mostly noise around a daily and weekly rhythm, and which rhythm tells most
+changes from home to home and month to month. So each forecast is a blend of a few robust
+estimators, each weighed by how well it did over the last days (a home whose week repeats
+favours the hour of the week; one whose habits drift, the last days). Hours use medians (hourly
+kWh is heavy-tailed, one oven evening must not move next Tuesday, and the median minimises the
+absolute error); days blend a recency-weighted mean (right when days are alike) with medians of
+days of the same kind and of the same weekday (right when a few days use much: a washing
+machine's). The 80 % intervals are split conformal over the blend's own recent errors (hours: at
+the same local hour; days: at the same distance ahead), so their width is learnt from the home,
+not assumed.
 
 The series, their calendar (local hour, local date, day off) and their local days are those of
 `core.hours`, which the anomaly detector (`core.anomalies`) reads too.
@@ -28,22 +30,28 @@ import numpy as np
 from energy_tracker.core.hours import Calendar, DaySeries
 
 WEEK_H = 168
-# The hour-of-week profile reads this many earlier weeks; the day-kind profile this many days.
-PROFILE_WEEKS = 6
-PROFILE_DAYS = 21
-# The hour just seen pulls the next hours towards it, less with every hour: its deviation from the
-# profile decays by this factor an hour (measured: 0.6 fits the homes evaluated best).
-PERSISTENCE = 0.6
-# Interval: the 10th and 90th percentiles of the estimator's errors over the last 28 days.
+# The hour estimators read the same local hour on this many earlier days and weeks.
+HOUR_DAYS = 28
+HOUR_WEEKS = 8
+RECENT_DAYS = 7
+# The pooled median weighs an hour seen this many days ago half as much as one seen today.
+POOL_HALF_LIFE_D = 21.0
+# The blend weighs each estimator by its mean absolute error over the last HOUR_BLEND_DAYS days
+# (days: DAY_BLEND_DAYS) to the power -BLEND_POWER: 8 is almost "the best of late", and was
+# better or tied against 2 and 4 on the hours and 1, 2 and 4 on the days (`make evaluate`).
+HOUR_BLEND_DAYS = 7
+BLEND_POWER = 8.0
+# Interval: split conformal at 80 % over the blend's errors of the last 28 days (days: 8 weeks).
 INTERVAL_DAYS = 28
-LOW_Q, HIGH_Q = 10.0, 90.0
-# With fewer days of history the estimators say they fell back to the recent days only.
+COVERAGE = 0.80
+# Where many errors are exactly 0 (a sub-meter idle most hours, forecast at 0), a narrower band
+# may hold as many of them as the 80 % band's ranks: the narrowest of these that does is kept.
+NARROWER = (0.75, 0.70, 0.65, 0.60, 0.50, 0.40, 0.30, 0.20)
+# With fewer days of history the estimators say they had only the recent days.
 MIN_DAYS_PROFILE = 14
-DAY_LEVEL_DAYS = 28
-DAY_HALF_LIFE = 4.0
-KIND_SHRINK = 0.5
 
 Method = Literal["profile", "recent-days", "none"]
+HOUR_ESTIMATORS = ("pooled", "last-7-days", "day-kind", "hour-of-week")
 
 
 # -- hours -------------------------------------------------------------------------------------
@@ -55,68 +63,155 @@ class HourForecast:
     low: np.ndarray
     high: np.ndarray
     method: Method
+    # Each estimator's weight in the blend (empty without history): which of them answered.
+    weights: dict[str, float]
+
+
+def weighted_median(values: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The weighted median of each row of `values` (the lowest value whose cumulative weight
+    reaches half the row's), ignoring NaN; NaN for a row with nothing."""
+    w = np.where(np.isnan(values), 0.0, np.broadcast_to(weights, values.shape))
+    order = np.argsort(np.where(np.isnan(values), np.inf, values), axis=-1)
+    v = np.take_along_axis(values, order, -1)
+    cum = np.cumsum(np.take_along_axis(w, order, -1), -1)
+    total = cum[..., -1:]
+    at = np.argmax(cum >= 0.5 * total, axis=-1)
+    out = np.take_along_axis(v, at[..., None], -1)[..., 0]
+    return np.where(total[..., 0] > 0, out, np.nan)
 
 
 def _nanmedian_rows(values: np.ndarray) -> np.ndarray:
-    """Median of each row ignoring NaN; NaN where a row has none (without numpy's warning)."""
-    out = np.full(values.shape[0], np.nan)
-    has = ~np.all(np.isnan(values), axis=1)
-    if has.any():
-        out[has] = np.nanmedian(values[has], axis=1)
-    return out
+    """Median of each row ignoring NaN; NaN where a row has none. (By sorting, NaN last:
+    numpy's nanmedian takes a masked-array path that is ten times slower on short rows.)"""
+    ordered = np.sort(values, axis=1)
+    count = np.count_nonzero(~np.isnan(values), axis=1)
+    rows = np.arange(values.shape[0])
+    low = ordered[rows, np.maximum(count - 1, 0) // 2]
+    high = ordered[rows, count // 2]
+    return np.where(count > 0, (low + high) / 2, np.nan)
 
 
-def profile_hours(kwh: np.ndarray, cal: Calendar, origin: int, horizon: int) -> np.ndarray:
-    """The profile estimate of hours origin..origin+horizon-1 from the hours before `origin`:
-    the mean of (a) the median of the same hour of the week over PROFILE_WEEKS weeks and (b) the
-    median of the same local hour on the last PROFILE_DAYS days of the same kind (working day
-    or day off); whichever exists when the other does not; NaN when neither does."""
+def _same_hour_back(
+    cal: Calendar, origin: int, targets: np.ndarray, step_days: int, count: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """For each target hour, the indexes of the same local hour `step_days` × k days earlier for
+    the `count` smallest k whose hour is before `origin` (-1 where the series has no such hour,
+    e.g. before its start or in a DST gap), and those distances in days. Local days, not 24 h
+    steps, so that a DST change does not shift the hours compared."""
+    t_day = cal.day[targets].astype(np.int64)
+    t_hour = cal.hour[targets].astype(np.int64)
+    last_day, last_hour = int(cal.day[origin - 1]), int(cal.hour[origin - 1])
+    steps, rest = np.divmod(t_day - last_day, step_days)
+    k0 = np.where((rest == 0) & (t_hour <= last_hour), steps, steps + 1)
+    back = step_days * (np.maximum(k0, 1)[:, None] + np.arange(count)[None, :])
+    # The local (day, hour) -> index grid of the hours these can reach.
+    lo = max(0, origin - 25 * (int(back.max()) + 1))
+    end = int(targets[-1]) + 1
+    first_day = int(cal.day[lo])
+    grid = np.full((int(cal.day[end - 1]) - first_day + 1, 24), -1, dtype=np.int64)
+    grid[cal.day[lo:end] - first_day, cal.hour[lo:end]] = np.arange(lo, end)
+    row = t_day[:, None] - back - first_day
+    idx = np.where(row >= 0, grid[np.clip(row, 0, None), t_hour[:, None]], -1)
+    return np.where(idx < origin, idx, -1), back
+
+
+def hour_candidates(kwh: np.ndarray, cal: Calendar, origin: int, horizon: int) -> np.ndarray:
+    """Each estimator's (HOUR_ESTIMATORS, rows) estimate of hours origin..origin+horizon-1 from
+    the hours before `origin` (NaN where one has nothing):
+    - pooled: the weighted median of the same hour on the last HOUR_WEEKS weeks and on the last
+      HOUR_DAYS days of the same kind (working day or day off), weights halving every
+      POOL_HALF_LIFE_D days;
+    - last-7-days: the median of the same hour on the last RECENT_DAYS days;
+    - day-kind: the median of the same hour on the last HOUR_DAYS days of the same kind;
+    - hour-of-week: the median of the same hour of the week over HOUR_WEEKS weeks.
+    Medians, not means: an hour's kWh is heavy-tailed, and the median is what minimises the
+    absolute error."""
     targets = np.arange(origin, origin + horizon)
-    lags = np.arange(1, PROFILE_WEEKS + 1) * WEEK_H
-    # Same hour of the week: skip back whole weeks until before the origin.
-    weeks_back = (targets[:, None] - origin) // WEEK_H + 1
-    idx = targets[:, None] - lags[None, :] - (weeks_back - 1) * WEEK_H
-    weekly = np.where(idx >= 0, kwh[np.clip(idx, 0, None)], np.nan)
-    a = _nanmedian_rows(weekly)
-    lo = max(0, origin - PROFILE_DAYS * 24)
-    past_hour, past_off, past = cal.hour[lo:origin], cal.off[lo:origin], kwh[lo:origin]
-    b = np.full(horizon, np.nan)
-    for h in range(24):
-        for off in (False, True):
-            chosen = past[(past_hour == h) & (past_off == off)]
-            chosen = chosen[~np.isnan(chosen)]
-            if chosen.size:
-                b[(cal.hour[targets] == h) & (cal.off[targets] == off)] = np.median(chosen)
-    return np.where(np.isnan(a), b, np.where(np.isnan(b), a, (a + b) / 2))
+    d_idx, d_back = _same_hour_back(cal, origin, targets, 1, HOUR_DAYS)
+    w_idx, w_back = _same_hour_back(cal, origin, targets, 7, HOUR_WEEKS)
+    daily = np.where(d_idx >= 0, kwh[d_idx], np.nan)
+    weekly = np.where(w_idx >= 0, kwh[w_idx], np.nan)
+    same_kind = cal.off[d_idx] == cal.off[targets][:, None]
+    kind = np.where(same_kind, daily, np.nan)
+    pool = np.concatenate([weekly, kind], axis=1)
+    weight = 0.5 ** (np.concatenate([w_back, d_back], axis=1) / POOL_HALF_LIFE_D)
+    return np.stack(
+        [
+            weighted_median(pool, weight),
+            _nanmedian_rows(daily[:, :RECENT_DAYS]),
+            _nanmedian_rows(kind),
+            _nanmedian_rows(weekly),
+        ]
+    )
 
 
-def _with_persistence(pred: np.ndarray, kwh: np.ndarray, origin: int, last_pred: float) -> None:
-    """Pull the first hours towards the last hour seen (in place): its deviation from what the
-    profile expected of it, decaying by PERSISTENCE an hour."""
-    if origin == 0 or np.isnan(kwh[origin - 1]) or np.isnan(last_pred):
-        return
-    deviation = kwh[origin - 1] - last_pred
-    pred += deviation * PERSISTENCE ** np.arange(1, pred.size + 1)
-
-
-def day_ahead_profile(kwh: np.ndarray, cal: Calendar, first: int, end: int) -> np.ndarray:
-    """What the profile forecast made at the start of each local day said of each hour of
-    first..end-1 (NaN where it had nothing): the errors these make are the interval's basis."""
-    out = np.full(end - first, np.nan)
+def day_ahead_candidates(kwh: np.ndarray, cal: Calendar, first: int, end: int) -> np.ndarray:
+    """What each estimator said of each hour of first..end-1 at the start of its local day (NaN
+    where it had nothing): the errors these make weigh the blend and give the interval."""
+    out = np.full((len(HOUR_ESTIMATORS), end - first), np.nan)
     i = first
     while i < end:
         j = i
         while j < end and cal.day[j] == cal.day[i]:
             j += 1
-        out[i - first : j - first] = profile_hours(kwh, cal, i, j - i)
+        if i > 0:
+            out[:, i - first : j - first] = hour_candidates(kwh, cal, i, j - i)
         i = j
     return out
 
 
-def hour_errors(kwh: np.ndarray, cal: Calendar, origin: int) -> np.ndarray:
-    """Actual minus the day-ahead profile over the INTERVAL_DAYS days before `origin`."""
-    first = max(0, origin - INTERVAL_DAYS * 24)
-    return kwh[first:origin] - day_ahead_profile(kwh, cal, first, origin)
+def blend_weights(actual: np.ndarray, past: np.ndarray) -> np.ndarray:
+    """Each estimator's weight: its mean absolute error over `actual` (the recent hours or
+    days) to the power -BLEND_POWER, normalised; an estimator without any error known gets the
+    worst of the others', and all equal weights when none has any."""
+    err = np.abs(actual[None, :] - past)
+    known = ~np.isnan(err)
+    count = known.sum(axis=1)
+    mae = np.where(count > 0, np.where(known, err, 0.0).sum(axis=1) / np.maximum(count, 1), np.nan)
+    if np.isnan(mae).all():
+        return np.full(past.shape[0], 1.0 / past.shape[0])
+    mae = np.where(np.isnan(mae), np.nanmax(mae), mae)
+    weight = 1.0 / np.maximum(mae, 1e-9 * max(float(np.nanmax(mae)), 1e-12)) ** BLEND_POWER
+    return weight / weight.sum()
+
+
+def _named(names: tuple[str, ...], weights: np.ndarray) -> dict[str, float]:
+    return {name: round(float(w), 3) for name, w in zip(names, weights, strict=True)}
+
+
+def blend(candidates: np.ndarray, weights: np.ndarray) -> np.ndarray:
+    """The weighted mean of the estimators that have a value, per column; NaN where none has."""
+    has = ~np.isnan(candidates)
+    w = np.where(has, weights[:, None], 0.0)
+    total = w.sum(axis=0)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return np.where(total > 0, (w * np.nan_to_num(candidates)).sum(axis=0) / total, np.nan)
+
+
+def interval(errors: np.ndarray) -> tuple[float, float]:
+    """The 80 % range of a forecast from its estimator's past `errors` (no NaN), split conformal:
+    of n sorted errors, the floor((n + 1) × 0.1)-th and the ceil((n + 1) × 0.9)-th (slightly
+    wider than the 10th and 90th percentiles, as a new error is one of n + 1). Where ties hold
+    as many errors in a narrower band (NARROWER: a sub-meter idle most hours, its errors mostly
+    exactly 0), the narrowest such band."""
+    e = np.sort(errors)
+    n = e.size
+    best: tuple[float, float] | None = None
+    need = 0.0
+    for c in (COVERAGE, *NARROWER):
+        # (1e-9: 20 × (1 - 0.8) / 2 is 1.9999999999999996 in floating point.)
+        lo_rank = max(int(np.floor((n + 1) * (1 - c) / 2 + 1e-9)), 1)
+        hi_rank = min(int(np.ceil((n + 1) * (1 + c) / 2 - 1e-9)), n)
+        lo, hi = float(e[lo_rank - 1]), float(e[hi_rank - 1])
+        held = np.count_nonzero((e >= lo) & (e <= hi))
+        if best is None:
+            best, need = (lo, hi), hi_rank - lo_rank + 1
+        elif held >= need:
+            best = (lo, hi)
+        else:
+            break
+    assert best is not None
+    return best
 
 
 def forecast_hours(
@@ -124,26 +219,32 @@ def forecast_hours(
     cal: Calendar,
     origin: int,
     horizon: int,
-    errors: np.ndarray | None = None,
+    past: np.ndarray | None = None,
 ) -> HourForecast:
     """Hours origin..origin+horizon-1 from the hours before `origin`, each with an 80 % interval.
-    `cal` covers the history and the horizon. With two weeks of history: the profile, pulled
-    towards the last hour seen, give or take the percentiles of its own recent errors at the
-    same local hour (±1 h); with less: the recent days' hour-of-day profile, the same way; with
-    no hour at all: NaN and method `none`. `errors` (from `hour_errors`) may be passed in when
-    already computed; the backtest computes them once for all its origins."""
+    `cal` covers the history and the horizon. The estimators of `hour_candidates`, blended by
+    their errors over the last HOUR_BLEND_DAYS days (a home whose week repeats favours the
+    hour of the week; one whose habits drift, the last days), give or take the percentiles of
+    the blend's own errors over the last INTERVAL_DAYS days at the same local hour (±1 h).
+    With under two weeks of history the same estimators on what there is (method
+    `recent-days`); with no hour at all: NaN and method `none`. `past` (from
+    `day_ahead_candidates` over the INTERVAL_DAYS × 24 hours before `origin`) may be passed in
+    when already computed; the backtest computes it once for all its origins."""
     seen = kwh[:origin]
     have = int(np.count_nonzero(~np.isnan(seen)))
     if have == 0:
         nan = np.full(horizon, np.nan)
-        return HourForecast(nan, nan, nan, "none")
+        return HourForecast(nan, nan, nan, "none", {})
     method: Method = "profile" if have >= MIN_DAYS_PROFILE * 24 else "recent-days"
-    pred = profile_hours(kwh, cal, origin, horizon)
-    last = profile_hours(kwh, cal, origin - 1, 1)[0] if origin > 0 else np.nan
-    _with_persistence(pred, kwh, origin, last)
-    np.clip(pred, 0.0, None, out=pred) if np.nanmin(seen) >= 0 else None
-    if errors is None:
-        errors = hour_errors(kwh, cal, origin)
+    if past is None:
+        past = day_ahead_candidates(kwh, cal, max(0, origin - INTERVAL_DAYS * 24), origin)
+    recent = kwh[origin - past.shape[1] : origin]
+    blend_from = max(0, past.shape[1] - HOUR_BLEND_DAYS * 24)
+    weights = blend_weights(recent[blend_from:], past[:, blend_from:])
+    pred = blend(hour_candidates(kwh, cal, origin, horizon), weights)
+    errors = recent - blend(past, weights)
+    if np.nanmin(seen) >= 0:
+        np.clip(pred, 0.0, None, out=pred)
     err_hours = cal.hour[origin - errors.size : origin]
     low, high = np.full(horizon, np.nan), np.full(horizon, np.nan)
     targets_hour = cal.hour[origin : origin + horizon]
@@ -154,14 +255,14 @@ def forecast_hours(
             sample = errors[~np.isnan(errors)]
         if sample.size == 0:
             continue
-        q_lo, q_hi = np.percentile(sample, [LOW_Q, HIGH_Q])
+        q_lo, q_hi = interval(sample)
         at = targets_hour == h
         low[at], high[at] = pred[at] + q_lo, pred[at] + q_hi
     low = np.minimum(low, pred)
     high = np.maximum(high, pred)
     if np.nanmin(seen) >= 0:
         np.clip(low, 0.0, None, out=low)
-    return HourForecast(pred, low, high, method)
+    return HourForecast(pred, low, high, method, _named(HOUR_ESTIMATORS, weights))
 
 
 # -- days --------------------------------------------------------------------------------------
@@ -173,6 +274,20 @@ class DayForecast:
     low: np.ndarray
     high: np.ndarray
     method: Method
+    # Each estimator's weight in the blend (empty without history): which of them answered.
+    weights: dict[str, float]
+
+
+DAY_LEVEL_DAYS = 28
+DAY_HALF_LIFE = 4.0
+KIND_SHRINK = 0.5
+# The day-kind median reads this many days, weights halving every DAY_KIND_HALF_LIFE days; the
+# weekday median this many weeks; the blend weighs them by their errors over DAY_BLEND_DAYS.
+DAY_KIND_DAYS = 42
+DAY_KIND_HALF_LIFE = 14.0
+DAY_WEEKS = 6
+DAY_BLEND_DAYS = 56
+DAY_ESTIMATORS = ("level", "day-kind", "weekday")
 
 
 def level_days(days: DaySeries, origin: int, horizon: int) -> np.ndarray:
@@ -188,45 +303,99 @@ def level_days(days: DaySeries, origin: int, horizon: int) -> np.ndarray:
         return out
     weight = 0.5 ** (np.arange(past.size)[::-1] / DAY_HALF_LIFE)
     level = float(np.sum(weight[known] * past[known]) / np.sum(weight[known]))
-    for i in range(horizon):
-        j = origin + i
-        off = bool(days.off[j]) if j < days.off.size else False
-        same = known & (past_off == off)
-        out[i] = level
+    out[:] = level
+    off = _off_days(days, origin, horizon)
+    for kind_off in (False, True):
+        same = known & (past_off == kind_off)
         if same.sum() >= 2 and level > 0:
             kind = float(np.sum(weight[same] * past[same]) / np.sum(weight[same]))
-            out[i] = level * (1 + KIND_SHRINK * (kind / level - 1))
+            out[off == kind_off] = level * (1 + KIND_SHRINK * (kind / level - 1))
+    return out
+
+
+def _off_days(days: DaySeries, origin: int, horizon: int) -> np.ndarray:
+    """Whether each of days origin..origin+horizon-1 is a day off (past the series: no)."""
+    off = np.zeros(horizon, dtype=bool)
+    have = min(horizon, max(0, days.off.size - origin))
+    off[:have] = days.off[origin : origin + have]
+    return off
+
+
+def day_candidates(days: DaySeries, origin: int, horizon: int) -> np.ndarray:
+    """Each estimator's (DAY_ESTIMATORS, rows) estimate of days origin..origin+horizon-1 from
+    the days before `origin` (NaN where one has nothing): the level (`level_days`: a mean, right
+    for a home whose days are alike); the weighted median of the last DAY_KIND_DAYS days of the
+    same kind (right where most days use little and a few much, a washing machine's); the
+    median of the same weekday over the last DAY_WEEKS weeks (a load run on set days)."""
+    targets = np.arange(origin, origin + horizon)
+    off = _off_days(days, origin, horizon)
+    lo = max(0, origin - DAY_KIND_DAYS)
+    past, past_off = days.kwh[lo:origin], days.off[lo:origin]
+    weight = 0.5 ** (np.arange(past.size)[::-1] / DAY_KIND_HALF_LIFE)
+    same = past_off[None, :] == off[:, None]
+    kind = weighted_median(np.where(same, past[None, :], np.nan), weight)
+    # The same weekday: whole weeks back from each target, skipping those not yet seen.
+    back = 7 * ((targets - origin) // 7 + 1)[:, None] + 7 * np.arange(DAY_WEEKS)[None, :]
+    idx = targets[:, None] - back
+    weekday = _nanmedian_rows(np.where(idx >= 0, days.kwh[np.clip(idx, 0, None)], np.nan))
+    return np.stack([level_days(days, origin, horizon), kind, weekday])
+
+
+def days_ahead(days: DaySeries, first: int, end: int, horizon: int) -> np.ndarray:
+    """What each estimator said at each origin first..end-1 of the `horizon` days from it:
+    (DAY_ESTIMATORS, origins, horizon)."""
+    out = np.full((len(DAY_ESTIMATORS), end - first, horizon), np.nan)
+    for d in range(max(first, 1), end):
+        out[:, d - first, :] = day_candidates(days, d, horizon)
     return out
 
 
 def day_errors(days: DaySeries, origin: int) -> np.ndarray:
-    """Actual minus the one-day-ahead level over the INTERVAL_DAYS * 2 days before `origin`."""
+    """Actual minus the one-day-ahead level over the INTERVAL_DAYS * 2 days before `origin`
+    (the month projection's range)."""
     first = max(1, origin - 2 * INTERVAL_DAYS)
     return np.array(
         [days.kwh[d] - level_days(days, d, 1)[0] for d in range(first, origin)], dtype=float
     )
 
 
-def forecast_days(days: DaySeries, origin: int, horizon: int) -> DayForecast:
+def forecast_days(
+    days: DaySeries, origin: int, horizon: int, past: np.ndarray | None = None
+) -> DayForecast:
     """Days origin..origin+horizon-1 (indexes into `days`, which carries their day-off flags)
-    from the days before `origin`, with an 80 % interval from the percentiles of the level's own
-    errors over the last eight weeks."""
-    pred = level_days(days, origin, horizon)
+    from the days before `origin`: the estimators of `day_candidates` blended by their
+    one-day-ahead errors over the last DAY_BLEND_DAYS days, each day with an 80 % interval from
+    the percentiles of the blend's errors at the same distance ahead over the last eight weeks
+    (a week ahead errs more than tomorrow). `past` (`days_ahead` over the 2 × INTERVAL_DAYS
+    origins before `origin`, at least `horizon` days ahead) may be passed in when already
+    computed; the backtest computes it once for all its origins."""
     known = int(np.count_nonzero(~np.isnan(days.kwh[:origin])))
     if known == 0:
-        return DayForecast(pred, pred.copy(), pred.copy(), "none")
-    errors = day_errors(days, origin)
-    errors = errors[~np.isnan(errors)]
-    if errors.size >= 5:
-        q_lo, q_hi = np.percentile(errors, [LOW_Q, HIGH_Q])
-    else:  # too few days to learn from: the spread of the days themselves
-        past = days.kwh[:origin][~np.isnan(days.kwh[:origin])]
-        q_lo, q_hi = np.percentile(past - past.mean(), [LOW_Q, HIGH_Q])
-    low, high = np.minimum(pred + q_lo, pred), np.maximum(pred + q_hi, pred)
-    if np.nanmin(days.kwh[:origin]) >= 0:
+        nan = np.full(horizon, np.nan)
+        return DayForecast(nan, nan, nan, "none", {})
+    if past is None:
+        past = days_ahead(days, max(0, origin - 2 * INTERVAL_DAYS), origin, horizon)
+    n = past.shape[1]
+    made = np.arange(origin - n, origin)  # the origin of each row of `past`
+    recent = days.kwh[made]
+    blend_from = max(0, n - DAY_BLEND_DAYS)
+    weights = blend_weights(recent[blend_from:], past[:, blend_from:, 0])
+    pred = blend(day_candidates(days, origin, horizon), weights)
+    low, high = np.full(horizon, np.nan), np.full(horizon, np.nan)
+    seen = days.kwh[:origin][~np.isnan(days.kwh[:origin])]
+    for j in range(horizon):
+        done = made + j < origin  # forecasts whose day j ahead is already known
+        errors = days.kwh[made[done] + j] - blend(past[:, done, j], weights)
+        errors = errors[~np.isnan(errors)]
+        if errors.size >= 5:
+            q_lo, q_hi = interval(errors)
+        else:  # too few days to learn from: the spread of the days themselves
+            q_lo, q_hi = interval(seen - seen.mean())
+        low[j], high[j] = min(pred[j] + q_lo, pred[j]), max(pred[j] + q_hi, pred[j])
+    if np.nanmin(seen) >= 0:
         low = np.clip(low, 0.0, None)
     method: Method = "profile" if known >= MIN_DAYS_PROFILE else "recent-days"
-    return DayForecast(pred, low, high, method)
+    return DayForecast(pred, low, high, method, _named(DAY_ESTIMATORS, weights))
 
 
 def days_in_month(day: date) -> int:

@@ -129,6 +129,7 @@ class HourForecast:
 @dataclass(frozen=True, slots=True)
 class Forecast(Report):
     method: fc.Method
+    estimators: dict[str, dict[str, float]]
     month: MonthForecast | None
     days: list[DayForecast]
     hours: list[HourForecast]
@@ -357,10 +358,13 @@ def facts(s: Summary) -> dict[str, float | str]:
     return out
 
 
-# The forecasts read this much hourly history: the days' interval learns from the errors of
-# eight weeks of forecasts, each from the four weeks before it, and the month starts up to 31
-# days back (the hourly profiles need ten weeks: less).
-FORECAST_HISTORY_DAYS = 2 * fc.INTERVAL_DAYS + fc.DAY_LEVEL_DAYS + 31
+# The forecasts read this much hourly history: the days' blend and interval learn from the
+# errors of eight weeks of forecasts, each from the six weeks before it, and the month starts up
+# to 31 days back (the hours' need, four weeks of errors of estimators reading eight weeks back,
+# is less).
+FORECAST_HISTORY_DAYS = (
+    2 * fc.INTERVAL_DAYS + max(fc.DAY_LEVEL_DAYS, fc.DAY_KIND_DAYS, 7 * fc.DAY_WEEKS) + 31
+)
 # The hours kept per device (`HourCache`): the longest any report reads, the anomalies' (90 days
 # back and the 8 weeks before them), and a little more.
 CACHED_HOURS = 150 * 24
@@ -439,6 +443,7 @@ async def forecast(
     return Forecast(
         **_report(subject),
         method=hours.method,
+        estimators={"hours": hours.weights, "days": ahead_days.weights},
         month=_month(subject, kwh, cost, cal, days, today, price, ahead_days.method),
         days=day_list,
         hours=hour_list,

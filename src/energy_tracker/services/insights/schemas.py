@@ -147,9 +147,10 @@ class MonthForecastOut(Out):
 class DayForecastOut(Out):
     day: date
     energy_kwh: Kwh = Field(
-        description="Weighted mean of recent days, leaning to days of its kind."
+        description="Blend of the recent level, the median of recent days of its kind and the "
+        "median of its weekday, each weighed by its errors over the last 8 weeks."
     )
-    low: Kwh = Field(description="Low end of an 80 % interval (from the estimator's own errors).")
+    low: Kwh = Field(description="Low end of an 80 % interval (from the blend's own errors).")
     high: Kwh = Field(description="High end of an 80 % interval.")
     cost: Money = Field(description="energy_kwh at the last 4 weeks' mean price.")
 
@@ -157,7 +158,8 @@ class DayForecastOut(Out):
 class HourForecastOut(Out):
     period_start: Instant
     energy_kwh: Kwh = Field(
-        description="Profile of that hour over recent weeks and days, pulled towards the last hour."
+        description="Blend of medians of that local hour (of the week over 8 weeks, over the "
+        "last 7 days, over recent days of its kind), each weighed by its errors over the last week."
     )
     low: Kwh = Field(description="Low end of an 80 % interval.")
     high: Kwh = Field(description="High end of an 80 % interval.")
@@ -167,6 +169,11 @@ class ForecastOut(ReportOut):
     method: Method = Field(
         description="Which estimator answered: profile (two weeks of history or more), "
         "recent-days (less: the recent days' hours only), none (no history)."
+    )
+    estimators: dict[str, dict[str, float]] = Field(
+        description="Which estimators answered: for `hours` and `days`, each estimator's weight "
+        "in the blend (by its recent errors; empty without history). Hours: pooled, "
+        "last-7-days, day-kind, hour-of-week; days: level, day-kind, weekday."
     )
     month: MonthForecastOut | None = Field(description="Null without any full day before today.")
     days: list[DayForecastOut] = Field(description="The next 7 local days; empty without history.")

@@ -60,14 +60,19 @@ class _Affected:
 
 
 def _changes(new: Iterable[Bucket], old: dict[int, Bucket]) -> list[Bucket]:
+    """The `new` buckets that differ from the `old` ones, versioned. `new` are freshly computed
+    and nobody else holds them, so they take their version in place (a `replace` per bucket was
+    a twentieth of the usage consumer's time with one-reading records)."""
     out = []
     for bucket in new:
         before = old.get(bucket.start)
         if before is None:
             if bucket.samples or bucket.energy_wh:
-                out.append(replace(bucket, version=1))
+                bucket.version = 1
+                out.append(bucket)
         elif not bucket.same_values(before):
-            out.append(replace(bucket, version=before.version + 1))
+            bucket.version = before.version + 1
+            out.append(bucket)
     return out
 
 

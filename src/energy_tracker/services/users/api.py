@@ -54,7 +54,7 @@ UserId = Annotated[str, Path(max_length=64)]
 TokenId = Annotated[str, Path(max_length=64)]
 
 
-def users(request: Request) -> UserStore:
+async def users(request: Request) -> UserStore:
     """FastAPI dependency: the users store."""
     return request.app.state.users
 

@@ -33,12 +33,12 @@ UserId = Annotated[str, Path(max_length=64)]
 InvitationId = Annotated[str, Path(max_length=64)]
 
 
-def households(request: Request) -> HouseholdStore:
+async def households(request: Request) -> HouseholdStore:
     """FastAPI dependency: the households store."""
     return request.app.state.households
 
 
-def _users(request: Request) -> UserStore:
+async def _users(request: Request) -> UserStore:
     return request.app.state.users
 
 
