@@ -150,7 +150,8 @@ def worker_main(conn: Connection, spec: WorkerSpec) -> None:
                     stop = stop or conn.poll()  # the only message it can be is a stop
                     return stop
 
-                sent = asyncio.run(_post_all(spec, accounts, posts, *args, stopped))
+                rate, start_at = args
+                sent = asyncio.run(_post_all(spec, accounts, posts, rate, start_at, stopped))
                 if stop:
                     conn.recv()
                 conn.send(("done", sent))

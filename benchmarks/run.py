@@ -82,6 +82,7 @@ RESULTS = HERE / "results"
 CACHE = HERE / ".cache"
 README = HERE.parent / "README.md"
 README_MARKERS = ("<!-- bench:start -->", "<!-- bench:end -->")
+CONSUMERS_MARKERS = ("<!-- consumers:start -->", "<!-- consumers:end -->")
 
 EMBEDDED, KAFKA = "embedded", "kafka+postgresql"
 INTERVAL_MS = 10_000  # a reading every 10 s per device
@@ -1113,6 +1114,8 @@ async def main_async(args: argparse.Namespace, sizes: Sizes, modes: list[str]) -
     (RESULTS / f"{name}.md").write_text(markdown)
     if not args.quick and not args.live_only and not args.consumers_only and not partial:
         update_readme(markdown)
+    if args.consumers_only and not args.quick:
+        update_readme(markdown, CONSUMERS_MARKERS)
     print(markdown)
 
 

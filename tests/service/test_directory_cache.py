@@ -6,13 +6,13 @@ its whole household."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Collection
 from pathlib import Path
 
 import pytest
 from sqlalchemy import update
 
-from energy_tracker.core.directory import DirectoryCache
+from energy_tracker.core.directory import DeviceContext, DirectoryCache
 from energy_tracker.core.stores.metadata import Database
 from energy_tracker.core.stores.schema import devices as devices_table
 from energy_tracker.services.devices.store import DeviceStore
@@ -46,11 +46,11 @@ class CountingStore(DeviceStore):
         super().__init__(db)
         self.lookups = 0
 
-    async def contexts(self, device_ids):  # type: ignore[no-untyped-def]
+    async def contexts(self, device_ids: Collection[str]) -> dict[str, DeviceContext]:
         self.lookups += 1
         return await super().contexts(device_ids)
 
-    async def in_households(self, household_ids):  # type: ignore[no-untyped-def]
+    async def in_households(self, household_ids: Collection[str]) -> list[DeviceContext]:
         self.lookups += 1
         return await super().in_households(household_ids)
 
@@ -109,5 +109,5 @@ async def test_unknown_devices_and_households_are_absent(db: Database) -> None:
     assert await cache.in_households(["nope"]) == []
 
 
-async def _context(store: DeviceStore, device_id: str):  # type: ignore[no-untyped-def]
+async def _context(store: DeviceStore, device_id: str) -> DeviceContext:
     return (await store.contexts([device_id]))[device_id]

@@ -102,7 +102,7 @@ class DirectoryCache:
     household is then remembered whole, so the next question about any device of it is
     answered here. In this process every write that changes an answer calls
     `directory_changed` and the cache starts again empty; a change made through another
-    process (split deployments) arrives within `ttl_s`, as a disabled account does. Answers
+    process (split deployments) arrives within `ttl_s`. Answers
     are keyed by the exact households asked for, so their order is the source's. Bounded:
     when full, it starts again empty. Not for deciding whether a device may send readings:
     `enabled` follows its owners' accounts, whose changes do not reset it.

@@ -389,13 +389,13 @@ def forbidden(message: str = "not allowed") -> ApiError:
     return ApiError(403, "forbidden", message)
 
 
-def device_directory(request: Request) -> DeviceDirectory:
+async def device_directory(request: Request) -> DeviceDirectory:
     """FastAPI dependency: the device directory the composition root injected."""
     directory: DeviceDirectory = request.app.state.directory
     return directory
 
 
-def read_directory(request: Request) -> DeviceDirectory:
+async def read_directory(request: Request) -> DeviceDirectory:
     """FastAPI dependency: the device directory of read routes, which may answer from a
     `core.directory.DirectoryCache` (a change made in another process arrives within its
     TTL; one made in this process, at once)."""
