@@ -481,19 +481,22 @@ async def test_granularities_are_kept_apart(store: SeriesStore) -> None:
         assert [(b.granularity, b.energy_wh) for b in got] == [(granularity, energy)]
 
 
+_DAY = 24 * HOUR
+# Three days of A and B asked about, with a device, a grain and a day that are not.
+_DAYS_OF_A_AND_B = [
+    Bucket(A, Granularity.DAY, JAN, 1000.0, 0.25, 96, 96, 9600.0, 50.0, 200.0, 3),
+    Bucket(A, Granularity.DAY, JAN + _DAY, 2000.0, 0.5, 96, 96, 19200.0, 80.0, 300.0, 1),
+    Bucket(B, Granularity.DAY, JAN, 500.0, 0.125, 48, 40, 2000.0, 10.0, 900.0, 2),
+    Bucket(B, Granularity.DAY, JAN + 2 * _DAY, 250.0, 0.0625, 10, 0, 0.0, None, None, 1),
+    Bucket(C, Granularity.DAY, JAN, 7.0, 1.0, 1, 1, 7.0, 7.0, 7.0, 1),  # not asked for
+    Bucket(A, Granularity.HOUR, JAN, 99.0, 9.0, 9, 9, 9.0, 9.0, 9.0, 1),  # other grain
+    Bucket(A, Granularity.DAY, JAN + 3 * _DAY, 5.0, 0.5, 1, 1, 5.0, 5.0, 5.0, 1),  # after
+]
+
+
 async def test_summed_buckets_adds_devices_period_by_period(store: SeriesStore) -> None:
     day = 24 * HOUR
-    await store.put_buckets(
-        [
-            Bucket(A, Granularity.DAY, JAN, 1000.0, 0.25, 96, 96, 9600.0, 50.0, 200.0, 3),
-            Bucket(A, Granularity.DAY, JAN + day, 2000.0, 0.5, 96, 96, 19200.0, 80.0, 300.0, 1),
-            Bucket(B, Granularity.DAY, JAN, 500.0, 0.125, 48, 40, 2000.0, 10.0, 900.0, 2),
-            Bucket(B, Granularity.DAY, JAN + 2 * day, 250.0, 0.0625, 10, 0, 0.0, None, None, 1),
-            Bucket(C, Granularity.DAY, JAN, 7.0, 1.0, 1, 1, 7.0, 7.0, 7.0, 1),  # not asked for
-            Bucket(A, Granularity.HOUR, JAN, 99.0, 9.0, 9, 9, 9.0, 9.0, 9.0, 1),  # other grain
-            Bucket(A, Granularity.DAY, JAN + 3 * day, 5.0, 0.5, 1, 1, 5.0, 5.0, 5.0, 1),  # after
-        ]
-    )
+    await store.put_buckets(_DAYS_OF_A_AND_B)
     got = await store.summed_buckets([A, B, "never-seen", A], Granularity.DAY, JAN, JAN + 3 * day)
     # By hand: day 1 is A + B (1000 + 500 Wh, 0.25 + 0.125, 96 + 48 samples, 96 + 40 power
     # samples, 9600 + 2000 W summed, min(50, 10), max(200, 900)); day 2 is A alone; day 3 is
@@ -510,17 +513,7 @@ async def test_summed_buckets_adds_devices_period_by_period(store: SeriesStore) 
 
 async def test_device_totals_add_each_devices_periods(store: SeriesStore) -> None:
     day = 24 * HOUR
-    await store.put_buckets(
-        [
-            Bucket(A, Granularity.DAY, JAN, 1000.0, 0.25, 96, 96, 9600.0, 50.0, 200.0, 3),
-            Bucket(A, Granularity.DAY, JAN + day, 2000.0, 0.5, 96, 96, 19200.0, 80.0, 300.0, 1),
-            Bucket(B, Granularity.DAY, JAN, 500.0, 0.125, 48, 40, 2000.0, 10.0, 900.0, 2),
-            Bucket(B, Granularity.DAY, JAN + 2 * day, 250.0, 0.0625, 10, 0, 0.0, None, None, 1),
-            Bucket(C, Granularity.DAY, JAN, 7.0, 1.0, 1, 1, 7.0, 7.0, 7.0, 1),  # not asked for
-            Bucket(A, Granularity.HOUR, JAN, 99.0, 9.0, 9, 9, 9.0, 9.0, 9.0, 1),  # other grain
-            Bucket(A, Granularity.DAY, JAN + 3 * day, 5.0, 0.5, 1, 1, 5.0, 5.0, 5.0, 1),  # after
-        ]
-    )
+    await store.put_buckets(_DAYS_OF_A_AND_B)
     got = await store.device_totals([B, A, "never-seen", A], Granularity.DAY, JAN, JAN + 3 * day)
     # By hand: A is its first two days (1000 + 2000 Wh, 0.25 + 0.5, 96 + 96 samples, 96 + 96
     # power samples, 9600 + 19200 W summed, min(50, 80), max(200, 300)); B its two days
