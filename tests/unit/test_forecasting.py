@@ -121,6 +121,26 @@ def test_a_cold_start_uses_the_days_it_has_and_says_so() -> None:
     assert f.weights["hour-of-week"] == min(f.weights.values())
 
 
+def test_history_older_than_every_window_still_forecasts() -> None:
+    # Two Sundays of 24 kWh five and six weeks back (hours of 1 kWh), nothing since: no
+    # estimator's window holds a working day, yet the forecast says what the history says
+    # (the median hour, 1 kWh; the median day, 24 kWh) rather than nothing.
+    days_n = 7 * 7
+    kwh = np.full(days_n * 24, np.nan)
+    for sunday in (6, 13):
+        kwh[sunday * 24 : (sunday + 1) * 24] = 1.0
+    cal = hourly.calendar_of(MONDAY, kwh.size + 48, UTC, None)
+    f = fc.forecast_hours(np.concatenate([kwh, np.full(48, np.nan)]), cal, kwh.size, 48)
+    assert list(f.kwh) == approx([1.0] * 48)
+    assert list(f.low) == approx([1.0] * 48) and list(f.high) == approx([1.0] * 48)
+    daily = np.full(days_n + 7, np.nan)
+    daily[[6, 13]] = 24.0
+    off = np.array(([False] * 5 + [True] * 2) * 8)
+    d = fc.forecast_days(hourly.DaySeries(date(2026, 3, 2).toordinal(), daily, off), days_n, 7)
+    assert list(d.kwh) == approx([24.0] * 7)
+    assert not np.isnan(d.low).any() and not np.isnan(d.high).any()
+
+
 def test_no_history_says_none() -> None:
     kwh = np.full(48, np.nan)
     f = fc.forecast_hours(kwh, hourly.calendar_of(MONDAY, 48, UTC, None), 24, 24)

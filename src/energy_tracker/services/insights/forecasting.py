@@ -242,6 +242,7 @@ def forecast_hours(
     blend_from = max(0, past.shape[1] - HOUR_BLEND_DAYS * 24)
     weights = blend_weights(recent[blend_from:], past[:, blend_from:])
     pred = blend(hour_candidates(kwh, cal, origin, horizon), weights)
+    pred = np.where(np.isnan(pred), _hour_fallback(seen, cal, origin, horizon), pred)
     errors = recent - blend(past, weights)
     if np.nanmin(seen) >= 0:
         np.clip(pred, 0.0, None, out=pred)
@@ -253,8 +254,8 @@ def forecast_hours(
         sample = errors[((near <= 1) | (near == 23)) & ~np.isnan(errors)]
         if sample.size < 5:
             sample = errors[~np.isnan(errors)]
-        if sample.size == 0:
-            continue
+        if sample.size == 0:  # no error to learn from: the spread of the hours themselves
+            sample = seen[~np.isnan(seen)] - float(np.nanmean(seen))
         q_lo, q_hi = interval(sample)
         at = targets_hour == h
         low[at], high[at] = pred[at] + q_lo, pred[at] + q_hi
@@ -263,6 +264,20 @@ def forecast_hours(
     if np.nanmin(seen) >= 0:
         np.clip(low, 0.0, None, out=low)
     return HourForecast(pred, low, high, method, _named(HOUR_ESTIMATORS, weights))
+
+
+def _hour_fallback(seen: np.ndarray, cal: Calendar, origin: int, horizon: int) -> np.ndarray:
+    """For hours no estimator answers (the history is older than every estimator's window, or
+    has gaps there): the median of that local hour over all the history, else of every hour
+    there is, so that a cold start says something rather than nothing (never NaN)."""
+    known = ~np.isnan(seen)
+    out = np.full(horizon, float(np.median(seen[known])))
+    seen_hours, target_hours = cal.hour[:origin], cal.hour[origin : origin + horizon]
+    for h in np.unique(target_hours):
+        same = seen[known & (seen_hours == h)]
+        if same.size:
+            out[target_hours == h] = float(np.median(same))
+    return out
 
 
 # -- days --------------------------------------------------------------------------------------
@@ -381,8 +396,11 @@ def forecast_days(
     blend_from = max(0, n - DAY_BLEND_DAYS)
     weights = blend_weights(recent[blend_from:], past[:, blend_from:, 0])
     pred = blend(day_candidates(days, origin, horizon), weights)
-    low, high = np.full(horizon, np.nan), np.full(horizon, np.nan)
     seen = days.kwh[:origin][~np.isnan(days.kwh[:origin])]
+    # No estimator answers for a day whose kind and weekday the recent weeks never had (a
+    # history of two Sundays a month ago): the median of every day there is.
+    pred = np.where(np.isnan(pred), float(np.median(seen)), pred)
+    low, high = np.full(horizon, np.nan), np.full(horizon, np.nan)
     for j in range(horizon):
         done = made + j < origin  # forecasts whose day j ahead is already known
         errors = days.kwh[made[done] + j] - blend(past[:, done, j], weights)
@@ -445,6 +463,9 @@ def project_month(
     end = next_month_index(days, origin)
     left = end - origin - 1 + today_left
     level = level_days(days, origin, end - origin)
+    seen = days.kwh[:origin][~np.isnan(days.kwh[:origin])]
+    if seen.size:  # no day in the level's weeks: the median of every day there is
+        level = np.where(np.isnan(level), float(np.median(seen)), level)
     rest = float(np.nansum(level[1:])) + float(level[0]) * today_left if level.size else 0.0
     elapsed = origin - month_start_index(days, origin) + 1 - today_left
     if elapsed > 0:
