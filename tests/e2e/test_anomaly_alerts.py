@@ -61,11 +61,11 @@ def test_a_load_left_on_fires_an_anomaly_rule(tmp_path: Path) -> None:
         )
         assert (alert["rule_id"], alert["device_id"]) == (r.json()["id"], device)
         assert alert["metric"] == "anomaly"
-        # Each of those hours is 2.15 kWh, 2.0 above the usual 0.15. The usual spread of an hour
-        # is at most (2.15 - 0.15) / 2.563 = 0.78 kWh (where part of the load fell on the day
-        # before, inside the four weeks an hour is judged against), so the score is at least
-        # 2.0 / 0.78 = 2.56; with no midnight among those hours it is 2.0 / 0.05 = 40.
-        assert alert["value"] >= 2.56
+        # Live, the alert opens on the first hour's observation that scores: the usage process
+        # stores the 7 hours in several chunks, so which hours the detector had seen by then
+        # depends on the timing (a load of one or two hours so far is not yet stuck on). Its
+        # value is a score above the rule's 0; the score of the whole load is the preview's.
+        assert alert["value"] > 0
 
         # The preview of the same rule over the last 7 days judges the same hours with the same
         # detector: one alert, from the end of the load's first hour, still open.
@@ -74,4 +74,8 @@ def test_a_load_left_on_fires_an_anomaly_rule(tmp_path: Path) -> None:
         first_hour_end = datetime.fromtimestamp((stuck + HOUR_MS) / 1000, UTC).isoformat()
         (episode,) = r.json()["alerts"]
         assert (episode["started_at"], episode["resolved_at"]) == (first_hour_end, None)
+        # Each of those hours is 2.15 kWh, 2.0 above the usual 0.15. The usual spread of an hour
+        # is at most (2.15 - 0.15) / 2.563 = 0.78 kWh (where part of the load fell on the day
+        # before, inside the four weeks an hour is judged against), so the score is at least
+        # 2.0 / 0.78 = 2.56; with no midnight among those hours it is 2.0 / 0.05 = 40.
         assert episode["peak_value"] >= 2.56
