@@ -389,24 +389,26 @@ class PostgresSeriesStore(SeriesStore):
     async def summed_buckets(
         self, device_ids: Sequence[str], granularity: Granularity, start: int, end: int
     ) -> list[Bucket]:
-        if not device_ids or start >= end:
-            return []
-        async with self._acquire() as conn:
-            rows = await conn.fetch(
-                _SUMMED, list(set(device_ids)), Granularity(granularity).value, start, end
-            )
+        rows = await self._grouped(_SUMMED, device_ids, granularity, start, end)
         return [Bucket("*", granularity, *row) for row in rows]
 
     async def device_totals(
         self, device_ids: Sequence[str], granularity: Granularity, start: int, end: int
     ) -> list[Bucket]:
+        rows = await self._grouped(_TOTALS, device_ids, granularity, start, end)
+        return [Bucket(row[0], granularity, start, *row[1:]) for row in rows]
+
+    async def _grouped(
+        self, sql: str, device_ids: Sequence[str], granularity: Granularity, start: int, end: int
+    ) -> list[asyncpg.Record]:
+        """The rows of a query that adds the buckets of `device_ids` over [start, end)."""
         if not device_ids or start >= end:
             return []
         async with self._acquire() as conn:
-            rows = await conn.fetch(
-                _TOTALS, list(set(device_ids)), Granularity(granularity).value, start, end
+            rows: list[asyncpg.Record] = await conn.fetch(
+                sql, list(set(device_ids)), Granularity(granularity).value, start, end
             )
-        return [Bucket(row[0], granularity, start, *row[1:]) for row in rows]
+        return rows
 
     async def put_buckets(self, buckets: Sequence[Bucket]) -> None:
         if not buckets:
